@@ -1,0 +1,41 @@
+# make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
+# make test  - run the whole test suite (CPU only)
+#
+# On a GPU cluster, install the torch build you want into the venv first and pass
+# CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
+
+PYTHON      ?= python3
+VENV        ?= .venv
+CONSTRAINTS ?= constraints-cpu.txt
+TWIN        ?= data/isles2018_twin
+DEMO_CASES  ?= 30
+BIN         := $(VENV)/bin
+
+.PHONY: install demo twin test lint clean-runs
+
+$(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
+	touch $@
+
+install: $(BIN)/lightning
+
+$(TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
+	$(BIN)/lightning-data synth isles2018 $(TWIN) --cases $(DEMO_CASES) --seed 0
+
+twin: $(TWIN)/SYNTHETIC_TWIN.json
+
+demo: install twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
+	  --data.init_args.data_dir $(TWIN) && \
+	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-runs:
+	rm -rf runs

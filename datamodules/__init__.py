@@ -1,0 +1,17 @@
+"""Readers, caches, splits, transforms and LightningDataModules for ATLAS and ISLES 2018."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ISLES2018DataModule"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `lightning-data` (the synthetic-twin writer) must not pay for importing torch and
+    # Lightning; `datamodules.ISLES2018DataModule` still resolves for configs and imports.
+    if name == "ISLES2018DataModule":
+        from datamodules.isles2018 import ISLES2018DataModule
+
+        return ISLES2018DataModule
+    raise AttributeError(f"module 'datamodules' has no attribute {name!r}")

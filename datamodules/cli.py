@@ -1,0 +1,157 @@
+"""``lightning-data``: data utilities that run outside training.
+
+Usage::
+
+    lightning-data synth isles2018 DIR [--cases N] [--testing-cases M] [--seed S]
+                                       [--size {full,tiny}] [--no-dwi] [--overwrite]
+
+``synth`` writes synthetic twins of the public datasets in their exact on-disk layout, so the
+readers, datamodules and experiment configs can be run end to end without the real data.
+Each twin is one sub-command of ``synth`` (``isles2018`` now; ``atlas`` can join it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+_USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+def _human(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n_bytes < 1000:
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return f"{n_bytes:.1f} GB"
+
+
+def _synth_isles2018(args: argparse.Namespace) -> int:
+    from datamodules.synth.isles2018 import MARKER_FILE, write_isles2018_twin
+
+    root = write_isles2018_twin(
+        args.dir,
+        cases=args.cases,
+        testing_cases=args.testing_cases,
+        seed=args.seed,
+        size=args.size,
+        dwi=args.dwi,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    summary = json.loads((root / MARKER_FILE).read_text())
+    parts = [
+        f"{split}: {_plural(len(info['cases']), 'case')}, {_plural(info['patients'], 'patient')}, "
+        f"{_plural(info['slices'], 'slice')}"
+        for split, info in summary["splits"].items()
+    ]
+    print(f"wrote a synthetic ISLES 2018 twin (seed {args.seed}, size {args.size}) to {root}")
+    print(f"{'; '.join(parts)}; {_human(_disk_bytes(root))} on disk")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``lightning-data`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-data", description="Data utilities for the stroke-segmentation suite."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser(
+        "synth",
+        help="write a synthetic twin of a dataset in its exact on-disk layout",
+        description="Write a synthetic twin of a dataset in its exact on-disk layout.",
+    )
+    twins = synth.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+
+    isles = twins.add_parser(
+        "isles2018",
+        help="ISLES 2018 CT perfusion (TRAINING/, TESTING/)",
+        description=(
+            "Write DIR/TRAINING/case_N/SMIR.Brain.XX.O.<MOD>.<id>/….nii and DIR/TESTING/… with "
+            "the real case numbers, ids, dtypes, slab shapes, spacings and header quirk, filled "
+            "with synthetic anatomy (MNI152 template) and lesions. DIR/SYNTHETIC_TWIN.json "
+            "marks it as synthetic."
+        ),
+    )
+    isles.add_argument("dir", type=Path, metavar="DIR", help="directory to create")
+    isles.add_argument(
+        "--cases",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="training cases, chosen as whole patients spread over the slab protocols (a "
+        "two-slab patient brings both slabs, so N+1 may be written); default: all 94",
+    )
+    isles.add_argument(
+        "--testing-cases",
+        type=_count,
+        default=None,
+        metavar="M",
+        help="testing cases, chosen the same way; default: all 62 without --cases, else 4",
+    )
+    isles.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
+    isles.add_argument(
+        "--size",
+        choices=("full", "tiny"),
+        default="full",
+        help="full: the real 256×256×Z layout (default). tiny: for tests only; 32×32 in-plane, "
+        "at most 4 slices and 6 frames, which breaks the real 256×256 layout on purpose",
+    )
+    isles.add_argument(
+        "--no-dwi",
+        dest="dwi",
+        action="store_false",
+        help="do not write the optional MR_DWI folder in training cases",
+    )
+    isles.add_argument(
+        "--overwrite", action="store_true", help="replace DIR if it already holds a twin"
+    )
+    isles.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    isles.set_defaults(handler=_synth_isles2018)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lightning-data`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except _USER_ERRORS as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

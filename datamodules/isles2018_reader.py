@@ -1,0 +1,276 @@
+"""Reader for the real ISLES 2018 layout (SMIR export; ``shared/specs/datasets.md`` §4).
+
+::
+
+    <root>/TRAINING/case_1/SMIR.Brain.XX.O.CT.345562/SMIR.Brain.XX.O.CT.345562.nii
+                          /SMIR.Brain.XX.O.CT_4DPWI.345561/...   (4D: X, Y, Z, T)
+                          /SMIR.Brain.XX.O.CT_CBF|CT_CBV|CT_MTT|CT_Tmax.<id>/...
+                          /SMIR.Brain.XX.O.OT.345566/...          (training only)
+                          /SMIR.Brain.XX.O.MR_DWI.<id>/...        (optional)
+    <root>/TESTING/case_1/...                                     (no OT)
+
+Modalities are matched by their token (``CT_CBF`` and the earlier release's ``MR_CBF`` both mean
+CBF), never by the opaque SMIR id. ``__MACOSX`` and dot-files are ignored. Voxel spacing comes
+from ``header.get_zooms()`` (pixdim): the sform of these files is an identity matrix, so
+``img.affine`` would claim 1 mm voxels.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from datamodules.errors import DatasetNotFoundError, DataValidationError
+from datamodules.isles2018_cases import SPLITS, case_info
+
+log = logging.getLogger(__name__)
+
+_FOLDER_RE = re.compile(
+    r"^SMIR\.Brain\.XX\.O\.(?P<token>CT|(?:CT|MR)_(?:4DPWI|CBF|CBV|MTT|Tmax|DWI)|OT)\.(?P<id>\d+)$"
+)
+_CASE_RE = re.compile(r"^case_(?P<case>[1-9]\d*)$")
+
+# Token (without the CT_/MR_ prefix) → canonical modality name used across the suite.
+_CANONICAL = {"CT": "CT", "4DPWI": "PWI", "CBF": "CBF", "CBV": "CBV", "MTT": "MTT",
+              "Tmax": "Tmax", "DWI": "DWI", "OT": "OT"}  # fmt: skip
+REQUIRED_MODALITIES = ("CT", "CBF", "CBV", "MTT", "Tmax")
+# Channels a model can ask for; PWI_max is derived from the 4D series (per-voxel max over time).
+CHANNELS = ("CT", "CBF", "CBV", "MTT", "Tmax", "PWI_max", "DWI")
+
+SYNTH_HINT = "lightning-data synth isles2018 {root} --cases 30 --seed 0"
+
+EXPECTED_LAYOUT = """\
+  <root>/TRAINING/case_<N>/SMIR.Brain.XX.O.<MOD>.<id>/SMIR.Brain.XX.O.<MOD>.<id>.nii
+      with <MOD> in CT, CT_4DPWI, CT_CBF, CT_CBV, CT_MTT, CT_Tmax, OT (and optionally MR_DWI)
+  <root>/TESTING/case_<N>/...  (same, without OT)"""
+
+
+@dataclass(frozen=True)
+class ISLESCase:
+    """One case folder of the dataset.
+
+    Attributes:
+        split: ``"TRAINING"`` or ``"TESTING"``.
+        case: Case number inside the split.
+        directory: The ``case_N`` folder.
+        files: Canonical modality (``"CT"``, ``"PWI"``, ``"CBF"``, …, ``"OT"``, ``"DWI"``) → ``.nii``.
+        patient_key: Patient identifier for per-patient splits (from the shipped case table).
+    """
+
+    split: str
+    case: int
+    directory: Path
+    files: Mapping[str, Path]
+    patient_key: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/case_{self.case}"
+
+    def path(self, modality: str) -> Path:
+        """Return the file of ``modality``, or raise naming the folder that is missing."""
+        if modality not in self.files:
+            token = {"PWI": "CT_4DPWI", "OT": "OT", "CT": "CT"}.get(modality, f"CT_{modality}")
+            raise DataValidationError(
+                f"{self.directory}: no {modality} folder. Expected a folder named "
+                f"SMIR.Brain.XX.O.{token}.<id>/ holding SMIR.Brain.XX.O.{token}.<id>.nii. "
+                f"Found: {', '.join(sorted(self.files)) or 'nothing'}. Restore the folder from "
+                "the original archive, or drop the channel that needs it from the experiment."
+            )
+        return self.files[modality]
+
+
+def check_root(root: str | Path) -> Path:
+    """Fail fast (no file decoding) if ``root`` does not look like an ISLES 2018 extract.
+
+    Raises:
+        DatasetNotFoundError: With the path looked at, the expected layout and the command
+            that writes a synthetic twin.
+    """
+    root = Path(root).expanduser()
+    if root.is_dir() and any((root / split).is_dir() for split in SPLITS):
+        return root
+    found = "does not exist" if not root.exists() else "has no TRAINING/ or TESTING/ folder"
+    raise DatasetNotFoundError(
+        f"ISLES 2018 data not found: {root.resolve()} {found}.\n"
+        f"Expected the layout of the official ISLES2018_Training.zip / ISLES2018_Testing.zip:\n"
+        f"{EXPECTED_LAYOUT}\n"
+        f"Unzip the real data there (or point data.init_args.data_dir at it), or write a synthetic "
+        f"twin with the same layout:\n  {SYNTH_HINT.format(root=root)}"
+    )
+
+
+def _modality_files(case_dir: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for folder in sorted(case_dir.iterdir()):
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        match = _FOLDER_RE.match(folder.name)
+        if match is None:
+            log.warning("Ignoring %s: not a SMIR.Brain.XX.O.<MOD>.<id> folder", folder)
+            continue
+        token = match["token"].split("_", 1)[-1] if match["token"] != "CT" else "CT"
+        modality = _CANONICAL[token]
+        nii = next((folder / f"{folder.name}{ext}" for ext in (".nii", ".nii.gz")
+                    if (folder / f"{folder.name}{ext}").is_file()), None)  # fmt: skip
+        if nii is None:
+            raise DataValidationError(
+                f"{folder}: expected the file {folder.name}.nii inside it (the file stem equals "
+                "the folder name); it is missing. Re-extract this case from the original archive."
+            )
+        if modality in files:
+            raise DataValidationError(
+                f"{case_dir}: two {modality} folders ({files[modality].parent.name} and "
+                f"{folder.name}). Keep one of them."
+            )
+        files[modality] = nii
+    return files
+
+
+def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]:
+    """List the cases of one split, sorted by case number, without decoding any file.
+
+    Args:
+        root: Folder holding ``TRAINING/`` and/or ``TESTING/``.
+        split: ``"TRAINING"`` or ``"TESTING"``.
+
+    Returns:
+        One :class:`ISLESCase` per ``case_N`` folder.
+
+    Raises:
+        DatasetNotFoundError: If the root or split folder is missing or holds no case.
+        DataValidationError: If a case lacks a required modality (OT too, for TRAINING).
+    """
+    root = check_root(root)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    split_dir = root / split
+    case_dirs = sorted(
+        (d for d in split_dir.iterdir() if d.is_dir() and _CASE_RE.match(d.name))
+        if split_dir.is_dir() else [],
+        key=lambda d: int(_CASE_RE.match(d.name)["case"]),
+    )  # fmt: skip
+    if not case_dirs:
+        raise DatasetNotFoundError(
+            f"No case_<N> folders in {split_dir}.\nExpected:\n{EXPECTED_LAYOUT}\n"
+            f"Synthetic twin: {SYNTH_HINT.format(root=root)}"
+        )
+    cases = []
+    for case_dir in case_dirs:
+        number = int(_CASE_RE.match(case_dir.name)["case"])
+        try:
+            patient_key = case_info(split, number).patient_key
+        except KeyError:
+            patient_key = f"{split}/{case_dir.name}"
+            log.warning("%s is not in the official case table; treated as its own patient", case_dir)
+        case = ISLESCase(split, number, case_dir, _modality_files(case_dir), patient_key)
+        for modality in REQUIRED_MODALITIES + (("OT",) if split == "TRAINING" else ()):
+            case.path(modality)
+        cases.append(case)
+    return cases
+
+
+def read_shape(path: Path) -> tuple[int, ...]:
+    """Shape from the NIfTI header alone (no voxel data is decoded).
+
+    Raises:
+        DataValidationError: If the header cannot be read.
+    """
+    try:
+        return tuple(nib.load(str(path)).shape)
+    except Exception as error:
+        raise DataValidationError(
+            f"{path}: cannot read the NIfTI header ({type(error).__name__}: {error}). "
+            "Re-extract the file from the original archive."
+        ) from error
+
+
+def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Decode one NIfTI file and check it is finite and has ``ndim`` dimensions.
+
+    Returns:
+        The voxel array as stored (dtype kept) and the spatial zooms (pixdim) in mm.
+
+    Raises:
+        DataValidationError: If the file cannot be decoded (e.g. truncated), has the wrong number
+            of dimensions or holds NaN/inf.
+    """
+    try:
+        # mmap=False: read into memory, so a file replaced on disk later cannot fault the array.
+        image = nib.load(str(path), mmap=False)
+        data = np.asarray(image.dataobj)
+    except Exception as error:  # nibabel raises several types for a damaged file
+        raise DataValidationError(
+            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). The file is "
+            "probably truncated or corrupt; re-extract it from the original archive."
+        ) from error
+    if data.ndim != ndim:
+        raise DataValidationError(
+            f"{path}: expected a {ndim}D image, found shape {data.shape}."
+        )
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise DataValidationError(
+            f"{path}: {bad} voxels are NaN or infinite. Fix or replace the file."
+        )
+    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
+    return data, zooms
+
+
+def read_case(case: ISLESCase, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None,
+                                                                   tuple[float, float, float]]:  # fmt: skip
+    """Decode and validate one case.
+
+    Args:
+        case: The case to read.
+        channels: Channels to return, from :data:`CHANNELS` (``PWI_max`` is the per-voxel
+            maximum over time of the 4D perfusion series).
+
+    Returns:
+        ``(image, label, spacing)``: image ``(C, X, Y, Z)`` float32 in channel order; label
+        ``(X, Y, Z)`` uint8 in {0, 1}, or ``None`` for a case without OT; spacing ``(dx, dy, dz)``
+        in mm from the CT header.
+
+    Raises:
+        DataValidationError: Unreadable file, shape mismatch between modalities, non-finite
+            values, or an OT that is not binary; the message names the file.
+    """
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise ValueError(f"Unknown channel(s) {unknown}; valid channels: {list(CHANNELS)}")
+    ct, spacing = load_volume(case.path("CT"))
+    shape = ct.shape
+
+    def _checked(modality: str, ndim: int = 3) -> np.ndarray:
+        data, _ = load_volume(case.path(modality), ndim) if modality != "CT" else (ct, spacing)
+        if data.shape[:3] != shape:
+            raise DataValidationError(
+                f"{case.path(modality)}: shape {data.shape} does not match the case's CT "
+                f"{shape} ({case.path('CT')}). All volumes of a case must share one grid."
+            )
+        return data
+
+    planes = []
+    for channel in channels:
+        if channel == "PWI_max":
+            planes.append(_checked("PWI", ndim=4).max(axis=3).astype(np.float32))
+        else:
+            planes.append(_checked(channel).astype(np.float32))
+    label = None
+    if "OT" in case.files:
+        ot = _checked("OT")
+        values = np.unique(ot)
+        if not np.isin(values, (0, 1)).all():
+            raise DataValidationError(
+                f"{case.path('OT')}: the lesion mask must be binary {{0, 1}}; found values "
+                f"{values[:8].tolist()}{' …' if values.size > 8 else ''}. Binarise it (e.g. > 0) "
+                "or restore the original file."
+            )
+        label = ot.astype(np.uint8)
+    return np.stack(planes), label, spacing  # (C, X, Y, Z)

@@ -1,0 +1,204 @@
+"""Per-case metric collection that gives identical summaries on one process and under DDP."""
+
+from __future__ import annotations
+
+import logging
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from evaluation.metrics import PRESET_METRICS, UNBOUNDED_METRICS, get_preset
+
+logger = logging.getLogger(__name__)
+
+
+def _to_numpy_mask(mask: Tensor, name: str) -> np.ndarray:
+    """Detach a mask tensor to a CPU numpy array (values are validated by the preset)."""
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor; found {type(mask).__name__}.")
+    mask = mask.detach().cpu()
+    if mask.dtype in (torch.float16, torch.bfloat16):
+        mask = mask.float()  # numpy has no bfloat16
+    return mask.numpy()
+
+
+def _as_case_id(case_id: int | Tensor) -> int:
+    """Accept an int (or a one-element integer tensor, as a collated batch delivers it)."""
+    if isinstance(case_id, Tensor):
+        if case_id.numel() != 1 or case_id.is_floating_point():
+            raise ValueError(
+                f"case_id must be one integer; found a {case_id.dtype} tensor of shape "
+                f"{tuple(case_id.shape)}. Update once per case."
+            )
+        return int(case_id.item())
+    try:
+        return operator.index(case_id)
+    except TypeError:
+        raise ValueError(f"case_id must be an integer; found {case_id!r}.") from None
+
+
+def _cat(state: list[Tensor] | Tensor) -> Tensor:
+    """A list state before sync, or the concatenated tensor after a DDP sync, as one 1-D tensor."""
+    if isinstance(state, Tensor):
+        return state.reshape(-1)
+    return torch.cat(state) if state else torch.zeros(0, dtype=torch.float64)
+
+
+class CaseMetrics(Metric):
+    """Collect per-case metrics of a preset (e.g. ISLES 2018) and summarise them.
+
+    Each ``update`` is one whole case: the preset (:data:`evaluation.metrics.METRIC_PRESETS`)
+    is evaluated right away on CPU numpy and one row (case id, then every metric as float64) is
+    appended to list states that DDP concatenates. Summaries are therefore the same whether one
+    process or many saw the cases, as long as every case is seen exactly once. A case id seen
+    twice raises: under DDP it usually means ``DistributedSampler`` padded the last batch by
+    repeating cases (evaluate with a non-padding sampler such as Lightning's
+    ``UnrepeatedDistributedSamplerWrapper``, or on one device).
+
+    ``compute()`` returns, for each metric, the mean over the cases whose value is finite; for
+    the distances that are +inf when exactly one mask is empty (``hd``, ``assd``), also
+    ``<metric>_inf``, the number of such cases (metrics.md: count them, do not average them);
+    and ``num_cases``. All values are float64 scalar tensors. With no cases, means are NaN and
+    counts 0. ``table()`` gives the per-case rows for a report.
+
+    Example (in a LightningModule)::
+
+        self.val_cases = CaseMetrics("isles2018")
+        # validation_step, one case per call:
+        self.val_cases.update(probs[0, 1] > 0.5, label[0] > 0, spacing[0], case_id[0])
+        # on_validation_epoch_end, on every rank:
+        self.log_dict({f"val/{k}": v for k, v in self.val_cases.compute().items()})
+        rows = self.val_cases.table()
+        self.val_cases.reset()
+
+    Args:
+        preset: name of a per-case metric preset. Default ``"isles2018"`` (seeds 001-003).
+        **kwargs: passed to :class:`torchmetrics.Metric` (e.g. ``process_group``).
+
+    Raises:
+        ValueError: if ``preset`` is unknown (the message lists the valid names).
+    """
+
+    is_differentiable = False
+    higher_is_better: bool | None = None  # mixed: dice/precision/recall up, hd/assd/avd down
+    full_state_update = False
+
+    def __init__(self, preset: str = "isles2018", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.preset = preset
+        self._preset_fn = get_preset(preset)
+        self.metric_names: tuple[str, ...] = PRESET_METRICS[preset]
+        self.add_state("case_ids", default=[], dist_reduce_fx="cat")
+        for name in self.metric_names:
+            self.add_state(f"{name}_values", default=[], dist_reduce_fx="cat")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        # A DDP rank that saw no case contributes torch.tensor([], dtype=self.dtype); it must match
+        # the other ranks' float64 rows or gloo/NCCL abort. (Metric resets _dtype to float32 on
+        # .to(device).) Case ids are stored as float64 too, exact below 2**53, for the same reason.
+        return torch.float64
+
+    def update(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        spacing: Tensor | Sequence[float],
+        case_id: int | Tensor,
+    ) -> None:
+        """Evaluate one case and store its row.
+
+        Args:
+            pred: predicted mask of one case, (X, Y, Z), bool or 0/1, any device.
+            target: reference mask, same shape and axis order as ``pred``.
+            spacing: voxel size in mm per axis in the masks' axis order, 3 values (as a tensor,
+                float64: float32 already rounds 0.8 mm to 0.800000012).
+            case_id: unique integer id of the case (e.g. the ISLES case number).
+
+        Raises:
+            ValueError: on a non-integer case id, or masks/spacing the preset rejects.
+        """
+        case = _as_case_id(case_id)
+        if isinstance(spacing, Tensor):
+            spacing = spacing.detach().cpu().double().reshape(-1).tolist()
+        values = self._preset_fn(
+            _to_numpy_mask(pred, "pred"), _to_numpy_mask(target, "target"), spacing
+        )
+        logger.debug("case %d: %s", case, values)
+        self.case_ids.append(torch.tensor([case], dtype=torch.float64, device=self.device))
+        for name in self.metric_names:
+            getattr(self, f"{name}_values").append(
+                torch.tensor([values[name]], dtype=torch.float64, device=self.device)
+            )
+
+    def _columns(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """Case ids and metric columns of the current (possibly synced) state; refuse duplicates."""
+        ids = _cat(self.case_ids)
+        unique, counts = torch.unique(ids, return_counts=True)
+        if bool((counts > 1).any()):
+            repeated = [int(i) for i in unique[counts > 1].tolist()]
+            raise ValueError(
+                f"Case id(s) {repeated} were evaluated more than once ({ids.numel()} rows). Under "
+                "DDP this usually means DistributedSampler padded the dataset by repeating cases: "
+                "evaluate with a non-padding sampler (Lightning's "
+                "UnrepeatedDistributedSamplerWrapper) or on one device. Otherwise call reset() "
+                "between epochs."
+            )
+        columns = {name: _cat(getattr(self, f"{name}_values")) for name in self.metric_names}
+        return ids, columns
+
+    def compute(self) -> dict[str, Tensor]:
+        """Summarise all cases (across ranks under DDP).
+
+        Returns:
+            ``{metric: mean over finite values, "<metric>_inf": count of infinite values (hd,
+            assd), "num_cases": number of cases}``, float64 scalar tensors; NaN means when no
+            case (or no finite value) was seen.
+
+        Raises:
+            ValueError: if a case id was seen more than once.
+        """
+        ids, columns = self._columns()
+        summary: dict[str, Tensor] = {}
+        for name, values in columns.items():
+            finite = values[torch.isfinite(values)]
+            summary[name] = finite.mean() if finite.numel() else self._scalar(math.nan)
+            if name in UNBOUNDED_METRICS:
+                summary[f"{name}_inf"] = self._scalar(float(torch.isinf(values).sum()))
+        summary["num_cases"] = self._scalar(float(ids.numel()))
+        return summary
+
+    def table(self) -> list[dict[str, float | int]]:
+        """Per-case rows sorted by case id, gathered from all ranks under DDP.
+
+        Under DDP this is a collective: call it on every rank (like ``compute()``).
+
+        Returns:
+            ``[{"case_id": int, "dice": float, ...}, ...]``, one row per case.
+
+        Raises:
+            ValueError: if a case id was seen more than once.
+        """
+        already_synced = self._is_synced
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync and not already_synced,
+            should_unsync=self._should_unsync and not already_synced,
+        ):
+            ids, columns = self._columns()
+            ids_list = [int(i) for i in ids.tolist()]
+            value_lists = {name: values.tolist() for name, values in columns.items()}
+        rows = [
+            {"case_id": case, **{name: value_lists[name][i] for name in self.metric_names}}
+            for i, case in enumerate(ids_list)
+        ]
+        return sorted(rows, key=operator.itemgetter("case_id"))
+
+    def _scalar(self, value: float) -> Tensor:
+        return torch.tensor(value, dtype=torch.float64, device=self.device)

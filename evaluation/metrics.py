@@ -1,0 +1,175 @@
+"""Per-case segmentation metric presets, one per source of reported numbers (see metrics.md)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from monai.metrics.utils import get_surface_distance
+from scipy import ndimage
+
+ISLES2018_METRICS: tuple[str, ...] = ("dice", "hd", "assd", "precision", "recall", "avd")
+# Distances that are +inf when exactly one mask is empty; summaries count these, not average them.
+UNBOUNDED_METRICS: frozenset[str] = frozenset({"hd", "assd"})
+
+
+def _as_mask(array: np.ndarray, name: str) -> np.ndarray:
+    """Return ``array`` as a bool mask, refusing values other than 0/1."""
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array; found {type(array).__name__}.")
+    if array.dtype == np.bool_:
+        return array
+    if not np.all((array == 0) | (array == 1)):
+        raise ValueError(
+            f"{name} must be a binary mask (bool or values in {{0, 1}}); found dtype {array.dtype} "
+            f"with values in [{array.min()}, {array.max()}]. Threshold probabilities first (0.5)."
+        )
+    return array.astype(bool)
+
+
+def _validate_case(
+    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Check one case's masks and spacing; return bool masks and the spacing as floats."""
+    pred, target = _as_mask(pred, "pred"), _as_mask(target, "target")
+    if pred.shape != target.shape or pred.ndim != 3:
+        raise ValueError(
+            "Expected pred and target of the same 3D shape; found "
+            f"{pred.shape} and {target.shape}. Evaluate whole cases (stack a 2D net's slices; "
+            "add a singleton axis for a single slice)."
+        )
+    spacing_arr = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if spacing_arr.shape != (3,) or not np.all(np.isfinite(spacing_arr) & (spacing_arr > 0)):
+        raise ValueError(
+            "Expected spacing as 3 positive finite mm values in the masks' axis order "
+            f"(NIfTI header.get_zooms()[:3]); found {list(np.asarray(spacing).reshape(-1))}."
+        )
+    return pred, target, tuple(float(s) for s in spacing_arr)
+
+
+def _crop_to_union(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to the union's bounding box plus a 1-voxel margin (clipped to the image)."""
+    union = pred | target
+    box = []
+    for axis in range(union.ndim):
+        other = tuple(a for a in range(union.ndim) if a != axis)
+        hits = np.flatnonzero(union.any(axis=other))
+        box.append(slice(max(hits[0] - 1, 0), hits[-1] + 2))
+    return pred[tuple(box)], target[tuple(box)]
+
+
+def _directed_surface_distances(
+    pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return float64 mm distances pred surface -> target surface and back (both non-empty)."""
+    # Surfaces as in MONAI's get_mask_edges: the mask XOR its 6-connected erosion, with the outside
+    # of the image counted as background. Computed here on the cropped numpy arrays because
+    # get_mask_edges' MetaTensor cropping costs several times the distance queries on a 256x256xZ
+    # case; tests pin the result to compute_hausdorff_distance / compute_average_surface_distance.
+    pred, target = _crop_to_union(pred, target)
+    pred_edges = pred ^ ndimage.binary_erosion(pred)
+    target_edges = target ^ ndimage.binary_erosion(target)
+    pred_to_target = get_surface_distance(pred_edges, target_edges, "euclidean", spacing)
+    target_to_pred = get_surface_distance(target_edges, pred_edges, "euclidean", spacing)
+    return np.asarray(pred_to_target, np.float64), np.asarray(target_to_pred, np.float64)
+
+
+def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """ISLES 2018 per-case metrics: Dice, HD (max, mm), ASSD (mm), precision, recall, AVD (mL).
+
+    Follows the ISLES 2015/2016 evaluator (``loli/ISLESevaluation``,
+    ``validateLabelImages-ISLES.cxx``, ITK), whose lineage the ISLES 2018 challenge and
+    Abulnaga & Rubin (arXiv:1811.01085) §5.2 / Table 2 use (datasets.md §4.7):
+
+    * ``dice`` = 2|P ∩ G| / (|P| + |G|).
+    * ``hd``: symmetric Hausdorff distance, the full maximum (not HD95), eq. 7, in mm.
+    * ``assd`` = ½ (mean d(P_s → G_s) + mean d(G_s → P_s)), eqs. 7-8, in mm. This is *not*
+      MONAI's ``compute_average_surface_distance(symmetric=True)``, which averages over the
+      union of both surfaces' points and so weights the larger surface more.
+    * ``precision`` = |P ∩ G| / |P| (positive predictive value); ``recall`` = |P ∩ G| / |G|.
+    * ``avd`` = | |P| - |G| | x voxel volume / 1000, in mL. (The ITK tool writes the *signed*
+      volume error in mm³; the challenge ranks its absolute value, reported here in mL.)
+
+    Surfaces are the mask voxels removed by a 6-connected binary erosion (as MONAI's
+    ``get_mask_edges``); distances are Euclidean between voxel centres in mm, from MONAI's
+    ``get_surface_distance`` with ``spacing`` (float32 inside MONAI, so ~1e-7 relative). HD
+    equals ``monai.metrics.compute_hausdorff_distance(..., percentile=None, spacing=spacing)``.
+    The ITK tool uses Maurer distance maps on its own contour definition, so sub-voxel
+    discretisation differences from the challenge's numbers are possible. Seed 003's Table 2
+    prints HD/ASSD on another scale (x1e6, metrics.md); these are plain mm.
+
+    Empty-mask conventions (deterministic, never NaN):
+
+    ======================  ====  ======  ======  =========  ======  ===================
+    case                    dice  hd      assd    precision  recall  avd
+    ======================  ====  ======  ======  =========  ======  ===================
+    both empty              1     0       0       1          1       0
+    target empty only       0     inf     inf     0          0       volume of pred
+    pred empty only         0     inf     inf     0          0       volume of target
+    ======================  ====  ======  ======  =========  ======  ===================
+
+    That is, precision (recall) is 0 when its denominator, the prediction (target), is empty
+    while the other mask is not; 1 when both are empty.
+
+    Args:
+        pred: predicted mask, bool (or 0/1) array of shape (X, Y, Z), any axis order.
+        target: reference mask, same shape and axis order as ``pred``.
+        spacing: voxel size in mm per axis, in the same order as the arrays' axes (e.g.
+            ``nib.load(f).header.get_zooms()[:3]`` for an array from ``get_fdata()``).
+
+    Returns:
+        ``{"dice", "hd", "assd", "precision", "recall", "avd"}`` as Python floats.
+
+    Raises:
+        ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
+            is not three positive finite numbers.
+    """
+    pred, target, spacing = _validate_case(pred, target, spacing)
+    n_pred = int(np.count_nonzero(pred))
+    n_target = int(np.count_nonzero(target))
+    n_both = int(np.count_nonzero(pred & target))
+    voxel_ml = math.prod(spacing) / 1000.0
+    avd = abs(n_pred - n_target) * voxel_ml
+
+    if n_pred == 0 and n_target == 0:
+        return {"dice": 1.0, "hd": 0.0, "assd": 0.0, "precision": 1.0, "recall": 1.0, "avd": 0.0}
+    if n_pred == 0 or n_target == 0:
+        inf = math.inf
+        return {"dice": 0.0, "hd": inf, "assd": inf, "precision": 0.0, "recall": 0.0, "avd": avd}
+
+    pred_to_target, target_to_pred = _directed_surface_distances(pred, target, spacing)
+    return {
+        "dice": 2.0 * n_both / (n_pred + n_target),
+        "hd": float(max(pred_to_target.max(), target_to_pred.max())),
+        "assd": float(0.5 * (pred_to_target.mean() + target_to_pred.mean())),
+        "precision": n_both / n_pred,
+        "recall": n_both / n_target,
+        "avd": avd,
+    }
+
+
+MetricPreset = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict[str, float]]
+
+METRIC_PRESETS: dict[str, MetricPreset] = {"isles2018": isles2018}
+# Keys each preset returns, known before any case is seen (CaseMetrics registers one state each).
+PRESET_METRICS: dict[str, tuple[str, ...]] = {"isles2018": ISLES2018_METRICS}
+
+
+def get_preset(name: str) -> MetricPreset:
+    """Look up a per-case metric preset by name.
+
+    Args:
+        name: a key of :data:`METRIC_PRESETS`, e.g. ``"isles2018"``.
+
+    Returns:
+        The preset ``fn(pred, target, spacing) -> dict[str, float]``.
+
+    Raises:
+        ValueError: if ``name`` is not registered; the message lists the valid names.
+    """
+    if name not in METRIC_PRESETS:
+        raise ValueError(
+            f"Unknown metric preset {name!r}; valid presets: {sorted(METRIC_PRESETS)}."
+        )
+    return METRIC_PRESETS[name]

@@ -1,0 +1,99 @@
+"""The reader on the real layout: token matching, ignored folders, and actionable errors."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from datamodules.errors import DatasetNotFoundError, DataValidationError
+from datamodules.isles2018_reader import read_case, scan_isles2018
+
+
+def _folder(case_dir: Path, token: str) -> Path:
+    return next(p for p in case_dir.iterdir() if f".O.{token}." in p.name)
+
+
+def test_scan_finds_cases_and_ignores_macosx(tiny_twin):
+    cases = scan_isles2018(tiny_twin, "TRAINING")
+    assert len(cases) >= 12
+    assert (tiny_twin / "__MACOSX").exists()
+    assert all({"CT", "PWI", "CBF", "CBV", "MTT", "Tmax", "OT"} <= set(c.files) for c in cases)
+    assert [c.case for c in cases] == sorted(c.case for c in cases)
+    testing = scan_isles2018(tiny_twin, "TESTING")
+    assert testing and all("OT" not in c.files for c in testing)
+
+
+def test_patient_keys_follow_the_case_table(tiny_twin):
+    cases = {c.case: c for c in scan_isles2018(tiny_twin, "TRAINING")}
+    pairs = [(a, a + 1) for a in cases if a + 1 in cases and cases[a].patient_key == cases[a + 1].patient_key]
+    assert pairs, "the twin keeps whole two-slab patients"
+    for a, b in pairs:
+        assert cases[a].patient_key == cases[b].patient_key
+
+
+def test_old_release_mr_prefix_is_the_same_modality(twin_copy):
+    case_dir = twin_copy / "TRAINING" / sorted((twin_copy / "TRAINING").iterdir())[0].name
+    old = _folder(case_dir, "CT_Tmax")
+    new_name = old.name.replace("CT_Tmax", "MR_Tmax")
+    (old / f"{old.name}.nii").rename(old / f"{new_name}.nii")
+    old.rename(case_dir / new_name)
+    case = next(c for c in scan_isles2018(twin_copy) if c.directory == case_dir)
+    assert case.files["Tmax"].name == f"{new_name}.nii"
+
+
+def test_read_case_shapes_spacing_and_pwi_max(tiny_twin):
+    case = scan_isles2018(tiny_twin)[0]
+    image, label, spacing = read_case(case, ["CT", "Tmax", "PWI_max"])
+    header = nib.load(case.files["CT"]).header
+    assert image.shape[0] == 3 and image.shape[1:] == label.shape
+    assert spacing == pytest.approx(header.get_zooms()[:3])
+    assert not np.allclose(nib.load(case.files["CT"]).affine[:3, :3], np.diag(spacing))  # sform quirk
+    pwi = np.asarray(nib.load(case.files["PWI"]).dataobj)
+    assert np.array_equal(image[2], pwi.max(axis=3).astype(np.float32))
+    assert set(np.unique(label)) <= {0, 1}
+
+
+def test_missing_dataset_explains_layout_and_twin_command(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as error:
+        scan_isles2018(tmp_path / "nowhere")
+    message = str(error.value)
+    assert str(tmp_path / "nowhere") in message
+    assert "TRAINING/case_<N>/SMIR.Brain.XX.O.<MOD>.<id>" in message
+    assert "lightning-data synth isles2018" in message
+
+
+def test_missing_modality_folder_names_the_case(twin_copy):
+    case_dir = sorted((twin_copy / "TRAINING").iterdir())[0]
+    import shutil
+
+    shutil.rmtree(_folder(case_dir, "CT_CBV"))
+    with pytest.raises(DataValidationError, match=rf"{case_dir}: no CBV folder.*CT_CBV"):
+        scan_isles2018(twin_copy)
+
+
+def test_truncated_nii_names_the_file(twin_copy):
+    case = scan_isles2018(twin_copy)[0]
+    path = case.files["CBF"]
+    path.write_bytes(path.read_bytes()[:600])
+    with pytest.raises(DataValidationError, match=rf"{path}: cannot be read as NIfTI.*truncated"):
+        read_case(case, ["CT", "CBF"])
+
+
+def test_non_binary_ot_names_the_file(twin_copy):
+    case = scan_isles2018(twin_copy)[0]
+    image = nib.load(case.files["OT"])
+    data = np.asarray(image.dataobj).copy()
+    data[0, 0, 0] = 2
+    nib.save(nib.Nifti1Image(data, None, image.header), case.files["OT"])
+    with pytest.raises(DataValidationError, match=rf"{case.files['OT']}: the lesion mask must be binary"):
+        read_case(case, ["CT"])
+
+
+def test_shape_mismatch_names_both_files(twin_copy):
+    case = scan_isles2018(twin_copy)[0]
+    image = nib.load(case.files["MTT"])
+    data = np.asarray(image.dataobj)[:-1].copy()
+    nib.save(nib.Nifti1Image(data, None, image.header), case.files["MTT"])
+    with pytest.raises(DataValidationError, match="does not match the case's CT"):
+        read_case(case, ["CT", "MTT"])
