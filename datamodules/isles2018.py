@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from monai.data import DataLoader, DistributedSampler
+from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import default_collate
 
@@ -156,6 +156,9 @@ class ISLES2018DataModule(pl.LightningDataModule):
 
     # -- splits ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # Plain tensors in the hot path: MONAI's MetaTensor bookkeeping costs far more than the
+        # 2D resampling itself (performance.md), and nothing downstream reads its metadata.
+        set_track_meta(False)
         for split in self._splits_for_stage():
             self.caches[split] = SliceCache(self.cache_path(split))
         if "TRAINING" in self.caches:
@@ -188,20 +191,13 @@ class ISLES2018DataModule(pl.LightningDataModule):
         (log_dir / "split.json").write_text(json.dumps(split, indent=1))
 
     # -- loaders --------------------------------------------------------------------------
-    def _native_size(self, cache: SliceCache) -> tuple[int, int]:
-        return tuple(cache.images.shape[-2:])
-
     def train_dataloader(self) -> DataLoader:
         cache = self.caches["TRAINING"]
-        size = self.hparams.image_size
         transform = None
         if self.hparams.augment:
-            transform = slice_augmentation(
-                (size, size) if size else self._native_size(cache),
-                self.hparams.rotate_degrees, self.hparams.translate_fraction,
-                tuple(self.hparams.scale_range), self.hparams.flip_axes,
-            )  # fmt: skip
-        dataset = SliceDataset(cache, cache.slice_rows(self.train_cases), size, transform)
+            transform = slice_augmentation(self.hparams.rotate_degrees, self.hparams.translate_fraction,
+                                           tuple(self.hparams.scale_range), self.hparams.flip_axes)  # fmt: skip
+        dataset = SliceDataset(cache, cache.slice_rows(self.train_cases), self.hparams.image_size, transform)
         workers = self.hparams.num_workers
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True,
                           num_workers=workers, persistent_workers=workers > 0,

@@ -68,7 +68,7 @@ def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 class _PyramidPooling(nn.Module):
-    """Pyramid pooling module: per bin, pool to b×b, 1×1 conv + BN + ReLU, upsample; concat."""
+    """Pyramid pooling (§3.2): per bin, pool to b×b, 1×1 conv + BN + ReLU, upsample; concat."""
 
     def __init__(self, in_channels: int, bins: Sequence[int]) -> None:
         super().__init__()
@@ -92,13 +92,13 @@ class PSPNet(nn.Module):
     Abulnaga & Rubin, *Ischemic Stroke Lesion Segmentation in CT Perfusion Scans using Pyramid
     Pooling and Focal Loss*, arXiv 1811.01085, §4.2 (network, Fig. 2) and §4.3 (initializer
     layer, Eq. 1, and the new binary classifier). The network is Zhao et al., *Pyramid Scene
-    Parsing Network*, arXiv 1612.01105, §3.3 and Fig. 3, as released for Pascal VOC 2012:
+    Parsing Network*, arXiv 1612.01105, §3.2–3.3 and Fig. 3, as released for Pascal VOC 2012:
 
     ``init`` BN(C_in) → conv 1×1 C_in→3 · ``layer0`` deep stem · ``layer1``–``layer4`` dilated
     ResNet (output stride 8) · ``ppm`` pool to 1², 2², 3², 6² → conv 1×1 C→C/4 + BN + ReLU →
     bilinear upsample → concat with the input (2C channels) · ``cls`` conv 3×3 2C→512 + BN + ReLU
     + Dropout2d + conv 1×1 512→num_classes · bilinear upsample to the input size. ``aux``
-    (training only) does the same on layer3 with 256 hidden channels.
+    (training only, deep supervision of §4) does the same on layer3 with 256 hidden channels.
 
     Submodule names follow the widely used PyTorch PSPNet layout (``hszhao/semseg``), so a
     converted VOC checkpoint loads without renaming; ``init`` is the paper's addition.
@@ -120,7 +120,7 @@ class PSPNet(nn.Module):
         backbone_depth: ResNet depth; 101 is the VOC2012 PSPNet, 50 a cheaper stand-in.
         deep_stem: the Caffe three-conv stem of the released PSPNets (see ``DilatedResNet``).
         output_stride: input size / feature size, 8 in PSPNet, 16 for a faster variant.
-        bins: the pyramid's pooled sizes, (1, 2, 3, 6) in arXiv 1612.01105, §3.3.
+        bins: the pyramid's pooled sizes, (1, 2, 3, 6) in arXiv 1612.01105, §3.2.
         init_layer: add the paper's initializer layer, mapping C_in maps to 3 "RGB" channels
             for the pretrained stem. Without it the stem takes C_in channels directly.
         aux_head: add the auxiliary classifier on layer3 used while training.
@@ -335,7 +335,11 @@ class PSPNet(nn.Module):
             )
 
         self.load_state_dict(loaded, strict=False)
-        left = [key for key in own_state if key not in loaded]
+        left = [
+            key
+            for key in own_state
+            if key not in loaded and not key.endswith("num_batches_tracked")
+        ]
         logger.info(
             "PSPNet: loaded %d of %d tensors from %s. Left at initialisation: %s. "
             "Checkpoint tensors not used: %s.",

@@ -131,12 +131,12 @@ class DilatedResNet(nn.Module):
 
     He et al., *Deep Residual Learning for Image Recognition*, arXiv 1512.03385, Table 1
     (depths and blocks), as used by Zhao et al., *Pyramid Scene Parsing Network* (PSPNet),
-    arXiv 1612.01105, §3.2/§4: output stride 8 from dilation 2 in layer3 and 4 in layer4, and
-    the Caffe "deep stem" of three 3×3 convs instead of one 7×7.
+    arXiv 1612.01105, §3.3: output stride 8 from dilation 2 in layer3 and 4 in layer4, and the
+    "deep stem" of three 3×3 convs instead of one 7×7 of the released Caffe models.
 
-    The stride of a stage sits on its 3×3 conv (torchvision and ``hszhao/semseg`` layout; the
-    original Caffe ResNet strides the first 1×1). Every block of a dilated stage, its first
-    included, uses that stage's dilation, as the PSPNet Caffe model does. Submodules are
+    The stride of a stage sits on its 3×3 conv, as in the PSPNet Caffe models and torchvision
+    (He et al.'s original Caffe ResNet strides the first 1×1). Every block of a dilated stage,
+    its first included, uses that stage's dilation, as the PSPNet Caffe models do. Submodules are
     ``layer0`` (the stem, a flat ``nn.Sequential``) and ``layer1`` … ``layer4`` with
     torchvision's block attribute names, so PSPNet checkpoints in that layout load unchanged.
 

@@ -97,3 +97,27 @@ def test_distributed_case_sampler_neither_pads_nor_drops(tiny_twin, tmp_path):
 def test_fold_out_of_range_is_rejected(tiny_twin, tmp_path):
     with pytest.raises(ValueError, match=r"fold must be in \[0, 2\]"):
         _datamodule(tiny_twin, tmp_path, fold=3)
+
+
+def test_augmentation_geometry():
+    from datamodules.transforms import slice_augmentation
+
+    image = torch.randn(5, 16, 12)
+    sample = {"image": image, "label": (image[:1] > 0.5).float()}
+    identity = slice_augmentation(0.0, 0.0, (1.0, 1.0), ())(sample)
+    assert torch.allclose(identity["image"], image, atol=1e-5)
+    flips = slice_augmentation(0.0, 0.0, (1.0, 1.0), (0,))
+    outcomes = set()
+    for seed in range(8):
+        flips.set_random_state(seed)
+        out = flips(sample)["image"]
+        flipped = torch.allclose(out, image.flip(1), atol=1e-5)
+        assert flipped or torch.allclose(out, image, atol=1e-5)
+        outcomes.add(flipped)
+    assert outcomes == {True, False}
+    augment = slice_augmentation()
+    augment.set_random_state(0)
+    out = augment(sample)
+    assert out["image"].shape == image.shape
+    assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
+    assert not torch.allclose(out["image"], image)

@@ -47,7 +47,7 @@ class NetworkTester:
 
     @staticmethod
     def check_pure(net: nn.Module, input_shape: tuple[int, ...]) -> None:
-        """In eval mode, forward returns one tensor, is deterministic and leaves ``net`` as it was."""
+        """In eval mode, forward returns one tensor, is deterministic and leaves ``net`` alone."""
         net.eval()
         x = torch.randn(input_shape)
         state = {key: value.clone() for key, value in net.state_dict().items()}

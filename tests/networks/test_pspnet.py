@@ -53,7 +53,7 @@ def test_new_and_pretrained_modules_partition_the_parameters(aux_head):
 
 
 def _save_voc_checkpoint(path, wrap, depth=18, aux_head=True):
-    """A 3-channel, 21-class PSPNet with random values everywhere, saved like a DDP model."""
+    """A 3-channel, 21-class PSPNet with random values everywhere, saved from DataParallel."""
     voc = PSPNet(
         in_channels=3, num_classes=21, backbone_depth=depth, init_layer=False, aux_head=aux_head
     )
@@ -61,7 +61,11 @@ def _save_voc_checkpoint(path, wrap, depth=18, aux_head=True):
         for tensor in voc.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(torch.randn_like(tensor))
-    state = {f"module.{key}": value for key, value in voc.state_dict().items()}
+    state = {  # without BN step counters, like a checkpoint converted from Caffe
+        f"module.{key}": value
+        for key, value in voc.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
     torch.save(state if wrap is None else {"epoch": 50, wrap: state}, path)
     return voc.state_dict()
 
