@@ -62,7 +62,9 @@ LoadFn = Callable[[CacheItem], tuple[np.ndarray, np.ndarray | None, tuple[float,
 def cache_key(items: Sequence[CacheItem], settings: dict[str, Any]) -> str:
     """Hash of the source files (resolved path, size, mtime) and the preprocessing settings."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_FORMAT_VERSION, **settings}, sort_keys=True).encode())
+    digest.update(
+        json.dumps({"version": CACHE_FORMAT_VERSION, **settings}, sort_keys=True).encode()
+    )
     for item in items:
         for path in item.sources:
             stat = path.stat()
@@ -111,7 +113,9 @@ def build_slice_cache(
     try:
         shape = (int(offsets[-1]), len(channels), height, width)
         images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.float32, shape)
-        labels = np.lib.format.open_memmap(tmp / "labels.npy", "w+", np.uint8, shape[:1] + shape[2:])
+        labels = np.lib.format.open_memmap(
+            tmp / "labels.npy", "w+", np.uint8, shape[:1] + shape[2:]
+        )
         spacing = np.zeros((len(items), 3), dtype=np.float64)
         has_label = np.zeros(len(items), dtype=bool)
         for n, item in enumerate(tqdm(items, desc=f"Caching {directory.name}", unit="case")):

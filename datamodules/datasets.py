@@ -58,7 +58,10 @@ class SliceDataset(Dataset):
         sample = {"image": image, "label": label}
         if self.transform is not None:
             sample = self.transform(sample)
-            sample = {key: torch.as_tensor(value).as_subclass(torch.Tensor) for key, value in sample.items()}
+            sample = {
+                key: torch.as_tensor(value).as_subclass(torch.Tensor)
+                for key, value in sample.items()
+            }
         return sample
 
 

@@ -15,9 +15,15 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import default_collate
 
 from datamodules.cache import CacheItem, SliceCache, build_slice_cache, cache_key
-from datamodules.errors import DataValidationError
 from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
-from datamodules.isles2018_reader import ISLESCase, check_root, read_case, read_shape, scan_isles2018
+from datamodules.errors import DataValidationError
+from datamodules.isles2018_reader import (
+    ISLESCase,
+    check_root,
+    read_case,
+    read_shape,
+    scan_isles2018,
+)
 from datamodules.normalization import normalize_channels
 from datamodules.splits import grouped_kfold
 from datamodules.transforms import slice_augmentation
@@ -48,9 +54,11 @@ class ISLES2018DataModule(pl.LightningDataModule):
         data_dir: Folder holding ``TRAINING/`` (and ``TESTING/`` for prediction).
         cache_dir: Where caches are written; default ``<data_dir>/../.cache/strokeseg``.
         channels: Input channels in order (``PWI_max`` = max over time of the 4D series).
-        normalization: Per case and channel over the brain (perfusion support): ``"zscore"``
-            after clipping to the 0.5–99.5th percentile, ``"minmax"`` to [0, 1] over the whole
-            volume (Kervadec et al.), or ``"none"``.
+        normalization: Per case and channel over the brain (perfusion support): ``"zscore"``,
+            ``"minmax"`` to [0, 1] over the whole volume (Kervadec et al.), or ``"none"``.
+        clip_channels: Channels clipped to the brain's 0.5–99.5th percentiles before the
+            z-score (the CT's skull reaches 3071 HU). Perfusion maps are not clipped: the core
+            lies in their tails.
         fold: Validation fold, ``0 ≤ fold < num_folds``.
         num_folds: Number of folds.
         split_seed: Seed of the patient shuffle.
@@ -72,6 +80,7 @@ class ISLES2018DataModule(pl.LightningDataModule):
         cache_dir: str | None = None,
         channels: list[Channel] | None = None,
         normalization: Literal["zscore", "minmax", "none"] = "zscore",
+        clip_channels: list[Channel] | None = None,
         fold: int = 0,
         num_folds: int = 5,
         split_seed: int = 0,
@@ -88,11 +97,16 @@ class ISLES2018DataModule(pl.LightningDataModule):
         super().__init__()
         channels = list(channels or ["CT", "Tmax", "CBF", "CBV", "MTT"])
         if not 0 <= fold < num_folds:
-            raise ValueError(f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}")
+            raise ValueError(
+                f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
+            )
         self.save_hyperparameters()
         self.hparams["channels"] = channels
+        self.hparams["clip_channels"] = list(["CT"] if clip_channels is None else clip_channels)
         self.data_dir = Path(data_dir)
-        self.cache_root = Path(cache_dir) if cache_dir else self.data_dir.parent / ".cache" / "strokeseg"
+        self.cache_root = (
+            Path(cache_dir) if cache_dir else self.data_dir.parent / ".cache" / "strokeseg"
+        )
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
 
@@ -104,7 +118,8 @@ class ISLES2018DataModule(pl.LightningDataModule):
 
     def _settings(self) -> dict[str, Any]:
         return {"dataset": "isles2018", "channels": self.hparams.channels,
-                "normalization": self.hparams.normalization}  # fmt: skip
+                "normalization": self.hparams.normalization,
+                "clip_channels": self.hparams.clip_channels}  # fmt: skip
 
     def _items(self, split: str) -> tuple[list[CacheItem], dict[str, ISLESCase]]:
         needs = {"PWI_max": "PWI", "DWI": "DWI"}
@@ -132,7 +147,10 @@ class ISLES2018DataModule(pl.LightningDataModule):
             image, label, spacing = read_case(cases[item.name], channels + extra)
             brain = (image[[channels.index(m) if m in channels else len(channels) + extra.index(m)
                             for m in _BRAIN_SUPPORT]] > 0).any(axis=0)  # fmt: skip
-            image = normalize_channels(image[: len(channels)], brain, self.hparams.normalization)
+            clip = [c in self.hparams.clip_channels for c in channels]
+            image = normalize_channels(
+                image[: len(channels)], brain, self.hparams.normalization, clip
+            )
             return image, label, spacing
 
         return load
@@ -197,7 +215,9 @@ class ISLES2018DataModule(pl.LightningDataModule):
         if self.hparams.augment:
             transform = slice_augmentation(self.hparams.rotate_degrees, self.hparams.translate_fraction,
                                            tuple(self.hparams.scale_range), self.hparams.flip_axes)  # fmt: skip
-        dataset = SliceDataset(cache, cache.slice_rows(self.train_cases), self.hparams.image_size, transform)
+        dataset = SliceDataset(
+            cache, cache.slice_rows(self.train_cases), self.hparams.image_size, transform
+        )
         workers = self.hparams.num_workers
         return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True,
                           num_workers=workers, persistent_workers=workers > 0,

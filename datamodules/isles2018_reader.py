@@ -168,7 +168,9 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
             patient_key = case_info(split, number).patient_key
         except KeyError:
             patient_key = f"{split}/{case_dir.name}"
-            log.warning("%s is not in the official case table; treated as its own patient", case_dir)
+            log.warning(
+                "%s is not in the official case table; treated as its own patient", case_dir
+            )
         case = ISLESCase(split, number, case_dir, _modality_files(case_dir), patient_key)
         for modality in REQUIRED_MODALITIES + (("OT",) if split == "TRAINING" else ()):
             case.path(modality)
@@ -211,9 +213,7 @@ def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...
             "probably truncated or corrupt; re-extract it from the original archive."
         ) from error
     if data.ndim != ndim:
-        raise DataValidationError(
-            f"{path}: expected a {ndim}D image, found shape {data.shape}."
-        )
+        raise DataValidationError(f"{path}: expected a {ndim}D image, found shape {data.shape}.")
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataValidationError(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def grouped_kfold(groups: np.ndarray, num_folds: int, fold: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def grouped_kfold(
+    groups: np.ndarray, num_folds: int, fold: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split items into train/validation by group, K-fold style.
 
     The unique groups are shuffled with ``seed`` and dealt into ``num_folds`` folds of nearly
@@ -32,7 +34,9 @@ def grouped_kfold(groups: np.ndarray, num_folds: int, fold: int, seed: int = 0) 
     if num_folds < 2:
         raise ValueError(f"num_folds must be at least 2, got {num_folds}")
     if not 0 <= fold < num_folds:
-        raise ValueError(f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}")
+        raise ValueError(
+            f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
+        )
     if len(unique) < num_folds:
         raise ValueError(
             f"Cannot make {num_folds} folds from {len(unique)} patients; "

@@ -35,14 +35,18 @@ class TwoStageFinetuning(BackboneFinetuning):
 
     def __init__(self, unfreeze_at_epoch: int = 10, stage2_lr: float = 1e-4, train_bn: bool = False,
                  verbose: bool = False) -> None:  # fmt: skip
-        super().__init__(unfreeze_backbone_at_epoch=unfreeze_at_epoch, train_bn=True, verbose=verbose)
+        super().__init__(
+            unfreeze_backbone_at_epoch=unfreeze_at_epoch, train_bn=True, verbose=verbose
+        )
         self.stage2_lr = stage2_lr
         self.stage1_train_bn = train_bn
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.freeze(pl_module.backbone, train_bn=self.stage1_train_bn)
 
-    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+    def finetune_function(
+        self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer
+    ) -> None:
         if epoch != self.unfreeze_backbone_at_epoch:
             return
         for group in optimizer.param_groups:
@@ -207,7 +211,9 @@ class NiftiPredictionWriter(BasePredictionWriter):
         if self.save_probability:
             volumes["prob"] = (prediction["probability"].numpy(), np.float32)
         for suffix, (volume, dtype) in volumes.items():
-            data = np.moveaxis(volume, 0, -1).astype(dtype)  # (D, H, W) -> (H, W, D) = NIfTI (X, Y, Z)
+            data = np.moveaxis(volume, 0, -1).astype(
+                dtype
+            )  # (D, H, W) -> (H, W, D) = NIfTI (X, Y, Z)
             header = reference.header.copy()
             header.set_data_dtype(dtype)
             image = nib.Nifti1Image(data, None, header)

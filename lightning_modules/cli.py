@@ -73,7 +73,9 @@ class SuiteCLI(LightningCLI):
             if hasattr(data_class, "check_data_dir") and data_dir is not None:
                 data_class.check_data_dir(data_dir)
 
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[pl.Callback]) -> pl.Trainer:
+    def _instantiate_trainer(
+        self, config: dict[str, Any], callbacks: list[pl.Callback]
+    ) -> pl.Trainer:
         cfg = self._config()
         experiment = cfg.experiment
         fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None

@@ -28,7 +28,9 @@ def test_cache_holds_exactly_the_decoded_normalised_case(tiny_twin, tmp_path):
     case = scan_isles2018(tiny_twin)[3]
     index = cache.case_names.index(case.name)
     image, label, spacing = read_case(case, ["CT", "Tmax", "CBF", "CBV", "MTT"])
-    expected = normalize_channels(image, (image[1:] > 0).any(axis=0), "zscore")
+    expected = normalize_channels(
+        image, (image[1:] > 0).any(axis=0), "zscore", [True] + [False] * 4
+    )
     rows = slice(cache.case_offsets[index], cache.case_offsets[index + 1])
     assert np.array_equal(cache.images[rows], np.moveaxis(expected, -1, 0))
     assert np.array_equal(cache.labels[rows], np.moveaxis(label, -1, 0))
@@ -58,7 +60,9 @@ def test_failed_build_leaves_nothing_in_the_cache(twin_copy, tmp_path):
 def test_split_is_per_patient_and_written_to_the_run_dir(tiny_twin, tmp_path):
     dm = _datamodule(tiny_twin, tmp_path)
     dm.prepare_data()
-    dm.trainer = type("T", (), {"log_dir": str(tmp_path / "run"), "state": type("S", (), {"fn": "fit"})()})()
+    dm.trainer = type(
+        "T", (), {"log_dir": str(tmp_path / "run"), "state": type("S", (), {"fn": "fit"})()}
+    )()
     dm.setup("fit")
     cache = dm.caches["TRAINING"]
     assert set(cache.patient[dm.train_cases]).isdisjoint(cache.patient[dm.val_cases])
@@ -89,7 +93,9 @@ def test_distributed_case_sampler_neither_pads_nor_drops(tiny_twin, tmp_path):
     dataset = dm.val_dataloader().dataset
     seen = []
     for rank in range(2):
-        sampler = DistributedSampler(dataset, even_divisible=False, shuffle=False, num_replicas=2, rank=rank)
+        sampler = DistributedSampler(
+            dataset, even_divisible=False, shuffle=False, num_replicas=2, rank=rank
+        )
         seen += [dataset[i]["case_index"] for i in sampler]
     assert sorted(seen) == sorted(dm.val_cases.tolist())
 

@@ -26,7 +26,11 @@ def test_scan_finds_cases_and_ignores_macosx(tiny_twin):
 
 def test_patient_keys_follow_the_case_table(tiny_twin):
     cases = {c.case: c for c in scan_isles2018(tiny_twin, "TRAINING")}
-    pairs = [(a, a + 1) for a in cases if a + 1 in cases and cases[a].patient_key == cases[a + 1].patient_key]
+    pairs = [
+        (a, a + 1)
+        for a in cases
+        if a + 1 in cases and cases[a].patient_key == cases[a + 1].patient_key
+    ]
     assert pairs, "the twin keeps whole two-slab patients"
     for a, b in pairs:
         assert cases[a].patient_key == cases[b].patient_key
@@ -48,7 +52,9 @@ def test_read_case_shapes_spacing_and_pwi_max(tiny_twin):
     header = nib.load(case.files["CT"]).header
     assert image.shape[0] == 3 and image.shape[1:] == label.shape
     assert spacing == pytest.approx(header.get_zooms()[:3])
-    assert not np.allclose(nib.load(case.files["CT"]).affine[:3, :3], np.diag(spacing))  # sform quirk
+    assert not np.allclose(
+        nib.load(case.files["CT"]).affine[:3, :3], np.diag(spacing)
+    )  # sform quirk
     pwi = np.asarray(nib.load(case.files["PWI"]).dataobj)
     assert np.array_equal(image[2], pwi.max(axis=3).astype(np.float32))
     assert set(np.unique(label)) <= {0, 1}
@@ -86,7 +92,9 @@ def test_non_binary_ot_names_the_file(twin_copy):
     data = np.asarray(image.dataobj).copy()
     data[0, 0, 0] = 2
     nib.save(nib.Nifti1Image(data, None, image.header), case.files["OT"])
-    with pytest.raises(DataValidationError, match=rf"{case.files['OT']}: the lesion mask must be binary"):
+    with pytest.raises(
+        DataValidationError, match=rf"{case.files['OT']}: the lesion mask must be binary"
+    ):
         read_case(case, ["CT"])
 
 

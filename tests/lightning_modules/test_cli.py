@@ -57,12 +57,16 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_every_experiment_yaml_is_covered():
-    assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == {c for cs, _ in RECIPES.values() for c in cs}
+    assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == {
+        c for cs, _ in RECIPES.values() for c in cs
+    }
 
 
 def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     start = time.perf_counter()
-    result = run_cli("lightning", "fit", *_configs(["pspnet_focal.yaml"]), cwd=tmp_path, check=False)
+    result = run_cli(
+        "lightning", "fit", *_configs(["pspnet_focal.yaml"]), cwd=tmp_path, check=False
+    )
     elapsed = time.perf_counter() - start
     assert result.returncode == 2
     assert elapsed < 10, f"took {elapsed:.1f} s"
@@ -89,7 +93,9 @@ def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, v
         assert list((runs / "wandb").glob("offline-run-*")), "W&B offline run was not written"
         return
     assert run_dir is not None, list(runs.rglob("*"))
-    assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv"} <= {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv"} <= {
+        p.name for p in run_dir.iterdir()
+    }
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     dice = [float(row["val/dice"]) for row in _metrics(run_dir) if row.get("val/dice")]
     assert dice and 0.0 <= dice[-1] <= 1.0
@@ -108,7 +114,9 @@ def test_bf16_mixed_precision_fit(tiny_twin, tmp_path):
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
     run_cli("lightning", "fit", *args, "--trainer.precision", "bf16-mixed", cwd=tmp_path)
     rows = _metrics(tmp_path / "runs" / "pspnet_focal_demo" / "fold0")
-    assert np.isfinite([float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]).all()
+    assert np.isfinite(
+        [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    ).all()
 
 
 def _val_table(run_dir: Path) -> list[dict[str, str]]:

@@ -4,7 +4,7 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lightning_modules import SegmentationModule, TwoStageFinetuning
 from losses import FocalLoss
@@ -30,7 +30,7 @@ def _loader():
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(8, 5, 32, 32, generator=generator)
     labels = (images[:, 1:2] > 0.5).float()
-    return DataLoader([{"image": i, "label": l} for i, l in zip(images, labels)], batch_size=4)
+    return DataLoader([{"image": x, "label": y} for x, y in zip(images, labels)], batch_size=4)
 
 
 def test_stage_one_trains_only_new_layers_then_stage_two_trains_all(tmp_path):
@@ -48,6 +48,8 @@ def test_stage_one_trains_only_new_layers_then_stage_two_trains_all(tmp_path):
     assert stage1["lrs"] == [1e-2]
     assert torch.equal(stage1["stem"], before["stem"])  # pretrained weights frozen
     assert torch.equal(stage1["stem_bn_mean"], before["stem_bn_mean"])  # BN statistics too
-    assert not torch.equal(stage1["cls"], before["cls"]) and not torch.equal(stage1["init"], before["init"])
+    assert not torch.equal(stage1["cls"], before["cls"]) and not torch.equal(
+        stage1["init"], before["init"]
+    )
     assert stage2["lrs"] == [1e-4]  # every group, new layers included
     assert not torch.equal(stage2["stem"], stage1["stem"])
