@@ -63,11 +63,12 @@ def _format(value: Any) -> str:
 
 
 class CaseReport(pl.Callback):
-    """Writes the per-case validation table of every epoch and of the best epoch.
+    """Writes the per-case tables of validation (every epoch and the best one) and of test.
 
-    Files in the run directory: ``val_cases_last.csv`` (latest validation) and
-    ``val_cases_best.csv`` (the epoch with the best ``monitor``, i.e. the best checkpoint).
-    At the end of ``fit`` the best table is logged with its summary and the run's location.
+    Files in the run directory: ``val_cases_last.csv`` (latest validation),
+    ``val_cases_best.csv`` (the epoch with the best ``monitor``, i.e. the best checkpoint) and
+    ``test_cases.csv``. At the end of ``fit`` the best table is logged with its summary and the
+    run's location; ``test`` logs its table too.
 
     Args:
         monitor: Metric that defines "best".
@@ -125,6 +126,15 @@ class CaseReport(pl.Callback):
         if value is not None and self._improved(float(value)):
             self.best, self.best_epoch = float(value), trainer.current_epoch
             self._write(run_dir / "val_cases_best.csv", rows)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        log_dir = trainer.log_dir  # a collective under DDP: asked on every rank
+        if log_dir is None or not trainer.is_global_zero:
+            return
+        rows = self._rows(trainer, pl_module)
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self._write(Path(log_dir) / "test_cases.csv", rows)
+        log.info("%s", format_case_table(rows, title="Per-case test metrics"))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: asked on every rank

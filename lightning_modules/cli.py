@@ -80,8 +80,9 @@ class SuiteCLI(LightningCLI):
         experiment = cfg.experiment
         fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
         base = f"fold{fold}" if fold is not None else "run"
-        if self.subcommand != "fit":
-            base = f"{base}-{self.subcommand}"
+        stage = self.subcommand or "fit"
+        if stage != "fit":
+            base = f"{base}-{stage}"
         root = Path(cfg.runs_dir) / experiment
         version = _run_version(root, base)
         logger = config.get("logger")
@@ -93,7 +94,7 @@ class SuiteCLI(LightningCLI):
                     settings = each._wandb_init  # consumed lazily, when the run starts
                     settings["group"] = settings.get("group") or experiment
                     settings["name"] = settings.get("name") or base
-                    settings["job_type"] = settings.get("job_type") or self.subcommand
+                    settings["job_type"] = settings.get("job_type") or stage
         if not config.get("default_root_dir"):
             config["default_root_dir"] = str(root)
         return super()._instantiate_trainer(config, callbacks)

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from networks import PSPNet
@@ -146,6 +147,8 @@ def test_test_and_predict_from_checkpoint(tiny_twin, tmp_path):
     run_cli("lightning", "test", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path)
     (test_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").glob("fold0-test*")
     assert any(r.get("test/dice") for r in _metrics(test_dir))
+    with (test_dir / "test_cases.csv").open() as handle:
+        assert {row["case"] for row in csv.DictReader(handle)}
     callback = ["--trainer.callbacks+=lightning_modules.NiftiPredictionWriter"]
     run_cli("lightning", "predict", *args, *callback, "--ckpt_path", str(checkpoint), cwd=tmp_path)
     (predict_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").glob("fold0-predict*")
@@ -157,3 +160,51 @@ def test_test_and_predict_from_checkpoint(tiny_twin, tmp_path):
     assert written.shape == original.shape
     assert written.header.get_zooms() == pytest.approx(original.header.get_zooms())
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+
+
+def test_wandb_runs_are_grouped_by_experiment_and_named_by_fold(tiny_twin, tmp_path, monkeypatch):
+    from lightning_modules.cli import SuiteCLI
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STROKESEG_RUN_VERSION", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = _configs(["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]) + [
+        "--data.init_args.data_dir", str(tiny_twin), "--data.init_args.fold", "2",
+    ]  # fmt: skip
+    cli = SuiteCLI(
+        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+        subclass_mode_data=True, run=False, args=args,
+    )  # fmt: skip
+    settings = cli.trainer.logger._wandb_init
+    assert settings["group"] == "pspnet_focal_demo"
+    assert settings["name"] == "fold2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "missing_folder", "non_binary_ot"])
+def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
+    import shutil
+
+    case_dir = sorted((twin_copy / "TRAINING").iterdir())[1]
+    if damage == "truncated":
+        (target,) = case_dir.glob("SMIR.Brain.XX.O.CT_CBF.*/*.nii")
+        target.write_bytes(target.read_bytes()[:1000])
+        expected = f"{target}: cannot be read as NIfTI"
+    elif damage == "missing_folder":
+        (folder,) = case_dir.glob("SMIR.Brain.XX.O.CT_MTT.*")
+        shutil.rmtree(folder)
+        expected = f"{case_dir}: no MTT folder"
+    else:
+        (target,) = case_dir.glob("SMIR.Brain.XX.O.OT.*/*.nii")
+        image = nib.load(target)
+        data = np.asarray(image.dataobj).copy()
+        data[data == 1] = 255
+        nib.save(nib.Nifti1Image(data, None, image.header), target)
+        expected = f"{target}: the lesion mask must be binary"
+    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(twin_copy, tmp_path)
+    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "a failed build left files behind"
