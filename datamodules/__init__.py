@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ISLES2018DataModule"]
+__all__ = ["ATLASDataModule", "ISLES2018DataModule"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +14,8 @@ def __getattr__(name: str) -> Any:
         from datamodules.isles2018 import ISLES2018DataModule
 
         return ISLES2018DataModule
+    if name == "ATLASDataModule":
+        from datamodules.atlas import ATLASDataModule
+
+        return ATLASDataModule
     raise AttributeError(f"module 'datamodules' has no attribute {name!r}")

@@ -35,6 +35,9 @@ class RandomOrderAffined(Randomizable, MapTransform):
         scale_range: ``(min, max)`` isotropic zoom factor (>1 enlarges the content).
         flip_axes: Spatial axes that may be flipped (0 = NIfTI x, left-right in ISLES 2018).
         keys: Image and label keys; the label is resampled with nearest neighbour.
+        random_order: Shuffle the order per sample (seed 003). ``False`` composes rotation,
+            translation, scale, flip in that fixed order, as Keras' ``ImageDataGenerator``
+            (the D-UNet code) does.
     """
 
     def __init__(
@@ -44,8 +47,10 @@ class RandomOrderAffined(Randomizable, MapTransform):
         scale_range: tuple[float, float] = (0.9, 1.1),
         flip_axes: Sequence[int] = (0,),
         keys: Sequence[Hashable] = KEYS,
+        random_order: bool = True,
     ) -> None:
         MapTransform.__init__(self, keys)
+        self.random_order = random_order
         self.rotate = float(np.deg2rad(rotate_degrees))
         self.translate = float(translate_fraction)
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
@@ -65,7 +70,8 @@ class RandomOrderAffined(Randomizable, MapTransform):
                      for axis in (0, 1)] + [1.0]),
         ]  # fmt: skip
         matrix = np.eye(3)
-        for index in self.R.permutation(len(operations)):
+        order = self.R.permutation(len(operations)) if self.random_order else range(len(operations))
+        for index in order:
             matrix = operations[index] @ matrix
         self._matrix = matrix
 
@@ -84,6 +90,8 @@ def slice_augmentation(
     translate_fraction: float = 0.1,
     scale_range: tuple[float, float] = (0.9, 1.1),
     flip_axes: Sequence[int] = (0,),
+    random_order: bool = True,
 ) -> RandomOrderAffined:
-    """The paper's augmentation for ``{"image": (C, H, W), "label": (1, H, W)}`` samples."""
-    return RandomOrderAffined(rotate_degrees, translate_fraction, scale_range, flip_axes)
+    """The papers' augmentation for ``{"image": (C, H, W), "label": (1, H, W)}`` samples."""
+    return RandomOrderAffined(rotate_degrees, translate_fraction, scale_range, flip_axes,
+                              random_order=random_order)  # fmt: skip

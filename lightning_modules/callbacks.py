@@ -87,8 +87,7 @@ class CaseReport(pl.Callback):
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
     def _case_names(self, trainer: pl.Trainer) -> list[str] | None:
-        datamodule = trainer.datamodule
-        cache = getattr(datamodule, "caches", {}).get("TRAINING")
+        cache = getattr(trainer.datamodule, "train_cache", None)
         return cache.case_names if cache is not None else None
 
     def _rows(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[dict[str, Any]]:

@@ -90,23 +90,38 @@ class SegmentationModule(pl.LightningModule):
         return self._shared_step(batch, "train")
 
     # -- whole-case evaluation ------------------------------------------------------------
-    def predict_case(self, image: torch.Tensor, native_size: tuple[int, int]) -> torch.Tensor:
-        """Lesion probability ``(D, H, W)`` for one case given as slices ``(D, C, h, w)``."""
+    def predict_case(self, image: torch.Tensor, native_size: tuple[int, int],
+                     crop_box: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Lesion probability ``(D, H, W)`` on the native grid for one case.
+
+        Args:
+            image: The case's slices as the network sees them, ``(D, C, h, w)``.
+            native_size: ``(H, W)`` of the case's native slices.
+            crop_box: ``(h0, h1, w0, w1)`` region of the native grid the slices were cut from;
+                the probability is resized to it and is 0 outside (``None``: the whole slice).
+        """
+        h0, h1, w0, w1 = (0, native_size[0], 0, native_size[1]) if crop_box is None else (
+            int(v) for v in crop_box)  # fmt: skip
         chunks = []
         for start in range(0, image.shape[0], self.hparams.slice_batch):
-            logits = self(image[start : start + self.hparams.slice_batch])  # (b, K, h, w)
-            if logits.shape[-2:] != tuple(native_size):
-                logits = F.interpolate(logits.float(), size=native_size, mode="bilinear",
+            logits = self(image[start : start + self.hparams.slice_batch]).float()  # (b, K, h, w)
+            if logits.shape[-2:] != (h1 - h0, w1 - w0):
+                logits = F.interpolate(logits, size=(h1 - h0, w1 - w0), mode="bilinear",
                                        align_corners=False)  # fmt: skip
             if logits.shape[1] == 1:
-                chunks.append(torch.sigmoid(logits.float())[:, 0])
+                chunks.append(torch.sigmoid(logits)[:, 0])
             else:
-                chunks.append(torch.softmax(logits.float(), dim=1)[:, 1])
-        return torch.cat(chunks)  # (D, H, W)
+                chunks.append(torch.softmax(logits, dim=1)[:, 1])
+        probability = torch.cat(chunks)  # (D, h1 - h0, w1 - w0)
+        if (h0, h1, w0, w1) != (0, native_size[0], 0, native_size[1]):
+            pad = (w0, native_size[1] - w1, h0, native_size[0] - h1)
+            probability = F.pad(probability, pad)  # (D, H, W), 0 outside the crop
+        return probability
 
     def _evaluate_case(self, batch: dict[str, Any], metrics: CaseMetrics, stage: str) -> None:
         label = batch["label"]
-        probability = self.predict_case(batch["image"], tuple(label.shape[-2:]))
+        probability = self.predict_case(batch["image"], tuple(label.shape[-2:]),
+                                        batch.get("crop_box"))  # fmt: skip
         target = label.float()[:, None]  # (D, 1, H, W)
         logit = torch.logit(probability.clamp(1e-6, 1 - 1e-6))[:, None]
         self.log(f"{stage}/loss", self.loss(logit, target), on_epoch=True, batch_size=1,
@@ -136,7 +151,8 @@ class SegmentationModule(pl.LightningModule):
         self._log_case_metrics(self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        probability = self.predict_case(batch["image"], tuple(batch["label"].shape[-2:]))
+        probability = self.predict_case(batch["image"], tuple(batch["label"].shape[-2:]),
+                                        batch.get("crop_box"))  # fmt: skip
         return {"case_index": batch["case_index"], "probability": probability.cpu(),
                 "mask": (probability >= self.hparams.threshold).to(torch.uint8).cpu()}  # fmt: skip
 
