@@ -4,10 +4,15 @@ Usage::
 
     lightning-data synth isles2018 DIR [--cases N] [--testing-cases M] [--seed S]
                                        [--size {full,tiny}] [--no-dwi] [--overwrite]
+    lightning-data synth atlas DIR --release {R1.1,R1.2,R2.0} --subjects N
+                                   [--testing-subjects M] [--seed S] [--size {full,tiny}]
+                                   [--overwrite]
 
 ``synth`` writes synthetic twins of the public datasets in their exact on-disk layout, so the
 readers, datamodules and experiment configs can be run end to end without the real data.
-Each twin is one sub-command of ``synth`` (``isles2018`` now; ``atlas`` can join it).
+Each twin is one sub-command of ``synth``. ``DIR`` is always the folder the real archive would
+be extracted into (for ATLAS: the parent of ``ATLAS_R1.1/``, ``atlas_standard/`` or
+``ATLAS_2/``), and it is the ``root``/data directory the matching reader takes.
 """
 
 from __future__ import annotations
@@ -72,6 +77,79 @@ def _synth_isles2018(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_atlas(args: argparse.Namespace) -> int:
+    from datamodules.synth.atlas import MARKER_FILE, write_atlas_twin
+
+    root = write_atlas_twin(
+        args.dir,
+        release=args.release,
+        subjects=args.subjects,
+        testing_subjects=args.testing_subjects,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    summary = json.loads((root / MARKER_FILE).read_text())
+    parts = [
+        f"{split}: {_plural(info['subjects'], 'subject')}, {_plural(len(info['scans']), 'scan')}, "
+        f"{_plural(info['mask_files'], 'mask file')}"
+        for split, info in summary["splits"].items()
+    ]
+    print(
+        f"wrote a synthetic ATLAS {args.release} twin (seed {args.seed}, size {args.size}) "
+        f"to {root}"
+    )
+    print(f"{'; '.join(parts)}; {_human(_disk_bytes(root))} on disk")
+    return 0
+
+
+def _add_atlas(twins) -> None:
+    atlas = twins.add_parser(
+        "atlas",
+        help="ATLAS R1.1 / R1.2 / R2.0 T1 stroke lesions (ATLAS_R1.1/, atlas_standard/, ATLAS_2/)",
+        description=(
+            "Write DIR/ATLAS_R1.1/… (R1.1), DIR/atlas_standard/c<NNNN>/… (R1.2) or "
+            "DIR/ATLAS_2/{Training,Testing}/… (R2.0) with the real folder and file names, "
+            "dtypes, 197×233×189 1 mm grid and mask-value quirks, filled with synthetic anatomy "
+            "(MNI152 template) and lesions. DIR is what the ATLAS reader and datamodule take "
+            "as their root. DIR/SYNTHETIC_TWIN.json marks it as synthetic."
+        ),
+    )
+    atlas.add_argument("dir", type=Path, metavar="DIR", help="directory to create")
+    atlas.add_argument(
+        "--release", required=True, choices=("R1.1", "R1.2", "R2.0"), help="layout to write"
+    )
+    atlas.add_argument(
+        "--subjects",
+        type=_count,
+        required=True,
+        metavar="N",
+        help="training subjects (R1.1 ≤ 220, R1.2 ≤ 239, R2.0 ≤ 655); R1.x writes one subject "
+        "with two sessions, so N+1 scans",
+    )
+    atlas.add_argument(
+        "--testing-subjects",
+        type=_count,
+        default=0,
+        metavar="M",
+        help="R2.0 Testing/ subjects, T1w only (default: 0; R1.x has no Testing split)",
+    )
+    atlas.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
+    atlas.add_argument(
+        "--size",
+        choices=("full", "tiny"),
+        default="full",
+        help="full: the real 197×233×189 1 mm grid (default; about 1 s per subject). tiny: for "
+        "tests only; every 5th voxel (40×47×38, 5 mm)",
+    )
+    atlas.add_argument(
+        "--overwrite", action="store_true", help="replace DIR if it already holds a twin"
+    )
+    atlas.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    atlas.set_defaults(handler=_synth_atlas)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``lightning-data`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -132,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     isles.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     isles.set_defaults(handler=_synth_isles2018)
+    _add_atlas(twins)
     return parser
 
 

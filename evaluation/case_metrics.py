@@ -13,7 +13,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from evaluation.metrics import PRESET_METRICS, UNBOUNDED_METRICS, get_preset
+from evaluation.metrics import (
+    PRESET_METRICS,
+    PRESET_STD_METRICS,
+    UNBOUNDED_METRICS,
+    VOXEL_COUNT_METRICS,
+    get_preset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ def _cat(state: list[Tensor] | Tensor) -> Tensor:
 
 
 class CaseMetrics(Metric):
-    """Collect per-case metrics of a preset (e.g. ISLES 2018) and summarise them.
+    """Collect per-case metrics of a preset (e.g. ISLES 2018, ATLAS) and summarise them.
 
     Each ``update`` is one whole case: the preset (:data:`evaluation.metrics.METRIC_PRESETS`)
     is evaluated right away on CPU numpy and one row (case id, then every metric as float64) is
@@ -64,8 +70,14 @@ class CaseMetrics(Metric):
     ``compute()`` returns, for each metric, the mean over the cases whose value is finite; for
     the distances that are +inf when exactly one mask is empty (``hd``, ``assd``), also
     ``<metric>_inf``, the number of such cases (metrics.md: count them, do not average them);
-    and ``num_cases``. All values are float64 scalar tensors. With no cases, means are NaN and
-    counts 0. ``table()`` gives the per-case rows for a report.
+    ``<metric>_std``, the population standard deviation (ddof = 0, ``np.std``'s default) over
+    the finite values, for ``dice`` and any other metric the preset lists in
+    :data:`evaluation.metrics.PRESET_STD_METRICS` (D-UNet's mean ± sd); and ``num_cases``.
+    Per-case voxel counts (``tp``, ``fp``, ``fn``, preset ``atlas_dunet``) are not averaged:
+    they are pooled into ``global_dice`` = 2ΣTP / (2ΣTP + ΣFP + ΣFN) (1.0 if every case has
+    both masks empty). All values are float64 scalar tensors. With no cases, means, standard
+    deviations and ``global_dice`` are NaN and counts 0. ``table()`` gives the per-case rows
+    (every metric of the preset, counts included) for a report.
 
     Example (in a LightningModule)::
 
@@ -78,7 +90,9 @@ class CaseMetrics(Metric):
         self.val_cases.reset()
 
     Args:
-        preset: name of a per-case metric preset. Default ``"isles2018"`` (seeds 001-003).
+        preset: name of a per-case metric preset: ``"isles2018"`` (default; seeds 001-003),
+            ``"atlas_dunet"`` (seed 004), ``"atlas_vcanet"`` (seed 000) or
+            ``"atlas2_challenge"`` (ATLAS R2.0).
         **kwargs: passed to :class:`torchmetrics.Metric` (e.g. ``process_group``).
 
     Raises:
@@ -86,7 +100,7 @@ class CaseMetrics(Metric):
     """
 
     is_differentiable = False
-    higher_is_better: bool | None = None  # mixed: dice/precision/recall up, hd/assd/avd down
+    higher_is_better: bool | None = None  # mixed: dice/precision/recall up, hd/avd/... down
     full_state_update = False
 
     def __init__(self, preset: str = "isles2018", **kwargs: Any) -> None:
@@ -94,6 +108,7 @@ class CaseMetrics(Metric):
         self.preset = preset
         self._preset_fn = get_preset(preset)
         self.metric_names: tuple[str, ...] = PRESET_METRICS[preset]
+        self.std_names: tuple[str, ...] = PRESET_STD_METRICS.get(preset, ("dice",))
         self.add_state("case_ids", default=[], dist_reduce_fx="cat")
         for name in self.metric_names:
             self.add_state(f"{name}_values", default=[], dist_reduce_fx="cat")
@@ -157,8 +172,10 @@ class CaseMetrics(Metric):
         """Summarise all cases (across ranks under DDP).
 
         Returns:
-            ``{metric: mean over finite values, "<metric>_inf": count of infinite values (hd,
-            assd), "num_cases": number of cases}``, float64 scalar tensors; NaN means when no
+            ``{metric: mean over finite values, "<metric>_std": population sd over finite
+            values (dice, and the preset's PRESET_STD_METRICS), "<metric>_inf": count of
+            infinite values (hd, assd), "global_dice": pooled over cases (presets with tp/fp/fn),
+            "num_cases": number of cases}``, float64 scalar tensors; NaN means and sds when no
             case (or no finite value) was seen.
 
         Raises:
@@ -167,12 +184,28 @@ class CaseMetrics(Metric):
         ids, columns = self._columns()
         summary: dict[str, Tensor] = {}
         for name, values in columns.items():
+            if name in VOXEL_COUNT_METRICS:
+                continue
             finite = values[torch.isfinite(values)]
             summary[name] = finite.mean() if finite.numel() else self._scalar(math.nan)
+            if name in self.std_names:
+                summary[f"{name}_std"] = (
+                    finite.std(correction=0) if finite.numel() else self._scalar(math.nan)
+                )
             if name in UNBOUNDED_METRICS:
                 summary[f"{name}_inf"] = self._scalar(float(torch.isinf(values).sum()))
+        if VOXEL_COUNT_METRICS <= columns.keys():
+            summary["global_dice"] = self._global_dice(columns, ids.numel())
         summary["num_cases"] = self._scalar(float(ids.numel()))
         return summary
+
+    def _global_dice(self, columns: dict[str, Tensor], num_cases: int) -> Tensor:
+        """2ΣTP / (2ΣTP + ΣFP + ΣFN) over all cases; 1 if all masks are empty, NaN if no case."""
+        tp, fp, fn = (columns[name].sum() for name in ("tp", "fp", "fn"))
+        denominator = 2 * tp + fp + fn
+        if num_cases == 0:
+            return self._scalar(math.nan)
+        return 2 * tp / denominator if denominator > 0 else self._scalar(1.0)
 
     def table(self) -> list[dict[str, float | int]]:
         """Per-case rows sorted by case id, gathered from all ranks under DDP.

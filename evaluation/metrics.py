@@ -10,8 +10,18 @@ from monai.metrics.utils import get_surface_distance
 from scipy import ndimage
 
 ISLES2018_METRICS: tuple[str, ...] = ("dice", "hd", "assd", "precision", "recall", "avd")
+ATLAS_DUNET_METRICS: tuple[str, ...] = ("dice", "recall", "precision", "tp", "fp", "fn")
+ATLAS_VCANET_METRICS: tuple[str, ...] = ("dice", "iou", "hd", "sensitivity", "precision", "f1")
+ATLAS2_CHALLENGE_METRICS: tuple[str, ...] = (
+    "dice",
+    "volume_difference",
+    "lesion_f1",
+    "lesion_count_difference",
+)
 # Distances that are +inf when exactly one mask is empty; summaries count these, not average them.
 UNBOUNDED_METRICS: frozenset[str] = frozenset({"hd", "assd"})
+# Per-case voxel counts: pooled over cases (global Dice), not averaged.
+VOXEL_COUNT_METRICS: frozenset[str] = frozenset({"tp", "fp", "fn"})
 
 
 def _as_mask(array: np.ndarray, name: str) -> np.ndarray:
@@ -149,11 +159,221 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
     }
 
 
+def _overlap_counts(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int]:
+    """Voxel counts (TP, FP, FN) of two bool masks."""
+    tp = int(np.count_nonzero(pred & target))
+    return tp, int(np.count_nonzero(pred)) - tp, int(np.count_nonzero(target)) - tp
+
+
+def atlas_dunet(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """D-UNet per-case metrics on ATLAS: Dice, recall, precision, and TP/FP/FN voxel counts.
+
+    Zhou et al., D-UNet (arXiv:1908.05104), Tables 2-3 (metrics.md, preset ``atlas_dunet``):
+    per-case Dice, recall and precision over the whole scan (all 189 slices stacked), reported
+    as mean ± sd over cases, plus a *global* Dice that pools the voxel counts of all cases,
+    2ΣTP / (2ΣTP + ΣFP + ΣFN). The counts are returned per case so that
+    :class:`evaluation.case_metrics.CaseMetrics` can pool them (``global_dice``) and give the
+    standard deviations (``dice_std``, ``recall_std``, ``precision_std``).
+
+    * ``dice`` = 2TP / (2TP + FP + FN); ``recall`` = TP / (TP + FN);
+      ``precision`` = TP / (TP + FP); ``tp``, ``fp``, ``fn`` voxel counts (as floats).
+
+    The caller applies the threshold (0.5 in D-UNet). ``spacing`` is validated but unused:
+    every value here is a voxel count or a ratio of counts.
+
+    Empty-mask conventions (deterministic, never NaN; as ``isles2018``). Every ATLAS R1.1 scan
+    has a lesion, so the empty-target rows arise only on synthetic or cropped data:
+
+    ======================  ====  ======  =========
+    case                    dice  recall  precision
+    ======================  ====  ======  =========
+    both empty              1     1       1
+    target empty only       0     0       0
+    pred empty only         0     0       0
+    ======================  ====  ======  =========
+
+    Args:
+        pred: predicted mask, bool (or 0/1) array of shape (X, Y, Z).
+        target: reference mask, same shape and axis order as ``pred``.
+        spacing: voxel size in mm per axis (validated only).
+
+    Returns:
+        ``{"dice", "recall", "precision", "tp", "fp", "fn"}`` as Python floats.
+
+    Raises:
+        ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
+            is not three positive finite numbers.
+    """
+    pred, target, _ = _validate_case(pred, target, spacing)
+    tp, fp, fn = _overlap_counts(pred, target)
+    counts = {"tp": float(tp), "fp": float(fp), "fn": float(fn)}
+    if tp + fp + fn == 0:
+        return {"dice": 1.0, "recall": 1.0, "precision": 1.0, **counts}
+    return {
+        "dice": 2.0 * tp / (2 * tp + fp + fn),
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        **counts,
+    }
+
+
+def atlas_vcanet(
+    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
+) -> dict[str, float]:
+    """VCA-Net per-case metrics on ATLAS: Dice, IoU, HD (max, mm), sensitivity, precision, F1.
+
+    VCA-Net (seed 000) Table 1 (metrics.md, preset ``atlas_vcanet``). The paper's table is not
+    self-consistent (its DSC column, 0.88, and its F1 column, 0.37, cannot both be per-case
+    overlaps of the same masks), so every value here is **per case, in 3D**:
+
+    * ``dice`` = 2TP / (2TP + FP + FN); ``iou`` = TP / (TP + FP + FN).
+    * ``hd``: symmetric Hausdorff distance, the full maximum, in mm, computed exactly as in
+      :func:`isles2018` (surfaces by 6-connected erosion, ``spacing`` per axis).
+    * ``sensitivity`` = TP / (TP + FN); ``precision`` = TP / (TP + FP).
+    * ``f1`` = 2 · precision · sensitivity / (precision + sensitivity). For binary masks this
+      equals ``dice`` per case; it is kept as its own column because the paper reports both
+      (a per-slice average with empty slices is what would make them differ).
+
+    Empty-mask conventions (deterministic, never NaN):
+
+    ======================  ====  ===  ===  ===========  =========  ==
+    case                    dice  iou  hd   sensitivity  precision  f1
+    ======================  ====  ===  ===  ===========  =========  ==
+    both empty              1     1    0    1            1          1
+    target empty only       0     0    inf  0            0          0
+    pred empty only         0     0    inf  0            0          0
+    ======================  ====  ===  ===  ===========  =========  ==
+
+    ``f1`` is 0 when both masks are non-empty but do not overlap (precision = sensitivity = 0).
+    :class:`evaluation.case_metrics.CaseMetrics` counts the infinite HDs (``hd_inf``) instead
+    of averaging them.
+
+    Args:
+        pred: predicted mask, bool (or 0/1) array of shape (X, Y, Z).
+        target: reference mask, same shape and axis order as ``pred``.
+        spacing: voxel size in mm per axis, in the arrays' axis order.
+
+    Returns:
+        ``{"dice", "iou", "hd", "sensitivity", "precision", "f1"}`` as Python floats.
+
+    Raises:
+        ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
+            is not three positive finite numbers.
+    """
+    pred, target, spacing = _validate_case(pred, target, spacing)
+    tp, fp, fn = _overlap_counts(pred, target)
+    if tp + fp + fn == 0:
+        return {
+            "dice": 1.0,
+            "iou": 1.0,
+            "hd": 0.0,
+            "sensitivity": 1.0,
+            "precision": 1.0,
+            "f1": 1.0,
+        }
+    if tp + fn == 0 or tp + fp == 0:
+        return {
+            "dice": 0.0,
+            "iou": 0.0,
+            "hd": math.inf,
+            "sensitivity": 0.0,
+            "precision": 0.0,
+            "f1": 0.0,
+        }
+    pred_to_target, target_to_pred = _directed_surface_distances(pred, target, spacing)
+    sensitivity, precision = tp / (tp + fn), tp / (tp + fp)
+    return {
+        "dice": 2.0 * tp / (2 * tp + fp + fn),
+        "iou": tp / (tp + fp + fn),
+        "hd": float(max(pred_to_target.max(), target_to_pred.max())),
+        "sensitivity": sensitivity,
+        "precision": precision,
+        "f1": (2.0 * precision * sensitivity / (precision + sensitivity) if tp else 0.0),
+    }
+
+
+def atlas2_challenge(
+    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
+) -> dict[str, float]:
+    """ATLAS R2.0 challenge (MICCAI 2022) per-case metrics: Dice, volume difference, lesion F1/count.
+
+    Follows the official scorer ``npnl/atlas2_grand_challenge`` ``isles/scoring.py``
+    (datasets.md §3.5, metrics.md preset ``atlas2_challenge``):
+
+    * ``dice`` = 2|P ∩ G| / (|P| + |G|).
+    * ``volume_difference`` = | |P| - |G| | in **voxels** (1 voxel = 1 mm³ in ATLAS R2.0). This is
+      the scorer's correct batch path, not its non-batch bug (``truth_vol = np.sum(prediction)``).
+    * Lesions are the connected components of ``scipy.ndimage.label`` with its default structure
+      (face connectivity: 6 neighbours in 3D; ISLES'22 uses 26, so its numbers differ). A
+      ground-truth lesion overlapping the prediction by >= 1 voxel is a TP, one with no overlap
+      a FN; a predicted lesion with no ground-truth overlap is a FP.
+      ``lesion_f1`` = TP / (TP + (FP + FN) / 2).
+    * ``lesion_count_difference`` = | #lesions(P) - #lesions(G) |.
+
+    ``spacing`` is validated but unused (all values are in voxels or counts).
+
+    Empty-mask conventions (the scorer's; deterministic, never NaN):
+
+    ======================  ====  =================  =========  =======================
+    case                    dice  volume_difference  lesion_f1  lesion_count_difference
+    ======================  ====  =================  =========  =======================
+    both empty              1     0                  1          0
+    target empty only       0     |P|                0          #lesions(P)
+    pred empty only         0     |G|                0          #lesions(G)
+    ======================  ====  =================  =========  =======================
+
+    Args:
+        pred: predicted mask, bool (or 0/1) array of shape (X, Y, Z).
+        target: reference mask, same shape and axis order as ``pred``.
+        spacing: voxel size in mm per axis (validated only).
+
+    Returns:
+        ``{"dice", "volume_difference", "lesion_f1", "lesion_count_difference"}`` as floats.
+
+    Raises:
+        ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
+            is not three positive finite numbers.
+    """
+    pred, target, _ = _validate_case(pred, target, spacing)
+    tp, fp, fn = _overlap_counts(pred, target)
+    target_labels, n_target = ndimage.label(target)
+    pred_labels, n_pred = ndimage.label(pred)
+    # Components hit by the other mask: the non-zero labels found under it.
+    target_hit = np.count_nonzero(np.unique(target_labels[pred]))
+    pred_hit = np.count_nonzero(np.unique(pred_labels[target]))
+    lesion_tp, lesion_fn, lesion_fp = target_hit, n_target - target_hit, n_pred - pred_hit
+    lesions = lesion_tp + (lesion_fp + lesion_fn) / 2
+    return {
+        "dice": 2.0 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        "volume_difference": float(abs(fp - fn)),  # |P| - |G| = (TP + FP) - (TP + FN)
+        "lesion_f1": lesion_tp / lesions if lesions else 1.0,
+        "lesion_count_difference": float(abs(n_pred - n_target)),
+    }
+
+
 MetricPreset = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict[str, float]]
 
-METRIC_PRESETS: dict[str, MetricPreset] = {"isles2018": isles2018}
+METRIC_PRESETS: dict[str, MetricPreset] = {
+    "isles2018": isles2018,
+    "atlas_dunet": atlas_dunet,
+    "atlas_vcanet": atlas_vcanet,
+    "atlas2_challenge": atlas2_challenge,
+}
 # Keys each preset returns, known before any case is seen (CaseMetrics registers one state each).
-PRESET_METRICS: dict[str, tuple[str, ...]] = {"isles2018": ISLES2018_METRICS}
+PRESET_METRICS: dict[str, tuple[str, ...]] = {
+    "isles2018": ISLES2018_METRICS,
+    "atlas_dunet": ATLAS_DUNET_METRICS,
+    "atlas_vcanet": ATLAS_VCANET_METRICS,
+    "atlas2_challenge": ATLAS2_CHALLENGE_METRICS,
+}
+# Metrics whose per-case standard deviation CaseMetrics reports (as "<metric>_std"); "dice"
+# for every preset, plus what a paper prints as mean ± sd (D-UNet Table 2).
+PRESET_STD_METRICS: dict[str, tuple[str, ...]] = {
+    "isles2018": ("dice",),
+    "atlas_dunet": ("dice", "recall", "precision"),
+    "atlas_vcanet": ("dice",),
+    "atlas2_challenge": ("dice",),
+}
 
 
 def get_preset(name: str) -> MetricPreset:

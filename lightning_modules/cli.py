@@ -13,6 +13,7 @@ folds of one experiment sit together in W&B.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -71,7 +72,10 @@ class SuiteCLI(LightningCLI):
             data_class = getattr(import_module(module), name)
             data_dir = getattr(data.init_args, "data_dir", None)
             if hasattr(data_class, "check_data_dir") and data_dir is not None:
-                data_class.check_data_dir(data_dir)
+                accepted = inspect.signature(data_class.check_data_dir).parameters
+                extra = {k: getattr(data.init_args, k) for k in accepted
+                         if k != "data_dir" and hasattr(data.init_args, k)}  # fmt: skip
+                data_class.check_data_dir(data_dir, **extra)
 
     def _instantiate_trainer(
         self, config: dict[str, Any], callbacks: list[pl.Callback]

@@ -1,8 +1,25 @@
 """Networks: pure ``nn.Module``s that map images to raw logits."""
 
 from networks.blocks import ConvNormAct
+from networks.deeplabv3plus import DeepLabV3Plus
+from networks.dunet import DUNet
+from networks.dunet_baselines import UNet3DTransform, UNetOriginal, UNetTransform
 from networks.pspnet import PSPNet
 from networks.resnet import DilatedResNet
+from networks.segnet import SegNetDUNet
 from networks.unet2d import UNet2D
+from networks.vcanet import VCANet
 
-__all__ = ["ConvNormAct", "DilatedResNet", "PSPNet", "UNet2D"]
+__all__ = [
+    "ConvNormAct",
+    "DUNet",
+    "DeepLabV3Plus",
+    "DilatedResNet",
+    "PSPNet",
+    "SegNetDUNet",
+    "UNet2D",
+    "UNet3DTransform",
+    "UNetOriginal",
+    "UNetTransform",
+    "VCANet",
+]

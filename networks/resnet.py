@@ -163,6 +163,8 @@ class DilatedResNet(nn.Module):
 
     Attributes:
         out_channels: channels of the (layer3, layer4) features that ``forward`` returns.
+        stage_channels: channels of the layer1 … layer4 features that ``forward_stages``
+            returns (DeepLabv3+'s decoder reads layer1).
 
     Raises:
         ValueError: for an unknown ``depth``, ``output_stride`` or ``spatial_dims``.
@@ -213,11 +215,32 @@ class DilatedResNet(nn.Module):
             stages.append(_make_layer(block, spatial_dims, channels, planes, n, stride, dilation))
             channels = planes * block.expansion
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.out_channels: tuple[int, int] = (widths[2] * block.expansion, channels)
+        e = block.expansion
+        self.stage_channels = (widths[0] * e, widths[1] * e, widths[2] * e, widths[3] * e)
+        self.out_channels = (self.stage_channels[2], self.stage_channels[3])
 
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_stages(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode an image and keep every stage's output.
+
+        Args:
+            x: (B, in_channels, H, W), or (B, in_channels, D, H, W) for ``spatial_dims=3``.
+
+        Returns:
+            ``(x1, x2, x3, x4)``: the layer1 … layer4 features, (B, stage_channels[i], …);
+            sizes as in the table (layer1 is the stride-4 "low-level" map of DeepLabv3+).
+        """
+        x0 = self.layer0(x)  # (B, 128 or 64, H/4, W/4)
+        x1 = self.layer1(x0)  # (B, 64·e, H/4, W/4)
+        x2 = self.layer2(x1)  # (B, 128·e, H/8, W/8)
+        x3 = self.layer3(x2)  # (B, 256·e, H/8, W/8) at output stride 8
+        x4 = self.layer4(x3)  # (B, 512·e, H/8, W/8) at output stride 8
+        return x1, x2, x3, x4
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode an image.
@@ -229,9 +252,5 @@ class DilatedResNet(nn.Module):
             ``(x3, x4)``: the layer3 features (B, out_channels[0], …) that PSPNet's auxiliary
             head reads, and the layer4 features (B, out_channels[1], …); sizes as in the table.
         """
-        x0 = self.layer0(x)  # (B, 128 or 64, H/4, W/4)
-        x1 = self.layer1(x0)  # (B, 64·e, H/4, W/4)
-        x2 = self.layer2(x1)  # (B, 128·e, H/8, W/8)
-        x3 = self.layer3(x2)  # (B, 256·e, H/8, W/8) at output stride 8
-        x4 = self.layer4(x3)  # (B, 512·e, H/8, W/8) at output stride 8
+        _, _, x3, x4 = self.forward_stages(x)
         return x3, x4

@@ -23,6 +23,15 @@ def tiny_twin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_isles2018_twin(root, cases=12, testing_cases=2, seed=0, size="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only tiny ATLAS R1.1 twin (extract root holding ATLAS_R1.1/)."""
+    from datamodules.synth.atlas import write_atlas_twin
+
+    root = tmp_path_factory.mktemp("atlas") / "atlas"
+    return write_atlas_twin(root, "R1.1", subjects=8, seed=0, size="tiny")
+
+
 @pytest.fixture
 def twin_copy(tiny_twin: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny twin that a test may damage."""

@@ -270,5 +270,6 @@ def test_registry() -> None:
     assert set(METRIC_PRESETS) == set(PRESET_METRICS)
     pred, target = _slab_pair()
     assert tuple(isles2018(pred, target, SPACING)) == ISLES2018_METRICS
-    with pytest.raises(ValueError, match=r"Unknown metric preset 'isles2015'.*\['isles2018'\]"):
+    valid = r"\['atlas2_challenge', 'atlas_dunet', 'atlas_vcanet', 'isles2018'\]"
+    with pytest.raises(ValueError, match=rf"Unknown metric preset 'isles2015'.*{valid}"):
         get_preset("isles2015")

@@ -57,12 +57,6 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_every_experiment_yaml_is_covered():
-    assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == {
-        c for cs, _ in RECIPES.values() for c in cs
-    }
-
-
 def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     start = time.perf_counter()
     result = run_cli(

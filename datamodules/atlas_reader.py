@@ -1,0 +1,390 @@
+"""Reader for the three real ATLAS layouts, R1.1, R1.2 and R2.0 (``shared/specs/datasets.md`` §1–3).
+
+Every reader function takes the same ``root``: the folder the archive was extracted into, i.e.
+the parent of ``ATLAS_R1.1/``, of the R1.2 standard-space folder, or of ``ATLAS_2/`` (the folder
+``lightning-data synth atlas DIR`` writes as ``DIR``). The release folder itself is accepted too.
+
+::
+
+    R1.1  <root>/ATLAS_R1.1/Site<k>/<NNNNNN>/t0<1|2>/<NNNNNN>_t1w_deface_stx.nii.gz
+                                                    /<NNNNNN>_LesionSmooth[_<k>]_stx.nii.gz (≥ 1)
+    R1.2  <root>/<any ≤ 3 folders>/c<NNNN>/c<NNNN>s<NNNN>t<NN>/c…t<NN>_t1w_stx.nii.gz
+                                                             /c…t<NN>_LesionSmooth[_<k>]_stx.nii.gz
+          (one merged folder such as atlas_standard/, or standard_MNI/standard_part{1,2}/)
+    R2.0  <root>/ATLAS_2/{Training,Testing}/R<NNN>/sub-r<NNN>s<NNN>/ses-1/anat/
+                                    sub-…_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz
+                                    sub-…_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz
+                                    (Training only)
+
+The split unit is the subject: the ``t01``/``t02`` sessions of an R1.1 Site8 subject (and the
+``tNN`` timepoints of an R1.2 subject) share :attr:`ATLASScan.subject`. Mask values are not
+uniformly 0/1 in R1.x (≈1, ≈255 or several values per file) and one R2.0 mask has max 0.01, so
+:func:`read_scan` binarises every mask file with ``> 0`` and ORs the files of a scan, as every
+published loader does. Dot-files (AppleDouble ``._*``, ``.DS_Store``) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.errors import DatasetNotFoundError, DataValidationError
+from datamodules.isles2018_reader import load_volume
+
+log = logging.getLogger(__name__)
+
+ATLAS_RELEASES = ("R1.1", "R1.2", "R2.0")
+SPLITS = ("Training", "Testing")
+RELEASE_FOLDERS = {"R1.1": "ATLAS_R1.1", "R2.0": "ATLAS_2"}
+
+SYNTH_HINT = "lightning-data synth atlas {root} --release R2.0 --subjects 20 --seed 0"
+
+EXPECTED_LAYOUTS = """\
+  R1.1: <root>/ATLAS_R1.1/Site<k>/<NNNNNN>/t0<1|2>/<NNNNNN>_t1w_deface_stx.nii.gz
+            + one or more <NNNNNN>_LesionSmooth[_<k>]_stx.nii.gz
+  R1.2: <root>/<folder>/c<NNNN>/c<NNNN>s<NNNN>t<NN>/c<NNNN>s<NNNN>t<NN>_t1w_stx.nii.gz
+            + one or more c<NNNN>s<NNNN>t<NN>_LesionSmooth[_<k>]_stx.nii.gz
+  R2.0: <root>/ATLAS_2/Training/R<NNN>/sub-r<NNN>s<NNN>/ses-1/anat/
+            sub-r<NNN>s<NNN>_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz
+            + sub-r<NNN>s<NNN>_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz
+        (and <root>/ATLAS_2/Testing/... with the T1w only)"""
+
+_R11_SCAN_RE = re.compile(r"^Site(?P<site>[1-9])/(?P<sid>\d{6})/(?P<ses>t0[12])$")
+_R11_T1_RE = re.compile(r"^(?P<sid>\d{6})_t1w_deface_stx\.nii\.gz$")
+_R11_MASK_RE = re.compile(r"^(?P<sid>\d{6})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$")
+_R12_COHORT_RE = re.compile(r"^c\d{4}$")
+_R12_SCAN_RE = re.compile(r"^c(?P<c>\d{4})/c(?P=c)s(?P<s>\d{4})t(?P<t>\d{2})$")
+_R12_T1_RE = re.compile(r"^(?P<scan>c\d{4}s\d{4}t\d{2})_t1w_stx\.nii\.gz$")
+_R12_MASK_RE = re.compile(
+    r"^(?P<scan>c\d{4}s\d{4}t\d{2})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$"
+)
+_R20_COHORT_RE = re.compile(r"^R\d{3}$")
+_R20_SUBJECT_RE = re.compile(
+    r"^(?P<split>Training|Testing)/R(?P<site>\d{3})/sub-r(?P=site)s(?P<n>\d{3})/ses-1/anat$"
+)
+_R20_T1 = "{sub}_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"
+_R20_MASK = "{sub}_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz"
+_R12_SEARCH_DEPTH = 4  # <root>/ATLAS R 1.2/standard_MNI/standard_part1/c0001
+
+
+@dataclass(frozen=True)
+class ATLASScan:
+    """One T1 scan (one session) and its lesion mask files.
+
+    Attributes:
+        name: Release-prefixed relative id, e.g. ``"R1.1/Site8/031948/t02"``,
+            ``"R1.2/c0001/c0001s0001t01"``, ``"R2.0/Training/R001/sub-r001s001"``.
+        subject: Split unit, shared by the sessions of one subject, e.g. ``"R1.1/031948"``,
+            ``"R1.2/c0001s0001"``, ``"R2.0/sub-r001s001"``.
+        split: ``"Training"`` or ``"Testing"`` (R1.x is all ``"Training"``).
+        t1: The T1-weighted ``.nii.gz``.
+        masks: Lesion mask files to OR together, in file-name order; empty for Testing.
+    """
+
+    name: str
+    subject: str
+    split: str
+    t1: Path
+    masks: tuple[Path, ...]
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _r11_dir(root: Path) -> Path | None:
+    for candidate in (root / RELEASE_FOLDERS["R1.1"], root):
+        if any(re.fullmatch(r"Site[1-9]", d.name) for d in _visible_dirs(candidate)):
+            return candidate
+    return None
+
+
+def _r20_dir(root: Path) -> Path | None:
+    for candidate in (root / RELEASE_FOLDERS["R2.0"], root):
+        if any((candidate / split).is_dir() for split in SPLITS):
+            return candidate
+    return None
+
+
+def _r12_cohort_parents(root: Path) -> list[Path]:
+    """Folders (at most a few levels below ``root``) that hold ``c<NNNN>`` cohort folders."""
+    parents, frontier = [], [root]
+    for _ in range(_R12_SEARCH_DEPTH):
+        next_frontier = []
+        for folder in frontier:
+            children = _visible_dirs(folder)
+            if any(_R12_COHORT_RE.match(child.name) for child in children):
+                parents.append(folder)
+                continue
+            next_frontier.extend(children)
+        frontier = next_frontier
+    return sorted(parents)
+
+
+def _r12_dir(root: Path) -> Path | None:
+    parents = _r12_cohort_parents(root)
+    return Path(os.path.commonpath(parents)) if parents else None
+
+
+_DETECTORS = {"R1.1": _r11_dir, "R1.2": _r12_dir, "R2.0": _r20_dir}
+
+
+def _not_found(root: Path, what: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"ATLAS data not found: {root.resolve()} {what}.\n"
+        f"Expected one of the layouts of the official releases, under the folder the archive "
+        f"was extracted into:\n{EXPECTED_LAYOUTS}\n"
+        f"Extract the real data there (or point the data directory at it), or write a synthetic "
+        f"twin with the same layout:\n  {SYNTH_HINT.format(root=root)}"
+    )
+
+
+def detect_release(root: str | Path) -> str:
+    """Tell which ATLAS release ``root`` holds, from its folder structure alone.
+
+    Returns:
+        One of :data:`ATLAS_RELEASES`.
+
+    Raises:
+        DatasetNotFoundError: If no layout matches; lists the three layouts and the synth command.
+        ValueError: If ``root`` holds several releases (pass ``release`` explicitly then).
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise _not_found(root, "does not exist" if not root.exists() else "is not a directory")
+    found = [release for release, detect in _DETECTORS.items() if detect(root) is not None]
+    if not found:
+        raise _not_found(root, "matches none of the ATLAS R1.1, R1.2 or R2.0 layouts")
+    if len(found) > 1:
+        raise ValueError(
+            f"{root} holds several ATLAS releases ({', '.join(found)}); pass release= one of "
+            f"them (CLI/config: the datamodule's release option) to choose."
+        )
+    return found[0]
+
+
+def check_atlas_root(root: str | Path, release: str | None = None) -> tuple[Path, str]:
+    """Fail fast (no file decoding) if ``root`` does not hold an ATLAS release.
+
+    Args:
+        root: The extract folder (parent of ``ATLAS_R1.1/``, the R1.2 folder or ``ATLAS_2/``)
+            or the release folder itself.
+        release: One of :data:`ATLAS_RELEASES`, or ``None`` to detect it.
+
+    Returns:
+        ``(release_dir, release)``: the folder the release's relative paths start from
+        (``…/ATLAS_R1.1``, the common parent of the R1.2 cohort folders, ``…/ATLAS_2``) and the
+        release.
+
+    Raises:
+        DatasetNotFoundError: If the layout is not found.
+        ValueError: If ``release`` is unknown, or ``None`` and several releases are present.
+    """
+    root = Path(root).expanduser()
+    if release is None:
+        release = detect_release(root)
+    if release not in ATLAS_RELEASES:
+        raise ValueError(f"release must be one of {ATLAS_RELEASES}, got {release!r}")
+    found = _DETECTORS[release](root) if root.is_dir() else None
+    if found is None:
+        what = "does not exist" if not root.exists() else f"has no ATLAS {release} layout"
+        raise _not_found(root, what)
+    return found, release
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def _sorted_masks(masks: dict[int, Path]) -> tuple[Path, ...]:
+    return tuple(masks[k] for k in sorted(masks))
+
+
+def _r1_scan(
+    folder: Path, key: str, t1_re: re.Pattern, mask_re: re.Pattern, id_group: str
+) -> tuple[Path, tuple[Path, ...]]:
+    """T1 and masks of one R1.x scan folder whose files carry the id ``key``."""
+    t1, masks = None, {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        t1_match, mask_match = t1_re.match(path.name), mask_re.match(path.name)
+        match = t1_match or mask_match
+        if match is None:
+            log.warning("Ignoring %s: neither the scan's T1 nor a LesionSmooth mask", path)
+            continue
+        if match[id_group] != key:
+            raise DataValidationError(
+                f"{path}: the file is named for {match[id_group]} but sits in the folder of "
+                f"{key} ({folder}). Move it to its own folder or restore the original archive."
+            )
+        if t1_match:
+            t1 = path
+        else:
+            masks[int(mask_match["k"] or -1)] = path
+    if t1 is None:
+        raise DataValidationError(
+            f"{folder}: no T1 file (expected {t1_re.pattern.strip('^$')} with id {key}). "
+            "Re-extract this scan from the original archive."
+        )
+    return t1, _sorted_masks(masks)
+
+
+def _scan_r11(release_dir: Path) -> list[ATLASScan]:
+    scans = []
+    for folder in sorted(release_dir.glob("Site*/*/t*")):
+        relative = folder.relative_to(release_dir).as_posix()
+        match = _R11_SCAN_RE.match(relative)
+        if match is None or not folder.is_dir():
+            continue
+        t1, masks = _r1_scan(folder, match["sid"], _R11_T1_RE, _R11_MASK_RE, "sid")
+        scans.append(ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks))
+    return scans
+
+
+def _scan_r12(release_dir: Path) -> list[ATLASScan]:
+    scans: dict[str, ATLASScan] = {}
+    for parent in _r12_cohort_parents(release_dir):
+        for folder in sorted(parent.glob("c*/c*")):
+            relative = folder.relative_to(parent).as_posix()
+            match = _R12_SCAN_RE.match(relative)
+            if match is None or not folder.is_dir():
+                continue
+            if f"R1.2/{relative}" in scans:
+                raise DataValidationError(
+                    f"{folder}: the scan also exists at {scans[f'R1.2/{relative}'].t1.parent}. "
+                    "Keep one copy."
+                )
+            t1, masks = _r1_scan(folder, folder.name, _R12_T1_RE, _R12_MASK_RE, "scan")
+            subject = f"R1.2/c{match['c']}s{match['s']}"
+            scans[f"R1.2/{relative}"] = ATLASScan(
+                f"R1.2/{relative}", subject, "Training", t1, masks
+            )
+    return list(scans.values())
+
+
+def _scan_r20(release_dir: Path, split: str) -> list[ATLASScan]:
+    scans = []
+    for cohort in _visible_dirs(release_dir / split):
+        if not _R20_COHORT_RE.match(cohort.name):
+            log.warning("Ignoring %s: not an R<NNN> cohort folder", cohort)
+            continue
+        for subject_dir in _visible_dirs(cohort):
+            anat = subject_dir / "ses-1" / "anat"
+            relative = anat.relative_to(release_dir).as_posix()
+            if _R20_SUBJECT_RE.match(relative) is None:
+                log.warning("Ignoring %s: not a sub-r<NNN>s<NNN> folder of %s", subject_dir, cohort)
+                continue
+            if not anat.is_dir():
+                raise DataValidationError(
+                    f"{subject_dir}: no ses-1/anat/ folder. Re-extract this subject from the "
+                    "original archive."
+                )
+            sub = subject_dir.name
+            t1, mask = anat / _R20_T1.format(sub=sub), anat / _R20_MASK.format(sub=sub)
+            if not t1.is_file():
+                raise DataValidationError(
+                    f"{anat}: no T1 file {t1.name}. Re-extract this subject from the archive."
+                )
+            masks = (mask,) if mask.is_file() else ()
+            name = f"R2.0/{split}/{cohort.name}/{sub}"
+            scans.append(ATLASScan(name, f"R2.0/{sub}", split, t1, masks))
+    return scans
+
+
+def scan_atlas(
+    root: str | Path, release: str | None = None, split: str = "Training"
+) -> list[ATLASScan]:
+    """List the scans of one split without decoding any file.
+
+    Args:
+        root: See :func:`check_atlas_root`.
+        release: One of :data:`ATLAS_RELEASES`, or ``None`` to detect it.
+        split: ``"Training"`` or ``"Testing"`` (only R2.0 has a Testing split).
+
+    Returns:
+        The scans sorted by :attr:`ATLASScan.name`.
+
+    Raises:
+        DatasetNotFoundError: If the layout is missing or the split holds no scan.
+        DataValidationError: If a scan folder has no T1, or a Training scan has no mask (the
+            message names the folder), or a file sits in another scan's folder.
+        ValueError: If ``split`` or ``release`` is invalid.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    release_dir, release = check_atlas_root(root, release)
+    if split == "Testing" and release != "R2.0":
+        raise ValueError(
+            f"ATLAS {release} has no Testing split (every scan has a mask and is 'Training'); "
+            "use split='Training' and hold scans out with the datamodule's split settings."
+        )
+    if release == "R1.1":
+        scans = _scan_r11(release_dir)
+    elif release == "R1.2":
+        scans = _scan_r12(release_dir)
+    else:
+        scans = _scan_r20(release_dir, split)
+    if not scans:
+        where = release_dir / split if release == "R2.0" else release_dir
+        raise _not_found(Path(root).expanduser(), f"has no ATLAS {release} scan in {where}")
+    if split == "Training":
+        for scan in scans:
+            if not scan.masks:
+                raise DataValidationError(
+                    f"{scan.t1.parent}: Training scan {scan.name} has no lesion mask file. "
+                    f"Expected {_mask_hint(release, scan)} beside {scan.t1.name}; re-extract it "
+                    "from the original archive or remove the scan."
+                )
+    return sorted(scans, key=lambda scan: scan.name)
+
+
+def _mask_hint(release: str, scan: ATLASScan) -> str:
+    if release == "R2.0":
+        return _R20_MASK.format(sub=scan.subject.split("/")[-1])
+    stem = scan.t1.name.split("_", 1)[0]
+    return f"{stem}_LesionSmooth[_<k>]_stx.nii.gz"
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def read_scan(scan: ATLASScan) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+    """Decode and validate one scan.
+
+    Returns:
+        ``(t1, mask, spacing)``: T1 ``(X, Y, Z)`` float32 as stored (R1.x in [0, 100]);
+        mask ``(X, Y, Z)`` uint8 in {0, 1}, the OR over every mask file after ``> 0`` (so ≈1,
+        ≈255, multi-valued and the 0.01-max mask of sub-r039s002 all count), or ``None`` when the
+        scan has no mask; spacing ``(dx, dy, dz)`` in mm from the T1 header's zooms.
+
+    Raises:
+        DataValidationError: Unreadable or truncated ``.nii.gz``, a mask whose shape differs from
+            the T1's, non-finite values, or a non-3D volume; the message names the file.
+    """
+    t1, spacing = load_volume(scan.t1)
+    t1 = t1.astype(np.float32, copy=False)
+    if not scan.masks:
+        return t1, None, spacing
+    lesion = np.zeros(t1.shape, dtype=bool)
+    for path in scan.masks:
+        data, _ = load_volume(path)
+        if data.shape != t1.shape:
+            raise DataValidationError(
+                f"{path}: mask shape {data.shape} does not match the T1 shape {t1.shape} "
+                f"({scan.t1}). Both must lie on the same grid; re-extract the scan."
+            )
+        lesion |= data > 0
+    if not lesion.any():
+        log.warning("%s: every mask file is empty", scan.name)
+    return t1, lesion.astype(np.uint8), (spacing[0], spacing[1], spacing[2])
