@@ -51,8 +51,6 @@ import io
 import json
 import logging
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,7 +60,7 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from datamodules.synth import mni
+from datamodules.synth import common, mni
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +68,7 @@ Release = Literal["R1.1", "R1.2", "R2.0"]
 Size = Literal["full", "tiny"]
 
 GENERATOR_VERSION = 1
-MARKER_FILE = "SYNTHETIC_TWIN.json"
+MARKER_FILE = common.MARKER_FILE
 RELEASES = ("R1.1", "R1.2", "R2.0")
 GZIP_LEVEL = 1  # the T1 noise is incompressible anyway; level 6 costs 2× the time for ~3 %
 TINY_STEP = 5
@@ -227,10 +225,7 @@ _RNG_KIND = {"subject": 0, "session": 1, "files": 2}
 
 
 def _rng(seed: int, release: str, kind: str, key: tuple[int, ...]) -> np.random.Generator:
-    sequence = np.random.SeedSequence(
-        seed, spawn_key=(_RELEASE_INDEX[release], _RNG_KIND[kind], *key)
-    )
-    return np.random.Generator(np.random.PCG64(sequence))
+    return common._generator(seed, (_RELEASE_INDEX[release], _RNG_KIND[kind], *key))
 
 
 @dataclass(frozen=True)
@@ -523,40 +518,11 @@ def _r20_extras(tmp: Path, scans: list[_Scan], lesions_of: dict, size: Size) -> 
     first = scans[0]
     # AppleDouble resource-fork junk next to a T1, as the real tarball carries hidden files
     t1_name, _ = _file_names("R2.0", first.stem, 0)
-    _write(tmp / first.folder / f"._{t1_name}", b"\x00\x05\x16\x07" + bytes(78))
+    _write(tmp / first.folder / f"._{t1_name}", common._APPLE_DOUBLE)
     return written
 
 
 # ----------------------------------------------------------------------------- the twin
-
-
-def _check_target(root: Path, overwrite: bool) -> None:
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root} exists and is not a directory; choose another path")
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{root} exists and is not empty; rerun with --overwrite (Python: "
-                "overwrite=True) to replace it, or choose another directory"
-            )
-        if not (root / MARKER_FILE).is_file():
-            raise FileExistsError(
-                f"refusing to overwrite {root}: it has no {MARKER_FILE}, so it is not a "
-                "synthetic twin; delete it yourself or choose another directory"
-            )
-
-
-def _replace(tmp: Path, root: Path) -> None:
-    """Rename ``tmp`` to ``root``, removing an old twin only after the new one is in place."""
-    old = None
-    if root.is_dir() and any(root.iterdir()):
-        old = root.with_name(f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        root.rename(old)
-    elif root.is_dir():
-        root.rmdir()
-    tmp.rename(root)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _validate(release, subjects, testing_subjects, seed, size) -> None:
@@ -574,10 +540,7 @@ def _validate(release, subjects, testing_subjects, seed, size) -> None:
             f"testing_subjects must be an integer from 0 to {max_testing} (ATLAS {release} "
             f"{hint}), got {testing_subjects!r}"
         )
-    if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if size not in ("full", "tiny"):
-        raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+    common._check_seed_and_size(seed, size)
 
 
 def _describe(release, scans, seed, size, total_bytes, lesion_voxels) -> dict:
@@ -591,11 +554,11 @@ def _describe(release, scans, seed, size, total_bytes, lesion_voxels) -> dict:
                 "mask_files": sum(scan.mask_files for scan in chosen),
             }
     return {
-        "synthetic": True,
-        "dataset": f"ATLAS {release} (synthetic twin; no real patient data)",
-        "generator": "datamodules.synth.atlas",
-        "generator_version": GENERATOR_VERSION,
-        "template": "MNI152 2009a nonlinear symmetric (bundled with nilearn)",
+        **common._marker(
+            f"ATLAS {release} (synthetic twin; no real patient data)",
+            "datamodules.synth.atlas",
+            GENERATOR_VERSION,
+        ),
         "release": release,
         "seed": seed,
         "size": size,
@@ -645,14 +608,11 @@ def write_atlas_twin(
     """
     root = Path(os.path.abspath(root))  # abspath, not resolve: keep the user's symlinks
     _validate(release, subjects, testing_subjects, seed, size)
-    _check_target(root, overwrite)
+    common._check_target(root, overwrite)
     scans = plan_scans(release, subjects, testing_subjects, seed)
     logger.info("writing a %d-scan synthetic ATLAS %s twin to %s", len(scans), release, root)
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
+    def build(tmp: Path) -> dict:
         total, lesions_of, lesion_voxels = 0, {}, {}
         affine = _grid(size).affine
         for scan in tqdm(scans, unit="scan", disable=not progress):
@@ -668,12 +628,8 @@ def write_atlas_twin(
             total += _write(tmp / "ATLAS_R1.1" / R11_CSV, text.encode())
         elif release == "R2.0":
             total += _r20_extras(tmp, scans, lesions_of, size)
-        summary = _describe(release, scans, seed, size, total, lesion_voxels)
-        (tmp / MARKER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        _check_target(root, overwrite)
-        _replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return _describe(release, scans, seed, size, total, lesion_voxels)
+
+    common._write_atomically(root, overwrite, build)
     logger.info("wrote %s", root)
     return root

@@ -42,11 +42,8 @@ slices, and at most 6 frames spread over the real acquisition (``pixdim[4]`` = T
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,14 +56,14 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from datamodules.isles2018_cases import SPLITS, CaseInfo, load_case_table
-from datamodules.synth import mni
+from datamodules.synth import common, mni
 
 logger = logging.getLogger(__name__)
 
 Size = Literal["full", "tiny"]
 
 GENERATOR_VERSION = 1
-MARKER_FILE = "SYNTHETIC_TWIN.json"
+MARKER_FILE = common.MARKER_FILE
 DWI_ID_OFFSET = 1_000_000
 DEFAULT_TESTING_CASES_WITH_SUBSET = 4
 MODALITY_DTYPES: dict[str, type[np.generic]] = {
@@ -93,10 +90,7 @@ _SEED_KIND = {"select": 0, "patient": 1, "case": 2}
 
 
 def _rng(seed: int, kind: str, split: str, number: int) -> np.random.Generator:
-    sequence = np.random.SeedSequence(
-        seed, spawn_key=(_SEED_KIND[kind], SPLITS.index(split), number)
-    )
-    return np.random.Generator(np.random.PCG64(sequence))
+    return common._generator(seed, (_SEED_KIND[kind], SPLITS.index(split), number))
 
 
 # ----------------------------------------------------------------------------- case selection
@@ -518,22 +512,6 @@ def _write_case(root: Path, row: CaseInfo, images: dict, geometry: _Geometry, dw
 # ----------------------------------------------------------------------------- the twin
 
 
-def _check_target(root: Path, overwrite: bool) -> None:
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root} exists and is not a directory; choose another path")
-    if root.is_dir() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"{root} exists and is not empty; rerun with --overwrite (Python: "
-                "overwrite=True) to replace it, or choose another directory"
-            )
-        if not (root / MARKER_FILE).is_file():
-            raise FileExistsError(
-                f"refusing to overwrite {root}: it has no {MARKER_FILE}, so it is not a "
-                "synthetic twin; delete it yourself or choose another directory"
-            )
-
-
 def _patients(rows: Sequence[CaseInfo]) -> list[list[CaseInfo]]:
     groups: dict[tuple[str, int], list[CaseInfo]] = {}
     for row in rows:
@@ -573,10 +551,7 @@ def _validate(cases, testing_cases, seed, size) -> None:
                 f"{name} must be an integer from 0 to {limit} (ISLES 2018 {split} has {limit} "
                 f"cases), got {value!r}"
             )
-    if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if size not in ("full", "tiny"):
-        raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+    common._check_seed_and_size(seed, size)
 
 
 def _describe(rows, seed: int, size: Size, dwi: bool, total_bytes: int) -> dict:
@@ -592,30 +567,17 @@ def _describe(rows, seed: int, size: Size, dwi: bool, total_bytes: int) -> dict:
             "slices": slices,
         }
     return {
-        "synthetic": True,
-        "dataset": "ISLES 2018 (synthetic twin; no real patient data)",
-        "generator": "datamodules.synth.isles2018",
-        "generator_version": GENERATOR_VERSION,
-        "template": "MNI152 2009a nonlinear symmetric (bundled with nilearn)",
+        **common._marker(
+            "ISLES 2018 (synthetic twin; no real patient data)",
+            "datamodules.synth.isles2018",
+            GENERATOR_VERSION,
+        ),
         "seed": seed,
         "size": size,
         "dwi": dwi,
         "nifti_bytes": total_bytes,
         "splits": splits,
     }
-
-
-def _replace(tmp: Path, root: Path) -> None:
-    """Rename ``tmp`` to ``root``, removing an old twin only after the new one is in place."""
-    old = None
-    if root.is_dir() and any(root.iterdir()):
-        old = root.with_name(f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
-        root.rename(old)
-    elif root.is_dir():
-        root.rmdir()
-    tmp.rename(root)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def write_isles2018_twin(
@@ -657,7 +619,7 @@ def write_isles2018_twin(
     """
     root = Path(os.path.abspath(root))  # abspath, not resolve: keep the user's symlinks
     _validate(cases, testing_cases, seed, size)
-    _check_target(root, overwrite)
+    common._check_target(root, overwrite)
     if testing_cases is None and cases is not None:
         testing_cases = DEFAULT_TESTING_CASES_WITH_SUBSET
     rows = [*select_cases("TRAINING", cases, seed), *select_cases("TESTING", testing_cases, seed)]
@@ -665,23 +627,16 @@ def write_isles2018_twin(
         "writing %d-case synthetic ISLES 2018 twin (seed %d, %s) to %s", len(rows), seed, size, root
     )
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
+    def build(tmp: Path) -> dict:
         for split in SPLITS:
             (tmp / split).mkdir()
         (tmp / "__MACOSX" / "TRAINING").mkdir(parents=True)
         # AppleDouble header bytes, as in the real zip's resource-fork junk
-        (tmp / "__MACOSX" / "TRAINING" / "._case_1").write_bytes(b"\x00\x05\x16\x07" + bytes(78))
+        (tmp / "__MACOSX" / "TRAINING" / "._case_1").write_bytes(common._APPLE_DOUBLE)
         with tqdm(total=len(rows), unit="case", disable=not progress) as bar:
             total_bytes = _generate(tmp, rows, seed, size, dwi, bar)
-        summary = _describe(rows, seed, size, dwi, total_bytes)
-        (tmp / MARKER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        _check_target(root, overwrite)
-        _replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return _describe(rows, seed, size, dwi, total_bytes)
+
+    common._write_atomically(root, overwrite, build)
     logger.info("wrote %s", root)
     return root
