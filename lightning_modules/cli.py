@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -129,6 +130,11 @@ def main(args: list[str] | None = None) -> None:
     except (DatasetNotFoundError, DataValidationError) as error:
         print(f"\nerror: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        # Lightning leaves the process group alive after fit; tearing gloo down explicitly
+        # avoids an abort ("terminate called without an active exception") at interpreter exit.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
