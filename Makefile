@@ -1,5 +1,6 @@
 # make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
 # make test  - run the whole test suite (CPU only)
+# make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin (~10 min)
 #
 # On a GPU cluster, install the torch build you want into the venv first and pass
 # CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
@@ -9,9 +10,11 @@ VENV        ?= .venv
 CONSTRAINTS ?= constraints-cpu.txt
 TWIN        ?= data/isles2018_twin
 DEMO_CASES  ?= 30
+ATLAS_TWIN  ?= data/atlas_twin
+ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo twin test lint clean-runs
+.PHONY: install demo twin demo-atlas atlas-twin test lint clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +32,17 @@ demo: install twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
 	  --data.init_args.data_dir $(TWIN) && \
+	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+$(ATLAS_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
+	$(BIN)/lightning-data synth atlas $(ATLAS_TWIN) --release R2.0 --subjects $(ATLAS_SUBJECTS) --seed 0
+
+atlas-twin: $(ATLAS_TWIN)/SYNTHETIC_TWIN.json
+
+demo-atlas: install atlas-twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/dunet.yaml --config experiments/dunet_demo.yaml \
+	  --data.init_args.data_dir $(ATLAS_TWIN) && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 test: install

@@ -49,9 +49,15 @@ class ATLASDataModule(SliceDataModule):
         context: Slice offsets stacked as channels (D-UNet: ``[-2, -1, 0, 1]``).
         fold: Validation fold. ``num_folds=5, fold=0`` is D-UNet's 80/20 subject split.
         num_folds: Number of folds.
-        split_seed: Seed of the subject shuffle.
+        split_seed: Seed of the subject (or slice) shuffle.
+        split_unit: ``"subject"`` (default: a subject's scans never straddle folds) or
+            ``"slice"``: VCA-Net's random 9:1 split of slices (with ``num_folds=10``), which
+            leaks subjects into validation; it warns, and validation then scores each subject
+            on its held-out slices only.
         batch_size: Training slices per batch (D-UNet: 36; VCA-Net: 8).
         num_workers: DataLoader workers.
+        foreground_fraction: Share of training samples drawn from slices with lesion voxels
+            (``None``: uniform over slices, as both papers do).
         augment: Random affine augmentation of training slices.
         rotate_degrees, translate_fraction, scale_range, flip_axes, random_order: The
             augmentation (defaults: the D-UNet code's Keras ``ImageDataGenerator``: rotation 20°,
@@ -75,8 +81,10 @@ class ATLASDataModule(SliceDataModule):
         fold: int = 0,
         num_folds: int = 5,
         split_seed: int = 0,
+        split_unit: Literal["subject", "slice"] = "subject",
         batch_size: int = 36,
         num_workers: int = 2,
+        foreground_fraction: float | None = None,
         augment: bool = True,
         rotate_degrees: float = 20.0,
         translate_fraction: float = 0.1,

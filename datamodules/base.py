@@ -19,12 +19,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai.data import DataLoader, DistributedSampler, set_track_meta
-from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import default_collate
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torch.utils.data import Sampler, WeightedRandomSampler, default_collate
 
 from datamodules.cache import CacheItem, SliceCache, build_slice_cache, cache_key
 from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
-from datamodules.splits import grouped_kfold
+from datamodules.splits import grouped_kfold, slice_kfold
 from datamodules.transforms import slice_augmentation
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,18 @@ class SliceDataModule(pl.LightningDataModule):
     Subclasses call ``self.save_hyperparameters()`` in their ``__init__`` with at least:
     ``data_dir, cache_dir, fold, num_folds, split_seed, batch_size, num_workers, image_size,
     augment, rotate_degrees, translate_fraction, scale_range, flip_axes, predict_split``, and
-    optionally ``crop`` (``(h0, h1, w0, w1)`` of the native slice) and ``context`` (slice
-    offsets stacked as channels, e.g. ``(-2, -1, 0, 1)``), then call :meth:`_init_paths`.
+    optionally ``crop`` (``(h0, h1, w0, w1)`` of the native slice), ``context`` (slice
+    offsets stacked as channels, e.g. ``(-2, -1, 0, 1)``), ``foreground_fraction`` and
+    ``split_unit``, then call :meth:`_init_paths`.
+
+    ``foreground_fraction`` (``None``: every training slice equally often, as the papers do)
+    draws that share of each epoch's training samples from slices with lesion voxels, with
+    replacement, like nnU-Net's foreground oversampling; under DDP Lightning shards the sampler.
+
+    ``split_unit`` is ``"subject"`` (the default and the honest split: :func:`grouped_kfold`)
+    or ``"slice"`` (:func:`slice_kfold`, VCA-Net's random split of slices, which leaks
+    subjects into validation and warns so). With ``"slice"``, every subject with held-out
+    slices is a validation case evaluated on those slices only, stacked in their order.
     """
 
     dataset_name = "dataset"
@@ -54,10 +64,21 @@ class SliceDataModule(pl.LightningDataModule):
         )
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
+        self.train_rows = np.empty(0, dtype=np.int64)
+        self.val_rows: np.ndarray | None = None  # held-out slices of a slice-level split
         num_folds, fold = self.hparams.num_folds, self.hparams.fold
         if not 0 <= fold < num_folds:
             raise ValueError(
                 f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
+            )
+        fraction = self.hparams.get("foreground_fraction")
+        if fraction is not None and not 0.0 < fraction < 1.0:
+            raise ValueError(
+                f"foreground_fraction must be in (0, 1) or null (uniform sampling), got {fraction}"
+            )
+        if self.hparams.get("split_unit", "subject") not in ("subject", "slice"):
+            raise ValueError(
+                f"split_unit must be 'subject' or 'slice', got {self.hparams.split_unit!r}"
             )
 
     # -- to implement ---------------------------------------------------------------------
@@ -97,15 +118,32 @@ class SliceDataModule(pl.LightningDataModule):
         for split in self._splits_for_stage():
             self.caches[split] = SliceCache(self.cache_path(split))
         if self.train_split in self.caches:
-            cache = self.caches[self.train_split]
-            self.train_cases, self.val_cases = grouped_kfold(
-                cache.patient, self.hparams.num_folds, self.hparams.fold, self.hparams.split_seed
-            )
+            self._split(self.caches[self.train_split])
             trainer = getattr(self, "trainer", None)
             # trainer.log_dir is a collective under DDP: every rank must ask for it.
             log_dir = trainer.log_dir if trainer is not None else None
             if log_dir is not None:
                 self._write_split(Path(log_dir))
+
+    def _split(self, cache: SliceCache) -> None:
+        num_folds, fold, seed = self.hparams.num_folds, self.hparams.fold, self.hparams.split_seed
+        if self.hparams.get("split_unit", "subject") == "subject":
+            self.train_cases, self.val_cases = grouped_kfold(cache.patient, num_folds, fold, seed)
+            self.train_rows, self.val_rows = cache.slice_rows(self.train_cases), None
+            return
+        rank_zero_warn(
+            "split_unit='slice' splits slices, not subjects (VCA-Net's random_split): "
+            "neighbouring slices of one subject are in training and validation, so validation "
+            "scores are optimistic and not comparable with subject-level results. Use "
+            "split_unit='subject' unless you are reproducing that paper's numbers.",
+            category=UserWarning,
+        )
+        labelled = np.flatnonzero(cache.has_label)
+        self.train_rows, self.val_rows = slice_kfold(
+            cache.slice_rows(labelled), num_folds, fold, seed
+        )
+        self.train_cases = np.unique(cache.case_of_rows(self.train_rows))
+        self.val_cases = np.unique(cache.case_of_rows(self.val_rows))
 
     @property
     def train_cache(self) -> SliceCache | None:
@@ -119,13 +157,19 @@ class SliceDataModule(pl.LightningDataModule):
             "fold": self.hparams.fold,
             "num_folds": self.hparams.num_folds,
             "split_seed": self.hparams.split_seed,
-            "unit": "patient",
+            "unit": "slice" if self.val_rows is not None else "patient",
             "train_cases": [names[i] for i in self.train_cases],
             "val_cases": [names[i] for i in self.val_cases],
             "train_patients": sorted({int(p) for p in cache.patient[self.train_cases]}),
             "val_patients": sorted({int(p) for p in cache.patient[self.val_cases]}),
             "cache": str(cache.directory),
         }
+        if self.val_rows is not None:  # the held-out slice indices of every case
+            case = cache.case_of_rows(self.val_rows)
+            split["val_slices"] = {
+                names[c]: (self.val_rows[case == c] - cache.case_offsets[c]).tolist()
+                for c in self.val_cases
+            }
         log_dir.mkdir(parents=True, exist_ok=True)
         (log_dir / "split.json").write_text(json.dumps(split, indent=1))
 
@@ -143,16 +187,30 @@ class SliceDataModule(pl.LightningDataModule):
                 tuple(self.hparams.scale_range), self.hparams.flip_axes,
                 random_order=self.hparams.get("random_order", True),
             )  # fmt: skip
-        rows = cache.slice_rows(self.train_cases)
-        dataset = SliceDataset(cache, rows, transform=transform, **self._geometry())
+        dataset = SliceDataset(cache, self.train_rows, transform=transform, **self._geometry())
+        sampler = self._foreground_sampler(cache, self.train_rows)
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=True,
-                          num_workers=workers, persistent_workers=workers > 0,
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=sampler is None,
+                          sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                           collate_fn=default_collate,
                           drop_last=len(dataset) > self.hparams.batch_size)  # fmt: skip
 
-    def _case_loader(self, cache: SliceCache, cases: np.ndarray) -> DataLoader:
-        dataset = CaseDataset(cache, cases, **self._geometry())
+    def _foreground_sampler(self, cache: SliceCache, rows: np.ndarray) -> Sampler | None:
+        """Weighted sampling that draws ``foreground_fraction`` of the samples from lesion slices."""
+        fraction = self.hparams.get("foreground_fraction")
+        if fraction is None:
+            return None
+        lesion = cache.label_voxels[rows] > 0
+        if lesion.all() or not lesion.any():
+            rank_zero_warn(f"foreground_fraction={fraction} ignored: {lesion.sum()} of "
+                           f"{len(rows)} training slices have lesion voxels.")  # fmt: skip
+            return None
+        weights = np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())
+        return WeightedRandomSampler(torch.from_numpy(weights), len(rows), replacement=True)
+
+    def _case_loader(self, cache: SliceCache, cases: np.ndarray,
+                     rows: np.ndarray | None = None) -> DataLoader:  # fmt: skip
+        dataset = CaseDataset(cache, cases, rows=rows, **self._geometry())
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # No padding: every case is evaluated exactly once across ranks (a padded sampler
@@ -163,12 +221,12 @@ class SliceDataModule(pl.LightningDataModule):
                           collate_fn=single_case_collate)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
-        return self._case_loader(self.caches[self.train_split], self.val_cases)
+        return self._case_loader(self.caches[self.train_split], self.val_cases, self.val_rows)
 
     def test_dataloader(self) -> DataLoader:
         """The validation fold, evaluated with the test metrics (official test sets have no
         labels; use ``predict`` to write their masks)."""
-        return self._case_loader(self.caches[self.train_split], self.val_cases)
+        return self._case_loader(self.caches[self.train_split], self.val_cases, self.val_rows)
 
     def predict_dataloader(self) -> DataLoader:
         cache = self.caches[self.hparams.predict_split]

@@ -5,7 +5,8 @@ Layout of one cache directory (``<cache_root>/<dataset>-<key>/``)::
     images.npy   float32 (S, C, H, W)   all axial slices of all cases, case after case
     labels.npy   uint8   (S, H, W)      {0, 1}; zeros for cases without a label
     index.npz    case_offsets (N+1,), spacing (N, 3) as (dz, dh, dw) mm, has_label (N,),
-                 patient (N,) int, case_number (N,) int
+                 patient (N,) int, case_number (N,) int, label_voxels (S,) int (lesion voxels
+                 of every slice, for foreground-aware sampling)
     meta.json    channels, settings, case names and source files (read once, never per item)
 
 ``S`` is the total number of slices, slice ``s`` of case ``n`` is row ``case_offsets[n] + s``:
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: per-slice lesion voxel counts in index.npz
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def build_slice_cache(
         )
         spacing = np.zeros((len(items), 3), dtype=np.float64)
         has_label = np.zeros(len(items), dtype=bool)
+        label_voxels = np.zeros(int(offsets[-1]), dtype=np.int64)
         for n, item in enumerate(tqdm(items, desc=f"Caching {directory.name}", unit="case")):
             image, label, (dh, dw, dd) = load(item)
             if image.shape != (len(channels), height, width, depths[n]):
@@ -129,6 +131,7 @@ def build_slice_cache(
             images[rows] = np.moveaxis(image, -1, 0)  # (C, H, W, D) -> (D, C, H, W)
             if label is not None:
                 labels[rows] = np.moveaxis(label, -1, 0)
+                label_voxels[rows] = np.count_nonzero(label, axis=(0, 1))
                 has_label[n] = True
             spacing[n] = (dd, dh, dw)
         images.flush()
@@ -139,6 +142,7 @@ def build_slice_cache(
             case_offsets=offsets,
             spacing=spacing,
             has_label=has_label,
+            label_voxels=label_voxels,
             patient=np.array([item.patient for item in items], dtype=np.int64),
             case_number=np.array([item.case_number for item in items], dtype=np.int64),
         )
@@ -179,6 +183,7 @@ class SliceCache:
             self.case_offsets = index["case_offsets"]
             self.spacing = index["spacing"]
             self.has_label = index["has_label"]
+            self.label_voxels = index["label_voxels"]  # (S,) lesion voxels of every slice
             self.patient = index["patient"]
             self.case_number = index["case_number"]
         self._images: np.ndarray | None = None
@@ -210,6 +215,10 @@ class SliceCache:
 
     def __len__(self) -> int:
         return len(self.case_offsets) - 1
+
+    def case_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The case index of every row."""
+        return np.searchsorted(self.case_offsets, rows, side="right") - 1
 
     def slice_rows(self, cases: np.ndarray) -> np.ndarray:
         """Rows of ``images``/``labels`` that belong to the given case indices, in order."""

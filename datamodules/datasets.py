@@ -93,7 +93,7 @@ class SliceDataset(_Geometry, Dataset):
         super().__init__(cache, image_size, crop, context)
         self.rows = np.asarray(rows, dtype=np.int64)
         # Case bounds of every row, so the context never crosses into another case.
-        case = np.searchsorted(cache.case_offsets, self.rows, side="right") - 1
+        case = cache.case_of_rows(self.rows)
         self.first = cache.case_offsets[case]
         self.last = cache.case_offsets[case + 1]
         self.transform = transform
@@ -123,16 +123,23 @@ class CaseDataset(_Geometry, Dataset):
     the (D, H, W) axes; ``crop_box`` (4,) int64 ``(h0, h1, w0, w1)`` of the native grid the
     network sees; ``case_index`` int; ``has_label`` bool.
 
+    With ``rows`` (a slice-level split), a case is only its slices among ``rows``, stacked in
+    order: ``image`` is (D', C, h, w) and ``label`` (D', H, W); the context still comes from
+    the whole case.
+
     Args:
         cache: The preprocessed cache.
         cases: ``(N,)`` case indices of this split.
         image_size, crop, context: As for :class:`SliceDataset`.
+        rows: Optional ``(S,)`` cache rows to evaluate; ``None``: every slice of each case.
     """
 
     def __init__(self, cache: SliceCache, cases: np.ndarray, image_size: Size = None,
-                 crop: Sequence[int] | None = None, context: Sequence[int] = (0,)) -> None:  # fmt: skip
+                 crop: Sequence[int] | None = None, context: Sequence[int] = (0,),
+                 rows: np.ndarray | None = None) -> None:  # fmt: skip
         super().__init__(cache, image_size, crop, context)
         self.cases = np.asarray(cases, dtype=np.int64)
+        self.rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -140,8 +147,11 @@ class CaseDataset(_Geometry, Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         case = self.cases[index]
         first, last = int(self.cache.case_offsets[case]), int(self.cache.case_offsets[case + 1])
-        image = self._stack(np.arange(first, last), first, last)  # (D, C, h, w)
-        label = np.array(self.cache.labels[first:last])  # (D, H, W)
+        rows = np.arange(first, last)
+        if self.rows is not None:
+            rows = self.rows[(self.rows >= first) & (self.rows < last)]
+        image = self._stack(rows, first, last)  # (D, C, h, w)
+        label = np.array(self.cache.labels[rows])  # (D, H, W)
         height, width = label.shape[1:]
         box = self.crop if self.crop is not None else (0, height, 0, width)
         return {

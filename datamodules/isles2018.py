@@ -45,6 +45,8 @@ class ISLES2018DataModule(SliceDataModule):
         split_seed: Seed of the patient shuffle.
         batch_size: Training slices per batch.
         num_workers: DataLoader worker processes.
+        foreground_fraction: Share of training samples drawn from slices with lesion voxels
+            (``None``: uniform over slices, as the paper does).
         image_size: Resize slices to this square size for the network (``None`` = native
             256×256); predictions are resized back before evaluation.
         augment: Apply the paper's augmentation to training slices.
@@ -67,6 +69,7 @@ class ISLES2018DataModule(SliceDataModule):
         split_seed: int = 0,
         batch_size: int = 8,
         num_workers: int = 2,
+        foreground_fraction: float | None = None,
         image_size: int | None = None,
         augment: bool = True,
         rotate_degrees: float = 10.0,

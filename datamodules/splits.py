@@ -9,6 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def _check_folds(num_folds: int, fold: int, units: int, unit_name: str) -> None:
+    if num_folds < 2:
+        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ValueError(
+            f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
+        )
+    if units < num_folds:
+        raise ValueError(
+            f"Cannot make {num_folds} folds from {units} {unit_name}; lower num_folds or add cases."
+        )
+
+
 def grouped_kfold(
     groups: np.ndarray, num_folds: int, fold: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -31,18 +44,36 @@ def grouped_kfold(
     """
     groups = np.asarray(groups)
     unique = np.unique(groups)
-    if num_folds < 2:
-        raise ValueError(f"num_folds must be at least 2, got {num_folds}")
-    if not 0 <= fold < num_folds:
-        raise ValueError(
-            f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
-        )
-    if len(unique) < num_folds:
-        raise ValueError(
-            f"Cannot make {num_folds} folds from {len(unique)} patients; "
-            "lower num_folds or add cases."
-        )
+    _check_folds(num_folds, fold, len(unique), "patients")
     shuffled = np.random.default_rng(seed).permutation(unique)
     val_groups = np.array_split(shuffled, num_folds)[fold]
     is_val = np.isin(groups, val_groups)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def slice_kfold(
+    rows: np.ndarray, num_folds: int, fold: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split individual slices into train/validation, K-fold style, **ignoring the subject**.
+
+    This reproduces VCA-Net's ``random_split`` of all slices (papers.md §1): neighbouring slices
+    of one subject land on both sides, so validation scores are optimistic. Use it only to
+    reproduce that paper's numbers; :func:`grouped_kfold` is the honest split.
+
+    Args:
+        rows: ``(S,)`` slice rows to split.
+        num_folds: Number of folds K (VCA-Net's 9:1 split is K = 10).
+        fold: Validation fold, ``0 ≤ fold < K``.
+        seed: Shuffle seed.
+
+    Returns:
+        ``(train_rows, val_rows)``, each sorted.
+
+    Raises:
+        ValueError: If K < 2, the fold is out of range, or there are fewer slices than folds.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    _check_folds(num_folds, fold, len(rows), "slices")
+    folds = np.array_split(np.random.default_rng(seed).permutation(rows), num_folds)
+    val_rows = np.sort(folds[fold])
+    return np.setdiff1d(rows, val_rows), val_rows

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datamodules.splits import grouped_kfold
+from datamodules.splits import grouped_kfold, slice_kfold
 
 
 def test_folds_partition_items_and_never_split_a_patient():
@@ -29,3 +29,14 @@ def test_split_is_deterministic_per_seed():
 def test_bad_arguments_raise(num_folds, fold, match):
     with pytest.raises(ValueError, match=match):
         grouped_kfold(np.arange(6), num_folds, fold)
+
+
+def test_slice_kfold_partitions_the_slices_into_disjoint_folds():
+    rows = np.arange(100, 203)
+    held_out = [slice_kfold(rows, 10, k, seed=3)[1] for k in range(10)]
+    assert np.array_equal(np.sort(np.concatenate(held_out)), rows)
+    train, val = slice_kfold(rows, 10, 4, seed=3)
+    assert np.array_equal(np.union1d(train, val), rows) and np.intersect1d(train, val).size == 0
+    assert len(val) in (10, 11)
+    with pytest.raises(ValueError, match="3 slices"):
+        slice_kfold(np.arange(3), 10, 0)

@@ -1,0 +1,114 @@
+"""ATLASDataModule on a tiny R1.1 twin: cache orientation, 2.5D stacks, splits and sampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules import ATLASDataModule
+from datamodules.atlas_reader import read_scan, scan_atlas
+
+
+def _datamodule(root: Path, tmp_path: Path, run_dir: Path | None = None, **kwargs):
+    # The tiny twin's slices are 47 rows × 40 columns: a 32×32 window replaces the papers' crops.
+    defaults = dict(data_dir=str(root), cache_dir=str(tmp_path / "cache"), num_folds=4,
+                    preprocessing="none", crop=(4, 36, 4, 36), batch_size=4, num_workers=0)  # fmt: skip
+    dm = ATLASDataModule(**{**defaults, **kwargs})
+    dm.prepare_data()
+    if run_dir is not None:
+        dm.trainer = type("T", (), {"log_dir": str(run_dir),
+                                    "state": type("S", (), {"fn": "fit"})()})()  # fmt: skip
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture
+def dm(tiny_atlas, tmp_path) -> ATLASDataModule:
+    return _datamodule(tiny_atlas, tmp_path)
+
+
+def test_cache_holds_min_max_t1_and_or_mask_as_y_x_slices(dm, tiny_atlas):
+    cache = dm.train_cache
+    scan = scan_atlas(tiny_atlas)[2]
+    index = cache.case_names.index(scan.name)
+    t1, mask, _ = read_scan(scan)
+    rows = slice(cache.case_offsets[index], cache.case_offsets[index + 1])
+    expected = (t1 - t1.min()) / (t1.max() - t1.min())  # (X, Y, Z), whole-volume min-max
+    np.testing.assert_allclose(cache.images[rows, 0], np.transpose(expected, (2, 1, 0)), atol=1e-6)
+    assert np.array_equal(cache.labels[rows], np.transpose(mask, (2, 1, 0)))
+    assert np.array_equal(cache.label_voxels[rows], mask.sum(axis=(0, 1)))
+    assert np.array_equal(dm.to_source_order(cache.labels[rows]), mask)
+
+
+def test_four_slice_stack_is_i_minus_2_to_i_plus_1_zero_padded_at_the_ends(tiny_atlas, tmp_path):
+    dm = _datamodule(tiny_atlas, tmp_path, context=(-2, -1, 0, 1), augment=False)
+    cache = dm.train_cache
+    case = int(dm.val_cases[0])
+    first, last = cache.case_offsets[case], cache.case_offsets[case + 1]
+    item = dm.val_dataloader().dataset[0]
+    assert item["image"].shape == (last - first, 4, 32, 32)
+    window = torch.from_numpy(np.array(cache.images[first:last, 0, 4:36, 4:36]))
+    for i in (0, 1, 5, last - first - 1):
+        for channel, offset in enumerate((-2, -1, 0, 1)):
+            j = i + offset
+            expected = window[j] if 0 <= j < last - first else torch.zeros(32, 32)
+            assert torch.equal(item["image"][i, channel], expected), (i, offset)
+    assert item["crop_box"].tolist() == [4, 36, 4, 36]
+    assert item["label"].shape == (last - first, 47, 40)
+
+
+def test_subject_split_keeps_sessions_together_and_is_written(tiny_atlas, tmp_path):
+    dm = _datamodule(tiny_atlas, tmp_path, run_dir=tmp_path / "run")
+    cache = dm.train_cache
+    assert set(cache.patient[dm.train_cases]).isdisjoint(cache.patient[dm.val_cases])
+    assert len(np.unique(cache.patient)) < len(cache)  # the twin has a two-session subject
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["unit"] == "patient" and "val_slices" not in split
+    assert np.array_equal(dm.train_rows, cache.slice_rows(dm.train_cases))
+
+
+def test_slice_split_warns_holds_out_slices_and_scores_only_those(tiny_atlas, tmp_path):
+    with pytest.warns(UserWarning, match="optimistic"):
+        dm = _datamodule(tiny_atlas, tmp_path, run_dir=tmp_path / "run", split_unit="slice",
+                         num_folds=10)  # fmt: skip
+    cache = dm.train_cache
+    all_rows = cache.slice_rows(np.flatnonzero(cache.has_label))
+    assert np.intersect1d(dm.train_rows, dm.val_rows).size == 0
+    assert np.array_equal(np.union1d(dm.train_rows, dm.val_rows), all_rows)
+    assert len(dm.val_rows) == pytest.approx(len(all_rows) / 10, abs=1)
+    # Subjects leak: most validation subjects also have training slices.
+    assert np.intersect1d(dm.train_cases, dm.val_cases).size > 0
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["unit"] == "slice"
+    assert sum(len(s) for s in split["val_slices"].values()) == len(dm.val_rows)
+    items = list(dm.val_dataloader())
+    assert sum(item["image"].shape[0] for item in items) == len(dm.val_rows)
+    for item in items:
+        case = item["case_index"]
+        slices = split["val_slices"][cache.case_names[case]]
+        rows = cache.case_offsets[case] + np.asarray(slices)
+        assert np.array_equal(item["label"].numpy(), cache.labels[rows])
+
+
+def test_split_unit_and_foreground_fraction_are_checked(tiny_atlas, tmp_path):
+    with pytest.raises(ValueError, match="split_unit"):
+        ATLASDataModule(data_dir=str(tiny_atlas), split_unit="voxel")
+    with pytest.raises(ValueError, match="foreground_fraction"):
+        ATLASDataModule(data_dir=str(tiny_atlas), foreground_fraction=1.5)
+
+
+def test_foreground_fraction_draws_that_share_of_lesion_slices(tiny_atlas, tmp_path):
+    torch.manual_seed(0)
+    uniform = _datamodule(tiny_atlas, tmp_path).train_dataloader()
+    assert uniform.sampler.__class__.__name__ == "RandomSampler"
+    dm = _datamodule(tiny_atlas, tmp_path, foreground_fraction=0.5)
+    loader = dm.train_dataloader()
+    lesion = dm.train_cache.label_voxels[dm.train_rows] > 0
+    assert 0.05 < lesion.mean() < 0.4  # lesion slices are a minority of the tiny twin
+    drawn = np.concatenate([list(loader.sampler) for _ in range(20)])
+    assert len(drawn) == 20 * len(dm.train_rows)
+    assert lesion[drawn].mean() == pytest.approx(0.5, abs=0.03)
