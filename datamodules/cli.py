@@ -21,7 +21,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError)
@@ -53,55 +53,42 @@ def _human(n_bytes: float) -> str:
     return f"{n_bytes:.1f} GB"
 
 
+def _report(root: Path, marker: str, title: str, describe: Callable[[dict], str]) -> int:
+    """Print what a twin writer wrote (from its marker file) and its size on disk."""
+    summary = json.loads((root / marker).read_text())
+    parts = [f"{split}: {describe(info)}" for split, info in summary["splits"].items()]
+    print(f"wrote a synthetic {title} to {root}")
+    print(f"{'; '.join(parts)}; {_human(_disk_bytes(root))} on disk")
+    return 0
+
+
 def _synth_isles2018(args: argparse.Namespace) -> int:
     from datamodules.synth.isles2018 import MARKER_FILE, write_isles2018_twin
 
     root = write_isles2018_twin(
-        args.dir,
-        cases=args.cases,
-        testing_cases=args.testing_cases,
-        seed=args.seed,
-        size=args.size,
-        dwi=args.dwi,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    summary = json.loads((root / MARKER_FILE).read_text())
-    parts = [
-        f"{split}: {_plural(len(info['cases']), 'case')}, {_plural(info['patients'], 'patient')}, "
-        f"{_plural(info['slices'], 'slice')}"
-        for split, info in summary["splits"].items()
-    ]
-    print(f"wrote a synthetic ISLES 2018 twin (seed {args.seed}, size {args.size}) to {root}")
-    print(f"{'; '.join(parts)}; {_human(_disk_bytes(root))} on disk")
-    return 0
+        args.dir, cases=args.cases, testing_cases=args.testing_cases, seed=args.seed,
+        size=args.size, dwi=args.dwi, overwrite=args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
+    return _report(
+        root, MARKER_FILE, f"ISLES 2018 twin (seed {args.seed}, size {args.size})",
+        lambda info: f"{_plural(len(info['cases']), 'case')}, "
+        f"{_plural(info['patients'], 'patient')}, {_plural(info['slices'], 'slice')}",
+    )  # fmt: skip
 
 
 def _synth_atlas(args: argparse.Namespace) -> int:
     from datamodules.synth.atlas import MARKER_FILE, write_atlas_twin
 
     root = write_atlas_twin(
-        args.dir,
-        release=args.release,
-        subjects=args.subjects,
-        testing_subjects=args.testing_subjects,
-        seed=args.seed,
-        size=args.size,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    summary = json.loads((root / MARKER_FILE).read_text())
-    parts = [
-        f"{split}: {_plural(info['subjects'], 'subject')}, {_plural(len(info['scans']), 'scan')}, "
-        f"{_plural(info['mask_files'], 'mask file')}"
-        for split, info in summary["splits"].items()
-    ]
-    print(
-        f"wrote a synthetic ATLAS {args.release} twin (seed {args.seed}, size {args.size}) "
-        f"to {root}"
-    )
-    print(f"{'; '.join(parts)}; {_human(_disk_bytes(root))} on disk")
-    return 0
+        args.dir, release=args.release, subjects=args.subjects,
+        testing_subjects=args.testing_subjects, seed=args.seed, size=args.size,
+        overwrite=args.overwrite, progress=not args.quiet,
+    )  # fmt: skip
+    return _report(
+        root, MARKER_FILE, f"ATLAS {args.release} twin (seed {args.seed}, size {args.size})",
+        lambda info: f"{_plural(info['subjects'], 'subject')}, "
+        f"{_plural(len(info['scans']), 'scan')}, {_plural(info['mask_files'], 'mask file')}",
+    )  # fmt: skip
 
 
 def _add_atlas(twins) -> None:

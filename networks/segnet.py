@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from networks.blocks import ConvNormAct
-from networks.dunet import _batch_norm, _check_input, _init_keras
+from networks.keras_unet import check_input, init_keras, keras_batch_norm
 
 
 class SegNetDUNet(nn.Module):
@@ -41,7 +41,7 @@ class SegNetDUNet(nn.Module):
         if in_channels < 1:
             raise ValueError(f"SegNetDUNet needs in_channels ≥ 1; got {in_channels}.")
         self.in_channels = in_channels
-        norm = _batch_norm(bn_eps, bn_momentum)
+        norm = keras_batch_norm(bn_eps, bn_momentum)
         encoder_widths = (in_channels, 64, 128, 256, 512, 512)
         decoder_widths = (512, 512, 512, 256, 128, 64)
         self.encoder = nn.Sequential(
@@ -60,7 +60,7 @@ class SegNetDUNet(nn.Module):
             )
         )
         self.head = nn.Conv2d(decoder_widths[-1], 1, kernel_size=1)
-        _init_keras(self, head=None)
+        init_keras(self, head=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment a batch of images.
@@ -74,7 +74,7 @@ class SegNetDUNet(nn.Module):
         Raises:
             ValueError: if ``x`` is not (B, in_channels, H, W) with H, W divisible by 32.
         """
-        _check_input("SegNetDUNet", x, self.in_channels, 32)
+        check_input("SegNetDUNet", x, self.in_channels, 32)
         code = self.encoder(x)  # (B, 512, H/32, W/32)
         features = self.decoder(code)  # (B, 64, H, W)
         return self.head(features)  # (B, 1, H, W) logits
