@@ -12,7 +12,10 @@ import nibabel as nib
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BackboneFinetuning, BasePredictionWriter
+from pytorch_lightning.loggers import CSVLogger
 from torch.optim import Optimizer
+
+from evaluation.plots import plot_learning_curves
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,10 @@ class CaseReport(pl.Callback):
     """Writes the per-case tables of validation (every epoch and the best one) and of test.
 
     Files in the run directory: ``val_cases_last.csv`` (latest validation),
-    ``val_cases_best.csv`` (the epoch with the best ``monitor``, i.e. the best checkpoint) and
-    ``test_cases.csv``. At the end of ``fit`` the best table is logged with its summary and the
-    run's location; ``test`` logs its table too.
+    ``val_cases_best.csv`` (the epoch with the best ``monitor``, i.e. the best checkpoint),
+    ``test_cases.csv`` and ``curves.png`` (losses and validation metrics per epoch, drawn at the
+    end of ``fit`` from the CSV logger's ``metrics.csv``). At the end of ``fit`` the best table is
+    logged with its summary and the run's location; ``test`` logs its table too.
 
     Args:
         monitor: Metric that defines "best".
@@ -149,8 +153,20 @@ class CaseReport(pl.Callback):
                                                      f"{self.best_epoch} ({self.monitor} = {self.best:.4f})"))  # fmt: skip
         checkpoint = trainer.checkpoint_callback
         best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-        log.info("Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  split: %s",
-                 run_dir, best_path or "-", run_dir / "metrics.csv", run_dir / "split.json")  # fmt: skip
+        curves = self._plot(trainer, run_dir)
+        log.info("Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  curves: %s\n  split: %s",
+                 run_dir, best_path or "-", run_dir / "metrics.csv", curves or "-",
+                 run_dir / "split.json")  # fmt: skip
+
+    def _plot(self, trainer: pl.Trainer, run_dir: Path) -> Path | None:
+        # The CSV logger flushes only every 100 rows until it is finalized, after on_fit_end.
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.save()
+        if not (run_dir / "metrics.csv").is_file():
+            return None
+        return plot_learning_curves(run_dir / "metrics.csv", run_dir / "curves.png",
+                                    self.monitor, self.mode)  # fmt: skip
 
 
 def format_case_table(rows: list[dict[str, Any]], title: str = "") -> str:

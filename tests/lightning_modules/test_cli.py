@@ -88,7 +88,7 @@ def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, v
         assert list((runs / "wandb").glob("offline-run-*")), "W&B offline run was not written"
         return
     assert run_dir is not None, list(runs.rglob("*"))
-    assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv"} <= {
+    assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv", "curves.png"} <= {
         p.name for p in run_dir.iterdir()
     }
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
