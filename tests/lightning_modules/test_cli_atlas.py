@@ -72,6 +72,20 @@ def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(tiny_atla
         assert len(list(csv.DictReader(handle))) == 3
 
 
+@pytest.mark.slow
+def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, tmp_path):
+    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_atlas, tmp_path)
+    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2",
+             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "null"]  # fmt: skip
+    run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600)
+    (run_dir,) = (tmp_path / "runs").glob("*/fold0")
+    split = json.loads((run_dir / "split.json").read_text())
+    with (run_dir / "val_cases_last.csv").open() as handle:
+        cases = [row["case"] for row in csv.DictReader(handle)]
+    assert sorted(cases) == sorted(split["val_cases"])  # every case once across the 2 ranks
+    assert (run_dir / "curves.png").is_file()
+
+
 def test_every_atlas_yaml_is_covered():
     from tests.lightning_modules.test_cli import RECIPES
 
