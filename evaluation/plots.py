@@ -53,7 +53,8 @@ def plot_learning_curves(metrics_csv: str | Path, output: str | Path,
         if x:
             losses.plot(x, y, marker="o", markersize=3, label=label)
     losses.set(xlabel="epoch", ylabel="loss", title="Loss")
-    losses.legend()
+    if losses.lines:
+        losses.legend()
     scores.plot(epochs, values, marker="o", markersize=3, label=monitor)
     x_std, std = _epoch_series(rows, f"{monitor}_std")
     if x_std == epochs:
