@@ -149,7 +149,7 @@ class CaseDataset(_Geometry, Dataset):
         first, last = int(self.cache.case_offsets[case]), int(self.cache.case_offsets[case + 1])
         rows = np.arange(first, last)
         if self.rows is not None:
-            rows = self.rows[(self.rows >= first) & (self.rows < last)]
+            rows = self.rows[np.searchsorted(self.rows, first) : np.searchsorted(self.rows, last)]
         image = self._stack(rows, first, last)  # (D, C, h, w)
         label = np.array(self.cache.labels[rows])  # (D, H, W)
         height, width = label.shape[1:]

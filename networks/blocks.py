@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from monai.networks.layers.convutils import same_padding
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
@@ -68,3 +69,15 @@ class ConvNormAct(nn.Sequential):
         if act is not None:
             layers.append(get_act_layer(act))
         super().__init__(*layers)
+
+
+def check_input(name: str, x: torch.Tensor, channels: int, multiple: int = 1) -> None:
+    """Raise a ValueError unless ``x`` is (B, channels, H, W) with H, W multiples of ``multiple``."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} expects input (B, {channels}, H, W); got {tuple(x.shape)}.")
+    height, width = x.shape[-2:]
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"{name} needs H and W divisible by {multiple} (one halving per pooling level); got "
+            f"H={height}, W={width}. Crop or pad the input, e.g. to 192×192 as in the D-UNet paper."
+        )

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.blocks import ConvNormAct
+from networks.blocks import ConvNormAct, check_input
 from networks.resnet import DilatedResNet
 
 # Widths fixed by the paper (§3.1, §4.1 Table 2): every ASPP branch and decoder 3×3 conv has 256.
@@ -207,10 +207,7 @@ class DeepLabV3Plus(nn.Module):
         Raises:
             ValueError: if ``x`` is not (B, in_channels, H, W).
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"DeepLabV3Plus expects input (B, {self.in_channels}, H, W); got {tuple(x.shape)}."
-            )
+        check_input("DeepLabV3Plus", x, self.in_channels)
         # Shapes for the defaults (R-101, output stride 16); H/16 stands for ⌈H/16⌉.
         x1, _, _, x4 = self.backbone.forward_stages(x)  # (B, 256, H/4, ·), (B, 2048, H/16, ·)
         context = self.aspp(x4)  # (B, 256, H/16, W/16)

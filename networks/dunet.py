@@ -7,13 +7,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from networks.blocks import ConvNormAct
+from networks.blocks import ConvNormAct, check_input
 from networks.keras_unet import (
     KERAS_WIDTHS,
     DoubleConv,
     KerasUNet,
     check_dropout,
-    check_input,
     init_keras,
     keras_batch_norm,
 )

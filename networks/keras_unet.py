@@ -41,18 +41,6 @@ def init_keras(net: nn.Module, head: nn.Module | None) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def check_input(name: str, x: torch.Tensor, channels: int, multiple: int) -> None:
-    """Raise a ValueError unless ``x`` is (B, channels, H, W) with H, W multiples of ``multiple``."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} expects input (B, {channels}, H, W); got {tuple(x.shape)}.")
-    height, width = x.shape[-2:]
-    if height % multiple or width % multiple:
-        raise ValueError(
-            f"{name} needs H and W divisible by {multiple} (one halving per pooling level); got "
-            f"H={height}, W={width}. Crop or pad the input, e.g. to 192×192 as in the paper."
-        )
-
-
 def check_dropout(name: str, dropout: float) -> None:
     """Raise a ValueError unless ``dropout`` is a probability in [0, 1)."""
     if not 0.0 <= dropout < 1.0:

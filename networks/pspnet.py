@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.blocks import ConvNormAct
+from networks.blocks import ConvNormAct, check_input
 from networks.resnet import DilatedResNet
 
 logger = logging.getLogger(__name__)
@@ -222,10 +222,7 @@ class PSPNet(nn.Module):
         Raises:
             ValueError: if ``x`` is not (B, in_channels, H, W).
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"PSPNet expects input (B, {self.in_channels}, H, W); got {tuple(x.shape)}."
-            )
+        check_input("PSPNet", x, self.in_channels)
         size = x.shape[-2:]
         # Shapes for the defaults (R-101, deep stem, output stride 8); H/8 stands for ⌈H/8⌉.
         x = self.init(x)  # (B, 3, H, W)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from networks.blocks import ConvNormAct
-from networks.keras_unet import check_input, init_keras, keras_batch_norm
+from networks.blocks import ConvNormAct, check_input
+from networks.keras_unet import init_keras, keras_batch_norm
 
 
 class SegNetDUNet(nn.Module):

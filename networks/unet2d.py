@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.blocks import ConvNormAct
+from networks.blocks import ConvNormAct, check_input
 
 
 class _DoubleConv(nn.Sequential):
@@ -121,10 +121,7 @@ class UNet2D(nn.Module):
         Raises:
             ValueError: if ``x`` is not (B, in_channels, H, W).
         """
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"UNet2D expects input (B, {self.in_channels}, H, W); got {tuple(x.shape)}."
-            )
+        check_input("UNet2D", x, self.in_channels)
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % 16, -width % 16  # four 2×2 poolings need multiples of 16
         top, left = pad_h // 2, pad_w // 2
