@@ -41,8 +41,8 @@ class EnhancedMixingLoss(nn.Module):
 
     Zhou et al., "D-UNet: a dimension-fusion U shape network for chronic stroke lesion
     segmentation", IEEE/ACM TCBB 2019 (arXiv:1908.05104), §III-C eqs. (2)-(5); the reference
-    Keras code ``Statistics.EML`` (papers.md §2 "EML loss: code vs paper"). VCA-Net's
-    ``EMLLoss`` is a port of the same code (papers.md §1). With ``p`` the lesion probability
+    Keras code ``Statistics.EML`` (docs/papers.md §2 "EML loss: code vs paper"). VCA-Net's
+    ``EMLLoss`` is a port of the same code (docs/papers.md §1). With ``p`` the lesion probability
     and ``y`` the label, flattened over the whole batch (N = B x prod(spatial)):
 
     * ``dice = (2 Σ y p + smooth) / (Σ y² + Σ p² + smooth)`` on the **unclamped** p;
@@ -147,7 +147,7 @@ class EnhancedMixingLoss(nn.Module):
 class EMLWithBCE(EnhancedMixingLoss):
     """VCA-Net's training loss: D-UNet's EML plus binary cross entropy.
 
-    VCA-Net's ``train.py`` (papers.md §1 "Loss as implemented") computes
+    VCA-Net's ``train.py`` (docs/papers.md §1 "Loss as implemented") computes
     ``EMLLoss(out, mask) + BCEWithLogitsLoss(out, mask)`` where ``out`` is already the sigmoid
     output, so the BCE applies a second sigmoid. The paper's eq. (2) intends plain BCE.
 

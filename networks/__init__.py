@@ -5,6 +5,7 @@ from networks.deeplabv3plus import DeepLabV3Plus
 from networks.dunet import DUNet
 from networks.dunet_baselines import UNet3DTransform, UNetOriginal, UNetTransform
 from networks.pspnet import PSPNet
+from networks.pspnet_weights import PretrainedWeightsNotFoundError
 from networks.resnet import DilatedResNet
 from networks.segnet import SegNetDUNet
 from networks.unet2d import UNet2D
@@ -16,6 +17,7 @@ __all__ = [
     "DeepLabV3Plus",
     "DilatedResNet",
     "PSPNet",
+    "PretrainedWeightsNotFoundError",
     "SegNetDUNet",
     "UNet2D",
     "UNet3DTransform",

@@ -93,9 +93,10 @@ class DeepLabV3Plus(nn.Module):
     Chen et al., *Encoder-Decoder with Atrous Separable Convolution for Semantic Image
     Segmentation*, arXiv 1802.02611, §3.1 and Fig. 2 (encoder: DeepLabv3's ASPP with image
     pooling, output stride 16 or 8; decoder), §4.1 Tables 1–2 (48 low-level channels, two 3×3
-    convs of 256), with the ResNet-101 backbone of its §4.2; papers.md §6. Dropout follows the widely
-    used PyTorch port ``jfzhang95/pytorch-deeplab-xception`` (0.5 after the ASPP projection and
-    after the first decoder conv, 0.1 after the second); the paper does not give it.
+    convs of 256), with the ResNet-101 backbone of its §4.2; docs/papers.md §6. Dropout follows
+    the widely used PyTorch port ``jfzhang95/pytorch-deeplab-xception`` (0.5 after the ASPP
+    projection and after the first decoder conv, 0.1 after the second); the paper does not give
+    it.
 
     ``backbone`` layer1 … layer4 (output stride 16: dilation 2 in layer4) · ``aspp`` 1×1 conv
     256 + three 3×3 convs 256 at ``aspp_rates`` + image pooling (GAP → 1×1 conv 256 → upsample),

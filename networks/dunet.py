@@ -11,7 +11,7 @@ from networks.blocks import ConvNormAct, check_input
 from networks.keras_unet import (
     KERAS_WIDTHS,
     DoubleConv,
-    KerasUNet,
+    UpBlock,
     check_dropout,
     init_keras,
     keras_batch_norm,
@@ -30,11 +30,9 @@ FUSION_LEVELS: dict[str, tuple[int, ...]] = {
     "SEAdd-123": (1, 2, 3),
 }
 
-_WIDTHS = KERAS_WIDTHS  # the five 2D levels; the 3D stream uses the first three
-
 
 class _SqueezeExcite(nn.Module):
-    """Channel SE of Hu et al. with bias-free dense layers, as the Keras ``squeeze_excite_block``."""
+    """Channel SE of Hu et al. with bias-free dense layers, as Keras ``squeeze_excite_block``."""
 
     def __init__(self, channels: int, ratio: int) -> None:
         super().__init__()
@@ -53,31 +51,32 @@ class _SqueezeExcite(nn.Module):
 class _DimensionTransform(nn.Module):
     """The dimension-transform block: 3D features → 2D features, added to the 2D stream.
 
-    Conv3d 1×1×1 to one channel, the D slices become channels, conv 3×3 + ReLU to the 2D width;
-    with ``se_ratio``, separate SE blocks on both summands (``D_SE_Add``), else none (``D_Add``).
+    Conv3d 1×1×1 to one channel, the D slices become channels, conv 3×3 + ReLU to the 2D width
+    (equal to the 3D width at every level); with ``se_ratio``, separate SE blocks on both
+    summands (``D_SE_Add``), else none (``D_Add``).
     """
 
-    def __init__(self, depth: int, channels_3d: int, channels: int, se_ratio: int | None) -> None:
+    def __init__(self, depth: int, channels: int, se_ratio: int | None) -> None:
         super().__init__()
-        self.squeeze = ConvNormAct(3, channels_3d, 1, 1, bias=True, norm=None, act=None)
+        self.squeeze = ConvNormAct(3, channels, 1, 1, bias=True, norm=None, act=None)
         self.project = ConvNormAct(2, depth, channels, 3, bias=True, norm=None, act="relu")
         self.se_3d = _SqueezeExcite(channels, se_ratio) if se_ratio else nn.Identity()
         self.se_2d = _SqueezeExcite(channels, se_ratio) if se_ratio else nn.Identity()
 
     def forward(self, x3d: torch.Tensor, x2d: torch.Tensor) -> torch.Tensor:
-        x = self.squeeze(x3d).squeeze(1)  # (B, C3, D, H, W) → (B, D, H, W)
+        x = self.squeeze(x3d).squeeze(1)  # (B, C, D, H, W) → (B, 1, D, H, W) → (B, D, H, W)
         x = self.project(x)  # (B, C, H, W)
         return self.se_3d(x) + self.se_2d(x2d)
 
 
-class DUNet(KerasUNet):
+class DUNet(nn.Module):
     """D-UNet: a 2D U-Net whose first encoder levels are fused with a shallow 3D U-Net encoder.
 
     Zhou et al., *D-UNet: a dimension-fusion U shape network for chronic stroke lesion
     segmentation*, IEEE/ACM TCBB 2021, arXiv 1908.05104: the architecture figure, the
     dimension-transform block with squeeze-and-excitation, and the fusion ablation
     (Add-* / SEAdd-*). Ported layer by layer from the authors' Keras ``model.py``
-    (``D_Unet``, ``D_Add``, ``D_SE_Add``, ``squeeze_excite_block``); see papers.md §2.
+    (``D_Unet``, ``D_Add``, ``D_SE_Add``, ``squeeze_excite_block``); see docs/papers.md §2.
 
     The input is 4 neighbouring slices as channels. The 2D stream is a U-Net of
     [conv 3×3 + BN + ReLU] × 2 levels with widths 32, 64, 128, 256, 512, max-pool 2, Dropout
@@ -107,8 +106,12 @@ class DUNet(KerasUNet):
     match it.
 
     The network returns raw logits; the final sigmoid of paper and code is left to the loss and
-    the metrics. Keras conventions are kept: biased convs, BatchNorm eps 1e-3 and momentum 0.99 (PyTorch
-    ``momentum=0.01``), He-normal init with a Glorot-uniform 1×1 head.
+    the metrics. Keras conventions are kept: biased convs, BatchNorm eps 1e-3 and momentum 0.99
+    (PyTorch ``momentum=0.01``), He-normal init with a Glorot-uniform 1×1 head. Submodules are
+    numbered as the code's layers: ``enc3d_1`` … ``enc3d_3`` (``conv3d1`` …), ``enc1`` …
+    ``enc5`` (``conv1`` …), ``fuse1`` … ``fuse3`` (the ``D_SE_Add`` / ``D_Add`` calls; ``None``
+    where the variant does not fuse), ``up6`` … ``up9`` (``up6``/``conv6`` …), ``head``
+    (``conv10``).
 
     Args:
         in_slices: neighbouring slices stacked as channels, the D of the 3D stream (4).
@@ -136,6 +139,7 @@ class DUNet(KerasUNet):
         bn_eps: float = 1e-3,
         bn_momentum: float = 0.01,
     ) -> None:
+        super().__init__()
         if fusion not in FUSION_LEVELS:
             raise ValueError(
                 f"DUNet got fusion={fusion!r}; expected one of {sorted(FUSION_LEVELS)}."
@@ -147,45 +151,43 @@ class DUNet(KerasUNet):
                 f"DUNet with fusion={fusion!r} pools the slice axis {depth_3d - 1} time(s), so it "
                 f"needs in_slices ≥ {2 ** (depth_3d - 1)}; got {in_slices}."
             )
-        use_se = fusion.startswith("SE")
-        fused_widths = [_WIDTHS[level - 1] for level in levels]
-        if use_se and not 1 <= se_ratio <= min(fused_widths):
+        se = se_ratio if fusion.startswith("SE") else None
+        c1, c2, c3, c4, c5 = KERAS_WIDTHS
+        fused_widths = [KERAS_WIDTHS[level - 1] for level in levels]
+        if se is not None and not 1 <= se <= min(fused_widths):
             raise ValueError(
                 f"DUNet got se_ratio={se_ratio}; expected 1 ≤ se_ratio ≤ {min(fused_widths)} so "
                 f"that every SE block of {fusion!r} keeps at least one hidden unit."
             )
         check_dropout("DUNet", dropout)
         norm = keras_batch_norm(bn_eps, bn_momentum)
-        super().__init__(2, in_slices, _WIDTHS, norm, dropout)
         self.in_slices = in_slices
         self.fusion_levels = levels
 
-        widths_3d = (1, *_WIDTHS[:depth_3d])
-        self.encoder_3d = nn.ModuleList(
-            DoubleConv(3, cin, cout, norm) for cin, cout in zip(widths_3d[:-1], widths_3d[1:])
-        )
+        # Registration order fixes the order init_keras draws the random weights in.
+        # 2D stream, the Keras Unet(): encoder levels 1-5, decoder levels 6-9.
+        self.enc1 = DoubleConv(2, in_slices, c1, norm)
+        self.enc2 = DoubleConv(2, c1, c2, norm)
+        self.enc3 = DoubleConv(2, c2, c3, norm)
+        self.enc4 = DoubleConv(2, c3, c4, norm)
+        self.enc5 = DoubleConv(2, c4, c5, norm)
+        self.pool = nn.MaxPool2d(kernel_size=2)
+        self.dropout = nn.Dropout(dropout)
+        self.up6 = UpBlock(2, c5, c4, norm)
+        self.up7 = UpBlock(2, c4, c3, norm)
+        self.up8 = UpBlock(2, c3, c2, norm)
+        self.up9 = UpBlock(2, c2, c1, norm)
+        # 3D stream, down to the deepest fused level.
+        self.enc3d_1 = DoubleConv(3, 1, c1, norm)
+        self.enc3d_2 = DoubleConv(3, c1, c2, norm) if depth_3d >= 2 else None
+        self.enc3d_3 = DoubleConv(3, c2, c3, norm) if depth_3d >= 3 else None
         self.pool_3d = nn.MaxPool3d(kernel_size=2)
-        self.fuse = nn.ModuleDict(
-            {
-                str(level): _DimensionTransform(
-                    depth=in_slices // 2 ** (level - 1),
-                    channels_3d=_WIDTHS[level - 1],
-                    channels=_WIDTHS[level - 1],
-                    se_ratio=se_ratio if use_se else None,
-                )
-                for level in levels
-            }
-        )
-        self.head = nn.Conv2d(_WIDTHS[0], 1, kernel_size=1)
+        # Dimension-transform blocks of the fused levels; the slice axis D halves per 3D level.
+        self.fuse1 = _DimensionTransform(in_slices, c1, se) if 1 in levels else None
+        self.fuse2 = _DimensionTransform(in_slices // 2, c2, se) if 2 in levels else None
+        self.fuse3 = _DimensionTransform(in_slices // 4, c3, se) if 3 in levels else None
+        self.head = nn.Conv2d(c1, 1, kernel_size=1)
         init_keras(self, head=self.head)
-
-    def _encode_3d(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The 3D stream's level outputs, (B, 32·2^l, D/2^l, H/2^l, W/2^l) for l = 0, 1, …"""
-        features, x3d = [], x.unsqueeze(1)  # (B, 1, D, H, W)
-        for level, block in enumerate(self.encoder_3d):
-            x3d = block(self.pool_3d(x3d) if level else x3d)
-            features.append(x3d)
-        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment the middle slices of a batch of slice stacks.
@@ -200,12 +202,31 @@ class DUNet(KerasUNet):
             ValueError: if ``x`` is not (B, in_slices, H, W) with H, W divisible by 16.
         """
         check_input("DUNet", x, self.in_slices, 16)
-        features_3d = self._encode_3d(x)
+        # 3D stream: the D = in_slices slices seen as one volume.
+        x3d_1 = self.enc3d_1(x.unsqueeze(1))  # (B, D, H, W) → (B, 1, D, H, W) → (B, 32, D, H, W)
+        x3d_2 = x3d_3 = None  # the 3D stream stops at the deepest fused level
+        if self.enc3d_2 is not None:
+            x3d_2 = self.enc3d_2(self.pool_3d(x3d_1))  # (B, 64, D/2, H/2, W/2)
+        if self.enc3d_3 is not None:
+            x3d_3 = self.enc3d_3(self.pool_3d(x3d_2))  # (B, 128, D/4, H/4, W/4)
 
-        def fuse(level: int, x2d: torch.Tensor) -> torch.Tensor:
-            """The 2D level output, plus the transformed 3D features if this level is fused."""
-            if level not in self.fusion_levels:
-                return x2d
-            return self.fuse[str(level)](features_3d[level - 1], x2d)
+        # 2D encoder; a fused sum replaces the level's output, pooled and used as the skip.
+        x1 = self.enc1(x)  # (B, 32, H, W)
+        if self.fuse1 is not None:
+            x1 = self.fuse1(x3d_1, x1)  # (B, 32, H, W)
+        x2 = self.enc2(self.pool(x1))  # (B, 64, H/2, W/2)
+        if self.fuse2 is not None:
+            x2 = self.fuse2(x3d_2, x2)  # (B, 64, H/2, W/2)
+        x3 = self.enc3(self.pool(x2))  # (B, 128, H/4, W/4)
+        if self.fuse3 is not None:
+            x3 = self.fuse3(x3d_3, x3)  # (B, 128, H/4, W/4)
+        x4 = self.dropout(self.enc4(self.pool(x3)))  # (B, 256, H/8, W/8)
+        x5 = self.dropout(self.enc5(self.pool(x4)))  # (B, 512, H/16, W/16)
 
-        return self.head(self.features(x, fuse))  # (B, 1, H, W) logits
+        # 2D decoder: upsample, concat [skip, up], double conv.
+        u6 = self.up6(x5, x4)  # (B, 256, H/8, W/8)
+        u7 = self.up7(u6, x3)  # (B, 128, H/4, W/4)
+        u8 = self.up8(u7, x2)  # (B, 64, H/2, W/2)
+        u9 = self.up9(u8, x1)  # (B, 32, H, W)
+        logits = self.head(u9)  # (B, 1, H, W)
+        return logits

@@ -48,7 +48,7 @@ class UNetTransform(_UNet):
     """The "2D UNet (transform)" baseline: the 2D stream of D-UNet alone.
 
     Zhou et al., D-UNet, arXiv 1908.05104, the comparison with 2D/3D U-Nets; the Keras
-    function ``Unet()`` of the authors' ``model.py`` (papers.md §2 "Baselines"). Levels of
+    function ``Unet()`` of the authors' ``model.py`` (docs/papers.md §2 "Baselines"). Levels of
     [conv 3×3 + BN + ReLU] × 2 with widths 32, 64, 128, 256, 512, max-pool 2, Dropout after
     levels 4 and 5; decoder of nearest ×2 + conv 2×2 + ReLU (no BN), concat [skip, up],
     [conv 3×3 + BN + ReLU] × 2; conv 1×1 to one map.
@@ -90,7 +90,7 @@ class UNetOriginal(_UNet):
     """The "2D UNet (original)" baseline: Ronneberger's U-Net as written in the D-UNet code.
 
     Zhou et al., D-UNet, arXiv 1908.05104, the comparison with 2D/3D U-Nets; the Keras function
-    ``Unet_origin()`` (papers.md §2 "Baselines"). Levels of [conv 3×3 + ReLU] × 2, no
+    ``Unet_origin()`` (docs/papers.md §2 "Baselines"). Levels of [conv 3×3 + ReLU] × 2, no
     normalisation, widths 64, 128, 256, 512, 1024, max-pool 2, Dropout after levels 4 and 5;
     decoder of nearest ×2 + conv 2×2 + ReLU, concat [skip, up], [conv 3×3 + ReLU] × 2; conv 1×1.
 
@@ -117,7 +117,7 @@ class UNet3DTransform(KerasUNet):
     """The "3D UNet (transform)" baseline: a 3D U-Net over the slice stack, then a 2D head.
 
     Zhou et al., D-UNet, arXiv 1908.05104, the comparison with 2D/3D U-Nets; the Keras function
-    ``Unet3d()`` (papers.md §2 "Baselines"). The input (B, S, H, W) is seen as (B, 1, S, H, W).
+    ``Unet3d()`` (docs/papers.md §2 "Baselines"). The input (B, S, H, W) is seen as (B, 1, S, H, W).
     Levels of [conv 3×3×3 + BN + ReLU] × 2 with widths 32, 64, 128, 256, 512 and max-pool
     (1, 2, 2), so the slice axis is never pooled; Dropout after levels 4 and 5; decoder of
     nearest (1, 2, 2) upsampling + conv 2×2×2 'same' + ReLU, concat [skip, up],

@@ -1,6 +1,6 @@
-"""Keras conventions and the 5-level U-Net shared by D-UNet, its U-Net baselines and SegNet.
+"""Keras conventions, blocks and 5-level U-Net of the D-UNet code (D-UNet, baselines, SegNet).
 
-The D-UNet authors' ``model.py`` (papers.md §2) builds every network from the same pieces:
+The D-UNet authors' ``model.py`` (docs/papers.md §2) builds every network from the same pieces:
 ``BN_block`` (two biased 3×3 convs with optional BatchNorm), nearest upsampling followed by a
 2-wide 'same' conv, decoder concatenation in the order [skip, up], He-normal initialisation and
 Keras's BatchNormalization defaults. They live here once, in 2D and 3D.
@@ -8,7 +8,7 @@ Keras's BatchNormalization defaults. They live here once, in 2D and 3D.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ def check_dropout(name: str, dropout: float) -> None:
 
 
 class DoubleConv(nn.Sequential):
-    """[conv 3×3 (biased, as in Keras) → optional BN → ReLU] × 2, in 2D or 3D (Keras ``BN_block``)."""
+    """[conv 3×3 (biased, as in Keras) → optional BN → ReLU] × 2, 2D or 3D (Keras ``BN_block``)."""
 
     def __init__(
         self, spatial_dims: int, in_channels: int, out_channels: int, norm: tuple | None
@@ -71,7 +71,7 @@ class UpConv(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        scale_factor: Sequence[int] | int = 2,
+        scale_factor: int | tuple[int, ...] = 2,
     ) -> None:
         pad = nn.ZeroPad2d((0, 1, 0, 1)) if spatial_dims == 2 else nn.ZeroPad3d((0, 1) * 3)
         super().__init__(
@@ -92,7 +92,7 @@ class UpBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         norm: tuple | None,
-        scale_factor: Sequence[int] | int = 2,
+        scale_factor: int | tuple[int, ...] = 2,
     ) -> None:
         super().__init__()
         self.up = UpConv(spatial_dims, in_channels, out_channels, scale_factor)
@@ -103,17 +103,14 @@ class UpBlock(nn.Module):
         return self.conv(x)
 
 
-Fuse = Callable[[int, torch.Tensor], torch.Tensor]
-
-
 class KerasUNet(nn.Module):
     """The five-level U-Net of the Keras code, without its head (subclasses add one).
 
     Levels of :class:`DoubleConv` (``enc1`` … ``enc5``) with max-pooling ``pool_kernel``,
     Dropout after levels 4 and 5, and four :class:`UpBlock` s (``up4`` … ``up1``) whose
     upsampling undoes the pooling. :meth:`features` runs it and returns the level-1 decoder
-    output, optionally letting a ``fuse`` hook replace a level's output before it is pooled and
-    used as the skip (D-UNet's dimension fusion).
+    output. The U-Net baselines build on it; D-UNet lays out the same blocks itself, so that
+    its forward shows where the 3D stream is fused.
 
     Args:
         spatial_dims: 2 or 3.
@@ -131,7 +128,7 @@ class KerasUNet(nn.Module):
         widths: Sequence[int],
         norm: tuple | None,
         dropout: float,
-        pool_kernel: Sequence[int] | int = 2,
+        pool_kernel: int | tuple[int, ...] = 2,
     ) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = widths
@@ -147,12 +144,11 @@ class KerasUNet(nn.Module):
         self.up2 = UpBlock(spatial_dims, c3, c2, norm, scale_factor=pool_kernel)
         self.up1 = UpBlock(spatial_dims, c2, c1, norm, scale_factor=pool_kernel)
 
-    def features(self, x: torch.Tensor, fuse: Fuse | None = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         """The level-1 decoder output ``(B, c1, *spatial)`` of an input ``(B, C, *spatial)``."""
-        fuse = fuse or (lambda level, features: features)
-        x1 = fuse(1, self.enc1(x))  # (B, c1, S)
-        x2 = fuse(2, self.enc2(self.pool(x1)))  # (B, c2, S/2)
-        x3 = fuse(3, self.enc3(self.pool(x2)))  # (B, c3, S/4)
+        x1 = self.enc1(x)  # (B, c1, S)
+        x2 = self.enc2(self.pool(x1))  # (B, c2, S/2)
+        x3 = self.enc3(self.pool(x2))  # (B, c3, S/4)
         x4 = self.dropout(self.enc4(self.pool(x3)))  # (B, c4, S/8)
         x5 = self.dropout(self.enc5(self.pool(x4)))  # (B, c5, S/16)
         u4 = self.up4(x5, x4)  # (B, c4, S/8)

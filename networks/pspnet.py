@@ -2,69 +2,26 @@
 
 from __future__ import annotations
 
-import logging
-import pickle
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from networks.blocks import ConvNormAct, check_input
+from networks.pspnet_weights import load_pretrained
 from networks.resnet import DilatedResNet
-
-logger = logging.getLogger(__name__)
 
 # Hidden widths of the classifier and of the auxiliary head. They are not arguments because the
 # published PSPNet checkpoints fix them: other widths could not load pretrained weights.
 _HEAD_CHANNELS = 512
 _AUX_CHANNELS = 256
 
-# How many offending keys an error message or a log line shows.
-_SHOWN_KEYS = 5
-
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize with aligned corners, as in the PSPNet reference code."""
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
-
-
-def _show(keys: Sequence[str]) -> str:
-    """The first few keys, and how many more there are."""
-    shown = ", ".join(keys[:_SHOWN_KEYS])
-    more = len(keys) - _SHOWN_KEYS
-    return f"{shown}, … ({more} more)" if more > 0 else shown
-
-
-def _modules_of(keys: Sequence[str]) -> str:
-    """The distinct module names of some state-dict keys, e.g. ``init.0, cls.4``."""
-    names = dict.fromkeys(key.rsplit(".", 1)[0] for key in keys)
-    return ", ".join(names) or "none"
-
-
-def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
-    """The str → Tensor mapping in a checkpoint, without a DataParallel ``module.`` prefix."""
-    if isinstance(checkpoint, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-    if (
-        not isinstance(checkpoint, Mapping)
-        or not checkpoint
-        or not all(isinstance(value, torch.Tensor) for value in checkpoint.values())
-    ):
-        found = type(checkpoint).__name__
-        if isinstance(checkpoint, Mapping):
-            found += f" with keys {_show([str(key) for key in checkpoint])}"
-        raise ValueError(
-            f"PSPNet pretrained_weights {str(path)!r} holds a {found}; expected a state_dict "
-            "(parameter name → tensor), or a dict holding one under 'state_dict' or 'model'. "
-            "Re-save just the tensors, e.g. torch.save(checkpoint['state_dict'], path)."
-        )
-    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
 
 
 class _PyramidPooling(nn.Module):
@@ -129,6 +86,7 @@ class PSPNet(nn.Module):
             depth and stem) to initialise from; nothing is downloaded. Tensors whose shapes
             differ inside the new layers (the 21-class VOC classifiers) and the checkpoint's
             ``init.*``, if any, are skipped; ``new_modules()`` keep their initialisation.
+            See ``networks.pspnet_weights.load_pretrained``.
 
     Shape:
         Input (B, in_channels, H, W), any H, W. Output raw logits (B, num_classes, H, W); in
@@ -137,7 +95,8 @@ class PSPNet(nn.Module):
 
     Raises:
         ValueError: for invalid arguments, or a checkpoint that does not match this network.
-        FileNotFoundError: if ``pretrained_weights`` is not a file.
+        PretrainedWeightsNotFoundError: a ``FileNotFoundError``, if ``pretrained_weights`` is
+            not a file.
     """
 
     def __init__(
@@ -207,7 +166,7 @@ class PSPNet(nn.Module):
             )
 
         if pretrained_weights is not None:
-            self._load_pretrained(Path(pretrained_weights).expanduser())
+            load_pretrained(self, pretrained_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Segment a batch of stacked maps.
@@ -238,7 +197,7 @@ class PSPNet(nn.Module):
         aux_logits = _resize(self.aux(x3), size)  # (B, num_classes, H, W)
         return logits, aux_logits
 
-    def _new_module_names(self) -> list[str]:
+    def new_module_names(self) -> list[str]:
         """Names of the layers the paper adds to the VOC network (§4.3)."""
         names = ["init", f"cls.{len(self.cls) - 1}"]
         if self.aux is not None:
@@ -252,7 +211,7 @@ class PSPNet(nn.Module):
             The initializer layer and the final 1×1 classifier conv(s). Together with
             ``pretrained_modules()`` they hold every parameter exactly once.
         """
-        return nn.ModuleList(self.get_submodule(name) for name in self._new_module_names())
+        return nn.ModuleList(self.get_submodule(name) for name in self.new_module_names())
 
     def pretrained_modules(self) -> nn.ModuleList:
         """The layers that come from the VOC checkpoint, frozen in stage 1 (§4.3).
@@ -265,84 +224,3 @@ class PSPNet(nn.Module):
         if self.aux is not None:
             modules += list(self.aux)[:-1]
         return nn.ModuleList(modules)
-
-    def _load_pretrained(self, path: Path) -> None:
-        """Copy a local PSPNet checkpoint into every layer except ``new_modules()``."""
-        expected = (
-            "a local PyTorch checkpoint of a PSPNet in the hszhao/semseg layout (keys layer0.*, "
-            "layer1.* … layer4.*, ppm.*, cls.*), e.g. the VOC2012 PSPNet-101 converted to PyTorch"
-        )
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"PSPNet pretrained_weights {str(path)!r} is not a file. Expected {expected}; "
-                "nothing is downloaded. Fix the path, or set pretrained_weights=None to train "
-                "from scratch."
-            )
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-            raise ValueError(
-                f"PSPNet pretrained_weights {str(path)!r} cannot be read as a weights-only torch "
-                f"checkpoint ({type(error).__name__}). Expected {expected}. If it is a trusted "
-                "checkpoint holding other objects, re-save just its state_dict with torch.save."
-            ) from error
-        checkpoint_state = _unwrap_state_dict(checkpoint, path)
-
-        own_state = self.state_dict()
-        new_prefixes = tuple(f"{name}." for name in self._new_module_names())
-        loaded: dict[str, torch.Tensor] = {}
-        skipped, unexpected, mismatched = [], [], []
-        for key, tensor in checkpoint_state.items():
-            if key.startswith("init."):
-                skipped.append(key)  # the paper trains its initializer layer from scratch
-            elif key not in own_state:
-                # An auxiliary head is only used in training: either side may lack it.
-                (skipped if key.startswith("aux.") else unexpected).append(key)
-            elif tensor.shape == own_state[key].shape:
-                loaded[key] = tensor
-            elif key.startswith(new_prefixes):
-                skipped.append(key)  # e.g. the 21-class VOC classifier
-            else:
-                mismatched.append(
-                    f"{key} {tuple(tensor.shape)} vs ours {tuple(own_state[key].shape)}"
-                )
-        missing = [
-            key
-            for key in own_state
-            if key not in checkpoint_state
-            and not key.startswith((*new_prefixes, "aux."))
-            and not key.endswith("num_batches_tracked")  # absent from Caffe conversions
-        ]
-        if missing or unexpected or mismatched:
-            problems = [
-                f"{len(keys)} {what}: {_show(keys)}"
-                for what, keys in (
-                    ("missing", missing),
-                    ("unexpected", unexpected),
-                    ("with another shape", mismatched),
-                )
-                if keys
-            ]
-            ours = f"PSPNet(backbone_depth={self.backbone_depth}, deep_stem={self.deep_stem})"
-            raise ValueError(
-                f"PSPNet pretrained_weights {str(path)!r} does not fit {ours}: "
-                f"{'; '.join(problems)}. Expected {expected}, of the same depth and stem. Set "
-                "backbone_depth/deep_stem to match the checkpoint (and keep init_layer=True "
-                "unless the input has 3 channels), or rename its keys to this layout."
-            )
-
-        self.load_state_dict(loaded, strict=False)
-        left = [
-            key
-            for key in own_state
-            if key not in loaded and not key.endswith("num_batches_tracked")
-        ]
-        logger.info(
-            "PSPNet: loaded %d of %d tensors from %s. Left at initialisation: %s. "
-            "Checkpoint tensors not used: %s.",
-            len(loaded),
-            len(own_state),
-            path,
-            _modules_of(left),
-            _modules_of(skipped),
-        )

@@ -13,7 +13,7 @@ class SegNetDUNet(nn.Module):
     """The "SegNet" of the D-UNet comparison: a plain 5-level encoder–decoder without skips.
 
     Zhou et al., D-UNet, arXiv 1908.05104, Table 3 (comparison with other methods); the Keras
-    function ``SegNet()`` of the authors' ``model.py`` (papers.md §2 "Baselines"). This is not
+    function ``SegNet()`` of the authors' ``model.py`` (docs/papers.md §2 "Baselines"). This is not
     Badrinarayanan et al.'s SegNet (no VGG16 encoder, no pooling indices): the encoder is
     5 × [conv 3×3 + BN + ReLU + max-pool 2] with widths 64, 128, 256, 512, 512; the decoder is
     5 × [nearest ×2 upsampling + conv 3×3 + BN], **without ReLU**, with widths 512, 512, 256,

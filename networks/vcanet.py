@@ -175,7 +175,7 @@ class VCANet(nn.Module):
     Li, *Stroke Lesion Segmentation with Visual Cortex Anatomy Alike Neural Nets*,
     arXiv 2105.06544, §2 and Fig. 1, as implemented in the reference repository
     ``DarkoBomer/VCA-Net`` at commit ``1c76deb`` (2021-05-26, MIT), ``model.py`` and
-    ``custom_layers.py``; the layer tables are papers.md §1. Every block is a CBL (conv with
+    ``custom_layers.py``; the layer tables are docs/papers.md §1. Every block is a CBL (conv with
     bias → BatchNorm → LeakyReLU); default PyTorch initialisation, as in the reference.
 
     * ``v1``: CBL 3×3 1→64, CBL 1×1 (skip c1), pool, CBL 3×3 →128, InceptionE-like →256

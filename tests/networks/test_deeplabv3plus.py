@@ -1,4 +1,4 @@
-"""DeepLabV3Plus: Chen et al., arXiv 1802.02611; papers.md §6."""
+"""DeepLabV3Plus: Chen et al., arXiv 1802.02611; docs/papers.md §6."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""DUNet: Zhou et al., arXiv 1908.05104; papers.md §2 (layer tables, parameter reconciliation)."""
+"""DUNet: Zhou et al., arXiv 1908.05104; docs/papers.md §2 (layer tables, parameter counts)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def bn_running_stats(net: nn.Module) -> int:
 
 
 # (name, factory, PyTorch parameters, Keras total rebuilt from the code, the paper's count).
-# Keras "Total params" = PyTorch parameters + BN running mean/var (papers.md §2).
+# Keras "Total params" = PyTorch parameters + BN running mean/var (docs/papers.md §2).
 PAPER_COUNTS: list[tuple[str, Callable[[], nn.Module], int, int, int | None]] = [
     ("D-UNet (SEAdd-23)", lambda: DUNet(), 8_633_379, 8_640_163, 8_640_163),
     ("2D UNet transform", lambda: UNetTransform(in_channels=1), 7_765_409, 7_771_297, 7_771_297),
@@ -71,6 +71,15 @@ def test_every_fusion_variant_trains_on_small_inputs(tester, fusion):
     assert (logits < 0).any(), "expected raw logits, not probabilities"
 
 
+@pytest.mark.parametrize("fusion", sorted(FUSION_LEVELS))
+def test_only_the_fused_levels_have_a_dimension_transform(fusion):
+    net, levels = DUNet(fusion=fusion), FUSION_LEVELS[fusion]
+    fused = [level for level in (1, 2, 3) if getattr(net, f"fuse{level}") is not None]
+    levels_3d = [level for level in (1, 2, 3) if getattr(net, f"enc3d_{level}") is not None]
+    assert fused == list(levels)
+    assert levels_3d == list(range(1, max(levels) + 1))  # the 3D stream stops at the deepest
+
+
 def test_non_square_inputs_and_more_slices(tester):
     tester.check_segmentation(DUNet(), (2, 4, 48, 32), num_classes=1)
     tester.check_segmentation(DUNet(in_slices=8, fusion="Add-123"), (2, 8, 32, 16), num_classes=1)
@@ -83,7 +92,7 @@ def test_forward_is_pure_in_eval_mode(tester):
 def test_keras_conventions():
     net = DUNet()
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert len(norms) == 24  # papers.md §2: 24 BN layers in D-UNet
+    assert len(norms) == 24  # docs/papers.md §2: 24 BN layers in D-UNet
     assert all(m.eps == 1e-3 and m.momentum == 0.01 for m in norms)
     convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
     assert all(m.bias is not None and torch.count_nonzero(m.bias) == 0 for m in convs)

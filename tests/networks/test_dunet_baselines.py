@@ -1,4 +1,4 @@
-"""U-Net baselines of D-UNet (arXiv 1908.05104); counts in papers.md §2 and test_dunet.py."""
+"""U-Net baselines of D-UNet (arXiv 1908.05104); counts in docs/papers.md §2 and test_dunet.py."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SegNetDUNet: the simplified SegNet of D-UNet's code (arXiv 1908.05104); papers.md §2."""
+"""SegNetDUNet: the simplified SegNet of D-UNet's code (arXiv 1908.05104); docs/papers.md §2."""
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ def test_parameter_count_matches_the_keras_code(tester):
         if isinstance(m, nn.BatchNorm2d)
     )
     assert tester.count_parameters(net) == 10_183_937
-    assert tester.count_parameters(net) + running == 10_189_825  # Keras total, papers.md §2
+    assert tester.count_parameters(net) + running == 10_189_825  # Keras total, docs/papers.md §2
 
 
 def test_forward_backward(tester):

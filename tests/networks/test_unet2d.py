@@ -1,4 +1,4 @@
-"""UNet2D: Ronneberger et al., arXiv 1505.04597; papers.md §6."""
+"""UNet2D: Ronneberger et al., arXiv 1505.04597; docs/papers.md §6."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from networks import UNet2D
 
 @pytest.mark.parametrize(
     ("in_channels", "expected"),
-    [(5, 31_032_962), (1, 31_030_658)],  # papers.md §6, 'same' padding, 2 classes
+    [(5, 31_032_962), (1, 31_030_658)],  # docs/papers.md §6, 'same' padding, 2 classes
 )
 def test_parameter_count_matches_the_paper(tester, in_channels, expected):
     assert tester.count_parameters(UNet2D(in_channels=in_channels, num_classes=2)) == expected

@@ -1,4 +1,4 @@
-"""VCANet: Li, arXiv 2105.06544, reference DarkoBomer/VCA-Net@1c76deb; papers.md §1."""
+"""VCANet: Li, arXiv 2105.06544, reference DarkoBomer/VCA-Net@1c76deb; docs/papers.md §1."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 
 from networks.vcanet import VCANet
 
-# papers.md §1, "Parameter count": measured on the reference model.py, VCANet(1, 1).
+# docs/papers.md §1, "Parameter count": measured on the reference model.py, VCANet(1, 1).
 BREAKDOWN = {
     "v1": 1_608_696,
     "v2": 443_504,
