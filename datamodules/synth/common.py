@@ -1,37 +1,50 @@
-"""Helpers shared by the synthetic-twin writers (:mod:`.isles2018`, :mod:`.atlas`).
+"""How every synthetic twin is built: checks, a hidden build directory, the marker, the swap.
 
-A twin is built in a hidden sibling of its root and renamed into place only when complete, so an
-interrupted run leaves no half-written twin behind. Its root holds ``SYNTHETIC_TWIN.json``, the
-marker that says the data are synthetic and that lets ``overwrite`` tell a previous twin from
-other data, which is never replaced.
+Each writer (:mod:`.isles2018`, :mod:`.atlas`) describes its dataset as a :class:`Twin` (which
+arguments it takes, what it plans to write, how it writes one unit) and hands it to
+:func:`write_twin`, which runs the same ceremony for all of them:
+
+1. check the arguments (the dataset's counts, then seed and size) and the target directory, so a
+   mistake is reported before anything is created;
+2. plan the twin and build it in a hidden sibling of its root, with a progress bar over units;
+3. write ``SYNTHETIC_TWIN.json``: common fields (synthetic, dataset, generator, template), then
+   the dataset's summary;
+4. rename the sibling into place, removing a previous twin only once the new one is there.
+
+An interrupted run therefore leaves no half-written twin behind. The marker says that the data
+are synthetic and lets ``overwrite`` tell a previous twin from other data, which is never
+replaced.
 
 Attributes:
     MARKER_FILE: Name of the marker file at the root of every twin.
+    APPLE_DOUBLE: AppleDouble header bytes, as in the real archives' resource-fork junk.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+Size = Literal["full", "tiny"]
 
 MARKER_FILE = "SYNTHETIC_TWIN.json"
+APPLE_DOUBLE = b"\x00\x05\x16\x07" + bytes(78)
 _TEMPLATE_NAME = "MNI152 2009a nonlinear symmetric (bundled with nilearn)"
-# AppleDouble header bytes, as in the real archives' resource-fork junk
-_APPLE_DOUBLE = b"\x00\x05\x16\x07" + bytes(78)
 
 
-def _generator(seed: int, spawn_key: tuple[int, ...]) -> np.random.Generator:
-    """A PCG64 generator for one ``(seed, spawn_key)`` stream."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=spawn_key)))
-
-
-def _check_seed_and_size(seed, size) -> None:
+def _check_seed_and_size(seed: object, size: object) -> None:
     """Raise ``ValueError`` unless ``seed`` is a non-negative int and ``size`` a known size."""
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -56,22 +69,16 @@ def _check_target(root: Path, overwrite: bool) -> None:
             )
 
 
-def _marker(dataset: str, generator: str, version: int) -> dict:
-    """The leading, common fields of a twin's ``SYNTHETIC_TWIN.json``."""
-    return {
-        "synthetic": True,
-        "dataset": dataset,
-        "generator": generator,
-        "generator_version": version,
-        "template": _TEMPLATE_NAME,
-    }
+def _hidden_sibling(root: Path, purpose: str) -> Path:
+    """A fresh hidden path next to ``root`` that no other run can pick."""
+    return root.with_name(f".{root.name}.{purpose}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _replace(tmp: Path, root: Path) -> None:
     """Rename ``tmp`` to ``root``, removing an old twin only after the new one is in place."""
     old = None
     if root.is_dir() and any(root.iterdir()):
-        old = root.with_name(f".{root.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        old = _hidden_sibling(root, "old")
         root.rename(old)
     elif root.is_dir():
         root.rmdir()
@@ -80,16 +87,106 @@ def _replace(tmp: Path, root: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_atomically(root: Path, overwrite: bool, build: Callable[[Path], dict]) -> None:
-    """Fill a hidden sibling of ``root`` with ``build``, add the marker, rename it into place."""
+def generator(seed: int, spawn_key: tuple[int, ...]) -> np.random.Generator:
+    """A PCG64 generator for one ``(seed, spawn_key)`` stream."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=spawn_key)))
+
+
+class Twin(ABC):
+    """What one dataset's twin holds and how it is written; :func:`write_twin` does the rest.
+
+    A twin is written in *units* (ISLES 2018 cases, ATLAS scans), one progress-bar step each,
+    then the extras (tables, dot-files, folders that may stay empty).
+
+    Args:
+        title: The dataset's name in the marker and the log, e.g. ``"ATLAS R2.0"``.
+        seed: Seed for everything random in the twin.
+        size: ``"full"`` (the real layout) or ``"tiny"`` (tests only).
+
+    Attributes:
+        generator: Module named in the marker as the twin's generator.
+        version: Generator version recorded in the marker.
+        unit: What one unit is, for the progress bar and the log (``"case"``, ``"scan"``).
+    """
+
+    generator: ClassVar[str]
+    version: ClassVar[int]
+    unit: ClassVar[str]
+
+    def __init__(self, title: str, seed: int, size: Size) -> None:
+        self.title = title
+        self.seed = seed
+        self.size = size
+
+    @abstractmethod
+    def check_arguments(self) -> None:
+        """Raise ``ValueError`` if a dataset-specific argument is out of range."""
+
+    @abstractmethod
+    def plan_units(self) -> int:
+        """Decide what the twin holds; return the number of units."""
+
+    @abstractmethod
+    def write_units(self, build: Path) -> Iterator[int]:
+        """Write the units into ``build`` one at a time, yielding the bytes of each."""
+
+    def write_extras(self, build: Path) -> int:
+        """Write everything that is not a unit into ``build``; return the bytes to count."""
+        return 0
+
+    @abstractmethod
+    def summary(self, nifti_bytes: int) -> dict[str, Any]:
+        """The dataset's fields of the marker, after the common ones."""
+
+
+def write_twin(twin: Twin, root: Path, overwrite: bool, progress: bool) -> Path:
+    """Check, plan and build ``twin`` in a hidden sibling of ``root``, then rename it into place.
+
+    Args:
+        twin: The dataset's twin, not yet checked or planned.
+        root: Directory to create (its parents are created too). It may exist if empty.
+        overwrite: Replace an existing non-empty ``root``; only a previous twin (one holding
+            ``SYNTHETIC_TWIN.json``) is ever replaced.
+        progress: Show a tqdm bar over units on stderr.
+
+    Returns:
+        ``root`` as an absolute path.
+
+    Raises:
+        ValueError: If a dataset argument, the seed or the size is out of range.
+        FileExistsError: If ``root`` is not empty and ``overwrite`` is false, or is not a twin.
+        NotADirectoryError: If ``root`` is a file.
+    """
+    root = Path(os.path.abspath(root))  # abspath, not resolve: keep the user's symlinks
+    twin.check_arguments()
+    _check_seed_and_size(twin.seed, twin.size)
+    _check_target(root, overwrite)
+    units = twin.plan_units()
+    what = f"{units} {twin.unit}s, seed {twin.seed}, size {twin.size}"
+    logger.info("writing a synthetic %s twin (%s) to %s", twin.title, what, root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    build = _hidden_sibling(root, "partial")
+    build.mkdir()
     try:
-        summary = build(tmp)
-        (tmp / MARKER_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        _check_target(root, overwrite)
-        _replace(tmp, root)
+        nifti_bytes = 0
+        with tqdm(total=units, unit=twin.unit, disable=not progress) as bar:
+            for unit_bytes in twin.write_units(build):
+                nifti_bytes += unit_bytes
+                bar.update(1)
+        nifti_bytes += twin.write_extras(build)
+        marker = {
+            "synthetic": True,
+            "dataset": f"{twin.title} (synthetic twin; no real patient data)",
+            "generator": twin.generator,
+            "generator_version": twin.version,
+            "template": _TEMPLATE_NAME,
+            **twin.summary(nifti_bytes),
+        }
+        (build / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        _check_target(root, overwrite)  # again: another run may have filled it meanwhile
+        _replace(build, root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(build, ignore_errors=True)
         raise
+    logger.info("wrote %s", root)
+    return root

@@ -24,12 +24,12 @@ from scipy import ndimage
 
 TemplateVolume = Literal["t1", "gm", "wm"]
 
-_FILE_NAMES: dict[str, str] = {
+_FILE_NAMES: dict[TemplateVolume, str] = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
-_NILEARN_CONSTANTS: dict[str, str] = {
+_NILEARN_CONSTANTS: dict[TemplateVolume, str] = {
     "t1": "MNI152_FILE_PATH",
     "gm": "GM_MNI152_FILE_PATH",
     "wm": "WM_MNI152_FILE_PATH",
@@ -90,7 +90,7 @@ def template_path(volume: TemplateVolume) -> Path:
 @lru_cache(maxsize=1)
 def template_affine() -> np.ndarray:
     """Return the template's voxel → world (mm) affine, a read-only 4×4 float64 array."""
-    affine = np.array(nib.load(template_path("t1")).affine, dtype=np.float64)
+    affine = np.array(nib.Nifti1Image.from_filename(template_path("t1")).affine, dtype=np.float64)
     affine.setflags(write=False)
     return affine
 
@@ -107,7 +107,8 @@ def load_template() -> MNITemplate:
     volumes = {}
     for name in _FILE_NAMES:
         path = template_path(name)
-        data = np.asarray(nib.load(path).dataobj, dtype=np.float32) / np.float32(255.0)
+        image = nib.Nifti1Image.from_filename(path)
+        data = np.asarray(image.dataobj, dtype=np.float32) / np.float32(255.0)
         if data.shape != TEMPLATE_SHAPE:
             raise ValueError(f"{path} has shape {data.shape}, expected {TEMPLATE_SHAPE}")
         data.setflags(write=False)

@@ -14,8 +14,10 @@ import pytest
 
 from datamodules import cli
 from datamodules.isles2018_cases import case_info, load_case_table
-from datamodules.synth import isles2018, mni
+from datamodules.synth import mni
 from datamodules.synth.isles2018 import MODALITY_DTYPES, select_cases, write_isles2018_twin
+from datamodules.synth.isles2018 import plan as isles2018_plan
+from datamodules.synth.isles2018 import write as isles2018_write
 
 FILE_PATTERN = re.compile(
     r"^(?P<split>TRAINING|TESTING)/case_(?P<case>[1-9]\d?)/SMIR\.Brain\.XX\.O\."
@@ -192,7 +194,7 @@ def test_selection_takes_whole_patients_and_spreads_protocols(count):
     table = Counter(row.patient for row in load_case_table() if row.split == "TRAINING")
     assert all(patients[p] == table[p] for p in patients), "a two-slab patient was split"
     if count >= 7:  # seven training slab protocols
-        assert len({isles2018._protocol(row) for row in chosen}) == 7
+        assert len({isles2018_plan._protocol(row) for row in chosen}) == 7
     assert chosen == select_cases("TRAINING", count, seed=0)
 
 
@@ -231,8 +233,8 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    original = isles2018._write_case
-    monkeypatch.setattr(isles2018, "_write_case", failing_write)
+    original = isles2018_write._write_case
+    monkeypatch.setattr(isles2018_write, "_write_case", failing_write)
     with pytest.raises(KeyboardInterrupt):
         write_isles2018_twin(tmp_path / "twin", cases=4, testing_cases=0, size="tiny")
     assert list(tmp_path.iterdir()) == []
