@@ -5,48 +5,49 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from datamodules.atlas_reader import check_atlas_root, read_scan, scan_atlas
-from datamodules.base import LoadFn, SliceDataModule
-from datamodules.cache import CacheItem
-from datamodules.isles2018_reader import read_shape
+from datamodules.atlas_reader import (
+    ATLASScan,
+    check_atlas_root,
+    prediction_target,
+    read_scan,
+    scan_atlas,
+)
+from datamodules.base import SliceDataModule, SplitUnit
+from datamodules.cache import CacheItem, DecodedCase
+from datamodules.geometry import SliceGeometry
 from datamodules.normalization import normalize_channels
+from datamodules.transforms import Augmentation
 
 Release = Literal["R1.1", "R1.2", "R2.0"]
 
-# Slices are served as (rows = y, cols = x), the orientation of the published h5 files
-# (``transpose(2, 1, 0)`` of the NIfTI array): 233 rows × 197 columns. Crops are in that frame.
-PREPROCESSING: dict[str, dict[str, Any]] = {
-    # D-UNet code (papers.md §2): PIL box (10, 40, 190, 220) = rows 40:220, cols 10:190,
-    # resized to 192×192; 4-slice stack [i-2, i-1, i, i+1], target slice i.
-    "dunet": {"crop": (40, 220, 10, 190), "image_size": 192, "context": (-2, -1, 0, 1)},
-    # VCA-Net / X-Net code (papers.md §1, datasets.md §1.6): crop [5:229, 2:194] -> 224×192,
-    # no resize (the paper says "resized": crop=None, image_size=[224, 192]).
-    "vcanet": {"crop": (5, 229, 2, 194), "image_size": None, "context": (0,)},
-    "none": {"crop": None, "image_size": None, "context": (0,)},
-}
+# Slices are (rows = y, cols = x), the orientation of the published h5 files (the NIfTI array
+# transposed (2, 1, 0)): 233 rows × 197 columns. Crop windows are given in that frame.
+_AXES = (2, 1, 0)
 
 
 class ATLASDataModule(SliceDataModule):
-    """ATLAS T1 slices (2D or 4-slice 2.5D stacks) with per-subject K-fold splits.
+    """ATLAS T1 slices (2D or 2.5D stacks) with per-subject K-fold splits.
 
     ``prepare_data`` decodes every scan once (T1 min–max scaled to [0, 1] per scan; masks
-    merged with OR after ``> 0``) into the shared slice cache; a subject's sessions (R1.1 Site8
-    ``t01``/``t02``) always land in the same fold. Validation and test evaluate whole scans in
-    3D on the native 197×233×189 grid: predictions on the crop are resized back and are 0
-    outside it.
+    merged with OR after ``> 0`` and put on the T1's grid) into the shared cache, on the
+    network grid; a subject's sessions (R1.1 Site8 ``t01``/``t02``) always land in the same
+    fold. Validation and test evaluate whole scans in 3D on their native grid (197×233×189 for
+    the real releases): predictions on the window are resized back and are 0 outside it.
+
+    The defaults are D-UNet's (Zhou et al., arXiv:1908.05104; its code's ``data_load.py``,
+    docs/papers.md §2): the PIL box ``(10, 40, 190, 220)`` = rows 40:220, cols 10:190,
+    resized to 192×192, 4-slice stacks ``[i-2, i-1, i, i+1]``, batch 36 and Keras'
+    ``ImageDataGenerator`` augmentation. VCA-Net's code (docs/papers.md §1) uses
+    ``crop: [5, 229, 2, 194]``, ``image_size: null``, ``context: [0]`` (``vcanet.yaml``).
 
     Args:
         data_dir: The extract root holding ``ATLAS_R1.1/``, the R1.2 standard-space folders or
             ``ATLAS_2/`` (a synthetic twin: ``lightning-data synth atlas``).
         release: ``"R1.1"``, ``"R1.2"`` or ``"R2.0"``; ``None`` detects it from the layout.
         cache_dir: Where caches go (default ``<data_dir>/../.cache/strokeseg``).
-        preprocessing: Named geometry preset (``"dunet"``, ``"vcanet"``, ``"none"``); ``crop``,
-            ``image_size`` and ``context`` override its parts.
-        crop: ``(row0, row1, col0, col1)`` of the 233×197 slice.
-        image_size: Resize the (cropped) slice to this int or ``[h, w]``.
-        context: Slice offsets stacked as channels (D-UNet: ``[-2, -1, 0, 1]``).
+        crop: ``(row0, row1, col0, col1)`` window of the 233×197 slice, or ``None``.
+        image_size: Resize the window to this int or ``[h, w]``; ``None`` keeps its size.
+        context: Slice offsets stacked as channels (``[0]``: the slice alone).
         fold: Validation fold. ``num_folds=5, fold=0`` is D-UNet's 80/20 subject split.
         num_folds: Number of folds.
         split_seed: Seed of the subject (or slice) shuffle.
@@ -58,48 +59,44 @@ class ATLASDataModule(SliceDataModule):
         num_workers: DataLoader workers.
         foreground_fraction: Share of training samples drawn from slices with lesion voxels
             (``None``: uniform over slices, as both papers do).
-        augment: Random affine augmentation of training slices.
-        rotate_degrees, translate_fraction, scale_range, flip_axes, random_order: The
-            augmentation (defaults: the D-UNet code's Keras ``ImageDataGenerator``: rotation 20°,
-            shift 0.1, zoom 0.2, horizontal flip, fixed order).
+        augmentation: The random affine of training slices, or ``None`` (VCA-Net).
         predict_split: ``"Testing"`` (R2.0) or ``"Training"``.
     """
 
     dataset_name = "atlas"
     train_split = "Training"
-    channel_names = ["T1"]
 
     def __init__(
         self,
         data_dir: str = "data/atlas",
         release: Release | None = None,
         cache_dir: str | None = None,
-        preprocessing: Literal["dunet", "vcanet", "none"] = "dunet",
-        crop: tuple[int, int, int, int] | None = None,
-        image_size: int | tuple[int, int] | None = None,
-        context: tuple[int, ...] | None = None,
+        crop: tuple[int, int, int, int] | None = (40, 220, 10, 190),
+        image_size: int | tuple[int, int] | None = 192,
+        context: tuple[int, ...] = (-2, -1, 0, 1),
         fold: int = 0,
         num_folds: int = 5,
         split_seed: int = 0,
-        split_unit: Literal["subject", "slice"] = "subject",
+        split_unit: SplitUnit = "subject",
         batch_size: int = 36,
         num_workers: int = 2,
         foreground_fraction: float | None = None,
-        augment: bool = True,
-        rotate_degrees: float = 20.0,
-        translate_fraction: float = 0.1,
-        scale_range: tuple[float, float] = (0.8, 1.2),
-        flip_axes: tuple[int, ...] = (1,),
-        random_order: bool = False,
+        augmentation: Augmentation | None = Augmentation(
+            rotate_degrees=20.0, translate_fraction=0.1, scale_range=(0.8, 1.2), flip_axes=(1,),
+            random_order=False,
+        ),
         predict_split: Literal["Training", "Testing"] = "Testing",
     ) -> None:
-        super().__init__()
+        super().__init__(
+            data_dir=data_dir, cache_dir=cache_dir, channels=("T1",),
+            geometry=SliceGeometry.create(_AXES, crop, image_size, context),
+            augmentation=augmentation, fold=fold, num_folds=num_folds, split_seed=split_seed,
+            split_unit=split_unit, batch_size=batch_size, num_workers=num_workers,
+            foreground_fraction=foreground_fraction, predict_split=predict_split,
+        )  # fmt: skip
         self.save_hyperparameters()
-        preset = PREPROCESSING[preprocessing]
-        for key in ("crop", "image_size", "context"):
-            if self.hparams[key] is None:
-                self.hparams[key] = preset[key]
-        self._init_paths()
+        self.release = release
+        self._scans: dict[str, ATLASScan] = {}
 
     @staticmethod
     def check_data_dir(data_dir: str | Path, release: Release | None = None) -> None:
@@ -107,25 +104,20 @@ class ATLASDataModule(SliceDataModule):
         check_atlas_root(data_dir, release)
 
     def _settings(self) -> dict[str, Any]:
-        return {"dataset": "atlas", "intensity": "minmax", "orientation": "yxz"}
+        return {"channels": self.channel_names, "intensity": "minmax"}
 
-    def _items(self, split: str) -> tuple[list[CacheItem], LoadFn]:
-        scans = {scan.name: scan for scan in scan_atlas(self.data_dir, self.hparams.release, split)}
-        subjects = {s: i for i, s in enumerate(sorted({scan.subject for scan in scans.values()}))}
+    def _scan(self, split: str) -> list[CacheItem]:
+        scans = scan_atlas(self.data_dir, self.release, split)
+        subjects = {s: i for i, s in enumerate(sorted({scan.subject for scan in scans}))}
         items = []
-        for number, scan in enumerate(scans.values()):
-            x, y, z = read_shape(scan.t1)
+        for number, scan in enumerate(scans):
             sources = (scan.t1, *scan.masks)
-            items.append(CacheItem(scan.name, subjects[scan.subject], number, (y, x, z), sources))
+            items.append(CacheItem(scan.name, subjects[scan.subject], number, sources,
+                                   prediction_target(scan)))  # fmt: skip
+            self._scans[scan.name] = scan
+        return items
 
-        def load(item: CacheItem):
-            t1, mask, (sx, sy, sz) = read_scan(scans[item.name])
-            image = normalize_channels(t1[None], t1 > 0, "minmax")
-            image = np.ascontiguousarray(np.transpose(image, (0, 2, 1, 3)))  # (1, Y, X, Z)
-            label = None if mask is None else np.ascontiguousarray(np.transpose(mask, (1, 0, 2)))
-            return image, label, (sy, sx, sz)
-
-        return items, load
-
-    def to_source_order(self, volume: np.ndarray) -> np.ndarray:
-        return np.transpose(volume, (2, 1, 0))  # (Z, Y, X) -> (X, Y, Z)
+    def _load(self, item: CacheItem) -> DecodedCase:
+        t1, mask, spacing = read_scan(self._scans[item.name])
+        image = normalize_channels(t1[None], t1 > 0, "minmax")  # (1, X, Y, Z)
+        return DecodedCase(image, mask, spacing)

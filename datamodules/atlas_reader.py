@@ -1,4 +1,4 @@
-"""Reader for the three real ATLAS layouts, R1.1, R1.2 and R2.0 (``shared/specs/datasets.md`` §1–3).
+"""Reader for the three real ATLAS layouts, R1.1, R1.2 and R2.0 (docs/datasets.md §1–3).
 
 Every reader function takes the same ``root``: the folder the archive was extracted into, i.e.
 the parent of ``ATLAS_R1.1/``, of the R1.2 standard-space folder, or of ``ATLAS_2/`` (the folder
@@ -20,11 +20,16 @@ The split unit is the subject: the ``t01``/``t02`` sessions of an R1.1 Site8 sub
 ``tNN`` timepoints of an R1.2 subject) share :attr:`ATLASScan.subject`. Mask values are not
 uniformly 0/1 in R1.x (≈1, ≈255 or several values per file) and one R2.0 mask has max 0.01, so
 :func:`read_scan` binarises every mask file with ``> 0`` and ORs the files of a scan, as every
-published loader does. Dot-files (AppleDouble ``._*``, ``.DS_Store``) are ignored.
+published loader does. A mask file must lie on its T1's voxel grid: one saved with flipped or
+permuted axes (the same lesion in world space) is reoriented exactly, any other difference is
+refused with both files named (:func:`datamodules.nifti.align_to_reference`). Dot-files
+(AppleDouble ``._*``, ``.DS_Store``) are ignored; other folders that do not follow the layout
+are reported, never silently dropped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import DatasetNotFoundError, DataValidationError
-from datamodules.isles2018_reader import load_volume
+from datamodules.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
+from datamodules.nifti import PredictionTarget, align_to_reference, load_volume
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +163,7 @@ def detect_release(root: str | Path) -> str:
 
     Raises:
         DatasetNotFoundError: If no layout matches; lists the three layouts and the synth command.
-        ValueError: If ``root`` holds several releases (pass ``release`` explicitly then).
+        ConfigurationError: If ``root`` holds several releases (pass ``release`` then).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -167,9 +172,9 @@ def detect_release(root: str | Path) -> str:
     if not found:
         raise _not_found(root, "matches none of the ATLAS R1.1, R1.2 or R2.0 layouts")
     if len(found) > 1:
-        raise ValueError(
-            f"{root} holds several ATLAS releases ({', '.join(found)}); pass release= one of "
-            f"them (CLI/config: the datamodule's release option) to choose."
+        raise ConfigurationError(
+            f"{root} holds several ATLAS releases ({', '.join(found)}); choose one with "
+            f"data.init_args.release (one of {', '.join(found)})."
         )
     return found[0]
 
@@ -189,13 +194,15 @@ def check_atlas_root(root: str | Path, release: str | None = None) -> tuple[Path
 
     Raises:
         DatasetNotFoundError: If the layout is not found.
-        ValueError: If ``release`` is unknown, or ``None`` and several releases are present.
+        ConfigurationError: If ``release`` is unknown, or ``None`` and several releases are present.
     """
     root = Path(root).expanduser()
     if release is None:
         release = detect_release(root)
     if release not in ATLAS_RELEASES:
-        raise ValueError(f"release must be one of {ATLAS_RELEASES}, got {release!r}")
+        raise ConfigurationError(
+            f"release must be one of {ATLAS_RELEASES}, got {release!r} (data.init_args.release)."
+        )
     found = _DETECTORS[release](root) if root.is_dir() else None
     if found is None:
         what = "does not exist" if not root.exists() else f"has no ATLAS {release} layout"
@@ -240,36 +247,56 @@ def _r1_scan(
     return t1, _sorted_masks(masks)
 
 
+def _warn_ignored(where: Path, ignored: list[str], expected: str) -> None:
+    if ignored:
+        log.warning(
+            "%s: ignoring %d folder(s) that do not follow the %s layout: %s. Rename them to the "
+            "release's names to include them, or move them out to silence this.",
+            where, len(ignored), expected, ", ".join(ignored[:20]) + (" …" if len(ignored) > 20 else ""),
+        )
+
+
 def _scan_r11(release_dir: Path) -> list[ATLASScan]:
-    scans = []
-    for folder in sorted(release_dir.glob("Site*/*/t*")):
-        relative = folder.relative_to(release_dir).as_posix()
-        match = _R11_SCAN_RE.match(relative)
-        if match is None or not folder.is_dir():
+    scans, ignored = [], []
+    for site in _visible_dirs(release_dir):
+        if not re.fullmatch(r"Site[1-9]", site.name):
             continue
-        t1, masks = _r1_scan(folder, match["sid"], _R11_T1_RE, _R11_MASK_RE, "sid")
-        scans.append(ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks))
+        for folder in (s for subject in _visible_dirs(site) for s in _visible_dirs(subject)):
+            relative = folder.relative_to(release_dir).as_posix()
+            match = _R11_SCAN_RE.match(relative)
+            if match is None:
+                ignored.append(relative)
+                continue
+            t1, masks = _r1_scan(folder, match["sid"], _R11_T1_RE, _R11_MASK_RE, "sid")
+            scans.append(ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks))
+    _warn_ignored(release_dir, ignored, "Site<k>/<NNNNNN>/t0<1|2>")
     return scans
 
 
 def _scan_r12(release_dir: Path) -> list[ATLASScan]:
     scans: dict[str, ATLASScan] = {}
+    ignored = []
     for parent in _r12_cohort_parents(release_dir):
-        for folder in sorted(parent.glob("c*/c*")):
-            relative = folder.relative_to(parent).as_posix()
-            match = _R12_SCAN_RE.match(relative)
-            if match is None or not folder.is_dir():
+        for cohort in _visible_dirs(parent):
+            if not _R12_COHORT_RE.match(cohort.name):
                 continue
-            if f"R1.2/{relative}" in scans:
-                raise DataValidationError(
-                    f"{folder}: the scan also exists at {scans[f'R1.2/{relative}'].t1.parent}. "
-                    "Keep one copy."
+            for folder in _visible_dirs(cohort):
+                relative = folder.relative_to(parent).as_posix()
+                match = _R12_SCAN_RE.match(relative)
+                if match is None:
+                    ignored.append(folder.relative_to(release_dir).as_posix())
+                    continue
+                if f"R1.2/{relative}" in scans:
+                    raise DataValidationError(
+                        f"{folder}: the scan also exists at {scans[f'R1.2/{relative}'].t1.parent}. "
+                        "Keep one copy."
+                    )
+                t1, masks = _r1_scan(folder, folder.name, _R12_T1_RE, _R12_MASK_RE, "scan")
+                subject = f"R1.2/c{match['c']}s{match['s']}"
+                scans[f"R1.2/{relative}"] = ATLASScan(
+                    f"R1.2/{relative}", subject, "Training", t1, masks
                 )
-            t1, masks = _r1_scan(folder, folder.name, _R12_T1_RE, _R12_MASK_RE, "scan")
-            subject = f"R1.2/c{match['c']}s{match['s']}"
-            scans[f"R1.2/{relative}"] = ATLASScan(
-                f"R1.2/{relative}", subject, "Training", t1, masks
-            )
+    _warn_ignored(release_dir, ignored, "c<NNNN>/c<NNNN>s<NNNN>t<NN>")
     return list(scans.values())
 
 
@@ -319,15 +346,16 @@ def scan_atlas(
         DatasetNotFoundError: If the layout is missing or the split holds no scan.
         DataValidationError: If a scan folder has no T1, or a Training scan has no mask (the
             message names the folder), or a file sits in another scan's folder.
-        ValueError: If ``split`` or ``release`` is invalid.
+        ConfigurationError: If ``release`` is invalid or has no such split.
+        ValueError: If ``split`` is not one of :data:`SPLITS`.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     release_dir, release = check_atlas_root(root, release)
     if split == "Testing" and release != "R2.0":
-        raise ValueError(
+        raise ConfigurationError(
             f"ATLAS {release} has no Testing split (every scan has a mask and is 'Training'); "
-            "use split='Training' and hold scans out with the datamodule's split settings."
+            "predict on data.init_args.predict_split Training, or use an R2.0 extract."
         )
     if release == "R1.1":
         scans = _scan_r11(release_dir)
@@ -356,6 +384,39 @@ def _mask_hint(release: str, scan: ATLASScan) -> str:
     return f"{stem}_LesionSmooth[_<k>]_stx.nii.gz"
 
 
+# ----------------------------------------------------------------------------- predictions
+
+_R20_PREDICTIONS = "derivatives/atlas2_prediction"
+
+
+def _description(name: str, dataset_type: str, **extra: object) -> str:
+    fields = {"Name": name, "BIDSVersion": "1.6.0", "DatasetType": dataset_type, **extra}
+    return json.dumps(fields, indent=2) + "\n"
+
+
+def prediction_target(scan: ATLASScan) -> PredictionTarget:
+    """Where a prediction of ``scan`` is written, inside the run's prediction folder.
+
+    R2.0 scans follow the ATLAS R2.0 challenge's submission (docs/datasets.md §3.5): a BIDS
+    derivative ``derivatives/atlas2_prediction/`` holding
+    ``sub-…/ses-1/anat/sub-…_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz``,
+    with a ``dataset_description.json`` beside it and at the root. R1.x has no challenge
+    format: ``<release>_<site or cohort>_…_mask.nii.gz``.
+    """
+    if scan.name.startswith("R2.0/"):
+        sub = scan.subject.split("/")[-1]
+        path = f"{_R20_PREDICTIONS}/{sub}/ses-1/anat/{_R20_MASK.format(sub=sub)}"
+        sidecars = (
+            ("dataset_description.json", _description("strokeseg-repro predictions", "raw")),
+            (f"{_R20_PREDICTIONS}/dataset_description.json",
+             _description("atlas2_prediction", "derivative",
+                          PipelineDescription={"Name": "atlas2_prediction"},
+                          GeneratedBy=[{"Name": "strokeseg-repro"}])),
+        )  # fmt: skip
+        return PredictionTarget(path, sidecars)
+    return PredictionTarget(scan.name.replace("/", "_") + "_mask.nii.gz")
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -369,8 +430,9 @@ def read_scan(scan: ATLASScan) -> tuple[np.ndarray, np.ndarray | None, tuple[flo
         scan has no mask; spacing ``(dx, dy, dz)`` in mm from the T1 header's zooms.
 
     Raises:
-        DataValidationError: Unreadable or truncated ``.nii.gz``, a mask whose shape differs from
-            the T1's, non-finite values, or a non-3D volume; the message names the file.
+        DataValidationError: Unreadable or truncated ``.nii.gz``, a mask that does not lie on
+            the T1's voxel grid (up to axis flips/permutations, which are undone), non-finite
+            values, or a non-3D volume; the message names the file.
     """
     t1, spacing = load_volume(scan.t1)
     t1 = t1.astype(np.float32, copy=False)
@@ -379,12 +441,7 @@ def read_scan(scan: ATLASScan) -> tuple[np.ndarray, np.ndarray | None, tuple[flo
     lesion = np.zeros(t1.shape, dtype=bool)
     for path in scan.masks:
         data, _ = load_volume(path)
-        if data.shape != t1.shape:
-            raise DataValidationError(
-                f"{path}: mask shape {data.shape} does not match the T1 shape {t1.shape} "
-                f"({scan.t1}). Both must lie on the same grid; re-extract the scan."
-            )
-        lesion |= data > 0
+        lesion |= align_to_reference(data, path, scan.t1) > 0
     if not lesion.any():
         log.warning("%s: every mask file is empty", scan.name)
     return t1, lesion.astype(np.uint8), (spacing[0], spacing[1], spacing[2])

@@ -1,19 +1,21 @@
-"""What every dataset of the suite shares: cache → grouped split → slice and case loaders.
+"""What every 2D dataset of the suite shares: cache → grouped split → slice and case loaders.
 
-A subclass says how to list its cases (:meth:`SliceDataModule._items`) and how to decode one
-(the returned load function); the base builds the memory-mapped cache in ``prepare_data``,
-splits the training cases by patient/subject in ``setup`` (written to the run directory as
-``split.json``) and serves 2D (or 2.5D, with ``context``) slices for training and whole cases
-for validation, test and prediction.
+A subclass lists its cases (:meth:`SliceDataModule._scan`), decodes one
+(:meth:`SliceDataModule._load`) and names its preprocessing (:meth:`SliceDataModule._settings`);
+it passes its typed settings, a :class:`~datamodules.geometry.SliceGeometry` and an
+:class:`~datamodules.transforms.Augmentation` to this base. The base builds the
+memory-mapped cache in ``prepare_data``, splits the training cases by patient/subject in
+``setup`` (written to the run directory as ``split.json``) and serves slice stacks for
+training and whole, self-describing cases for validation, test and prediction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,98 +24,229 @@ from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import Sampler, WeightedRandomSampler, default_collate
 
-from datamodules.cache import CacheItem, SliceCache, build_slice_cache, cache_key
+from datamodules.cache import (
+    CacheItem,
+    DecodedCase,
+    SliceCache,
+    build_slice_cache,
+    cache_key,
+    check_cache_root,
+)
 from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
+from datamodules.errors import ConfigurationError
+from datamodules.geometry import SliceGeometry
+from datamodules.nifti import read_shape
 from datamodules.splits import grouped_kfold, slice_kfold
-from datamodules.transforms import slice_augmentation
+from datamodules.transforms import Augmentation
 
 log = logging.getLogger(__name__)
 
-LoadFn = Callable[[CacheItem], tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]]
+SplitUnit = Literal["subject", "slice"]
 
 
 class SliceDataModule(pl.LightningDataModule):
-    """Base of the suite's DataModules (see the module docstring).
+    """Base of the suite's 2D DataModules (see the module docstring).
 
-    Subclasses call ``self.save_hyperparameters()`` in their ``__init__`` with at least:
-    ``data_dir, cache_dir, fold, num_folds, split_seed, batch_size, num_workers, image_size,
-    augment, rotate_degrees, translate_fraction, scale_range, flip_axes, predict_split``, and
-    optionally ``crop`` (``(h0, h1, w0, w1)`` of the native slice), ``context`` (slice
-    offsets stacked as channels, e.g. ``(-2, -1, 0, 1)``), ``foreground_fraction`` and
-    ``split_unit``, then call :meth:`_init_paths`.
+    Args:
+        data_dir: The dataset's root folder.
+        cache_dir: Where caches are written; ``None``: ``<data_dir>/../.cache/strokeseg``.
+        channels: Input channel names, in the order the subclass's ``_load`` stacks them.
+        geometry: Source volume ↔ network input mapping (crop, resize, context, axis order).
+        augmentation: Random affine of training slices, or ``None``.
+        fold: Validation fold, ``0 ≤ fold < num_folds``.
+        num_folds: Number of folds (≥ 2).
+        split_seed: Seed of the patient (or slice) shuffle.
+        split_unit: ``"subject"`` (the honest split: :func:`grouped_kfold`) or ``"slice"``
+            (:func:`slice_kfold`, VCA-Net's random split of slices, which leaks subjects into
+            validation and warns so; every subject with held-out slices is then a validation
+            case evaluated on those slices only).
+        batch_size: Training samples per batch.
+        num_workers: DataLoader worker processes.
+        foreground_fraction: Share of each epoch's training samples drawn from slices with
+            lesion voxels (with replacement, like nnU-Net's oversampling); ``None``: every
+            slice equally often, as the papers do.
+        predict_split: The split ``predict`` runs on.
 
-    ``foreground_fraction`` (``None``: every training slice equally often, as the papers do)
-    draws that share of each epoch's training samples from slices with lesion voxels, with
-    replacement, like nnU-Net's foreground oversampling; under DDP Lightning shards the sampler.
-
-    ``split_unit`` is ``"subject"`` (the default and the honest split: :func:`grouped_kfold`)
-    or ``"slice"`` (:func:`slice_kfold`, VCA-Net's random split of slices, which leaks
-    subjects into validation and warns so). With ``"slice"``, every subject with held-out
-    slices is a validation case evaluated on those slices only, stacked in their order.
+    Raises:
+        ConfigurationError: On an invalid fold, fraction or cache folder (the message says
+            which setting and what to do).
     """
 
-    dataset_name = "dataset"
-    train_split = "TRAINING"
-    channel_names: list[str] = []
+    dataset_name: ClassVar[str] = "dataset"
+    train_split: ClassVar[str] = "TRAINING"
 
-    def _init_paths(self) -> None:
-        self.data_dir = Path(self.hparams.data_dir)
-        cache_dir = self.hparams.cache_dir
+    def __init__(
+        self,
+        *,
+        data_dir: str,
+        cache_dir: str | None,
+        channels: Sequence[str],
+        geometry: SliceGeometry,
+        augmentation: Augmentation | None,
+        fold: int,
+        num_folds: int,
+        split_seed: int,
+        split_unit: SplitUnit,
+        batch_size: int,
+        num_workers: int,
+        foreground_fraction: float | None,
+        predict_split: str,
+    ) -> None:
+        super().__init__()
+        if num_folds < 2:
+            raise ConfigurationError(f"num_folds must be at least 2, got {num_folds}.")
+        if not 0 <= fold < num_folds:
+            raise ConfigurationError(
+                f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}. "
+                f"Set data.init_args.fold to one of 0..{num_folds - 1}."
+            )
+        if foreground_fraction is not None and not 0.0 < foreground_fraction < 1.0:
+            raise ConfigurationError(
+                f"foreground_fraction must be in (0, 1) or null (uniform sampling), got "
+                f"{foreground_fraction}."
+            )
+        if split_unit not in ("subject", "slice"):
+            raise ConfigurationError(f"split_unit must be 'subject' or 'slice', got {split_unit!r}.")
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigurationError(
+                f"batch_size must be ≥ 1 and num_workers ≥ 0, got {batch_size} and {num_workers}."
+            )
+        self.data_dir = Path(data_dir).expanduser()
         self.cache_root = (
-            Path(cache_dir) if cache_dir else self.data_dir.parent / ".cache" / "strokeseg"
+            Path(cache_dir).expanduser() if cache_dir else self.data_dir.parent / ".cache" / "strokeseg"
         )
+        check_cache_root(self.cache_root)
+        self.channel_names = list(channels)
+        self.geometry = geometry
+        self.augmentation = augmentation
+        self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
+        self.split_unit: SplitUnit = split_unit
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.foreground_fraction = foreground_fraction
+        self.predict_split = predict_split
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
         self.train_rows = np.empty(0, dtype=np.int64)
         self.val_rows: np.ndarray | None = None  # held-out slices of a slice-level split
-        num_folds, fold = self.hparams.num_folds, self.hparams.fold
-        if not 0 <= fold < num_folds:
-            raise ValueError(
-                f"fold must be in [0, {num_folds - 1}] for num_folds={num_folds}, got {fold}"
-            )
-        fraction = self.hparams.get("foreground_fraction")
-        if fraction is not None and not 0.0 < fraction < 1.0:
-            raise ValueError(
-                f"foreground_fraction must be in (0, 1) or null (uniform sampling), got {fraction}"
-            )
-        if self.hparams.get("split_unit", "subject") not in ("subject", "slice"):
-            raise ValueError(
-                f"split_unit must be 'subject' or 'slice', got {self.hparams.split_unit!r}"
-            )
+        # Listed and keyed once per process, shared by prepare_data and setup.
+        self._items: dict[str, list[CacheItem]] = {}
+        self._cache_dirs: dict[str, Path] = {}
 
     # -- to implement ---------------------------------------------------------------------
-    def _items(self, split: str) -> tuple[list[CacheItem], LoadFn]:
-        """The cases of ``split`` (headers only) and the function that decodes one."""
+    def _scan(self, split: str) -> list[CacheItem]:
+        """The cases of ``split`` in a fixed order, without decoding any file."""
+        raise NotImplementedError
+
+    def _load(self, item: CacheItem) -> DecodedCase:
+        """Decode, check and normalise one case listed by :meth:`_scan`."""
         raise NotImplementedError
 
     def _settings(self) -> dict[str, Any]:
-        """Preprocessing settings baked into the cache (they key it)."""
+        """The dataset's preprocessing settings (channels, intensity normalisation, ...)."""
         raise NotImplementedError
 
+    # -- what the network sees ------------------------------------------------------------
+    def signature(self) -> dict[str, Any]:
+        """Everything that decides the network's input: dataset, preprocessing and geometry.
+
+        It is stored in checkpoints (:meth:`state_dict`); evaluating or predicting with a
+        checkpoint whose signature differs is refused (:meth:`check_signature`).
+        """
+        return {**self._settings(), "geometry": self.geometry.settings(),
+                "context": list(self.geometry.context)}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"signature": self.signature()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.check_signature(state_dict.get("signature"), "the checkpoint")
+
+    def check_signature(self, saved: dict[str, Any] | None, where: str) -> None:
+        """Refuse to evaluate a network on inputs other than those it was trained on.
+
+        Raises:
+            ConfigurationError: Listing each setting that differs, with both values.
+        """
+        if saved is None:
+            return
+        current = json.loads(json.dumps(self.signature()))
+        saved = json.loads(json.dumps(saved))
+        differences = [f"{key}: trained with {saved.get(key)!r}, now {current.get(key)!r}"
+                       for key in sorted(set(saved) | set(current))
+                       if saved.get(key) != current.get(key)]  # fmt: skip
+        if differences:
+            raise ConfigurationError(
+                f"The data settings differ from those {where} was trained with, so its inputs "
+                f"would not be what it learned on: {'; '.join(differences)}. Run with the "
+                "training run's own configuration (--config runs/<experiment>/fold<k>/config.yaml) "
+                "or set these values back."
+            )
+
     # -- cache ----------------------------------------------------------------------------
-    def _cache_dir(self, split: str, items: list[CacheItem]) -> Path:
-        return self.cache_root / f"{self.dataset_name}-{split}-{cache_key(items, self._settings())}"
+    def items(self, split: str) -> list[CacheItem]:
+        """The cases of ``split`` (listed once per process)."""
+        if split not in self._items:
+            self._items[split] = self._scan(split)
+        return self._items[split]
 
     def cache_path(self, split: str) -> Path:
-        items, _ = self._items(split)
-        return self._cache_dir(split, items)
+        """The cache folder of ``split`` for the current files and settings."""
+        if split not in self._cache_dirs:
+            settings = {"dataset": self.dataset_name, **self._settings(),
+                        "geometry": self.geometry.settings()}  # fmt: skip
+            key = cache_key(self.items(split), settings)
+            self._cache_dirs[split] = self.cache_root / f"{self.dataset_name}-{split}-{key}"
+        return self._cache_dirs[split]
+
+    def preflight(self, stage: str) -> None:
+        """Cheap checks before a trainer exists, so a settings mistake is the first thing a
+        user reads: the folds against the patients, the crop against the first case's header.
+        The cache build checks every case again.
+
+        Raises:
+            ConfigurationError: Naming the setting, what is wrong and what to do.
+        """
+        split = self.predict_split if stage == "predict" else self.train_split
+        items = self.items(split)
+        if items:
+            first = items[0]
+            self.geometry.check(read_shape(first.sources[0]), f"{first.name} ({first.sources[0]})")
+        if stage != "predict":
+            self.check_folds()
+
+    def check_folds(self) -> None:
+        """Refuse more folds than patients, from the case list alone (nothing is decoded).
+
+        Raises:
+            ConfigurationError: Naming the dataset, the counts and the setting to change.
+        """
+        if self.split_unit != "subject":
+            return
+        patients = len({item.patient for item in self.items(self.train_split)})
+        if patients < self.num_folds:
+            raise ConfigurationError(
+                f"Cannot make {self.num_folds} folds from the {patients} patients of "
+                f"{self.data_dir} ({self.train_split}): every fold needs at least one. Set "
+                f"data.init_args.num_folds to at most {patients}, or add cases."
+            )
 
     def _splits_for_stage(self) -> list[str]:
         trainer = getattr(self, "trainer", None)
         predicting = trainer is not None and trainer.state.fn == "predict"
-        return [self.hparams.predict_split] if predicting else [self.train_split]
+        return [self.predict_split] if predicting else [self.train_split]
 
     def prepare_data(self) -> None:
         """Validate and decode every case of the needed split once (local rank 0 only)."""
         for split in self._splits_for_stage():
-            items, load = self._items(split)
-            build_slice_cache(self._cache_dir(split, items), items, load, self.channel_names,
-                              self._settings())  # fmt: skip
+            settings = {"dataset": self.dataset_name, **self._settings(),
+                        "geometry": self.geometry.settings()}  # fmt: skip
+            build_slice_cache(self.cache_path(split), self.items(split), self._load,
+                              self.channel_names, self.geometry, settings)  # fmt: skip
 
     # -- splits ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        # Plain tensors in the hot path: MONAI's MetaTensor bookkeeping costs far more than the
-        # 2D resampling itself (performance.md), and nothing downstream reads its metadata.
+        # Plain tensors in the hot path: MONAI's MetaTensor bookkeeping costs far more than
+        # the work itself (docs/performance.md), and nothing downstream reads its metadata.
         set_track_meta(False)
         for split in self._splits_for_stage():
             self.caches[split] = SliceCache(self.cache_path(split))
@@ -126,21 +259,28 @@ class SliceDataModule(pl.LightningDataModule):
                 self._write_split(Path(log_dir))
 
     def _split(self, cache: SliceCache) -> None:
-        num_folds, fold, seed = self.hparams.num_folds, self.hparams.fold, self.hparams.split_seed
-        if self.hparams.get("split_unit", "subject") == "subject":
-            self.train_cases, self.val_cases = grouped_kfold(cache.patient, num_folds, fold, seed)
-            self.train_rows, self.val_rows = cache.slice_rows(self.train_cases), None
-            return
+        self.check_folds()
+        try:
+            if self.split_unit == "subject":
+                self.train_cases, self.val_cases = grouped_kfold(
+                    cache.patient, self.num_folds, self.fold, self.split_seed
+                )
+                self.train_rows, self.val_rows = cache.slice_rows(self.train_cases), None
+                return
+            labelled = np.flatnonzero(cache.has_label)
+            self.train_rows, self.val_rows = slice_kfold(
+                cache.slice_rows(labelled), self.num_folds, self.fold, self.split_seed
+            )
+        except ValueError as error:
+            raise ConfigurationError(
+                f"{self.data_dir} ({self.train_split}): {error} (data.init_args.num_folds)."
+            ) from error
         rank_zero_warn(
             "split_unit='slice' splits slices, not subjects (VCA-Net's random_split): "
             "neighbouring slices of one subject are in training and validation, so validation "
             "scores are optimistic and not comparable with subject-level results. Use "
             "split_unit='subject' unless you are reproducing that paper's numbers.",
             category=UserWarning,
-        )
-        labelled = np.flatnonzero(cache.has_label)
-        self.train_rows, self.val_rows = slice_kfold(
-            cache.slice_rows(labelled), num_folds, fold, seed
         )
         self.train_cases = np.unique(cache.case_of_rows(self.train_rows))
         self.val_cases = np.unique(cache.case_of_rows(self.val_rows))
@@ -153,10 +293,10 @@ class SliceDataModule(pl.LightningDataModule):
     def _write_split(self, log_dir: Path) -> None:
         cache = self.caches[self.train_split]
         names = cache.case_names
-        split = {
-            "fold": self.hparams.fold,
-            "num_folds": self.hparams.num_folds,
-            "split_seed": self.hparams.split_seed,
+        split: dict[str, Any] = {
+            "fold": self.fold,
+            "num_folds": self.num_folds,
+            "split_seed": self.split_seed,
             "unit": "slice" if self.val_rows is not None else "patient",
             "train_cases": [names[i] for i in self.train_cases],
             "val_cases": [names[i] for i in self.val_cases],
@@ -171,33 +311,25 @@ class SliceDataModule(pl.LightningDataModule):
                 for c in self.val_cases
             }
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "split.json").write_text(json.dumps(split, indent=1))
+        tmp = log_dir / f".split.json.tmp-{id(self)}"
+        tmp.write_text(json.dumps(split, indent=1))
+        tmp.replace(log_dir / "split.json")
 
     # -- loaders --------------------------------------------------------------------------
-    def _geometry(self) -> dict[str, Any]:
-        return {"image_size": self.hparams.image_size,
-                "crop": self.hparams.get("crop"), "context": tuple(self.hparams.get("context") or (0,))}  # fmt: skip
-
     def train_dataloader(self) -> DataLoader:
         cache = self.caches[self.train_split]
-        transform = None
-        if self.hparams.augment:
-            transform = slice_augmentation(
-                self.hparams.rotate_degrees, self.hparams.translate_fraction,
-                tuple(self.hparams.scale_range), self.hparams.flip_axes,
-                random_order=self.hparams.get("random_order", True),
-            )  # fmt: skip
-        dataset = SliceDataset(cache, self.train_rows, transform=transform, **self._geometry())
+        transform = self.augmentation.transform() if self.augmentation is not None else None
+        dataset = SliceDataset(cache, self.train_rows, self.geometry, transform=transform)
         sampler = self._foreground_sampler(cache, self.train_rows)
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=sampler is None,
+        workers = self.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=sampler is None,
                           sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
                           collate_fn=default_collate,
-                          drop_last=len(dataset) > self.hparams.batch_size)  # fmt: skip
+                          drop_last=len(dataset) > self.batch_size)  # fmt: skip
 
     def _foreground_sampler(self, cache: SliceCache, rows: np.ndarray) -> Sampler | None:
         """Weighted sampling that draws ``foreground_fraction`` of the samples from lesion slices."""
-        fraction = self.hparams.get("foreground_fraction")
+        fraction = self.foreground_fraction
         if fraction is None:
             return None
         lesion = cache.label_voxels[rows] > 0
@@ -208,34 +340,32 @@ class SliceDataModule(pl.LightningDataModule):
         weights = np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())
         return WeightedRandomSampler(torch.from_numpy(weights), len(rows), replacement=True)
 
-    def _case_loader(self, cache: SliceCache, cases: np.ndarray,
-                     rows: np.ndarray | None = None) -> DataLoader:  # fmt: skip
-        dataset = CaseDataset(cache, cases, rows=rows, **self._geometry())
+    def _case_loader(self, split: str, cases: np.ndarray, rows: np.ndarray | None = None) -> DataLoader:
+        dataset = CaseDataset(self.caches[split], cases, self.geometry, self.items(split), rows)
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # No padding: every case is evaluated exactly once across ranks (a padded sampler
             # would count some cases twice and change the mean).
             sampler = DistributedSampler(dataset, even_divisible=False, shuffle=False)
         return DataLoader(dataset, batch_size=1, sampler=sampler,
-                          num_workers=min(self.hparams.num_workers, 1),
+                          num_workers=min(self.num_workers, 1),
                           collate_fn=single_case_collate)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
-        return self._case_loader(self.caches[self.train_split], self.val_cases, self.val_rows)
+        return self._case_loader(self.train_split, self.val_cases, self.val_rows)
 
     def test_dataloader(self) -> DataLoader:
         """The validation fold, evaluated with the test metrics (official test sets have no
         labels; use ``predict`` to write their masks)."""
-        return self._case_loader(self.caches[self.train_split], self.val_cases, self.val_rows)
+        return self._case_loader(self.train_split, self.val_cases, self.val_rows)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # A case item carries its geometry and prediction target (frozen dataclasses, which
+        # Lightning's recursive mover refuses): move the tensors, pass the rest through.
+        if isinstance(batch, dict):
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def predict_dataloader(self) -> DataLoader:
-        cache = self.caches[self.hparams.predict_split]
-        return self._case_loader(cache, np.arange(len(cache)))
-
-    def to_source_order(self, volume: np.ndarray) -> np.ndarray:
-        """A ``(D, H, W)`` prediction in the axis order of the source NIfTI array (X, Y, Z)."""
-        return np.moveaxis(volume, 0, -1)
-
-    def case_source(self, split: str, case_index: int) -> Path:
-        """The file a case's reference grid comes from (its header is reused for predictions)."""
-        return Path(self.caches[split].meta["sources"][case_index][0])
+        cache = self.caches[self.predict_split]
+        return self._case_loader(self.predict_split, np.arange(len(cache)))

@@ -1,30 +1,42 @@
-"""Preprocessing cache: every source volume is decoded once into memory-mappable slice arrays.
+"""Preprocessing cache: every case is decoded once, into the network's grid, memory-mappable.
 
-Layout of one cache directory (``<cache_root>/<dataset>-<key>/``)::
+Layout of one cache directory (``<cache_root>/<dataset>-<split>-<key>/``)::
 
-    images.npy   float32 (S, C, H, W)   all axial slices of all cases, case after case
-    labels.npy   uint8   (S, H, W)      {0, 1}; zeros for cases without a label
-    index.npz    case_offsets (N+1,), spacing (N, 3) as (dz, dh, dw) mm, has_label (N,),
-                 patient (N,) int, case_number (N,) int, label_voxels (S,) int (lesion voxels
-                 of every slice, for foreground-aware sampling)
-    meta.json    channels, settings, case names and source files (read once, never per item)
+    images.npy         float32 (S, C, h, w)  every slice of every case on the network grid
+                                            (the geometry's crop + resize), case after case
+    labels.npy         uint8   (S, h, w)     {0, 1} on the network grid (training targets)
+    native_labels.npy  uint8   (B,)          each case's native (D, H, W) label, bit-packed
+    index.npz          case_offsets (N+1,) slice rows; native_shape (N, 3) (D, H, W);
+                       native_offsets (N+1,) bytes of native_labels; spacing (N, 3) mm along
+                       (D, H, W); has_label (N,); patient (N,); case_number (N,);
+                       label_voxels (S,) lesion voxels of every network-grid slice
+    meta.json          format, channels, settings (incl. the geometry), case names, sources
 
-``S`` is the total number of slices, slice ``s`` of case ``n`` is row ``case_offsets[n] + s``:
-a training sample is one contiguous read, and all indexes are numpy arrays (no per-item Python
-objects for DataLoader workers to copy on read). The key hashes the source files (path, size,
-mtime) and the preprocessing settings, so changing either builds a new cache. A build writes
-into a temporary sibling folder that is renamed into place only when complete: an interrupted
-or failed build leaves nothing behind.
+Slice ``s`` of case ``n`` is row ``case_offsets[n] + s``, so a training stack (a slice and its
+context) is one contiguous read, and every index is a numpy array (DataLoader workers copy
+Python objects on read). The key hashes the settings (the geometry included) and each source
+file's path, size and mtime from ``stat()`` alone; headers are read only when building.
+
+A build writes into ``<name>.tmp-<host>-<pid>/`` and renames it into place when complete. The
+builder holds an exclusive ``flock`` on a file inside it for as long as it runs, so a later
+build can tell a dead builder's leftovers (a ``kill -9``, a node that went down) from a live
+one's (another DDP rank, another fold's job) and deletes only the former. SIGTERM during a
+build removes the temporary folder, like SIGINT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,36 +44,63 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from datamodules.errors import ConfigurationError, DataValidationError
+from datamodules.geometry import SliceGeometry
+from datamodules.nifti import PredictionTarget, read_shape
+
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2  # 2: per-slice lesion voxel counts in index.npz
+CACHE_FORMAT_VERSION = 3  # 3: network-grid slices, bit-packed native labels, stat-only key
+_LOCK_NAME = ".building"
+_TMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
 class CacheItem:
-    """What the cache needs to know about one case before decoding it.
+    """One case as a reader lists it, before anything is decoded.
 
     Attributes:
         name: Unique case name, e.g. ``"TRAINING/case_7"``.
         patient: Integer patient id used for grouped splits.
         case_number: Case number shown in reports.
-        shape: Spatial shape ``(H, W, D)`` of the case (read from a header, not decoded).
-        sources: Files the case is decoded from (fingerprinted for the key).
+        sources: Files the case is decoded from; ``sources[0]`` is the reference image whose
+            header defines the case's grid (and is copied into written predictions).
+        prediction: Where a prediction of the case is written (default: ``<name>.nii.gz``
+            with ``/`` replaced by ``_``).
     """
 
     name: str
     patient: int
     case_number: int
-    shape: tuple[int, int, int]
     sources: tuple[Path, ...]
+    prediction: PredictionTarget | None = None
+
+    def __post_init__(self) -> None:
+        if self.prediction is None:
+            default = PredictionTarget(self.name.replace("/", "_") + ".nii.gz")
+            object.__setattr__(self, "prediction", default)
 
 
-# (image (C, H, W, D) float32, label (H, W, D) uint8 or None, spacing (dh, dw, dd) mm)
-LoadFn = Callable[[CacheItem], tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]]
+@dataclass(frozen=True)
+class DecodedCase:
+    """One decoded case in the source array order.
+
+    Attributes:
+        image: ``(C, X, Y, Z)`` float32, normalised.
+        label: ``(X, Y, Z)`` uint8 {0, 1} on the image's grid, or ``None``.
+        zooms: Voxel size ``(dx, dy, dz)`` in mm.
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    zooms: tuple[float, float, float]
+
+
+LoadFn = Callable[[CacheItem], DecodedCase]
 
 
 def cache_key(items: Sequence[CacheItem], settings: dict[str, Any]) -> str:
-    """Hash of the source files (resolved path, size, mtime) and the preprocessing settings."""
+    """Hash of the settings and every source file's path, size and mtime (``stat()`` only)."""
     digest = hashlib.sha256()
     digest.update(
         json.dumps({"version": CACHE_FORMAT_VERSION, **settings}, sort_keys=True).encode()
@@ -69,8 +108,122 @@ def cache_key(items: Sequence[CacheItem], settings: dict[str, Any]) -> str:
     for item in items:
         for path in item.sources:
             stat = path.stat()
-            digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
+
+
+def check_cache_root(root: Path) -> None:
+    """Refuse a cache folder that cannot be created or written, before anything is decoded.
+
+    Raises:
+        ConfigurationError: Naming the folder, what is wrong and what to do.
+    """
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} exists and is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem is not None:
+        raise ConfigurationError(
+            f"Cannot use {root} as the preprocessing cache: {problem}. Point "
+            "data.init_args.cache_dir at a writable folder (it needs room for the decoded "
+            "dataset), or fix the folder's permissions."
+        )
+
+
+# -- stale temporary folders -------------------------------------------------------------
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive non-blocking flock on ``path``: its fd, or ``None`` if someone holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Delete temporary build folders under ``root`` whose builder is gone.
+
+    A live builder holds the flock of its folder's lock file, so its folder is left alone;
+    folders without a lock file are left alone too (a builder between ``mkdir`` and locking).
+    On a file system without locks nothing is deleted.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for tmp in sorted(root.glob(f"*{_TMP_MARK}*")) if root.is_dir() else []:
+        lock_path = tmp / _LOCK_NAME
+        if not tmp.is_dir() or not lock_path.is_file():
+            continue
+        try:
+            fd = _lock(lock_path)
+        except OSError:  # no flock here: never guess
+            continue
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+            log.info("Removed %s, left by an interrupted cache build", tmp)
+        finally:
+            os.close(fd)
+    return removed
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While building, SIGTERM unwinds like Ctrl-C, so the ``finally`` clean-up runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+def _plan(items: Sequence[CacheItem], geometry: SliceGeometry) -> tuple[np.ndarray, tuple[int, int]]:
+    """Source ``(X, Y, Z)`` of every case (from headers) and the common network grid."""
+    shapes = []
+    for item in items:
+        source_shape = read_shape(item.sources[0])
+        if len(source_shape) != 3:
+            raise DataValidationError(
+                f"{item.sources[0]}: expected a 3D image, found shape {source_shape}. The case's "
+                "reference image must be one 3D volume; check that the right file is in its folder."
+            )
+        geometry.check(source_shape, f"{item.name} ({item.sources[0]})")
+        shapes.append(source_shape)
+    grids = {geometry.network_size(geometry.native_shape(shape)[1:]) for shape in shapes}
+    if len(grids) != 1:
+        sizes = sorted({geometry.native_shape(shape)[1:] for shape in shapes})
+        raise ConfigurationError(
+            f"The cases have slices of different sizes {sizes[:6]}{' …' if len(sizes) > 6 else ''} "
+            "(rows × cols), so their slices cannot be batched on one grid. Set "
+            "data.init_args.image_size (e.g. 256) to resize every case to one network grid; "
+            "predictions are resized back to each case's own grid."
+        )
+    return np.array(shapes, dtype=np.int64), grids.pop()
 
 
 def build_slice_cache(
@@ -78,6 +231,7 @@ def build_slice_cache(
     items: Sequence[CacheItem],
     load: LoadFn,
     channels: Sequence[str],
+    geometry: SliceGeometry,
     settings: dict[str, Any],
 ) -> Path:
     """Decode every item once and write the cache at ``directory`` (atomically).
@@ -85,75 +239,37 @@ def build_slice_cache(
     Args:
         directory: Final cache folder; returned unchanged if it already exists.
         items: Cases in a fixed order.
-        load: Decodes one item (see :data:`LoadFn`).
+        load: Decodes one item (see :class:`DecodedCase`).
         channels: Channel names, in the order ``load`` stacks them.
+        geometry: Maps each case to the network grid.
         settings: Preprocessing settings, recorded in ``meta.json``.
 
     Returns:
         ``directory``.
 
     Raises:
-        Whatever ``load`` raises for a bad file; the partial build is deleted first.
+        ConfigurationError: If the crop does not fit a case or the cases need a common size.
+        DataValidationError: Whatever ``load`` raises for a bad file; nothing is left behind.
     """
     if (directory / "meta.json").is_file():
         return directory
     if not items:
-        raise ValueError(f"Nothing to cache for {directory}: the case list is empty.")
-    heights = {item.shape[:2] for item in items}
-    if len(heights) != 1:
-        raise ValueError(
-            f"All cases must share one in-plane shape to be cached together; found {heights}."
-        )
-    height, width = heights.pop()
-    depths = np.array([item.shape[2] for item in items], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(depths)])
+        raise DataValidationError(f"Nothing to cache for {directory}: the case list is empty.")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
+    remove_stale_builds(directory.parent)
+    source_shapes, grid = _plan(items, geometry)
+    native = np.array([geometry.native_shape(shape) for shape in source_shapes], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(native[:, 0])])
+    tmp = directory.with_name(f"{directory.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        shape = (int(offsets[-1]), len(channels), height, width)
-        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.float32, shape)
-        labels = np.lib.format.open_memmap(
-            tmp / "labels.npy", "w+", np.uint8, shape[:1] + shape[2:]
-        )
-        spacing = np.zeros((len(items), 3), dtype=np.float64)
-        has_label = np.zeros(len(items), dtype=bool)
-        label_voxels = np.zeros(int(offsets[-1]), dtype=np.int64)
-        for n, item in enumerate(tqdm(items, desc=f"Caching {directory.name}", unit="case")):
-            image, label, (dh, dw, dd) = load(item)
-            if image.shape != (len(channels), height, width, depths[n]):
-                raise ValueError(
-                    f"{item.name}: decoded image has shape {image.shape}, expected "
-                    f"{(len(channels), height, width, int(depths[n]))} from its header."
-                )
-            rows = slice(offsets[n], offsets[n + 1])
-            images[rows] = np.moveaxis(image, -1, 0)  # (C, H, W, D) -> (D, C, H, W)
-            if label is not None:
-                labels[rows] = np.moveaxis(label, -1, 0)
-                label_voxels[rows] = np.count_nonzero(label, axis=(0, 1))
-                has_label[n] = True
-            spacing[n] = (dd, dh, dw)
-        images.flush()
-        labels.flush()
-        del images, labels
-        np.savez(
-            tmp / "index.npz",
-            case_offsets=offsets,
-            spacing=spacing,
-            has_label=has_label,
-            label_voxels=label_voxels,
-            patient=np.array([item.patient for item in items], dtype=np.int64),
-            case_number=np.array([item.case_number for item in items], dtype=np.int64),
-        )
-        meta = {
-            "format_version": CACHE_FORMAT_VERSION,
-            "channels": list(channels),
-            "settings": settings,
-            "cases": [item.name for item in items],
-            "sources": [[str(p) for p in item.sources] for item in items],
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        lock = _lock(tmp / _LOCK_NAME)
+    except OSError:  # a file system without flock: the folder is still removed on failure
+        lock = None
+    try:
+        with _sigterm_raises():
+            _write(tmp, items, load, channels, geometry, settings, source_shapes, offsets, grid)
         try:
             tmp.rename(directory)
         except OSError:  # another process finished the same cache first
@@ -161,8 +277,69 @@ def build_slice_cache(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
     log.info("Wrote cache %s (%d cases, %d slices)", directory, len(items), offsets[-1])
     return directory
+
+
+def _write(tmp: Path, items: Sequence[CacheItem], load: LoadFn, channels: Sequence[str],
+           geometry: SliceGeometry, settings: dict[str, Any], source_shapes: np.ndarray,
+           offsets: np.ndarray, grid: tuple[int, int]) -> None:  # fmt: skip
+    rows = int(offsets[-1])
+    images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.float32,
+                                       (rows, len(channels), *grid))  # fmt: skip
+    labels = np.lib.format.open_memmap(tmp / "labels.npy", "w+", np.uint8, (rows, *grid))
+    packed: list[np.ndarray] = []
+    spacing = np.zeros((len(items), 3), dtype=np.float64)
+    has_label = np.zeros(len(items), dtype=bool)
+    label_voxels = np.zeros(rows, dtype=np.int64)
+    for n, item in enumerate(tqdm(items, desc=f"Caching {tmp.name.split(_TMP_MARK)[0]}", unit="case")):
+        case = load(item)
+        expected = (len(channels), *(int(v) for v in source_shapes[n]))
+        if case.image.shape != expected:
+            raise DataValidationError(
+                f"{item.name}: decoded image has shape {case.image.shape}, expected {expected} "
+                f"from the header of {item.sources[0]}."
+            )
+        span = slice(offsets[n], offsets[n + 1])
+        images[span] = geometry.image_to_network(geometry.to_slices(case.image))
+        if case.label is not None:
+            native_label = geometry.to_slices(case.label)  # (D, H, W)
+            labels[span] = geometry.label_to_network(native_label)
+            label_voxels[span] = np.count_nonzero(labels[span], axis=(1, 2))
+            packed.append(np.packbits(native_label.astype(bool, copy=False).ravel()))
+            has_label[n] = True
+        else:
+            packed.append(np.zeros(0, dtype=np.uint8))
+        spacing[n] = geometry.spacing(case.zooms)
+    images.flush()
+    labels.flush()
+    del images, labels
+    np.save(tmp / "native_labels.npy", np.concatenate(packed))
+    np.savez(
+        tmp / "index.npz",
+        case_offsets=offsets,
+        native_shape=np.array([geometry.native_shape(s) for s in source_shapes], dtype=np.int64),
+        native_offsets=np.concatenate([[0], np.cumsum([len(p) for p in packed])]),
+        spacing=spacing,
+        has_label=has_label,
+        label_voxels=label_voxels,
+        patient=np.array([item.patient for item in items], dtype=np.int64),
+        case_number=np.array([item.case_number for item in items], dtype=np.int64),
+    )
+    meta = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "channels": list(channels),
+        "settings": settings,
+        "cases": [item.name for item in items],
+        "sources": [[str(p) for p in item.sources] for item in items],
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+# -- reading ----------------------------------------------------------------------------
 
 
 class SliceCache:
@@ -170,6 +347,9 @@ class SliceCache:
 
     Args:
         directory: A folder written by :func:`build_slice_cache`.
+
+    Raises:
+        FileNotFoundError: If the folder is not a complete cache.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -181,37 +361,50 @@ class SliceCache:
         self.meta = json.loads((self.directory / "meta.json").read_text())
         with np.load(self.directory / "index.npz") as index:
             self.case_offsets = index["case_offsets"]
+            self.native_shape = index["native_shape"]
+            self.native_offsets = index["native_offsets"]
             self.spacing = index["spacing"]
             self.has_label = index["has_label"]
-            self.label_voxels = index["label_voxels"]  # (S,) lesion voxels of every slice
+            self.label_voxels = index["label_voxels"]
             self.patient = index["patient"]
             self.case_number = index["case_number"]
-        self._images: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
+        self._arrays: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Memory maps are reopened in each worker instead of being pickled.
-        return {**self.__dict__, "_images": None, "_labels": None}
+        return {**self.__dict__, "_arrays": {}}
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.directory / f"{name}.npy", mmap_mode="r")
+        return self._arrays[name]
 
     @property
     def images(self) -> np.ndarray:
-        if self._images is None:
-            self._images = np.load(self.directory / "images.npy", mmap_mode="r")
-        return self._images
+        """``(S, C, h, w)`` float32 network-grid slices (memory-mapped)."""
+        return self._array("images")
 
     @property
     def labels(self) -> np.ndarray:
-        if self._labels is None:
-            self._labels = np.load(self.directory / "labels.npy", mmap_mode="r")
-        return self._labels
+        """``(S, h, w)`` uint8 network-grid labels (memory-mapped)."""
+        return self._array("labels")
+
+    def native_label(self, case: int) -> np.ndarray:
+        """The case's label on its native ``(D, H, W)`` grid (zeros if it has none)."""
+        shape = tuple(int(n) for n in self.native_shape[case])
+        if not self.has_label[case]:
+            return np.zeros(shape, dtype=np.uint8)
+        start, stop = self.native_offsets[case], self.native_offsets[case + 1]
+        bits = np.unpackbits(self._array("native_labels")[start:stop], count=int(np.prod(shape)))
+        return bits.reshape(shape)
 
     @property
     def channels(self) -> list[str]:
-        return self.meta["channels"]
+        return list(self.meta["channels"])
 
     @property
     def case_names(self) -> list[str]:
-        return self.meta["cases"]
+        return list(self.meta["cases"])
 
     def __len__(self) -> int:
         return len(self.case_offsets) - 1
@@ -223,4 +416,6 @@ class SliceCache:
     def slice_rows(self, cases: np.ndarray) -> np.ndarray:
         """Rows of ``images``/``labels`` that belong to the given case indices, in order."""
         starts, stops = self.case_offsets[cases], self.case_offsets[cases + 1]
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]).astype(np.int64)
+        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)] or [[]]).astype(
+            np.int64
+        )

@@ -1,4 +1,4 @@
-"""Reader for the real ISLES 2018 layout (SMIR export; ``shared/specs/datasets.md`` §4).
+"""Reader for the real ISLES 2018 layout (SMIR export; docs/datasets.md §4).
 
 ::
 
@@ -12,7 +12,11 @@
 Modalities are matched by their token (``CT_CBF`` and the earlier release's ``MR_CBF`` both mean
 CBF), never by the opaque SMIR id. ``__MACOSX`` and dot-files are ignored. Voxel spacing comes
 from ``header.get_zooms()`` (pixdim): the sform of these files is an identity matrix, so
-``img.affine`` would claim 1 mm voxels.
+``img.affine`` would claim 1 mm voxels. Every volume of a case must lie on the CT's voxel grid
+(:func:`datamodules.nifti.align_to_reference`): a map or OT with another spacing is refused
+with both files named, one stored with flipped or permuted axes is reoriented exactly.
+Folders of a split that are not ``case_<N>`` (``case_01``, ``case_5 copy``) are reported, never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -23,11 +27,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from datamodules.errors import DatasetNotFoundError, DataValidationError
+from datamodules.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
 from datamodules.isles2018_cases import SPLITS, case_info
+from datamodules.nifti import align_to_reference, load_volume
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class ISLESCase:
         directory: The ``case_N`` folder.
         files: Canonical modality (``"CT"``, ``"PWI"``, ``"CBF"``, …, ``"OT"``, ``"DWI"``) → ``.nii``.
         patient_key: Patient identifier for per-patient splits (from the shipped case table).
+        ids: Canonical modality → the SMIR object id of its folder.
     """
 
     split: str
@@ -68,6 +73,7 @@ class ISLESCase:
     directory: Path
     files: Mapping[str, Path]
     patient_key: str
+    ids: Mapping[str, int]
 
     @property
     def name(self) -> str:
@@ -76,7 +82,9 @@ class ISLESCase:
     def path(self, modality: str) -> Path:
         """Return the file of ``modality``, or raise naming the folder that is missing."""
         if modality not in self.files:
-            token = {"PWI": "CT_4DPWI", "OT": "OT", "CT": "CT"}.get(modality, f"CT_{modality}")
+            token = {"PWI": "CT_4DPWI", "OT": "OT", "CT": "CT", "DWI": "MR_DWI"}.get(
+                modality, f"CT_{modality}"
+            )
             raise DataValidationError(
                 f"{self.directory}: no {modality} folder. Expected a folder named "
                 f"SMIR.Brain.XX.O.{token}.<id>/ holding SMIR.Brain.XX.O.{token}.<id>.nii. "
@@ -106,8 +114,9 @@ def check_root(root: str | Path) -> Path:
     )
 
 
-def _modality_files(case_dir: Path) -> dict[str, Path]:
+def _modality_files(case_dir: Path) -> tuple[dict[str, Path], dict[str, int]]:
     files: dict[str, Path] = {}
+    ids: dict[str, int] = {}
     for folder in sorted(case_dir.iterdir()):
         if folder.name.startswith(".") or not folder.is_dir():
             continue
@@ -130,7 +139,8 @@ def _modality_files(case_dir: Path) -> dict[str, Path]:
                 f"{folder.name}). Keep one of them."
             )
         files[modality] = nii
-    return files
+        ids[modality] = int(match["id"])
+    return files, ids
 
 
 def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]:
@@ -151,15 +161,21 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     split_dir = root / split
-    case_dirs = sorted(
-        (d for d in split_dir.iterdir() if d.is_dir() and _CASE_RE.match(d.name))
-        if split_dir.is_dir() else [],
-        key=lambda d: int(_CASE_RE.match(d.name)["case"]),
-    )  # fmt: skip
+    folders = [d for d in split_dir.iterdir() if d.is_dir()] if split_dir.is_dir() else []
+    case_dirs = sorted((d for d in folders if _CASE_RE.match(d.name)),
+                       key=lambda d: int(_CASE_RE.match(d.name)["case"]))  # type: ignore[index]  # fmt: skip
+    odd = sorted(d.name for d in folders if not _CASE_RE.match(d.name) and not d.name.startswith("."))
+    if odd:
+        log.warning(
+            "%s: ignoring %d folder(s) not named case_<N> (N without leading zeros): %s. Rename "
+            "them to case_<N> to include them, or move them out of %s to silence this.",
+            split_dir, len(odd), ", ".join(odd), split_dir,
+        )
     if not case_dirs:
         raise DatasetNotFoundError(
-            f"No case_<N> folders in {split_dir}.\nExpected:\n{EXPECTED_LAYOUT}\n"
-            f"Synthetic twin: {SYNTH_HINT.format(root=root)}"
+            f"No case_<N> folders in {split_dir}"
+            + (f" (found only {', '.join(odd[:5])})" if odd else "")
+            + f".\nExpected:\n{EXPECTED_LAYOUT}\nSynthetic twin: {SYNTH_HINT.format(root=root)}"
         )
     cases = []
     for case_dir in case_dirs:
@@ -171,56 +187,12 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
             log.warning(
                 "%s is not in the official case table; treated as its own patient", case_dir
             )
-        case = ISLESCase(split, number, case_dir, _modality_files(case_dir), patient_key)
+        files, ids = _modality_files(case_dir)
+        case = ISLESCase(split, number, case_dir, files, patient_key, ids)
         for modality in REQUIRED_MODALITIES + (("OT",) if split == "TRAINING" else ()):
             case.path(modality)
         cases.append(case)
     return cases
-
-
-def read_shape(path: Path) -> tuple[int, ...]:
-    """Shape from the NIfTI header alone (no voxel data is decoded).
-
-    Raises:
-        DataValidationError: If the header cannot be read.
-    """
-    try:
-        return tuple(nib.load(str(path)).shape)
-    except Exception as error:
-        raise DataValidationError(
-            f"{path}: cannot read the NIfTI header ({type(error).__name__}: {error}). "
-            "Re-extract the file from the original archive."
-        ) from error
-
-
-def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Decode one NIfTI file and check it is finite and has ``ndim`` dimensions.
-
-    Returns:
-        The voxel array as stored (dtype kept) and the spatial zooms (pixdim) in mm.
-
-    Raises:
-        DataValidationError: If the file cannot be decoded (e.g. truncated), has the wrong number
-            of dimensions or holds NaN/inf.
-    """
-    try:
-        # mmap=False: read into memory, so a file replaced on disk later cannot fault the array.
-        image = nib.load(str(path), mmap=False)
-        data = np.asarray(image.dataobj)
-    except Exception as error:  # nibabel raises several types for a damaged file
-        raise DataValidationError(
-            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). The file is "
-            "probably truncated or corrupt; re-extract it from the original archive."
-        ) from error
-    if data.ndim != ndim:
-        raise DataValidationError(f"{path}: expected a {ndim}D image, found shape {data.shape}.")
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise DataValidationError(
-            f"{path}: {bad} voxels are NaN or infinite. Fix or replace the file."
-        )
-    zooms = tuple(float(z) for z in image.header.get_zooms()[:3])
-    return data, zooms
 
 
 def read_case(case: ISLESCase, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None,
@@ -243,25 +215,23 @@ def read_case(case: ISLESCase, channels: Sequence[str]) -> tuple[np.ndarray, np.
     """
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
-        raise ValueError(f"Unknown channel(s) {unknown}; valid channels: {list(CHANNELS)}")
-    ct, spacing = load_volume(case.path("CT"))
-    shape = ct.shape
+        raise ConfigurationError(
+            f"Unknown channel(s) {unknown}; valid channels: {list(CHANNELS)} (data.init_args.channels)."
+        )
+    reference = case.path("CT")
+    ct, spacing = load_volume(reference)
 
-    def _checked(modality: str, ndim: int = 3) -> np.ndarray:
-        data, _ = load_volume(case.path(modality), ndim) if modality != "CT" else (ct, spacing)
-        if data.shape[:3] != shape:
-            raise DataValidationError(
-                f"{case.path(modality)}: shape {data.shape} does not match the case's CT "
-                f"{shape} ({case.path('CT')}). All volumes of a case must share one grid."
-            )
-        return data
+    def _checked(modality: str) -> np.ndarray:
+        """The modality on the CT's grid; the 4D series reduced to its maximum over time."""
+        if modality == "CT":
+            return ct
+        path = case.path(modality)
+        data, _ = load_volume(path, ndim=4 if modality == "PWI" else 3)
+        if modality == "PWI":
+            data = data.max(axis=3)
+        return align_to_reference(data, path, reference)
 
-    planes = []
-    for channel in channels:
-        if channel == "PWI_max":
-            planes.append(_checked("PWI", ndim=4).max(axis=3).astype(np.float32))
-        else:
-            planes.append(_checked(channel).astype(np.float32))
+    planes = [_checked("PWI" if c == "PWI_max" else c).astype(np.float32) for c in channels]
     label = None
     if "OT" in case.files:
         ot = _checked("OT")

@@ -1,8 +1,9 @@
-"""MONAI augmentation for 2D slice training."""
+"""MONAI augmentation for 2D slice training: the papers' random affine as one resampling."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -81,17 +82,35 @@ class RandomOrderAffined(Randomizable, MapTransform):
         for key, mode in zip(self.keys, ("bilinear", "nearest")):
             resample = Affine(affine=torch.as_tensor(self._matrix), padding_mode="zeros",
                               mode=mode, image_only=True)  # fmt: skip
-            sample[key] = resample(sample[key])
+            sample[key] = resample(sample[key].float())  # grid sampling needs floats
         return sample
 
 
-def slice_augmentation(
-    rotate_degrees: float = 10.0,
-    translate_fraction: float = 0.1,
-    scale_range: tuple[float, float] = (0.9, 1.1),
-    flip_axes: Sequence[int] = (0,),
-    random_order: bool = True,
-) -> RandomOrderAffined:
-    """The papers' augmentation for ``{"image": (C, H, W), "label": (1, H, W)}`` samples."""
-    return RandomOrderAffined(rotate_degrees, translate_fraction, scale_range, flip_axes,
-                              random_order=random_order)  # fmt: skip
+@dataclass(frozen=True)
+class Augmentation:
+    """Settings of the random affine augmentation of training slices.
+
+    The defaults are seed 003's (arXiv:1811.01085 §4.1); datasets pass their papers' values.
+
+    Args:
+        rotate_degrees: Rotation range (±, degrees).
+        translate_fraction: Translation range (± fraction of each image side).
+        scale_range: ``(min, max)`` isotropic zoom.
+        flip_axes: Image axes (0 = rows, 1 = columns) flipped with probability 0.5 each.
+        random_order: Compose the four operations in a random order per sample (seed 003);
+            ``False``: rotation, translation, zoom, flip, as Keras' ``ImageDataGenerator``.
+    """
+
+    rotate_degrees: float = 10.0
+    translate_fraction: float = 0.1
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    flip_axes: tuple[int, ...] = (0,)
+    random_order: bool = True
+
+    def transform(self) -> RandomOrderAffined:
+        """The MONAI dictionary transform for ``{"image": (C, H, W), "label": (1, H, W)}``."""
+        low, high = self.scale_range
+        return RandomOrderAffined(
+            self.rotate_degrees, self.translate_fraction, (low, high), self.flip_axes,
+            random_order=self.random_order,
+        )

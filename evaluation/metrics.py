@@ -1,9 +1,10 @@
-"""Per-case segmentation metric presets, one per source of reported numbers (see metrics.md)."""
+"""Per-case segmentation metric presets, one per source of reported numbers (docs/metrics.md)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 from monai.metrics.utils import get_surface_distance
@@ -352,6 +353,8 @@ def atlas2_challenge(
 
 
 MetricPreset = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict[str, float]]
+# The preset names, for typed settings (``SegmentationModule(metrics=...)``).
+PresetName = Literal["isles2018", "atlas_dunet", "atlas_vcanet", "atlas2_challenge"]
 
 METRIC_PRESETS: dict[str, MetricPreset] = {
     "isles2018": isles2018,

@@ -1,6 +1,7 @@
 """Training logic: LightningModules that compose a network, a loss and an optimiser."""
 
-from lightning_modules.callbacks import CaseReport, NiftiPredictionWriter, TwoStageFinetuning
+from lightning_modules.callbacks import CaseReport, TwoStageFinetuning
 from lightning_modules.segmentation import SegmentationModule
+from lightning_modules.writer import NiftiPredictionWriter
 
 __all__ = ["CaseReport", "NiftiPredictionWriter", "SegmentationModule", "TwoStageFinetuning"]

@@ -1,111 +1,172 @@
 """The ``lightning`` command: LightningCLI in subclass mode over the suite's modules.
 
     lightning fit --config experiments/pspnet_focal.yaml [--config experiments/demo.yaml]
-    lightning validate|test|predict --config ... --ckpt_path runs/<experiment>/fold0/checkpoints/...
+    lightning fit ... --ckpt_path last                      # resume the fold where it stopped
+    lightning validate|test|predict --config runs/<experiment>/fold0/config.yaml --ckpt_path best
     lightning fit --config experiments/pspnet_focal.yaml --print_config
 
-Each run writes to ``runs/<experiment>/fold<k>/`` (CSV metrics, checkpoints, the resolved
-config, the patient split and the per-case tables). ``experiment`` is a top-level key of the
-experiment YAMLs; the fold comes from ``data.init_args.fold``. A ``WandbLogger`` given in a
-config gets ``group=<experiment>`` and ``name=fold<k>`` unless the config sets them, so the
-folds of one experiment sit together in W&B.
+Each fold of an experiment lives in ``runs/<experiment>/fold<k>/`` (see
+:mod:`lightning_modules.runs`); ``experiment`` is a top-level key of the experiment YAMLs and
+the fold comes from ``data.init_args.fold``. Every run gets, without repeating it in the
+YAMLs, a ``ModelCheckpoint`` (best and last), a ``LearningRateMonitor``, a ``CaseReport`` and
+an optional ``early_stopping``, all following the model's single ``monitor``/``monitor_mode``
+through ``link_arguments``. A ``WandbLogger`` given in a config logs beside the CSV logger,
+grouped by experiment and named by fold, with its files inside the fold's folder. User
+mistakes exit with status 2 and one paragraph (:mod:`lightning_modules.cli_errors`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
 import sys
-import time
 from importlib import import_module
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from datamodules.errors import DatasetNotFoundError, DataValidationError
+from lightning_modules.callbacks import CaseReport
+from lightning_modules.cli_errors import SuiteArgumentParser, find_user_error
+from lightning_modules.runs import RunPlan, plan_run, wandb_run_id
 
 log = logging.getLogger(__name__)
 
 _PACKAGES = ("datamodules", "lightning_modules", "networks", "losses", "evaluation")
-_VERSION_ENV = "STROKESEG_RUN_VERSION"
+_WANDB = "WandbLogger"
 
 
-def _run_version(root: Path, base: str) -> str:
-    """Run folder name, agreed on by every process of a job.
-
-    ``fold<k>`` if free, else ``fold<k>-<timestamp>``; under SLURM ``fold<k>-job<id>``. The
-    choice is exported so that DDP processes started by Lightning reuse it.
-    """
-    if os.environ.get(_VERSION_ENV):
-        return os.environ[_VERSION_ENV]
-    if "SLURM_JOB_ID" in os.environ:
-        version = f"{base}-job{os.environ['SLURM_JOB_ID']}"
-    elif (root / base).exists():
-        version = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}"
-    else:
-        version = base
-    os.environ[_VERSION_ENV] = version
-    return version
+def _checkpoint_filename(monitor: str) -> str:
+    """``best-epoch007-dice0.6360.ckpt`` for ``val/dice``."""
+    return f"best-epoch{{epoch:03d}}-{monitor.rsplit('/', 1)[-1]}{{{monitor}:.4f}}"
 
 
 class SuiteCLI(LightningCLI):
-    """LightningCLI with experiment naming, a CSV logger default and fast dataset checks."""
+    """LightningCLI with run folders per fold, linked default callbacks and short errors."""
+
+    run_plan: RunPlan | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", SuiteArgumentParser)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--experiment", type=str, default="experiment",
-                            help="Experiment name: runs go to runs/<experiment>/fold<k>/")  # fmt: skip
+                            help="Experiment name: runs go to <runs_dir>/<experiment>/fold<k>/")  # fmt: skip
         parser.add_argument("--runs_dir", type=str, default="runs", help="Root of run folders.")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: delete the fold's existing run folder and start over.")  # fmt: skip
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False})
+        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
+        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
+        parser.add_lightning_class_args(CaseReport, "case_report")
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping", subclass_mode=True,
+                                        required=False)  # fmt: skip
+        for target in ("checkpoint", "case_report", "early_stopping.init_args"):
+            parser.link_arguments("model.init_args.monitor", f"{target}.monitor")
+            parser.link_arguments("model.init_args.monitor_mode", f"{target}.mode")
+        parser.link_arguments("model.init_args.monitor", "checkpoint.filename",
+                              compute_fn=_checkpoint_filename)  # fmt: skip
 
     def _config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        cfg = self._config()
+        self._check_dataset(cfg)
+        fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
+        stage = self.subcommand or "fit"
+        plan = plan_run(cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"),
+                        cfg.overwrite)  # fmt: skip
+        self.run_plan = plan
+        if "ckpt_path" in cfg:  # absent when the CLI is built without a subcommand (run=False)
+            cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
+        cfg.checkpoint.dirpath = str(plan.stage_dir / "checkpoints")
+        cfg.trainer.default_root_dir = str(plan.stage_dir)
+        self._configure_loggers(cfg, plan, fold, stage)
+
+    @staticmethod
+    def _check_dataset(cfg: Any) -> None:
         # Check the dataset before anything heavy is built, so a missing dataset fails in
         # seconds with an actionable message instead of after the model is constructed.
-        data = self._config().get("data")
-        if data is not None and getattr(data, "class_path", None):
-            module, _, name = data.class_path.rpartition(".")
-            data_class = getattr(import_module(module), name)
-            data_dir = getattr(data.init_args, "data_dir", None)
-            if hasattr(data_class, "check_data_dir") and data_dir is not None:
-                accepted = inspect.signature(data_class.check_data_dir).parameters
-                extra = {k: getattr(data.init_args, k) for k in accepted
-                         if k != "data_dir" and hasattr(data.init_args, k)}  # fmt: skip
-                data_class.check_data_dir(data_dir, **extra)
+        data = cfg.get("data")
+        if data is None or not getattr(data, "class_path", None):
+            return
+        module, _, name = data.class_path.rpartition(".")
+        data_class = getattr(import_module(module), name)
+        data_dir = getattr(data.init_args, "data_dir", None)
+        if hasattr(data_class, "check_data_dir") and data_dir is not None:
+            accepted = inspect.signature(data_class.check_data_dir).parameters
+            extra = {k: getattr(data.init_args, k) for k in accepted
+                     if k != "data_dir" and hasattr(data.init_args, k)}  # fmt: skip
+            data_class.check_data_dir(data_dir, **extra)
+
+    @staticmethod
+    def _configure_loggers(cfg: Any, plan: RunPlan, fold: int | None, stage: str) -> None:
+        """The CSV logger of the fold's folder first (so ``trainer.log_dir`` is that folder),
+        then any logger of the config, W&B pointed into the same folder."""
+        given = cfg.trainer.logger
+        if given is False:
+            return
+        others = [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
+        csv = Namespace(
+            class_path="lightning_modules.runs.RunCSVLogger",
+            init_args=Namespace(save_dir=str(plan.run_dir.parent.parent),
+                                name=plan.run_dir.parent.name, version=plan.logger_version,
+                                keep_until_epoch=plan.resume_epoch),
+        )  # fmt: skip
+        for logger in others:
+            if str(getattr(logger, "class_path", "")).endswith(_WANDB):
+                name = f"fold{fold}" if fold is not None else "run"
+                logger.init_args.save_dir = str(plan.run_dir)
+                logger.init_args.name = logger.init_args.name or (
+                    name if stage == "fit" else f"{name}-{stage}"
+                )
+                if stage == "fit":
+                    logger.init_args.id = wandb_run_id(plan.run_dir)
+                extra = dict(logger.get("dict_kwargs") or {})
+                extra.setdefault("group", cfg.experiment)
+                extra.setdefault("job_type", stage)
+                extra.setdefault("resume", "allow")
+                logger.dict_kwargs = extra
+        cfg.trainer.logger = [csv, *others]
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        # Refuse a checkpoint trained on other inputs before anything else is set up or
+        # printed: the datamodule and the model exist, the trainer does not yet.
+        preflight = getattr(self.datamodule, "preflight", None)
+        if preflight is not None:
+            preflight(self.subcommand or "fit")
+        plan = self.run_plan
+        check = getattr(self.datamodule, "check_signature", None)
+        if plan is not None and plan.ckpt_path is not None and check is not None:
+            state = torch.load(plan.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+            saved = state.get(type(self.datamodule).__qualname__, {})
+            check(saved.get("signature"), str(plan.ckpt_path))
+        return super().instantiate_trainer(**kwargs)
+
+    def before_predict(self) -> None:
+        # Predictions go to writer callbacks case by case; keeping every case's native-grid
+        # probability in memory as well would grow with the dataset.
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:
+            config["return_predictions"] = False
 
     def _instantiate_trainer(
         self, config: dict[str, Any], callbacks: list[pl.Callback]
     ) -> pl.Trainer:
-        cfg = self._config()
-        experiment = cfg.experiment
-        fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
-        base = f"fold{fold}" if fold is not None else "run"
-        stage = self.subcommand or "fit"
-        if stage != "fit":
-            base = f"{base}-{stage}"
-        root = Path(cfg.runs_dir) / experiment
-        version = _run_version(root, base)
-        logger = config.get("logger")
-        if logger is None or logger is True:
-            config["logger"] = CSVLogger(save_dir=cfg.runs_dir, name=experiment, version=version)
-        else:
-            for each in logger if isinstance(logger, list) else [logger]:
-                if isinstance(each, WandbLogger):
-                    settings = each._wandb_init  # consumed lazily, when the run starts
-                    settings["group"] = settings.get("group") or experiment
-                    settings["name"] = settings.get("name") or base
-                    settings["job_type"] = settings.get("job_type") or stage
-        if not config.get("default_root_dir"):
-            config["default_root_dir"] = str(root)
-        return super()._instantiate_trainer(config, callbacks)
+        # An absent optional callback (early_stopping: null) arrives as None.
+        return super()._instantiate_trainer(config, [c for c in callbacks if c is not None])
 
 
 def _configure_logging() -> None:
+    # Lightning announces the seed before the arguments are checked; the seed is in the run's
+    # config.yaml, and a user error must be the first thing a user reads.
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for package in _PACKAGES:
@@ -127,8 +188,11 @@ def main(args: list[str] | None = None) -> None:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except (DatasetNotFoundError, DataValidationError) as error:
-        print(f"\nerror: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = find_user_error(error)
+        if user_error is None:
+            raise
+        sys.stderr.write(f"error: {user_error}\n")
         sys.exit(2)
     finally:
         # Lightning leaves the process group alive after fit; tearing gloo down explicitly

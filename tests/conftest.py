@@ -44,7 +44,6 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | N
     command, *rest = args
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline",
                 "WANDB_SILENT": "true", **(env or {})}  # fmt: skip
-    full_env.pop("STROKESEG_RUN_VERSION", None)
     result = subprocess.run([str(BIN / command), *rest], cwd=cwd, env=full_env, timeout=timeout,
                             capture_output=True, text=True)  # fmt: skip
     if check and result.returncode != 0:

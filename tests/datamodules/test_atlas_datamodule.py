@@ -1,22 +1,26 @@
-"""ATLASDataModule on a tiny R1.1 twin: cache orientation, 2.5D stacks, splits and sampling."""
+"""ATLASDataModule on a tiny R1.1 twin: network-grid cache, 2.5D stacks, splits and sampling."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from datamodules import ATLASDataModule
 from datamodules.atlas_reader import read_scan, scan_atlas
+from datamodules.errors import ConfigurationError
+
+# The tiny twin's slices are 47 rows × 40 columns: a 32×32 window replaces the papers' crops.
+WINDOW = (4, 36, 4, 36)
 
 
 def _datamodule(root: Path, tmp_path: Path, run_dir: Path | None = None, **kwargs):
-    # The tiny twin's slices are 47 rows × 40 columns: a 32×32 window replaces the papers' crops.
     defaults = dict(data_dir=str(root), cache_dir=str(tmp_path / "cache"), num_folds=4,
-                    preprocessing="none", crop=(4, 36, 4, 36), batch_size=4, num_workers=0)  # fmt: skip
+                    crop=WINDOW, image_size=None, context=(0,), batch_size=4, num_workers=0)  # fmt: skip
     dm = ATLASDataModule(**{**defaults, **kwargs})
     dm.prepare_data()
     if run_dir is not None:
@@ -31,34 +35,46 @@ def dm(tiny_atlas, tmp_path) -> ATLASDataModule:
     return _datamodule(tiny_atlas, tmp_path)
 
 
-def test_cache_holds_min_max_t1_and_or_mask_as_y_x_slices(dm, tiny_atlas):
+def test_cache_holds_the_windowed_min_max_t1_and_or_mask_as_y_x_slices(dm, tiny_atlas):
     cache = dm.train_cache
     scan = scan_atlas(tiny_atlas)[2]
     index = cache.case_names.index(scan.name)
     t1, mask, _ = read_scan(scan)
     rows = slice(cache.case_offsets[index], cache.case_offsets[index + 1])
     expected = (t1 - t1.min()) / (t1.max() - t1.min())  # (X, Y, Z), whole-volume min-max
-    np.testing.assert_allclose(cache.images[rows, 0], np.transpose(expected, (2, 1, 0)), atol=1e-6)
-    assert np.array_equal(cache.labels[rows], np.transpose(mask, (2, 1, 0)))
-    assert np.array_equal(cache.label_voxels[rows], mask.sum(axis=(0, 1)))
-    assert np.array_equal(dm.to_source_order(cache.labels[rows]), mask)
+    h0, h1, w0, w1 = WINDOW
+    yx = np.transpose(expected, (2, 1, 0))  # (Z, Y, X): 233 × 197 slices on the real grid
+    np.testing.assert_allclose(cache.images[rows, 0], yx[:, h0:h1, w0:w1], atol=1e-6)
+    label = np.transpose(mask, (2, 1, 0))
+    assert np.array_equal(cache.labels[rows], label[:, h0:h1, w0:w1])
+    assert np.array_equal(cache.native_label(index), label)  # the whole native grid is kept
+    assert np.array_equal(dm.geometry.to_source(cache.native_label(index)), mask)
+    assert np.array_equal(cache.label_voxels[rows], label[:, h0:h1, w0:w1].sum(axis=(1, 2)))
 
 
 def test_four_slice_stack_is_i_minus_2_to_i_plus_1_zero_padded_at_the_ends(tiny_atlas, tmp_path):
-    dm = _datamodule(tiny_atlas, tmp_path, context=(-2, -1, 0, 1), augment=False)
+    dm = _datamodule(tiny_atlas, tmp_path, context=(-2, -1, 0, 1), augmentation=None)
     cache = dm.train_cache
     case = int(dm.val_cases[0])
     first, last = cache.case_offsets[case], cache.case_offsets[case + 1]
     item = dm.val_dataloader().dataset[0]
     assert item["image"].shape == (last - first, 4, 32, 32)
-    window = torch.from_numpy(np.array(cache.images[first:last, 0, 4:36, 4:36]))
+    window = torch.from_numpy(np.array(cache.images[first:last, 0]))
     for i in (0, 1, 5, last - first - 1):
         for channel, offset in enumerate((-2, -1, 0, 1)):
             j = i + offset
             expected = window[j] if 0 <= j < last - first else torch.zeros(32, 32)
             assert torch.equal(item["image"][i, channel], expected), (i, offset)
-    assert item["crop_box"].tolist() == [4, 36, 4, 36]
-    assert item["label"].shape == (last - first, 47, 40)
+    assert item["geometry"].window((47, 40)) == WINDOW
+    assert item["label"].shape == item["native_shape"] == (last - first, 47, 40)
+    # A training sample stacks the same neighbours: slice 1 of a training case.
+    train = dm.train_dataloader().dataset
+    start = int(cache.case_offsets[dm.train_cases[0]])
+    sample = train[int(np.flatnonzero(train.rows == start + 1)[0])]
+    assert torch.equal(sample["image"][0], torch.zeros(32, 32))  # i-2 lies before the case
+    for channel, row in zip((1, 2, 3), (start, start + 1, start + 2)):
+        assert torch.equal(sample["image"][channel], torch.from_numpy(np.array(cache.images[row, 0])))
+    assert torch.equal(sample["label"][0], torch.from_numpy(np.array(cache.labels[start + 1])))
 
 
 def test_subject_split_keeps_sessions_together_and_is_written(tiny_atlas, tmp_path):
@@ -88,17 +104,17 @@ def test_slice_split_warns_holds_out_slices_and_scores_only_those(tiny_atlas, tm
     items = list(dm.val_dataloader())
     assert sum(item["image"].shape[0] for item in items) == len(dm.val_rows)
     for item in items:
-        case = item["case_index"]
-        slices = split["val_slices"][cache.case_names[case]]
-        rows = cache.case_offsets[case] + np.asarray(slices)
-        assert np.array_equal(item["label"].numpy(), cache.labels[rows])
+        slices = split["val_slices"][item["case"]]
+        assert np.array_equal(item["label"].numpy(), cache.native_label(item["case_index"])[slices])
 
 
-def test_split_unit_and_foreground_fraction_are_checked(tiny_atlas, tmp_path):
-    with pytest.raises(ValueError, match="split_unit"):
-        ATLASDataModule(data_dir=str(tiny_atlas), split_unit="voxel")
-    with pytest.raises(ValueError, match="foreground_fraction"):
+def test_settings_are_checked(tiny_atlas, tmp_path):
+    with pytest.raises(ConfigurationError, match="split_unit"):
+        ATLASDataModule(data_dir=str(tiny_atlas), split_unit="voxel")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="foreground_fraction"):
         ATLASDataModule(data_dir=str(tiny_atlas), foreground_fraction=1.5)
+    with pytest.raises(ConfigurationError, match=r"fold must be in \[0, 4\].*data.init_args.fold"):
+        ATLASDataModule(data_dir=str(tiny_atlas), fold=7)
 
 
 def test_foreground_fraction_draws_that_share_of_lesion_slices(tiny_atlas, tmp_path):
@@ -112,3 +128,35 @@ def test_foreground_fraction_draws_that_share_of_lesion_slices(tiny_atlas, tmp_p
     drawn = np.concatenate([list(loader.sampler) for _ in range(20)])
     assert len(drawn) == 20 * len(dm.train_rows)
     assert lesion[drawn].mean() == pytest.approx(0.5, abs=0.03)
+
+
+def test_the_papers_crop_on_a_smaller_grid_is_refused_before_decoding(tiny_atlas, tmp_path):
+    # D-UNet's default window (rows 40:220, cols 10:190) does not fit 47×40 slices: clipping
+    # it would paste every prediction back at the wrong place.
+    dm = ATLASDataModule(data_dir=str(tiny_atlas), cache_dir=str(tmp_path / "cache"), num_workers=0)
+    with pytest.raises(ConfigurationError, match=r"rows 40:220, cols 10:190 does not fit its 47×40"):
+        dm.prepare_data()
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_a_mask_saved_with_flipped_axes_gives_the_same_cache(tiny_atlas, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_atlas, tmp_path / "atlas"))
+    scan = scan_atlas(copy)[1]
+    image = nib.load(scan.masks[0])
+    data = np.asarray(image.dataobj)
+    # The same lesion in world space, stored with the x axis reversed.
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = data.shape[0] - 1
+    flipped = nib.Nifti1Image(data[::-1].copy(), image.affine @ flip, image.header)
+    flipped.set_qform(image.affine @ flip, 1)
+    flipped.set_sform(image.affine @ flip, 1)
+    nib.save(flipped, scan.masks[0])
+    reference = _datamodule(tiny_atlas, tmp_path / "a")
+    reoriented = _datamodule(copy, tmp_path / "b")
+    name = scan.name
+    one, two = reference.train_cache, reoriented.train_cache
+    i, j = one.case_names.index(name), two.case_names.index(name)
+    assert np.array_equal(one.native_label(i), two.native_label(j))
+    assert one.native_label(i).any()

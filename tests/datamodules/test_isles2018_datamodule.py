@@ -1,23 +1,31 @@
 """Cache, datasets and the ISLES 2018 DataModule on a tiny twin."""
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.data import DistributedSampler
 
 from datamodules import ISLES2018DataModule
-from datamodules.errors import DataValidationError
+from datamodules.errors import ConfigurationError, DataValidationError
 from datamodules.isles2018_reader import read_case, scan_isles2018
 from datamodules.normalization import normalize_channels
+from datamodules.transforms import Augmentation
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> ISLES2018DataModule:
     defaults = dict(data_dir=str(root), cache_dir=str(tmp_path / "cache"), num_folds=3,
                     batch_size=4, num_workers=0)  # fmt: skip
     return ISLES2018DataModule(**{**defaults, **kwargs})
+
+
+def _fit_trainer(log_dir: Path):
+    return type("T", (), {"log_dir": str(log_dir), "state": type("S", (), {"fn": "fit"})()})()
 
 
 def test_cache_holds_exactly_the_decoded_normalised_case(tiny_twin, tmp_path):
@@ -34,10 +42,11 @@ def test_cache_holds_exactly_the_decoded_normalised_case(tiny_twin, tmp_path):
     rows = slice(cache.case_offsets[index], cache.case_offsets[index + 1])
     assert np.array_equal(cache.images[rows], np.moveaxis(expected, -1, 0))
     assert np.array_equal(cache.labels[rows], np.moveaxis(label, -1, 0))
+    assert np.array_equal(cache.native_label(index), np.moveaxis(label, -1, 0))
     assert cache.spacing[index] == pytest.approx((spacing[2], spacing[0], spacing[1]))
 
 
-def test_cache_is_reused_and_keyed_by_settings(tiny_twin, tmp_path):
+def test_cache_is_reused_and_keyed_by_settings_and_geometry(tiny_twin, tmp_path):
     dm = _datamodule(tiny_twin, tmp_path)
     dm.prepare_data()
     first = dm.cache_path("TRAINING")
@@ -46,6 +55,19 @@ def test_cache_is_reused_and_keyed_by_settings(tiny_twin, tmp_path):
     assert (first / "images.npy").stat().st_mtime_ns == stamp
     other = _datamodule(tiny_twin, tmp_path, normalization="minmax")
     assert other.cache_path("TRAINING") != first
+    resized = _datamodule(tiny_twin, tmp_path, image_size=24)
+    assert resized.cache_path("TRAINING") != first  # the cache holds the network grid
+
+
+def test_cache_key_needs_no_header(tiny_twin, tmp_path, monkeypatch):
+    import nibabel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a header was read to key the cache")
+
+    dm = _datamodule(tiny_twin, tmp_path)
+    monkeypatch.setattr(nibabel, "load", refuse)
+    dm.cache_path("TRAINING")  # stat() of each source file is enough
 
 
 def test_failed_build_leaves_nothing_in_the_cache(twin_copy, tmp_path):
@@ -60,9 +82,7 @@ def test_failed_build_leaves_nothing_in_the_cache(twin_copy, tmp_path):
 def test_split_is_per_patient_and_written_to_the_run_dir(tiny_twin, tmp_path):
     dm = _datamodule(tiny_twin, tmp_path)
     dm.prepare_data()
-    dm.trainer = type(
-        "T", (), {"log_dir": str(tmp_path / "run"), "state": type("S", (), {"fn": "fit"})()}
-    )()
+    dm.trainer = _fit_trainer(tmp_path / "run")
     dm.setup("fit")
     cache = dm.caches["TRAINING"]
     assert set(cache.patient[dm.train_cases]).isdisjoint(cache.patient[dm.val_cases])
@@ -71,19 +91,24 @@ def test_split_is_per_patient_and_written_to_the_run_dir(tiny_twin, tmp_path):
     assert sorted(split["train_cases"] + split["val_cases"]) == sorted(cache.case_names)
 
 
-def test_training_batches_and_whole_case_items(tiny_twin, tmp_path):
+def test_training_batches_and_self_describing_case_items(tiny_twin, tmp_path):
     dm = _datamodule(tiny_twin, tmp_path, image_size=24)
     dm.prepare_data()
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 5, 24, 24) and batch["image"].dtype == torch.float32
-    assert batch["label"].shape == (4, 1, 24, 24)
-    assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0}
+    assert batch["label"].shape == (4, 1, 24, 24) and batch["label"].dtype == torch.uint8
+    assert set(torch.unique(batch["label"]).tolist()) <= {0, 1}
     case = next(iter(dm.val_dataloader()))
     depth = case["label"].shape[0]
     assert case["image"].shape == (depth, 5, 24, 24)
-    assert case["label"].shape == (depth, 32, 32)  # labels stay on the native grid
+    assert case["label"].shape == case["native_shape"] == (depth, 32, 32)  # native grid
     assert case["spacing"].shape == (3,)
+    source = Path(case["source"])
+    assert source.parent.name.startswith("SMIR.Brain.XX.O.CT.") and source.is_file()
+    assert case["case"].startswith("TRAINING/case_")
+    mtt = next(source.parent.parent.glob("SMIR.Brain.XX.O.CT_MTT.*")).name.rsplit(".", 1)[1]
+    assert case["prediction"].path == f"SMIR.strokeseg.{mtt}.nii"
 
 
 def test_distributed_case_sampler_neither_pads_nor_drops(tiny_twin, tmp_path):
@@ -101,18 +126,68 @@ def test_distributed_case_sampler_neither_pads_nor_drops(tiny_twin, tmp_path):
 
 
 def test_fold_out_of_range_is_rejected(tiny_twin, tmp_path):
-    with pytest.raises(ValueError, match=r"fold must be in \[0, 2\]"):
+    with pytest.raises(ConfigurationError, match=r"fold must be in \[0, 2\]"):
         _datamodule(tiny_twin, tmp_path, fold=3)
 
 
-def test_augmentation_geometry():
-    from datamodules.transforms import slice_augmentation
+def test_more_folds_than_patients_is_a_configuration_error(tiny_twin, tmp_path):
+    dm = _datamodule(tiny_twin, tmp_path, num_folds=40)
+    dm.prepare_data()
+    with pytest.raises(ConfigurationError, match=r"Cannot make 40 folds from the 8 patients.*num_folds to at most 8"):
+        dm.setup("fit")
 
+
+@pytest.mark.parametrize("problem", ["file", "read-only"])
+def test_an_unusable_cache_folder_is_refused_up_front(tiny_twin, tmp_path, problem):
+    if problem == "file":
+        (tmp_path / "blocker").write_text("")
+        cache_dir = tmp_path / "blocker" / "cache"
+        expected = "exists and is not a folder"
+    else:
+        if hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0:
+            pytest.skip("root can write anywhere")
+        (tmp_path / "ro").mkdir(mode=0o500)
+        cache_dir = tmp_path / "ro" / "cache"
+        expected = "is not writable"
+    with pytest.raises(ConfigurationError, match=f"{expected}.*data.init_args.cache_dir"):
+        ISLES2018DataModule(data_dir=str(tiny_twin), cache_dir=str(cache_dir))
+
+
+def test_case_folders_with_other_names_are_reported(twin_copy, tmp_path, caplog):
+    first = sorted((twin_copy / "TRAINING").iterdir())[0]
+    shutil.copytree(first, twin_copy / "TRAINING" / "case_5 copy")
+    (twin_copy / "TRAINING" / "case_01").mkdir()
+    with caplog.at_level(logging.WARNING, logger="datamodules"):
+        items = _datamodule(twin_copy, tmp_path).items("TRAINING")
+    assert len(items) == 12
+    assert "ignoring 2 folder(s) not named case_<N>" in caplog.text
+    assert "case_01, case_5 copy" in caplog.text
+
+
+def test_an_ot_with_another_spacing_is_refused_naming_both_files(twin_copy, tmp_path):
+    case = scan_isles2018(twin_copy)[2]
+    image = nib.load(case.files["OT"])
+    header = image.header.copy()
+    zooms = header.get_zooms()
+    header.set_zooms((zooms[0] * 1.5, zooms[1], zooms[2]))
+    moved = nib.Nifti1Image(np.asarray(image.dataobj), None, header)
+    qform = image.header.get_qform()
+    qform[0, 0] *= 1.5
+    moved.set_qform(qform, 2)
+    moved.set_sform(image.header.get_sform(), 2)  # the identity sform of the real files
+    nib.save(moved, case.files["OT"])
+    dm = _datamodule(twin_copy, tmp_path)
+    ot, ct = case.files["OT"], case.files["CT"]
+    with pytest.raises(DataValidationError, match=rf"{ot}: its voxel grid does not match {ct}"):
+        dm.prepare_data()
+
+
+def test_augmentation_geometry():
     image = torch.randn(5, 16, 12)
-    sample = {"image": image, "label": (image[:1] > 0.5).float()}
-    identity = slice_augmentation(0.0, 0.0, (1.0, 1.0), ())(sample)
-    assert torch.allclose(identity["image"], image, atol=1e-5)
-    flips = slice_augmentation(0.0, 0.0, (1.0, 1.0), (0,))
+    sample = {"image": image, "label": (image[:1] > 0.5).to(torch.uint8)}
+    still = Augmentation(0.0, 0.0, (1.0, 1.0), ()).transform()
+    assert torch.allclose(still(sample)["image"], image, atol=1e-5)
+    flips = Augmentation(0.0, 0.0, (1.0, 1.0), (0,)).transform()
     outcomes = set()
     for seed in range(8):
         flips.set_random_state(seed)
@@ -121,7 +196,7 @@ def test_augmentation_geometry():
         assert flipped or torch.allclose(out, image, atol=1e-5)
         outcomes.add(flipped)
     assert outcomes == {True, False}
-    augment = slice_augmentation()
+    augment = Augmentation().transform()
     augment.set_random_state(0)
     out = augment(sample)
     assert out["image"].shape == image.shape

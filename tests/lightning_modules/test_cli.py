@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -83,17 +84,17 @@ def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, v
             args += ["--model.init_args.net.init_args.pretrained_weights", str(voc_like_weights)]
     run_cli("lightning", "fit", *args, cwd=tmp_path)
     runs = tmp_path / "runs"
-    (run_dir,) = [p for p in runs.glob("*/fold0") if p.is_dir()] or [None]
-    if recipe == "wandb":
-        assert list((runs / "wandb").glob("offline-run-*")), "W&B offline run was not written"
-        return
-    assert run_dir is not None, list(runs.rglob("*"))
+    (experiment,) = runs.iterdir()  # one folder per experiment, nothing else in runs/
+    (run_dir,) = experiment.iterdir()  # one folder per fold, whatever the loggers
+    assert run_dir.name == "fold0"
     assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv", "curves.png"} <= {
         p.name for p in run_dir.iterdir()
     }
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     dice = [float(row["val/dice"]) for row in _metrics(run_dir) if row.get("val/dice")]
     assert dice and 0.0 <= dice[-1] <= 1.0
+    if recipe == "wandb":
+        assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run was not written"
 
 
 @pytest.mark.slow
@@ -124,43 +125,93 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, tmp_path):
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
     run_cli("lightning", "fit", *args, *ddp, cwd=tmp_path)
-    checkpoint = tmp_path / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
-    assert checkpoint.is_file()
-    run_cli("lightning", "validate", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path)
-    run_cli("lightning", "validate", *args, *ddp, "--ckpt_path", str(checkpoint), cwd=tmp_path)
-    one, two = sorted((tmp_path / "runs" / "pspnet_focal_demo").glob("fold0-validate*"))
-    assert _val_table(one) == _val_table(two)
-    assert len(_val_table(one)) == len({row["case"] for row in _val_table(one)})
+    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    run_cli("lightning", "validate", *args, "--ckpt_path", "last", cwd=tmp_path)
+    one = _val_table(run_dir / "validate")
+    run_cli("lightning", "validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
+    two = _val_table(run_dir / "validate")
+    assert one == two
+    assert len(one) == len({row["case"] for row in one})
 
 
 @pytest.mark.slow
-def test_test_and_predict_from_checkpoint(tiny_twin, tmp_path):
+def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path):
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
     run_cli("lightning", "fit", *args, cwd=tmp_path)
-    checkpoint = tmp_path / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
-    run_cli("lightning", "test", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path)
-    (test_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").glob("fold0-test*")
-    assert any(r.get("test/dice") for r in _metrics(test_dir))
-    with (test_dir / "test_cases.csv").open() as handle:
-        assert {row["case"] for row in csv.DictReader(handle)}
-    callback = ["--trainer.callbacks+=lightning_modules.NiftiPredictionWriter"]
-    run_cli("lightning", "predict", *args, *callback, "--ckpt_path", str(checkpoint), cwd=tmp_path)
-    (predict_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").glob("fold0-predict*")
-    masks = sorted((predict_dir / "predictions").glob("TESTING_case_*_pred.nii.gz"))
+    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+    run_cli("lightning", "test", *args, "--ckpt_path", "best", cwd=tmp_path)
+    assert any(r.get("test/dice") for r in _metrics(run_dir / "test"))
+    with (run_dir / "test" / "test_cases.csv").open() as handle:
+        assert {row["case"] for row in csv.DictReader(handle)} <= set(
+            json.loads((run_dir / "split.json").read_text())["val_cases"]
+        )
+    # Predict from the run's own settings, a checkpoint file and the writer with probabilities.
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    writer = ["--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
+              "--trainer.callbacks.save_probability=true"]  # fmt: skip
+    run_cli("lightning", "predict", "--config", str(run_dir / "config.yaml"), *writer,
+            "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    masks = sorted((run_dir / "predict" / "predictions").glob("SMIR.strokeseg.*.nii"))
     assert len(masks) == len(list((tiny_twin / "TESTING").iterdir()))
-    name = masks[0].name.removeprefix("TESTING_").removesuffix("_pred.nii.gz")
-    source = next((tiny_twin / "TESTING" / name).glob("SMIR.Brain.XX.O.CT.*/*.nii"))
-    written, original = nib.load(masks[0]), nib.load(source)
-    assert written.shape == original.shape
-    assert written.header.get_zooms() == pytest.approx(original.header.get_zooms())
-    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+    for mask in masks:
+        mtt_id = mask.name.split(".")[2]
+        (ct,) = [c for c in (tiny_twin / "TESTING").glob("case_*")
+                 if list(c.glob(f"SMIR.Brain.XX.O.CT_MTT.{mtt_id}"))]  # fmt: skip
+        source = next(ct.glob("SMIR.Brain.XX.O.CT.*/*.nii"))
+        written, original = nib.load(mask), nib.load(source)
+        assert written.shape == original.shape
+        assert written.header.get_zooms() == pytest.approx(original.header.get_zooms())
+        # The identity-sform quirk is kept: the evaluator sees the same grid as for the CT.
+        np.testing.assert_allclose(written.header.get_sform(), original.header.get_sform())
+        np.testing.assert_allclose(written.header.get_qform(), original.header.get_qform(), atol=1e-6)
+        assert written.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+        probability = run_dir / "predict" / "probabilities" / mask.name
+        assert nib.load(probability).get_data_dtype() == np.float32
+    assert not list((tmp_path / "runs").glob("*/fold0-*")), "no second folder for the fold"
 
 
-def test_wandb_runs_are_grouped_by_experiment_and_named_by_fold(tiny_twin, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_predict_refuses_a_checkpoint_trained_on_another_grid(tiny_twin, tmp_path):
+    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
+    run_cli("lightning", "fit", *args, "--data.init_args.image_size", "16", cwd=tmp_path)
+    checkpoint = tmp_path / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
+    result = run_cli("lightning", "predict", *args, "--ckpt_path", str(checkpoint),
+                     cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith("error: The data settings differ from those")
+    assert "'size': [16, 16]" in first and "runs/<experiment>/fold<k>/config.yaml" in first
+    assert "Traceback" not in result.stderr
+    assert not (checkpoint.parents[1] / "predict" / "predictions").exists()
+
+
+@pytest.mark.slow
+def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, tmp_path):
+    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
+    run_cli("lightning", "fit", *args, cwd=tmp_path)
+    again = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert again.returncode == 2
+    assert "already holds a run of this fold" in again.stderr and "--ckpt_path last" in again.stderr
+    run_cli("lightning", "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
+            cwd=tmp_path)  # fmt: skip
+    (run_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").iterdir()
+    epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
+    assert epochs == [0, 1]  # one metrics.csv for both sessions
+    with (run_dir / "val_cases_best.csv").open() as handle:
+        assert list(csv.DictReader(handle))
+    run_cli("lightning", "fit", *args, "--overwrite", "true", cwd=tmp_path)
+    epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
+    assert epochs == [0]
+
+
+def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_folder(
+    tiny_twin, tmp_path, monkeypatch
+):
     from lightning_modules.cli import SuiteCLI
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("STROKESEG_RUN_VERSION", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = _configs(["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]) + [
         "--data.init_args.data_dir", str(tiny_twin), "--data.init_args.fold", "2",
@@ -169,9 +220,14 @@ def test_wandb_runs_are_grouped_by_experiment_and_named_by_fold(tiny_twin, tmp_p
         pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
         subclass_mode_data=True, run=False, args=args,
     )  # fmt: skip
-    settings = cli.trainer.logger._wandb_init
+    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold2"
+    csv_logger, wandb_logger = cli.trainer.loggers
+    assert Path(cli.trainer.log_dir) == run_dir == Path(csv_logger.log_dir)
+    settings = wandb_logger._wandb_init
     assert settings["group"] == "pspnet_focal_demo"
     assert settings["name"] == "fold2"
+    assert Path(settings["dir"]) == run_dir
+    assert settings["id"] == (run_dir / "wandb_run_id").read_text().strip()  # resumes continue it
 
 
 @pytest.mark.slow
@@ -202,3 +258,54 @@ def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
     assert "Traceback" not in result.stderr
     cache = tmp_path / "cache"
     assert not cache.exists() or not any(cache.iterdir()), "a failed build left files behind"
+
+
+def _stderr_head(result) -> str:
+    return result.stderr.strip().splitlines()[0] if result.stderr.strip() else ""
+
+
+@pytest.mark.slow
+def test_headline_recipe_without_weights_is_one_paragraph(tiny_twin, tmp_path):
+    args = _configs(["pspnet_focal.yaml"]) + ["--data.init_args.data_dir", str(tiny_twin)]
+    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    head = _stderr_head(result)
+    expected = f"error: PSPNet pretrained weights not found: {tmp_path / 'weights' / 'pspnet101_voc2012.pth'}"
+    assert head.startswith(expected), result.stderr
+    assert "pspnet_scratch_focal.yaml" in head and "Pretrained weights" in head
+    assert "Traceback" not in result.stderr and "usage" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, expected", [
+    (["--data.init_args.fold", "7"], "error: fold must be in [0, 2] for num_folds=3, got 7."),
+    (["--data.init_args.num_folds", "40"], "error: "),
+    (["--data.init_args.batchsize", "3"],
+     "error: data (datamodules.ISLES2018DataModule): Option 'batchsize' is not accepted "
+     "(did you mean 'batch_size'?)"),
+    (["--model.init_args.net", "networks.PSPNett"],
+     "error: model.net (networks.PSPNett): module 'networks' has no attribute 'PSPNett' "
+     "(did you mean 'networks.PSPNet'?)"),
+])  # fmt: skip
+def test_user_mistakes_exit_2_with_the_problem_first(override, expected, tiny_twin, tmp_path):
+    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path) + override
+    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert _stderr_head(result).startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr and "usage:" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    if override[0] == "--data.init_args.num_folds":
+        assert "Cannot make 40 folds from the 8 patients" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
+    args += ["--data.init_args.cache_dir", str(tmp_path / "blocker" / "cache")]
+    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    head = _stderr_head(result)
+    assert head.startswith(f"error: Cannot use {tmp_path / 'blocker' / 'cache'} as the preprocessing")
+    assert "data.init_args.cache_dir" in head and "Traceback" not in result.stderr

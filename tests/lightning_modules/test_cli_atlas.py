@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import time
 
+import nibabel as nib
+import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import BIN, REPO, run_cli
 
 EXPERIMENTS = REPO / "experiments"
 ATLAS_RECIPES = {
@@ -92,3 +98,82 @@ def test_every_atlas_yaml_is_covered():
     covered = {c for cs in ATLAS_RECIPES.values() for c in cs}
     covered |= {c for cs, _ in RECIPES.values() for c in cs}
     assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == covered
+
+
+@pytest.fixture(scope="module")
+def tiny_r20(tmp_path_factory):
+    """A tiny R2.0 twin with Testing subjects: 40×47×38 voxels, a non-square grid."""
+    from datamodules.synth.atlas import write_atlas_twin
+
+    root = tmp_path_factory.mktemp("r20") / "atlas"
+    return write_atlas_twin(root, "R2.0", subjects=8, testing_subjects=2, seed=0, size="tiny")
+
+
+@pytest.mark.slow
+def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_path):
+    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_r20, tmp_path)
+    args[args.index("R1.1")] = "R2.0"
+    run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600)
+    run_dir = tmp_path / "runs" / "dunet_demo" / "fold0"
+    # A threshold of ~0: the mask is 1 exactly where the network sees the slice (the 32×32 window of
+    # rows = y 0:32, cols = x 0:32), so its place in the written file shows the orientation.
+    run_cli("lightning", "predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "last",
+            "--model.init_args.threshold", "1e-12",
+            "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter", cwd=tmp_path)  # fmt: skip
+    out = run_dir / "predict" / "predictions"
+    masks = sorted(out.glob("derivatives/atlas2_prediction/sub-*/ses-1/anat/*_label-L_desc-T1lesion_mask.nii.gz"))
+    assert len(masks) == 2
+    description = json.loads((out / "derivatives/atlas2_prediction/dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["Name"] == "atlas2_prediction"
+    assert (out / "dataset_description.json").is_file()
+    for mask in masks:
+        subject = mask.name.split("_")[0]
+        name = f"{subject}_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"
+        (t1,) = (tiny_r20 / "ATLAS_2" / "Testing").glob(f"R*/{subject}/ses-1/anat/{name}")
+        written, source = nib.load(mask), nib.load(t1)
+        assert written.shape == source.shape == (40, 47, 38)
+        np.testing.assert_allclose(written.affine, source.affine)
+        expected = np.zeros(source.shape, dtype=np.uint8)
+        expected[0:32, 0:32, :] = 1  # x = cols 0:32, y = rows 0:32
+        assert np.array_equal(np.asarray(written.dataobj), expected)
+
+
+@pytest.mark.slow
+def test_the_papers_crop_on_a_smaller_grid_exits_2_naming_the_case(tiny_atlas, tmp_path):
+    args = _tiny_args(["dunet.yaml"], tiny_atlas, tmp_path)
+    args = [a for a in args]
+    args[args.index("[0, 32, 0, 32]")] = "[40, 220, 10, 190]"  # D-UNet's window
+    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False, timeout=600)
+    assert result.returncode == 2
+    head = result.stderr.strip().splitlines()[0]
+    assert head.startswith("error: R1.1/Site")
+    assert "rows 40:220, cols 10:190 does not fit its 47×40 slices" in head
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_cache_build_leaves_nothing_after_the_next_run(tmp_path):
+    from datamodules.synth.atlas import write_atlas_twin
+
+    twin = write_atlas_twin(tmp_path / "atlas", "R2.0", subjects=3, seed=0, size="full")
+    args = _configs(["dunet.yaml", "dunet_demo.yaml"]) + [
+        "--data.init_args.data_dir", str(twin), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        "--data.init_args.num_folds", "3", "--data.init_args.num_workers", "0",
+        "--runs_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", "--data.init_args.image_size", "32",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([str(BIN / "lightning"), "fit", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "cache").glob("*.tmp-*")):
+        assert process.poll() is None and time.monotonic() < deadline, "no cache build seen"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert list((tmp_path / "cache").glob("*.tmp-*")), "killed during the build"
+    run_cli("lightning", "fit", *args, "--overwrite", "true", cwd=tmp_path, timeout=600)
+    assert not list((tmp_path / "cache").glob("*.tmp-*"))
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert (cache / "meta.json").is_file()

@@ -1,0 +1,202 @@
+"""One object maps a case from its source volume to a 2D network and back: :class:`SliceGeometry`.
+
+A case's source array is ``(X, Y, Z)`` as nibabel decodes it. The geometry
+
+1. reorders its axes into a stack of slices ``(D, H, W)`` (``axes``; ISLES 2018 keeps
+   ``(Z, X, Y)``, ATLAS serves ``(Z, Y, X)``, the 233 × 197 orientation of the published h5
+   files, so that the papers' crop boxes apply unchanged),
+2. cuts the ``crop`` window ``(h0, h1, w0, w1)`` out of every slice,
+3. resizes the window to ``size`` (bilinear with antialiasing for images, nearest for labels),
+4. stacks the ``context`` neighbours of each slice as channels (D-UNet: ``(-2, -1, 0, 1)``,
+   zero outside the case).
+
+Steps 1–3 are applied once, when the cache is built; step 4 when a sample is read. The way
+back, :meth:`SliceGeometry.to_native` then :meth:`SliceGeometry.to_source`, resizes a
+prediction to the window, pastes it into a zero slice of the native size and restores the
+source axis order. Training, validation, prediction, the metrics and the NIfTI writer all ask
+this one object, so they cannot disagree about where a voxel is. A crop that does not fit a
+case is refused (:meth:`SliceGeometry.check`) instead of being clipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datamodules.errors import ConfigurationError
+
+Box = tuple[int, int, int, int]
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(s) for s in size)
+    return height, width
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Source volume ↔ 2D network input, both ways (see the module docstring).
+
+    Args:
+        axes: Source axes taken as ``(D, H, W)``: slices along ``axes[0]``; a permutation of
+            ``(0, 1, 2)``.
+        crop: ``(h0, h1, w0, w1)`` window of every ``(H, W)`` slice, or ``None`` (whole slice).
+        size: Network grid ``(h, w)`` (an int means square), or ``None`` (the window's size).
+        context: Slice offsets stacked as channels, in order.
+
+    Raises:
+        ConfigurationError: On a malformed setting (the message names it).
+    """
+
+    axes: tuple[int, int, int] = (2, 0, 1)
+    crop: Box | None = None
+    size: tuple[int, int] | None = None
+    context: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if sorted(self.axes) != [0, 1, 2]:
+            raise ConfigurationError(f"axes must be a permutation of (0, 1, 2), got {self.axes}")
+        if self.crop is not None:
+            h0, h1, w0, w1 = self.crop
+            if not (0 <= h0 < h1 and 0 <= w0 < w1):
+                raise ConfigurationError(
+                    f"crop must be (row0, row1, col0, col1) with 0 <= row0 < row1 and "
+                    f"0 <= col0 < col1, got {list(self.crop)}; fix data.init_args.crop."
+                )
+        if self.size is not None and min(self.size) < 1:
+            raise ConfigurationError(f"image_size must be positive, got {list(self.size)}")
+        if not self.context:
+            raise ConfigurationError("context must list at least one slice offset, e.g. [0]")
+
+    @classmethod
+    def create(cls, axes: Sequence[int], crop: Sequence[int] | None = None,
+               size: int | Sequence[int] | None = None,
+               context: Sequence[int] = (0,)) -> SliceGeometry:  # fmt: skip
+        """Build from loosely typed settings (lists from YAML, an int size)."""
+        a0, a1, a2 = (int(a) for a in axes)
+        box = None if crop is None else tuple(int(c) for c in crop)
+        if box is not None and len(box) != 4:
+            raise ConfigurationError(f"crop must have 4 values (row0, row1, col0, col1), got {crop}")
+        return cls((a0, a1, a2), box, None if size is None else _pair(size),  # type: ignore[arg-type]
+                   tuple(int(c) for c in context))  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        """What the cache's content depends on (part of its key)."""
+        return {"axes": list(self.axes), "crop": None if self.crop is None else list(self.crop),
+                "size": None if self.size is None else list(self.size)}  # fmt: skip
+
+    # -- source array <-> stack of native slices ---------------------------------------
+    def native_shape(self, source_shape: Sequence[int]) -> tuple[int, int, int]:
+        """``(D, H, W)`` of a case whose source array has shape ``(X, Y, Z)``."""
+        d, h, w = (int(source_shape[a]) for a in self.axes)
+        return d, h, w
+
+    def spacing(self, zooms: Sequence[float]) -> tuple[float, float, float]:
+        """Voxel size in mm along ``(D, H, W)`` from the source's ``(dx, dy, dz)``."""
+        d, h, w = (float(zooms[a]) for a in self.axes)
+        return d, h, w
+
+    def to_slices(self, array: np.ndarray) -> np.ndarray:
+        """``(*lead, X, Y, Z)`` → ``(D, *lead, H, W)``, e.g. channels ``(C, X, Y, Z)`` → ``(D, C, H, W)``."""
+        lead = array.ndim - 3
+        order = [lead + self.axes[0], *range(lead), lead + self.axes[1], lead + self.axes[2]]
+        return np.ascontiguousarray(np.transpose(array, order))
+
+    def to_source(self, volume: np.ndarray) -> np.ndarray:
+        """``(D, H, W)`` → the source array order ``(X, Y, Z)``."""
+        return np.ascontiguousarray(np.transpose(volume, np.argsort(self.axes)))
+
+    # -- native slices <-> network grid ------------------------------------------------
+    def window(self, native_hw: Sequence[int]) -> Box:
+        """The ``(h0, h1, w0, w1)`` window of a native slice the network sees."""
+        return self.crop if self.crop is not None else (0, int(native_hw[0]), 0, int(native_hw[1]))
+
+    def network_size(self, native_hw: Sequence[int]) -> tuple[int, int]:
+        """``(h, w)`` of the network input for slices of ``native_hw``."""
+        if self.size is not None:
+            return self.size
+        h0, h1, w0, w1 = self.window(native_hw)
+        return h1 - h0, w1 - w0
+
+    def check(self, source_shape: Sequence[int], where: str) -> None:
+        """Refuse a case whose slices the crop window does not fit.
+
+        Raises:
+            ConfigurationError: Naming the case (``where``), its slice size and the crop.
+        """
+        _, height, width = self.native_shape(source_shape)
+        h0, h1, w0, w1 = self.window((height, width))
+        if h1 > height or w1 > width:
+            raise ConfigurationError(
+                f"{where}: the crop window rows {h0}:{h1}, cols {w0}:{w1} does not fit its "
+                f"{height}×{width} slices (rows × cols, source shape {tuple(source_shape)}). "
+                f"Set data.init_args.crop to a window inside [0, {height}) × [0, {width}), or "
+                "null for whole slices; a clipped window would misplace every prediction."
+            )
+
+    def image_to_network(self, slices: np.ndarray) -> np.ndarray:
+        """Native ``(D, C, H, W)`` float32 → network grid ``(D, C, h, w)`` (crop, antialiased resize)."""
+        h0, h1, w0, w1 = self.window(slices.shape[-2:])
+        window = torch.from_numpy(np.ascontiguousarray(slices[..., h0:h1, w0:w1]))
+        size = self.network_size(slices.shape[-2:])
+        if tuple(window.shape[-2:]) != size:
+            window = F.interpolate(window, size=size, mode="bilinear", align_corners=False,
+                                   antialias=True)  # fmt: skip
+        return window.numpy()
+
+    def label_to_network(self, slices: np.ndarray) -> np.ndarray:
+        """Native ``(D, H, W)`` {0, 1} → network grid ``(D, h, w)`` uint8 (crop, nearest)."""
+        h0, h1, w0, w1 = self.window(slices.shape[-2:])
+        window = np.ascontiguousarray(slices[:, h0:h1, w0:w1], dtype=np.uint8)
+        size = self.network_size(slices.shape[-2:])
+        if tuple(window.shape[-2:]) == size:
+            return window
+        resized = F.interpolate(torch.from_numpy(window)[:, None].float(), size=size,
+                                mode="nearest-exact")  # fmt: skip
+        return resized[:, 0].to(torch.uint8).numpy()
+
+    def to_native(self, probability: torch.Tensor, native_hw: Sequence[int]) -> torch.Tensor:
+        """Network-grid ``(D, h, w)`` → native ``(D, H, W)``: resized to the window, 0 outside it."""
+        height, width = int(native_hw[0]), int(native_hw[1])
+        h0, h1, w0, w1 = self.window((height, width))
+        if tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0):
+            probability = F.interpolate(probability[:, None], size=(h1 - h0, w1 - w0),
+                                        mode="bilinear", align_corners=False)[:, 0]  # fmt: skip
+        if (h0, h1, w0, w1) == (0, height, 0, width):
+            return probability
+        return F.pad(probability, (w0, width - w1, h0, height - h1))  # (D, H, W)
+
+    # -- context stacking ----------------------------------------------------------------
+    def context_rows(self, row: int, first: int, last: int) -> tuple[int, int]:
+        """The contiguous rows ``[start, stop)`` holding slice ``row``'s context, clipped to its
+        case (stored at rows ``[first, last)``)."""
+        return max(row + min(self.context), first), min(row + max(self.context) + 1, last)
+
+    def stack(self, block: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Stack the context of ``targets`` as channels: ``(N, K * C, h, w)`` float32.
+
+        Args:
+            block: ``(B, C, h, w)`` consecutive slices of one case (a memory-mapped view is
+                fine: this is where they are copied); offsets that fall outside ``block``
+                are outside the case and give zeros.
+            targets: ``(N,)`` indices into ``block`` of the slices to segment.
+        """
+        targets = np.asarray(targets, dtype=np.int64)
+        if self.context == (0,):
+            return np.ascontiguousarray(block[targets], dtype=np.float32)
+        wanted = targets[:, None] + np.asarray(self.context, dtype=np.int64)[None, :]  # (N, K)
+        inside = (wanted >= 0) & (wanted < len(block))
+        out = np.zeros((len(targets), len(self.context), *block.shape[1:]), dtype=np.float32)
+        if len(targets) == 1:  # one training sample: plain indexing copies each slice once
+            for k in np.flatnonzero(inside[0]):
+                out[0, k] = block[wanted[0, k]]
+        else:
+            out[inside] = block[wanted[inside]]
+        return out.reshape(len(targets), -1, *block.shape[2:])  # (N, K * C, h, w)

@@ -1,0 +1,139 @@
+"""User errors of the ``lightning`` command as one paragraph: what is wrong, where, what to do.
+
+Two sources: exceptions a user can act on (:class:`datamodules.errors.UserError`, a missing
+pretrained-weights file), which jsonargparse and Lightning may wrap several times before they
+reach the command, and jsonargparse's own parse errors (a typo in a key or a class path), whose
+messages repeat every alternative of every union type. Both are reduced to the line that
+matters, with a "did you mean" where a close name exists; no usage banner precedes it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+import sys
+from typing import Any, NoReturn
+
+from pytorch_lightning.cli import LightningArgumentParser
+
+from datamodules.errors import UserError
+from networks.pspnet_weights import PretrainedWeightsNotFoundError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, PretrainedWeightsNotFoundError)
+
+_KEY = re.compile(r'Parser key "([^"]+)"')
+_CLASS = re.compile(r"Problem with given class_path '([^']+)'")
+_OPTION = re.compile(r"Option '([^']+)' is not accepted")
+_SUBCOMMAND_OPTION = re.compile(r"does not accept option '([^']+)'")
+_ATTRIBUTE = re.compile(r"module '([^']+)' has no attribute '([^']+)'")
+_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Given value:",
+    "Expected a <class 'NoneType'>",
+    "either not accessible or invalid",
+)
+
+
+def find_user_error(error: BaseException) -> BaseException | None:
+    """The first user error in ``error``'s chain of causes and contexts, if any."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, USER_ERRORS):
+            return current
+        stack += [current.__context__, current.__cause__]
+    return None
+
+
+def _close(word: str, candidates: list[str]) -> str | None:
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _parameters(class_path: str) -> list[str]:
+    module, _, name = class_path.rpartition(".")
+    try:
+        target = getattr(importlib.import_module(module), name)
+        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+
+
+def _suggestion(leaf: str, class_path: str | None, options: list[str]) -> str:
+    option = _OPTION.search(leaf) or _SUBCOMMAND_OPTION.search(leaf)
+    if option is not None:
+        candidates = _parameters(class_path) if class_path and _OPTION.search(leaf) else options
+        match = _close(option.group(1), candidates)
+        return f" (did you mean '{match}'?)" if match else ""
+    attribute = _ATTRIBUTE.search(leaf)
+    if attribute is not None:
+        module, name = attribute.groups()
+        try:
+            names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
+        except ImportError:
+            return ""
+        match = _close(name, names)
+        return f" (did you mean '{module}.{match}'?)" if match else ""
+    return ""
+
+
+def summarize_parse_error(message: str, options: list[str] | None = None) -> str:
+    """One line from a jsonargparse error: the key path, the failing class and the reason.
+
+    Args:
+        message: jsonargparse's message (nested union alternatives and all).
+        options: The parser's accepted keys, for suggestions on unknown top-level options.
+    """
+    keys = _KEY.findall(message)
+    classes = _CLASS.findall(message)
+    leaves = []
+    for raw in message.splitlines():
+        line = raw.strip().lstrip("- ").strip()
+        if not line or _KEY.fullmatch(line.rstrip(":")) or _CLASS.search(line):
+            continue
+        if any(noise in line for noise in _NOISE):
+            continue
+        leaves.append(_KEY.sub("", line).strip(" :") or line)
+    leaves = list(dict.fromkeys(leaves)) or [message.strip().splitlines()[0]]
+    where = ".".join(keys)
+    if classes:
+        where = f"{where} ({classes[-1]})" if where else classes[-1]
+    text = "; ".join(leaves) + _suggestion(leaves[0], classes[-1] if classes else None, options or [])
+    return f"{where}: {text}" if where else text
+
+
+def _keys_of(parser: Any) -> list[str]:
+    keys = []
+    try:
+        keys += list(parser.get_defaults().keys())
+    except Exception:  # a parser that cannot build its defaults offers no suggestions
+        pass
+    action = getattr(parser, "_subcommands_action", None)
+    for subparser in getattr(action, "_name_parser_map", {}).values():
+        keys += _keys_of(subparser)
+    return keys
+
+
+class SuiteArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors are one line first, the usage never before it."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # nested parsing: the caller handles the exception
+            super().error(message, ex)
+        summary = summarize_parse_error(message, _keys_of(self))
+        prog = self.prog.replace(" [options]", "")
+        sys.stderr.write(
+            f"error: {summary}\n"
+            f"Check the key or class name in your --config files and flags; `{prog} --help` "
+            "lists the accepted options, `--print_config` shows the composed configuration.\n"
+        )
+        self.exit(2)

@@ -1,0 +1,93 @@
+"""NIfTI helpers: the effective affine, aligning a mask to its image, decoding checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from datamodules.errors import DataValidationError
+from datamodules.nifti import align_to_reference, grid_affine, load_volume
+
+ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
+
+
+def _save(path: Path, data: np.ndarray, affine: np.ndarray, sform: np.ndarray | None = None) -> Path:
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, 1)
+    image.set_sform(affine if sform is None else sform, 1 if sform is None else 2)
+    nib.save(image, str(path))
+    return path
+
+
+def _lesion(shape=(9, 11, 7)) -> np.ndarray:
+    data = np.zeros(shape, dtype=np.uint8)
+    data[1:4, 2:5, 3] = 1
+    data[6, 8, 1] = 1
+    return data
+
+
+def test_the_isles_identity_sform_yields_to_the_qform_with_the_true_spacing(tmp_path):
+    qform = np.diag([0.86, 0.86, 10.0, 1.0])
+    path = _save(tmp_path / "ct.nii", np.zeros((4, 4, 2), np.int32), qform, sform=np.eye(4))
+    np.testing.assert_allclose(grid_affine(nib.load(path)), qform, atol=1e-6)
+    atlas = _save(tmp_path / "t1.nii.gz", np.zeros((4, 4, 2), np.float32), ATLAS_AFFINE)
+    np.testing.assert_allclose(grid_affine(nib.load(atlas)), ATLAS_AFFINE)
+
+
+@pytest.mark.parametrize("flips, order", [((0,), (0, 1, 2)), ((0, 2), (0, 1, 2)),
+                                          ((), (1, 0, 2)), ((1,), (2, 0, 1))])  # fmt: skip
+def test_a_mask_stored_flipped_or_permuted_is_put_back_exactly(tmp_path, flips, order):
+    lesion = _lesion()
+    reference = _save(tmp_path / "t1.nii.gz", lesion.astype(np.float32), ATLAS_AFFINE)
+    # Store the same lesion (same world position) with axes reversed and/or permuted.
+    stored = np.transpose(np.flip(lesion, flips) if flips else lesion, order)
+    index_to_original = np.eye(4)
+    for axis in flips:
+        index_to_original[axis, axis] = -1
+        index_to_original[axis, 3] = lesion.shape[axis] - 1
+    permute = np.eye(4)[[*order, 3]].T  # stored index -> flipped index
+    affine = ATLAS_AFFINE @ index_to_original @ permute
+    mask = _save(tmp_path / "mask.nii.gz", stored, affine)
+    aligned = align_to_reference(stored, mask, reference)
+    assert np.array_equal(aligned, lesion)
+
+
+def test_the_same_grid_is_returned_untouched(tmp_path):
+    lesion = _lesion()
+    reference = _save(tmp_path / "t1.nii.gz", lesion.astype(np.float32), ATLAS_AFFINE)
+    mask = _save(tmp_path / "mask.nii.gz", lesion, ATLAS_AFFINE)
+    assert align_to_reference(lesion, mask, reference) is lesion
+
+
+@pytest.mark.parametrize("change", ["spacing", "shift", "shape"])
+def test_other_grid_differences_are_refused_naming_both_files(tmp_path, change):
+    lesion = _lesion()
+    reference = _save(tmp_path / "t1.nii.gz", lesion.astype(np.float32), ATLAS_AFFINE)
+    affine, data = ATLAS_AFFINE.copy(), lesion
+    if change == "spacing":
+        affine[0, 0] = 1.5
+    elif change == "shift":
+        affine[1, 3] += 3.0
+    else:
+        data = lesion[:-1]
+    mask = _save(tmp_path / "mask.nii.gz", data, affine)
+    with pytest.raises(DataValidationError, match=rf"{mask}: its voxel grid does not match {reference}"):
+        align_to_reference(data, mask, reference)
+
+
+def test_a_4d_file_where_3d_is_expected_says_what_to_do(tmp_path):
+    path = _save(tmp_path / "pwi.nii", np.zeros((4, 4, 2, 5), np.int16), np.eye(4))
+    with pytest.raises(DataValidationError) as error:
+        load_volume(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: expected a 3D image, found 4D data of shape (4, 4, 2, 5)")
+    assert "time series" in message and "image.slicer[..., 0]" in message
+
+
+def test_a_trailing_singleton_axis_is_dropped(tmp_path):
+    path = _save(tmp_path / "map.nii", np.ones((4, 4, 2, 1), np.float32), np.eye(4))
+    data, zooms = load_volume(path)
+    assert data.shape == (4, 4, 2) and len(zooms) == 3
