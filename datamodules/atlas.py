@@ -82,18 +82,29 @@ class ATLASDataModule(SliceDataModule):
         num_workers: int = 2,
         foreground_fraction: float | None = None,
         augmentation: Augmentation | None = Augmentation(
-            rotate_degrees=20.0, translate_fraction=0.1, scale_range=(0.8, 1.2), flip_axes=(1,),
+            rotate_degrees=20.0,
+            translate_fraction=0.1,
+            scale_range=(0.8, 1.2),
+            flip_axes=(1,),
             random_order=False,
         ),
         predict_split: Literal["Training", "Testing"] = "Testing",
     ) -> None:
         super().__init__(
-            data_dir=data_dir, cache_dir=cache_dir, channels=("T1",),
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            channels=("T1",),
             geometry=SliceGeometry.create(_AXES, crop, image_size, context),
-            augmentation=augmentation, fold=fold, num_folds=num_folds, split_seed=split_seed,
-            split_unit=split_unit, batch_size=batch_size, num_workers=num_workers,
-            foreground_fraction=foreground_fraction, predict_split=predict_split,
-        )  # fmt: skip
+            augmentation=augmentation,
+            fold=fold,
+            num_folds=num_folds,
+            split_seed=split_seed,
+            split_unit=split_unit,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            foreground_fraction=foreground_fraction,
+            predict_split=predict_split,
+        )
         self.save_hyperparameters()
         self.release = release
         self._scans: dict[str, ATLASScan] = {}
@@ -112,8 +123,11 @@ class ATLASDataModule(SliceDataModule):
         items = []
         for number, scan in enumerate(scans):
             sources = (scan.t1, *scan.masks)
-            items.append(CacheItem(scan.name, subjects[scan.subject], number, sources,
-                                   prediction_target(scan)))  # fmt: skip
+            items.append(
+                CacheItem(
+                    scan.name, subjects[scan.subject], number, sources, prediction_target(scan)
+                )
+            )
             self._scans[scan.name] = scan
         return items
 

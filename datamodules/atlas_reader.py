@@ -237,7 +237,7 @@ def _r1_scan(
             )
         if t1_match:
             t1 = path
-        else:
+        elif mask_match is not None:
             masks[int(mask_match["k"] or -1)] = path
     if t1 is None:
         raise DataValidationError(
@@ -252,7 +252,10 @@ def _warn_ignored(where: Path, ignored: list[str], expected: str) -> None:
         log.warning(
             "%s: ignoring %d folder(s) that do not follow the %s layout: %s. Rename them to the "
             "release's names to include them, or move them out to silence this.",
-            where, len(ignored), expected, ", ".join(ignored[:20]) + (" …" if len(ignored) > 20 else ""),
+            where,
+            len(ignored),
+            expected,
+            ", ".join(ignored[:20]) + (" …" if len(ignored) > 20 else ""),
         )
 
 
@@ -268,7 +271,9 @@ def _scan_r11(release_dir: Path) -> list[ATLASScan]:
                 ignored.append(relative)
                 continue
             t1, masks = _r1_scan(folder, match["sid"], _R11_T1_RE, _R11_MASK_RE, "sid")
-            scans.append(ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks))
+            scans.append(
+                ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks)
+            )
     _warn_ignored(release_dir, ignored, "Site<k>/<NNNNNN>/t0<1|2>")
     return scans
 
@@ -408,11 +413,16 @@ def prediction_target(scan: ATLASScan) -> PredictionTarget:
         path = f"{_R20_PREDICTIONS}/{sub}/ses-1/anat/{_R20_MASK.format(sub=sub)}"
         sidecars = (
             ("dataset_description.json", _description("strokeseg-repro predictions", "raw")),
-            (f"{_R20_PREDICTIONS}/dataset_description.json",
-             _description("atlas2_prediction", "derivative",
-                          PipelineDescription={"Name": "atlas2_prediction"},
-                          GeneratedBy=[{"Name": "strokeseg-repro"}])),
-        )  # fmt: skip
+            (
+                f"{_R20_PREDICTIONS}/dataset_description.json",
+                _description(
+                    "atlas2_prediction",
+                    "derivative",
+                    PipelineDescription={"Name": "atlas2_prediction"},
+                    GeneratedBy=[{"Name": "strokeseg-repro"}],
+                ),
+            ),
+        )
         return PredictionTarget(path, sidecars)
     return PredictionTarget(scan.name.replace("/", "_") + "_mask.nii.gz")
 
@@ -434,8 +444,9 @@ def read_scan(scan: ATLASScan) -> tuple[np.ndarray, np.ndarray | None, tuple[flo
             the T1's voxel grid (up to axis flips/permutations, which are undone), non-finite
             values, or a non-3D volume; the message names the file.
     """
-    t1, spacing = load_volume(scan.t1)
+    t1, zooms = load_volume(scan.t1)
     t1 = t1.astype(np.float32, copy=False)
+    spacing = (zooms[0], zooms[1], zooms[2])
     if not scan.masks:
         return t1, None, spacing
     lesion = np.zeros(t1.shape, dtype=bool)
@@ -444,4 +455,4 @@ def read_scan(scan: ATLASScan) -> tuple[np.ndarray, np.ndarray | None, tuple[flo
         lesion |= align_to_reference(data, path, scan.t1) > 0
     if not lesion.any():
         log.warning("%s: every mask file is empty", scan.name)
-    return t1, lesion.astype(np.uint8), (spacing[0], spacing[1], spacing[2])
+    return t1, lesion.astype(np.uint8), spacing

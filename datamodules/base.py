@@ -106,14 +106,18 @@ class SliceDataModule(pl.LightningDataModule):
                 f"{foreground_fraction}."
             )
         if split_unit not in ("subject", "slice"):
-            raise ConfigurationError(f"split_unit must be 'subject' or 'slice', got {split_unit!r}.")
+            raise ConfigurationError(
+                f"split_unit must be 'subject' or 'slice', got {split_unit!r}."
+            )
         if batch_size < 1 or num_workers < 0:
             raise ConfigurationError(
                 f"batch_size must be ≥ 1 and num_workers ≥ 0, got {batch_size} and {num_workers}."
             )
         self.data_dir = Path(data_dir).expanduser()
         self.cache_root = (
-            Path(cache_dir).expanduser() if cache_dir else self.data_dir.parent / ".cache" / "strokeseg"
+            Path(cache_dir).expanduser()
+            if cache_dir
+            else self.data_dir.parent / ".cache" / "strokeseg"
         )
         check_cache_root(self.cache_root)
         self.channel_names = list(channels)
@@ -152,8 +156,11 @@ class SliceDataModule(pl.LightningDataModule):
         It is stored in checkpoints (:meth:`state_dict`); evaluating or predicting with a
         checkpoint whose signature differs is refused (:meth:`check_signature`).
         """
-        return {**self._settings(), "geometry": self.geometry.settings(),
-                "context": list(self.geometry.context)}  # fmt: skip
+        return {
+            **self._settings(),
+            "geometry": self.geometry.settings(),
+            "context": list(self.geometry.context),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"signature": self.signature()}
@@ -171,9 +178,11 @@ class SliceDataModule(pl.LightningDataModule):
             return
         current = json.loads(json.dumps(self.signature()))
         saved = json.loads(json.dumps(saved))
-        differences = [f"{key}: trained with {saved.get(key)!r}, now {current.get(key)!r}"
-                       for key in sorted(set(saved) | set(current))
-                       if saved.get(key) != current.get(key)]  # fmt: skip
+        differences = [
+            f"{key}: trained with {saved.get(key)!r}, now {current.get(key)!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)
+        ]
         if differences:
             raise ConfigurationError(
                 f"The data settings differ from those {where} was trained with, so its inputs "
@@ -192,8 +201,11 @@ class SliceDataModule(pl.LightningDataModule):
     def cache_path(self, split: str) -> Path:
         """The cache folder of ``split`` for the current files and settings."""
         if split not in self._cache_dirs:
-            settings = {"dataset": self.dataset_name, **self._settings(),
-                        "geometry": self.geometry.settings()}  # fmt: skip
+            settings = {
+                "dataset": self.dataset_name,
+                **self._settings(),
+                "geometry": self.geometry.settings(),
+            }
             key = cache_key(self.items(split), settings)
             self._cache_dirs[split] = self.cache_root / f"{self.dataset_name}-{split}-{key}"
         return self._cache_dirs[split]
@@ -238,10 +250,19 @@ class SliceDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Validate and decode every case of the needed split once (local rank 0 only)."""
         for split in self._splits_for_stage():
-            settings = {"dataset": self.dataset_name, **self._settings(),
-                        "geometry": self.geometry.settings()}  # fmt: skip
-            build_slice_cache(self.cache_path(split), self.items(split), self._load,
-                              self.channel_names, self.geometry, settings)  # fmt: skip
+            settings = {
+                "dataset": self.dataset_name,
+                **self._settings(),
+                "geometry": self.geometry.settings(),
+            }
+            build_slice_cache(
+                self.cache_path(split),
+                self.items(split),
+                self._load,
+                self.channel_names,
+                self.geometry,
+                settings,
+            )
 
     # -- splits ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -322,10 +343,16 @@ class SliceDataModule(pl.LightningDataModule):
         dataset = SliceDataset(cache, self.train_rows, self.geometry, transform=transform)
         sampler = self._foreground_sampler(cache, self.train_rows)
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=sampler is None,
-                          sampler=sampler, num_workers=workers, persistent_workers=workers > 0,
-                          collate_fn=default_collate,
-                          drop_last=len(dataset) > self.batch_size)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=default_collate,
+            drop_last=len(dataset) > self.batch_size,
+        )
 
     def _foreground_sampler(self, cache: SliceCache, rows: np.ndarray) -> Sampler | None:
         """Weighted sampling that draws ``foreground_fraction`` of the samples from lesion slices."""
@@ -334,22 +361,30 @@ class SliceDataModule(pl.LightningDataModule):
             return None
         lesion = cache.label_voxels[rows] > 0
         if lesion.all() or not lesion.any():
-            rank_zero_warn(f"foreground_fraction={fraction} ignored: {lesion.sum()} of "
-                           f"{len(rows)} training slices have lesion voxels.")  # fmt: skip
+            rank_zero_warn(
+                f"foreground_fraction={fraction} ignored: {lesion.sum()} of "
+                f"{len(rows)} training slices have lesion voxels."
+            )
             return None
         weights = np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())
-        return WeightedRandomSampler(torch.from_numpy(weights), len(rows), replacement=True)
+        return WeightedRandomSampler(weights.tolist(), len(rows), replacement=True)
 
-    def _case_loader(self, split: str, cases: np.ndarray, rows: np.ndarray | None = None) -> DataLoader:
+    def _case_loader(
+        self, split: str, cases: np.ndarray, rows: np.ndarray | None = None
+    ) -> DataLoader:
         dataset = CaseDataset(self.caches[split], cases, self.geometry, self.items(split), rows)
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # No padding: every case is evaluated exactly once across ranks (a padded sampler
             # would count some cases twice and change the mean).
             sampler = DistributedSampler(dataset, even_divisible=False, shuffle=False)
-        return DataLoader(dataset, batch_size=1, sampler=sampler,
-                          num_workers=min(self.num_workers, 1),
-                          collate_fn=single_case_collate)  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_size=1,
+            sampler=sampler,
+            num_workers=min(self.num_workers, 1),
+            collate_fn=single_case_collate,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._case_loader(self.train_split, self.val_cases, self.val_rows)
@@ -359,7 +394,9 @@ class SliceDataModule(pl.LightningDataModule):
         labels; use ``predict`` to write their masks)."""
         return self._case_loader(self.train_split, self.val_cases, self.val_rows)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         # A case item carries its geometry and prediction target (frozen dataclasses, which
         # Lightning's recursive mover refuses): move the tensors, pass the rest through.
         if isinstance(batch, dict):

@@ -202,7 +202,9 @@ def _sigterm_raises() -> Iterator[None]:
 # -- building ---------------------------------------------------------------------------
 
 
-def _plan(items: Sequence[CacheItem], geometry: SliceGeometry) -> tuple[np.ndarray, tuple[int, int]]:
+def _plan(
+    items: Sequence[CacheItem], geometry: SliceGeometry
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Source ``(X, Y, Z)`` of every case (from headers) and the common network grid."""
     shapes = []
     for item in items:
@@ -284,18 +286,29 @@ def build_slice_cache(
     return directory
 
 
-def _write(tmp: Path, items: Sequence[CacheItem], load: LoadFn, channels: Sequence[str],
-           geometry: SliceGeometry, settings: dict[str, Any], source_shapes: np.ndarray,
-           offsets: np.ndarray, grid: tuple[int, int]) -> None:  # fmt: skip
+def _write(
+    tmp: Path,
+    items: Sequence[CacheItem],
+    load: LoadFn,
+    channels: Sequence[str],
+    geometry: SliceGeometry,
+    settings: dict[str, Any],
+    source_shapes: np.ndarray,
+    offsets: np.ndarray,
+    grid: tuple[int, int],
+) -> None:
     rows = int(offsets[-1])
-    images = np.lib.format.open_memmap(tmp / "images.npy", "w+", np.float32,
-                                       (rows, len(channels), *grid))  # fmt: skip
+    images = np.lib.format.open_memmap(
+        tmp / "images.npy", "w+", np.float32, (rows, len(channels), *grid)
+    )
     labels = np.lib.format.open_memmap(tmp / "labels.npy", "w+", np.uint8, (rows, *grid))
     packed: list[np.ndarray] = []
     spacing = np.zeros((len(items), 3), dtype=np.float64)
     has_label = np.zeros(len(items), dtype=bool)
     label_voxels = np.zeros(rows, dtype=np.int64)
-    for n, item in enumerate(tqdm(items, desc=f"Caching {tmp.name.split(_TMP_MARK)[0]}", unit="case")):
+    for n, item in enumerate(
+        tqdm(items, desc=f"Caching {tmp.name.split(_TMP_MARK)[0]}", unit="case")
+    ):
         case = load(item)
         expected = (len(channels), *(int(v) for v in source_shapes[n]))
         if case.image.shape != expected:
@@ -416,6 +429,5 @@ class SliceCache:
     def slice_rows(self, cases: np.ndarray) -> np.ndarray:
         """Rows of ``images``/``labels`` that belong to the given case indices, in order."""
         starts, stops = self.case_offsets[cases], self.case_offsets[cases + 1]
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)] or [[]]).astype(
-            np.int64
-        )
+        pieces = [np.arange(a, b, dtype=np.int64) for a, b in zip(starts, stops)]
+        return np.concatenate(pieces) if pieces else np.empty(0, dtype=np.int64)

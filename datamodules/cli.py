@@ -66,29 +66,48 @@ def _synth_isles2018(args: argparse.Namespace) -> int:
     from datamodules.synth.isles2018 import MARKER_FILE, write_isles2018_twin
 
     root = write_isles2018_twin(
-        args.dir, cases=args.cases, testing_cases=args.testing_cases, seed=args.seed,
-        size=args.size, dwi=args.dwi, overwrite=args.overwrite, progress=not args.quiet,
-    )  # fmt: skip
+        args.dir,
+        cases=args.cases,
+        testing_cases=args.testing_cases,
+        seed=args.seed,
+        size=args.size,
+        dwi=args.dwi,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     return _report(
-        root, MARKER_FILE, f"ISLES 2018 twin (seed {args.seed}, size {args.size})",
-        lambda info: f"{_plural(len(info['cases']), 'case')}, "
-        f"{_plural(info['patients'], 'patient')}, {_plural(info['slices'], 'slice')}",
-    )  # fmt: skip
+        root,
+        MARKER_FILE,
+        f"ISLES 2018 twin (seed {args.seed}, size {args.size})",
+        lambda info: (
+            f"{_plural(len(info['cases']), 'case')}, "
+            f"{_plural(info['patients'], 'patient')}, {_plural(info['slices'], 'slice')}"
+        ),
+    )
 
 
 def _synth_atlas(args: argparse.Namespace) -> int:
     from datamodules.synth.atlas import MARKER_FILE, write_atlas_twin
 
     root = write_atlas_twin(
-        args.dir, release=args.release, subjects=args.subjects,
-        testing_subjects=args.testing_subjects, seed=args.seed, size=args.size,
-        overwrite=args.overwrite, progress=not args.quiet,
-    )  # fmt: skip
+        args.dir,
+        release=args.release,
+        subjects=args.subjects,
+        testing_subjects=args.testing_subjects,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     return _report(
-        root, MARKER_FILE, f"ATLAS {args.release} twin (seed {args.seed}, size {args.size})",
-        lambda info: f"{_plural(info['subjects'], 'subject')}, "
-        f"{_plural(len(info['scans']), 'scan')}, {_plural(info['mask_files'], 'mask file')}",
-    )  # fmt: skip
+        root,
+        MARKER_FILE,
+        f"ATLAS {args.release} twin (seed {args.seed}, size {args.size})",
+        lambda info: (
+            f"{_plural(info['subjects'], 'subject')}, "
+            f"{_plural(len(info['scans']), 'scan')}, {_plural(info['mask_files'], 'mask file')}"
+        ),
+    )
 
 
 def _add_atlas(twins) -> None:

@@ -6,7 +6,7 @@ stacks the context slices.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from datamodules.cache import CacheItem, SliceCache
 from datamodules.geometry import SliceGeometry
 
-Transform = Callable[[dict[str, torch.Tensor]], dict[str, Any]]
+Transform = Callable[..., Mapping[Any, Any]]
 
 
 class SliceDataset(Dataset):
@@ -32,8 +32,13 @@ class SliceDataset(Dataset):
         transform: Dict transform applied last (augmentation); the label stays uint8.
     """
 
-    def __init__(self, cache: SliceCache, rows: np.ndarray, geometry: SliceGeometry,
-                 transform: Transform | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cache: SliceCache,
+        rows: np.ndarray,
+        geometry: SliceGeometry,
+        transform: Transform | None = None,
+    ) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         self.geometry = geometry
@@ -51,12 +56,17 @@ class SliceDataset(Dataset):
         start, stop = self.geometry.context_rows(row, int(self.first[index]), int(self.last[index]))
         image = self.geometry.stack(self.cache.images[start:stop], np.array([row - start]))[0]
         label = np.array(self.cache.labels[row : row + 1])  # (1, h, w)
-        sample: dict[str, Any] = {"image": torch.from_numpy(image), "label": torch.from_numpy(label)}
+        sample: dict[str, Any] = {
+            "image": torch.from_numpy(image),
+            "label": torch.from_numpy(label),
+        }
         if self.transform is not None:
-            sample = self.transform(sample)
+            augmented = self.transform(sample)
             sample = {
-                "image": torch.as_tensor(sample["image"]).as_subclass(torch.Tensor),
-                "label": torch.as_tensor(sample["label"]).as_subclass(torch.Tensor).to(torch.uint8),
+                "image": torch.as_tensor(augmented["image"]).as_subclass(torch.Tensor),
+                "label": torch.as_tensor(augmented["label"])
+                .as_subclass(torch.Tensor)
+                .to(torch.uint8),
             }
         return sample
 
@@ -86,8 +96,14 @@ class CaseDataset(Dataset):
         rows: Optional cache rows to evaluate (a slice-level split); ``None``: every slice.
     """
 
-    def __init__(self, cache: SliceCache, cases: np.ndarray, geometry: SliceGeometry,
-                 items: Sequence[CacheItem], rows: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cache: SliceCache,
+        cases: np.ndarray,
+        geometry: SliceGeometry,
+        items: Sequence[CacheItem],
+        rows: np.ndarray | None = None,
+    ) -> None:
         self.cache = cache
         self.cases = np.asarray(cases, dtype=np.int64)
         self.geometry = geometry
@@ -102,7 +118,9 @@ class CaseDataset(Dataset):
         first, last = int(self.cache.case_offsets[case]), int(self.cache.case_offsets[case + 1])
         targets = np.arange(last - first)
         if self.rows is not None:
-            held_out = self.rows[np.searchsorted(self.rows, first) : np.searchsorted(self.rows, last)]
+            held_out = self.rows[
+                np.searchsorted(self.rows, first) : np.searchsorted(self.rows, last)
+            ]
             targets = held_out - first
         image = self.geometry.stack(self.cache.images[first:last], targets)  # (N, K*C, h, w)
         has_label = bool(self.cache.has_label[case])

@@ -76,21 +76,33 @@ class SliceGeometry:
             raise ConfigurationError("context must list at least one slice offset, e.g. [0]")
 
     @classmethod
-    def create(cls, axes: Sequence[int], crop: Sequence[int] | None = None,
-               size: int | Sequence[int] | None = None,
-               context: Sequence[int] = (0,)) -> SliceGeometry:  # fmt: skip
+    def create(
+        cls,
+        axes: Sequence[int],
+        crop: Sequence[int] | None = None,
+        size: int | Sequence[int] | None = None,
+        context: Sequence[int] = (0,),
+    ) -> SliceGeometry:
         """Build from loosely typed settings (lists from YAML, an int size)."""
         a0, a1, a2 = (int(a) for a in axes)
-        box = None if crop is None else tuple(int(c) for c in crop)
-        if box is not None and len(box) != 4:
-            raise ConfigurationError(f"crop must have 4 values (row0, row1, col0, col1), got {crop}")
-        return cls((a0, a1, a2), box, None if size is None else _pair(size),  # type: ignore[arg-type]
-                   tuple(int(c) for c in context))  # fmt: skip
+        box: Box | None = None
+        if crop is not None:
+            if len(crop) != 4:
+                raise ConfigurationError(
+                    f"crop must have 4 values (row0, row1, col0, col1), got {list(crop)}"
+                )
+            h0, h1, w0, w1 = (int(c) for c in crop)
+            box = (h0, h1, w0, w1)
+        pair = None if size is None else _pair(size)
+        return cls((a0, a1, a2), box, pair, tuple(int(c) for c in context))
 
     def settings(self) -> dict[str, Any]:
         """What the cache's content depends on (part of its key)."""
-        return {"axes": list(self.axes), "crop": None if self.crop is None else list(self.crop),
-                "size": None if self.size is None else list(self.size)}  # fmt: skip
+        return {
+            "axes": list(self.axes),
+            "crop": None if self.crop is None else list(self.crop),
+            "size": None if self.size is None else list(self.size),
+        }
 
     # -- source array <-> stack of native slices ---------------------------------------
     def native_shape(self, source_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -147,8 +159,9 @@ class SliceGeometry:
         window = torch.from_numpy(np.ascontiguousarray(slices[..., h0:h1, w0:w1]))
         size = self.network_size(slices.shape[-2:])
         if tuple(window.shape[-2:]) != size:
-            window = F.interpolate(window, size=size, mode="bilinear", align_corners=False,
-                                   antialias=True)  # fmt: skip
+            window = F.interpolate(
+                window, size=size, mode="bilinear", align_corners=False, antialias=True
+            )
         return window.numpy()
 
     def label_to_network(self, slices: np.ndarray) -> np.ndarray:
@@ -158,8 +171,9 @@ class SliceGeometry:
         size = self.network_size(slices.shape[-2:])
         if tuple(window.shape[-2:]) == size:
             return window
-        resized = F.interpolate(torch.from_numpy(window)[:, None].float(), size=size,
-                                mode="nearest-exact")  # fmt: skip
+        resized = F.interpolate(
+            torch.from_numpy(window)[:, None].float(), size=size, mode="nearest-exact"
+        )
         return resized[:, 0].to(torch.uint8).numpy()
 
     def to_native(self, probability: torch.Tensor, native_hw: Sequence[int]) -> torch.Tensor:
@@ -167,8 +181,9 @@ class SliceGeometry:
         height, width = int(native_hw[0]), int(native_hw[1])
         h0, h1, w0, w1 = self.window((height, width))
         if tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0):
-            probability = F.interpolate(probability[:, None], size=(h1 - h0, w1 - w0),
-                                        mode="bilinear", align_corners=False)[:, 0]  # fmt: skip
+            probability = F.interpolate(
+                probability[:, None], size=(h1 - h0, w1 - w0), mode="bilinear", align_corners=False
+            )[:, 0]
         if (h0, h1, w0, w1) == (0, height, 0, width):
             return probability
         return F.pad(probability, (w0, width - w1, h0, height - h1))  # (D, H, W)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from datamodules.base import SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
 from datamodules.geometry import SliceGeometry
@@ -84,18 +86,29 @@ class ISLES2018DataModule(SliceDataModule):
         num_workers: int = 2,
         foreground_fraction: float | None = None,
         augmentation: Augmentation | None = Augmentation(
-            rotate_degrees=10.0, translate_fraction=0.1, scale_range=(0.9, 1.1), flip_axes=(0,),
+            rotate_degrees=10.0,
+            translate_fraction=0.1,
+            scale_range=(0.9, 1.1),
+            flip_axes=(0,),
             random_order=True,
         ),
         predict_split: Split = "TESTING",
     ) -> None:
         super().__init__(
-            data_dir=data_dir, cache_dir=cache_dir, channels=channels,
-            geometry=SliceGeometry.create(_AXES, crop, image_size), augmentation=augmentation,
-            fold=fold, num_folds=num_folds, split_seed=split_seed, split_unit=split_unit,
-            batch_size=batch_size, num_workers=num_workers,
-            foreground_fraction=foreground_fraction, predict_split=predict_split,
-        )  # fmt: skip
+            data_dir=data_dir,
+            cache_dir=cache_dir,
+            channels=channels,
+            geometry=SliceGeometry.create(_AXES, crop, image_size),
+            augmentation=augmentation,
+            fold=fold,
+            num_folds=num_folds,
+            split_seed=split_seed,
+            split_unit=split_unit,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            foreground_fraction=foreground_fraction,
+            predict_split=predict_split,
+        )
         self.save_hyperparameters()
         self.normalization: Normalization = normalization
         self.clip_channels = tuple(clip_channels)
@@ -107,8 +120,11 @@ class ISLES2018DataModule(SliceDataModule):
         check_root(data_dir)
 
     def _settings(self) -> dict[str, Any]:
-        return {"channels": self.channel_names, "normalization": self.normalization,
-                "clip_channels": list(self.clip_channels)}  # fmt: skip
+        return {
+            "channels": self.channel_names,
+            "normalization": self.normalization,
+            "clip_channels": list(self.clip_channels),
+        }
 
     def _scan(self, split: str) -> list[CacheItem]:
         items = []
@@ -129,7 +145,7 @@ class ISLES2018DataModule(SliceDataModule):
         extra = [m for m in _BRAIN_SUPPORT if m not in channels]
         image, label, spacing = read_case(self._cases[item.name], channels + extra)
         support = [(channels + extra).index(m) for m in _BRAIN_SUPPORT]
-        brain = (image[support] > 0).any(axis=0)
+        brain: np.ndarray = np.any(image[support] > 0, axis=0)
         clip = [c in self.clip_channels for c in channels]
         image = normalize_channels(image[: len(channels)], brain, self.normalization, clip)
         return DecodedCase(image, label, spacing)

@@ -1,7 +1,7 @@
 """The ISLES 2018 case → patient → slab table shipped with the suite.
 
 One row per official case (94 training, 62 testing), from ``datamodules/data/isles2018_cases.csv``
-(see ``shared/specs/datasets.md`` §4.3–4.5). The table drives two things: per-patient
+(see docs/datasets.md §4.3–4.5). The table drives two things: per-patient
 cross-validation (both slabs of a two-slab patient stay in one fold) and the synthetic twin,
 which copies the real slab depth, frame count and voxel spacing of each case.
 """

@@ -41,8 +41,16 @@ _FOLDER_RE = re.compile(
 _CASE_RE = re.compile(r"^case_(?P<case>[1-9]\d*)$")
 
 # Token (without the CT_/MR_ prefix) → canonical modality name used across the suite.
-_CANONICAL = {"CT": "CT", "4DPWI": "PWI", "CBF": "CBF", "CBV": "CBV", "MTT": "MTT",
-              "Tmax": "Tmax", "DWI": "DWI", "OT": "OT"}  # fmt: skip
+_CANONICAL = {
+    "CT": "CT",
+    "4DPWI": "PWI",
+    "CBF": "CBF",
+    "CBV": "CBV",
+    "MTT": "MTT",
+    "Tmax": "Tmax",
+    "DWI": "DWI",
+    "OT": "OT",
+}
 REQUIRED_MODALITIES = ("CT", "CBF", "CBV", "MTT", "Tmax")
 # Channels a model can ask for; PWI_max is derived from the 4D series (per-voxel max over time).
 CHANNELS = ("CT", "CBF", "CBV", "MTT", "Tmax", "PWI_max", "DWI")
@@ -126,8 +134,14 @@ def _modality_files(case_dir: Path) -> tuple[dict[str, Path], dict[str, int]]:
             continue
         token = match["token"].split("_", 1)[-1] if match["token"] != "CT" else "CT"
         modality = _CANONICAL[token]
-        nii = next((folder / f"{folder.name}{ext}" for ext in (".nii", ".nii.gz")
-                    if (folder / f"{folder.name}{ext}").is_file()), None)  # fmt: skip
+        nii = next(
+            (
+                folder / f"{folder.name}{ext}"
+                for ext in (".nii", ".nii.gz")
+                if (folder / f"{folder.name}{ext}").is_file()
+            ),
+            None,
+        )
         if nii is None:
             raise DataValidationError(
                 f"{folder}: expected the file {folder.name}.nii inside it (the file stem equals "
@@ -162,24 +176,31 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     split_dir = root / split
     folders = [d for d in split_dir.iterdir() if d.is_dir()] if split_dir.is_dir() else []
-    case_dirs = sorted((d for d in folders if _CASE_RE.match(d.name)),
-                       key=lambda d: int(_CASE_RE.match(d.name)["case"]))  # type: ignore[index]  # fmt: skip
-    odd = sorted(d.name for d in folders if not _CASE_RE.match(d.name) and not d.name.startswith("."))
+    numbered = {}
+    for folder in folders:
+        match = _CASE_RE.match(folder.name)
+        if match is not None:
+            numbered[int(match["case"])] = folder
+    odd = sorted(
+        d.name for d in folders if d not in numbered.values() and not d.name.startswith(".")
+    )
     if odd:
         log.warning(
             "%s: ignoring %d folder(s) not named case_<N> (N without leading zeros): %s. Rename "
             "them to case_<N> to include them, or move them out of %s to silence this.",
-            split_dir, len(odd), ", ".join(odd), split_dir,
+            split_dir,
+            len(odd),
+            ", ".join(odd),
+            split_dir,
         )
-    if not case_dirs:
+    if not numbered:
         raise DatasetNotFoundError(
             f"No case_<N> folders in {split_dir}"
             + (f" (found only {', '.join(odd[:5])})" if odd else "")
             + f".\nExpected:\n{EXPECTED_LAYOUT}\nSynthetic twin: {SYNTH_HINT.format(root=root)}"
         )
     cases = []
-    for case_dir in case_dirs:
-        number = int(_CASE_RE.match(case_dir.name)["case"])
+    for number, case_dir in sorted(numbered.items()):
         try:
             patient_key = case_info(split, number).patient_key
         except KeyError:
@@ -195,8 +216,9 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
     return cases
 
 
-def read_case(case: ISLESCase, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None,
-                                                                   tuple[float, float, float]]:  # fmt: skip
+def read_case(
+    case: ISLESCase, channels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
     """Decode and validate one case.
 
     Args:
@@ -243,4 +265,4 @@ def read_case(case: ISLESCase, channels: Sequence[str]) -> tuple[np.ndarray, np.
                 "or restore the original file."
             )
         label = ot.astype(np.uint8)
-    return np.stack(planes), label, spacing  # (C, X, Y, Z)
+    return np.stack(planes), label, (spacing[0], spacing[1], spacing[2])  # (C, X, Y, Z)

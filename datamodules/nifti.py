@@ -81,7 +81,7 @@ def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...
     """
     try:
         # mmap=False: read into memory, so a file replaced on disk later cannot fault the array.
-        image = nib.load(str(path), mmap=False)
+        image: Any = nib.load(str(path), mmap=False)
         data = np.asarray(image.dataobj)
     except Exception as error:
         raise DataValidationError(
@@ -137,8 +137,12 @@ class _Reorientation:
         return np.ascontiguousarray(np.flip(out, self.flips) if self.flips else out)
 
 
-def _index_map(moving: np.ndarray, moving_shape: tuple[int, ...], fixed: np.ndarray,
-               fixed_shape: tuple[int, ...]) -> _Reorientation | None:  # fmt: skip
+def _index_map(
+    moving: np.ndarray,
+    moving_shape: tuple[int, ...],
+    fixed: np.ndarray,
+    fixed_shape: tuple[int, ...],
+) -> _Reorientation | None:
     """The flip/permutation taking ``moving``'s voxels onto ``fixed``'s, if there is one."""
     mapping = np.linalg.solve(fixed, moving)  # moving voxel -> fixed voxel
     rotation, offset = mapping[:3, :3], mapping[:3, 3]
@@ -195,8 +199,9 @@ def align_to_reference(data: np.ndarray, path: Path, reference: Path) -> np.ndar
     moving_affine, fixed_affine = grid_affine(moving), grid_affine(fixed)
     mapping: _Reorientation | None
     if moving_affine is None or fixed_affine is None:
-        same_zooms = np.allclose(moving.header.get_zooms()[:3], fixed.header.get_zooms()[:3],
-                                 rtol=_ZOOM_RTOL)  # fmt: skip
+        same_zooms = np.allclose(
+            moving.header.get_zooms()[:3], fixed.header.get_zooms()[:3], rtol=_ZOOM_RTOL
+        )
         same = same_zooms and tuple(data.shape) == fixed_shape
         mapping = _Reorientation((0, 1, 2), ()) if same else None
     else:
@@ -211,8 +216,13 @@ def align_to_reference(data: np.ndarray, path: Path, reference: Path) -> np.ndar
         )
     if mapping.is_identity:
         return data
-    log.info("%s: reoriented onto the grid of %s (axes %s, flipped %s)", path, reference,
-             mapping.order, mapping.flips or "none")  # fmt: skip
+    log.info(
+        "%s: reoriented onto the grid of %s (axes %s, flipped %s)",
+        path,
+        reference,
+        mapping.order,
+        mapping.flips or "none",
+    )
     return mapping.apply(data)
 
 

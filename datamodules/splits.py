@@ -56,7 +56,7 @@ def slice_kfold(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split individual slices into train/validation, K-fold style, **ignoring the subject**.
 
-    This reproduces VCA-Net's ``random_split`` of all slices (papers.md §1): neighbouring slices
+    This reproduces VCA-Net's ``random_split`` of all slices (docs/papers.md §1): neighbouring slices
     of one subject land on both sides, so validation scores are optimistic. Use it only to
     reproduce that paper's numbers; :func:`grouped_kfold` is the honest split.
 

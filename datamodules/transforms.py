@@ -76,12 +76,16 @@ class RandomOrderAffined(Randomizable, MapTransform):
             matrix = operations[index] @ matrix
         self._matrix = matrix
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        sample = dict(data)
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, Any]:
+        sample: dict[Hashable, Any] = dict(data)
         self.randomize(sample[self.keys[0]].shape[1:])
         for key, mode in zip(self.keys, ("bilinear", "nearest")):
-            resample = Affine(affine=torch.as_tensor(self._matrix), padding_mode="zeros",
-                              mode=mode, image_only=True)  # fmt: skip
+            resample = Affine(
+                affine=torch.as_tensor(self._matrix),
+                padding_mode="zeros",
+                mode=mode,
+                image_only=True,
+            )
             sample[key] = resample(sample[key].float())  # grid sampling needs floats
         return sample
 
@@ -111,6 +115,9 @@ class Augmentation:
         """The MONAI dictionary transform for ``{"image": (C, H, W), "label": (1, H, W)}``."""
         low, high = self.scale_range
         return RandomOrderAffined(
-            self.rotate_degrees, self.translate_fraction, (low, high), self.flip_axes,
+            self.rotate_degrees,
+            self.translate_fraction,
+            (low, high),
+            self.flip_axes,
             random_order=self.random_order,
         )

@@ -6,7 +6,7 @@ import logging
 import math
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ class CaseMetrics(Metric):
 
     ``compute()`` returns, for each metric, the mean over the cases whose value is finite; for
     the distances that are +inf when exactly one mask is empty (``hd``, ``assd``), also
-    ``<metric>_inf``, the number of such cases (metrics.md: count them, do not average them);
+    ``<metric>_inf``, the number of such cases (docs/metrics.md: count them, do not average them);
     ``<metric>_std``, the population standard deviation (ddof = 0, ``np.std``'s default) over
     the finite values, for ``dice`` and any other metric the preset lists in
     :data:`evaluation.metrics.PRESET_STD_METRICS` (D-UNet's mean ± sd); and ``num_cases``.
@@ -146,15 +146,21 @@ class CaseMetrics(Metric):
             _to_numpy_mask(pred, "pred"), _to_numpy_mask(target, "target"), spacing
         )
         logger.debug("case %d: %s", case, values)
-        self.case_ids.append(torch.tensor([case], dtype=torch.float64, device=self.device))
+        self._values("case_ids").append(
+            torch.tensor([case], dtype=torch.float64, device=self.device)
+        )
         for name in self.metric_names:
-            getattr(self, f"{name}_values").append(
+            self._values(name).append(
                 torch.tensor([values[name]], dtype=torch.float64, device=self.device)
             )
 
+    def _values(self, name: str) -> list[Tensor]:
+        """A list state (``case_ids`` or ``<metric>``): a list before a DDP sync, one tensor after."""
+        return cast(list[Tensor], getattr(self, name if name == "case_ids" else f"{name}_values"))
+
     def _columns(self) -> tuple[Tensor, dict[str, Tensor]]:
         """Case ids and metric columns of the current (possibly synced) state; refuse duplicates."""
-        ids = _cat(self.case_ids)
+        ids = _cat(self._values("case_ids"))
         unique, counts = torch.unique(ids, return_counts=True)
         if bool((counts > 1).any()):
             repeated = [int(i) for i in unique[counts > 1].tolist()]
@@ -165,7 +171,7 @@ class CaseMetrics(Metric):
                 "UnrepeatedDistributedSamplerWrapper) or on one device. Otherwise call reset() "
                 "between epochs."
             )
-        columns = {name: _cat(getattr(self, f"{name}_values")) for name in self.metric_names}
+        columns = {name: _cat(self._values(name)) for name in self.metric_names}
         return ids, columns
 
     def compute(self) -> dict[str, Tensor]:

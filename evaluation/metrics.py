@@ -91,7 +91,7 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
 
     Follows the ISLES 2015/2016 evaluator (``loli/ISLESevaluation``,
     ``validateLabelImages-ISLES.cxx``, ITK), whose lineage the ISLES 2018 challenge and
-    Abulnaga & Rubin (arXiv:1811.01085) §5.2 / Table 2 use (datasets.md §4.7):
+    Abulnaga & Rubin (arXiv:1811.01085) §5.2 / Table 2 use (docs/datasets.md §4.7):
 
     * ``dice`` = 2|P ∩ G| / (|P| + |G|).
     * ``hd``: symmetric Hausdorff distance, the full maximum (not HD95), eq. 7, in mm.
@@ -108,7 +108,7 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
     equals ``monai.metrics.compute_hausdorff_distance(..., percentile=None, spacing=spacing)``.
     The ITK tool uses Maurer distance maps on its own contour definition, so sub-voxel
     discretisation differences from the challenge's numbers are possible. Seed 003's Table 2
-    prints HD/ASSD on another scale (x1e6, metrics.md); these are plain mm.
+    prints HD/ASSD on another scale (x1e6, docs/metrics.md); these are plain mm.
 
     Empty-mask conventions (deterministic, never NaN):
 
@@ -169,7 +169,7 @@ def _overlap_counts(pred: np.ndarray, target: np.ndarray) -> tuple[int, int, int
 def atlas_dunet(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
     """D-UNet per-case metrics on ATLAS: Dice, recall, precision, and TP/FP/FN voxel counts.
 
-    Zhou et al., D-UNet (arXiv:1908.05104), Tables 2-3 (metrics.md, preset ``atlas_dunet``):
+    Zhou et al., D-UNet (arXiv:1908.05104), Tables 2-3 (docs/metrics.md, preset ``atlas_dunet``):
     per-case Dice, recall and precision over the whole scan (all 189 slices stacked), reported
     as mean ± sd over cases, plus a *global* Dice that pools the voxel counts of all cases,
     2ΣTP / (2ΣTP + ΣFP + ΣFN). The counts are returned per case so that
@@ -223,7 +223,7 @@ def atlas_vcanet(
 ) -> dict[str, float]:
     """VCA-Net per-case metrics on ATLAS: Dice, IoU, HD (max, mm), sensitivity, precision, F1.
 
-    VCA-Net (seed 000) Table 1 (metrics.md, preset ``atlas_vcanet``). The paper's table is not
+    VCA-Net (seed 000) Table 1 (docs/metrics.md, preset ``atlas_vcanet``). The paper's table is not
     self-consistent (its DSC column, 0.88, and its F1 column, 0.37, cannot both be per-case
     overlaps of the same masks), so every value here is **per case, in 3D**:
 
@@ -299,7 +299,7 @@ def atlas2_challenge(
     """ATLAS R2.0 challenge (MICCAI 2022) per-case metrics: Dice, volume difference, lesion F1/count.
 
     Follows the official scorer ``npnl/atlas2_grand_challenge`` ``isles/scoring.py``
-    (datasets.md §3.5, metrics.md preset ``atlas2_challenge``):
+    (docs/datasets.md §3.5, docs/metrics.md preset ``atlas2_challenge``):
 
     * ``dice`` = 2|P ∩ G| / (|P| + |G|).
     * ``volume_difference`` = | |P| - |G| | in **voxels** (1 voxel = 1 mm³ in ATLAS R2.0). This is

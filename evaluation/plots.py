@@ -19,8 +19,9 @@ def _epoch_series(rows: list[dict[str, str]], column: str) -> tuple[list[int], l
     return epochs, [by_epoch[e] for e in epochs]
 
 
-def plot_learning_curves(metrics_csv: str | Path, output: str | Path,
-                         monitor: str = "val/dice", mode: str = "max") -> Path | None:  # fmt: skip
+def plot_learning_curves(
+    metrics_csv: str | Path, output: str | Path, monitor: str = "val/dice", mode: str = "max"
+) -> Path | None:
     """Draw losses (left) and validation metrics (right) per epoch into a PNG.
 
     The right panel shows ``monitor`` with its per-case standard deviation as a band (when the
@@ -67,9 +68,14 @@ def plot_learning_curves(metrics_csv: str | Path, output: str | Path,
     best_epoch, best = (max if mode == "max" else min)(finite, key=lambda item: item[1])
     scores.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
     right_half = best_epoch > (epochs[0] + epochs[-1]) / 2  # keep the label inside the axes
-    scores.annotate(f"best {best:.3f} (epoch {best_epoch})", (best_epoch, best),
-                    textcoords="offset points", xytext=(-4 if right_half else 4, 6),
-                    ha="right" if right_half else "left", fontsize=8)  # fmt: skip
+    scores.annotate(
+        f"best {best:.3f} (epoch {best_epoch})",
+        (best_epoch, best),
+        textcoords="offset points",
+        xytext=(-4 if right_half else 4, 6),
+        ha="right" if right_half else "left",
+        fontsize=8,
+    )
     scores.set(xlabel="epoch", ylabel="score", title="Validation")
     scores.legend(fontsize=8)
     output = Path(output)

@@ -35,7 +35,9 @@ def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
 def read_case_table(path: Path) -> list[Row]:
     """Rows of a table written by :func:`write_case_table`, numbers as floats."""
     with path.open(newline="") as handle:
-        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+        return [
+            {key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)
+        ]
 
 
 def _number(value: Any) -> Any:

@@ -35,8 +35,13 @@ class TwoStageFinetuning(BackboneFinetuning):
         verbose: Log the learning rates at each epoch (``BackboneFinetuning``'s option).
     """
 
-    def __init__(self, unfreeze_at_epoch: int = 10, stage2_lr: float = 1e-4,
-                 train_bn: bool = False, verbose: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        unfreeze_at_epoch: int = 10,
+        stage2_lr: float = 1e-4,
+        train_bn: bool = False,
+        verbose: bool = False,
+    ) -> None:
         super().__init__(
             unfreeze_backbone_at_epoch=unfreeze_at_epoch, train_bn=True, verbose=verbose
         )
@@ -53,8 +58,9 @@ class TwoStageFinetuning(BackboneFinetuning):
             return
         for group in optimizer.param_groups:
             group["lr"] = self.stage2_lr
-        self.unfreeze_and_add_param_group(pl_module.backbone, optimizer, self.stage2_lr,
-                                          train_bn=True)  # fmt: skip
+        self.unfreeze_and_add_param_group(
+            pl_module.backbone, optimizer, self.stage2_lr, train_bn=True
+        )
         log.info("Fine-tuning stage 2 from epoch %d: all layers at lr %g", epoch, self.stage2_lr)
 
 
@@ -121,15 +127,22 @@ class CaseReport(pl.Callback):
     def _report(self, trainer: pl.Trainer, run_dir: Path) -> None:
         best_table = run_dir / "val_cases_best.csv"
         if best_table.is_file() and self.best is not None:
-            title = (f"Per-case validation metrics, best epoch {self.best_epoch} "
-                     f"({self.monitor} = {self.best:.4f})")  # fmt: skip
+            title = (
+                f"Per-case validation metrics, best epoch {self.best_epoch} "
+                f"({self.monitor} = {self.best:.4f})"
+            )
             log.info("%s", format_case_table(read_case_table(best_table), title=title))
         checkpoint = trainer.checkpoint_callback
         best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
         curves = self._plot(trainer, run_dir)
-        log.info("Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  curves: %s\n  split: %s",
-                 run_dir, best_path or "-", run_dir / "metrics.csv", curves or "-",
-                 run_dir / "split.json")  # fmt: skip
+        log.info(
+            "Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  curves: %s\n  split: %s",
+            run_dir,
+            best_path or "-",
+            run_dir / "metrics.csv",
+            curves or "-",
+            run_dir / "split.json",
+        )
 
     def _plot(self, trainer: pl.Trainer, run_dir: Path) -> Path | None:
         # The CSV logger flushes only every 100 rows until it is finalized, after on_fit_end.
@@ -138,5 +151,6 @@ class CaseReport(pl.Callback):
                 logger.save()
         if not (run_dir / "metrics.csv").is_file():
             return None
-        return plot_learning_curves(run_dir / "metrics.csv", run_dir / "curves.png",
-                                    self.monitor, self.mode)  # fmt: skip
+        return plot_learning_curves(
+            run_dir / "metrics.csv", run_dir / "curves.png", self.monitor, self.mode
+        )

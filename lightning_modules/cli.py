@@ -54,23 +54,35 @@ class SuiteCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--experiment", type=str, default="experiment",
-                            help="Experiment name: runs go to <runs_dir>/<experiment>/fold<k>/")  # fmt: skip
+        parser.add_argument(
+            "--experiment",
+            type=str,
+            default="experiment",
+            help="Experiment name: runs go to <runs_dir>/<experiment>/fold<k>/",
+        )
         parser.add_argument("--runs_dir", type=str, default="runs", help="Root of run folders.")
-        parser.add_argument("--overwrite", type=bool, default=False,
-                            help="fit: delete the fold's existing run folder and start over.")  # fmt: skip
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit: delete the fold's existing run folder and start over.",
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False})
+        parser.set_defaults(
+            {"checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False}
+        )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(CaseReport, "case_report")
-        parser.add_lightning_class_args(EarlyStopping, "early_stopping", subclass_mode=True,
-                                        required=False)  # fmt: skip
+        parser.add_lightning_class_args(
+            EarlyStopping, "early_stopping", subclass_mode=True, required=False
+        )
         for target in ("checkpoint", "case_report", "early_stopping.init_args"):
             parser.link_arguments("model.init_args.monitor", f"{target}.monitor")
             parser.link_arguments("model.init_args.monitor_mode", f"{target}.mode")
-        parser.link_arguments("model.init_args.monitor", "checkpoint.filename",
-                              compute_fn=_checkpoint_filename)  # fmt: skip
+        parser.link_arguments(
+            "model.init_args.monitor", "checkpoint.filename", compute_fn=_checkpoint_filename
+        )
 
     def _config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -80,8 +92,9 @@ class SuiteCLI(LightningCLI):
         self._check_dataset(cfg)
         fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
         stage = self.subcommand or "fit"
-        plan = plan_run(cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"),
-                        cfg.overwrite)  # fmt: skip
+        plan = plan_run(
+            cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"), cfg.overwrite
+        )
         self.run_plan = plan
         if "ckpt_path" in cfg:  # absent when the CLI is built without a subcommand (run=False)
             cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
@@ -101,8 +114,11 @@ class SuiteCLI(LightningCLI):
         data_dir = getattr(data.init_args, "data_dir", None)
         if hasattr(data_class, "check_data_dir") and data_dir is not None:
             accepted = inspect.signature(data_class.check_data_dir).parameters
-            extra = {k: getattr(data.init_args, k) for k in accepted
-                     if k != "data_dir" and hasattr(data.init_args, k)}  # fmt: skip
+            extra = {
+                k: getattr(data.init_args, k)
+                for k in accepted
+                if k != "data_dir" and hasattr(data.init_args, k)
+            }
             data_class.check_data_dir(data_dir, **extra)
 
     @staticmethod
@@ -112,13 +128,18 @@ class SuiteCLI(LightningCLI):
         given = cfg.trainer.logger
         if given is False:
             return
-        others = [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
+        others = (
+            [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
+        )
         csv = Namespace(
             class_path="lightning_modules.runs.RunCSVLogger",
-            init_args=Namespace(save_dir=str(plan.run_dir.parent.parent),
-                                name=plan.run_dir.parent.name, version=plan.logger_version,
-                                keep_until_epoch=plan.resume_epoch),
-        )  # fmt: skip
+            init_args=Namespace(
+                save_dir=str(plan.run_dir.parent.parent),
+                name=plan.run_dir.parent.name,
+                version=plan.logger_version,
+                keep_until_epoch=plan.resume_epoch,
+            ),
+        )
         for logger in others:
             if str(getattr(logger, "class_path", "")).endswith(_WANDB):
                 name = f"fold{fold}" if fold is not None else "run"

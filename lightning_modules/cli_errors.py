@@ -63,7 +63,9 @@ def _parameters(class_path: str) -> list[str]:
     module, _, name = class_path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module), name)
-        return [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        return [
+            p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")
+        ]
     except (ImportError, AttributeError, TypeError, ValueError):
         return []
 
@@ -107,7 +109,9 @@ def summarize_parse_error(message: str, options: list[str] | None = None) -> str
     where = ".".join(keys)
     if classes:
         where = f"{where} ({classes[-1]})" if where else classes[-1]
-    text = "; ".join(leaves) + _suggestion(leaves[0], classes[-1] if classes else None, options or [])
+    text = "; ".join(leaves) + _suggestion(
+        leaves[0], classes[-1] if classes else None, options or []
+    )
     return f"{where}: {text}" if where else text
 
 

@@ -27,11 +27,16 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.errors import ConfigurationError
 
 _WANDB_ID_FILE = "wandb_run_id"
+
+
+def _global_rank() -> int:
+    """This process's rank, from the launcher's environment (0 outside distributed jobs)."""
+    return int(getattr(rank_zero_only, "rank", 0))
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,14 @@ def _resolve(ckpt_path: str, run_dir: Path) -> Path:
     return path.resolve()
 
 
-def plan_run(runs_dir: str, experiment: str, fold: int | None, stage: str,
-             ckpt_path: str | None, overwrite: bool) -> RunPlan:  # fmt: skip
+def plan_run(
+    runs_dir: str,
+    experiment: str,
+    fold: int | None,
+    stage: str,
+    ckpt_path: str | None,
+    overwrite: bool,
+) -> RunPlan:
     """Decide the folders of one command, resolve its checkpoint and guard existing runs.
 
     Only the launching process (global rank 0) deletes a folder for ``overwrite``; DDP
@@ -110,7 +121,9 @@ def plan_run(runs_dir: str, experiment: str, fold: int | None, stage: str,
     Raises:
         ConfigurationError: For a missing checkpoint, or a ``fit`` that would overwrite a run.
     """
-    run_dir = (Path(runs_dir) / experiment / (f"fold{fold}" if fold is not None else "run")).absolute()
+    run_dir = (
+        Path(runs_dir) / experiment / (f"fold{fold}" if fold is not None else "run")
+    ).absolute()
     checkpoint = _resolve(ckpt_path, run_dir) if ckpt_path else None
     if stage != "fit":
         origin = _run_folder_of(checkpoint) if checkpoint is not None else None
@@ -118,7 +131,7 @@ def plan_run(runs_dir: str, experiment: str, fold: int | None, stage: str,
         return RunPlan(home, home / stage, checkpoint, None)
     resumes = checkpoint is not None and _run_folder_of(checkpoint) == run_dir.resolve()
     existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if run_dir.is_dir() else []
-    if existing and not resumes and rank_zero_only.rank == 0:
+    if existing and not resumes and _global_rank() == 0:
         if not overwrite:
             raise ConfigurationError(
                 f"{run_dir} already holds a run of this fold ({len(existing)} checkpoint(s), "
@@ -128,7 +141,9 @@ def plan_run(runs_dir: str, experiment: str, fold: int | None, stage: str,
         shutil.rmtree(run_dir)
     epoch = None
     if resumes and checkpoint is not None:
-        epoch = int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+        epoch = int(
+            torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
+        )
     return RunPlan(run_dir, run_dir, checkpoint, epoch)
 
 
@@ -139,7 +154,7 @@ def wandb_run_id(run_dir: Path) -> str:
     if path.is_file():
         return path.read_text().strip()
     run_id = secrets.token_hex(4)
-    if rank_zero_only.rank == 0:
+    if _global_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(run_id + "\n")
     return run_id
@@ -161,8 +176,11 @@ class _ResumingWriter(ExperimentWriter):
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             keys = list(reader.fieldnames or [])
-            rows = [r for r in reader if r.get("epoch") in ("", None)
-                    or float(r["epoch"]) <= self._keep_until_epoch]  # fmt: skip
+            rows = [
+                r
+                for r in reader
+                if r.get("epoch") in ("", None) or float(r["epoch"]) <= self._keep_until_epoch
+            ]
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
@@ -182,8 +200,9 @@ class RunCSVLogger(CSVLogger):
             a new run; an old ``metrics.csv`` in the folder is replaced.
     """
 
-    def __init__(self, save_dir: str, name: str, version: str,
-                 keep_until_epoch: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, save_dir: str, name: str, version: str, keep_until_epoch: int | None = None
+    ) -> None:
         super().__init__(save_dir, name=name, version=version)
         self._keep_until_epoch = keep_until_epoch
 

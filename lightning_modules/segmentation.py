@@ -71,6 +71,10 @@ class SegmentationModule(pl.LightningModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.threshold = threshold
+        self.aux_loss_weight = aux_loss_weight
+        self.slice_batch = slice_batch
         self.val_metrics = CaseMetrics(metrics)
         self.test_metrics = CaseMetrics(metrics)
         self.case_table: list[dict[str, Any]] = []
@@ -96,11 +100,17 @@ class SegmentationModule(pl.LightningModule):
         if isinstance(output, tuple):
             logits, aux_logits = output
             loss = self.loss(logits, target)
-            loss = loss + self.hparams.aux_loss_weight * self.loss(aux_logits, target)
+            loss = loss + self.aux_loss_weight * self.loss(aux_logits, target)
         else:
             loss = self.loss(output, target)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=stage == "train", on_epoch=True,
-                 batch_size=batch["image"].shape[0])  # fmt: skip
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=True,
+            on_step=stage == "train",
+            on_epoch=True,
+            batch_size=batch["image"].shape[0],
+        )
         return loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -124,9 +134,11 @@ class SegmentationModule(pl.LightningModule):
         """
         image, geometry = case["image"], case["geometry"]
         native_hw = case["native_shape"][1:]
-        step = self.hparams.slice_batch
-        chunks = [geometry.to_native(self.lesion_probability(image[i : i + step]), native_hw)
-                  for i in range(0, image.shape[0], step)]  # fmt: skip
+        step = self.slice_batch
+        chunks = [
+            geometry.to_native(self.lesion_probability(image[i : i + step]), native_hw)
+            for i in range(0, image.shape[0], step)
+        ]
         return torch.cat(chunks)  # (N, H, W)
 
     def _evaluate_case(self, case: dict[str, Any], metrics: CaseMetrics, stage: str) -> None:
@@ -138,10 +150,12 @@ class SegmentationModule(pl.LightningModule):
         probability = self.predict_case(case)
         target = label.float()[:, None]  # (N, 1, H, W)
         logit = torch.logit(probability.clamp(1e-6, 1 - 1e-6))[:, None]
-        self.log(f"{stage}/loss", self.loss(logit, target), on_epoch=True, batch_size=1,
-                 sync_dist=True)  # fmt: skip
-        metrics.update(probability >= self.hparams.threshold, label.bool(), case["spacing"],
-                       case["case_index"])  # fmt: skip
+        self.log(
+            f"{stage}/loss", self.loss(logit, target), on_epoch=True, batch_size=1, sync_dist=True
+        )
+        metrics.update(
+            probability >= self.threshold, label.bool(), case["spacing"], case["case_index"]
+        )
         self._case_names[int(case["case_index"])] = case["case"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -153,8 +167,9 @@ class SegmentationModule(pl.LightningModule):
     def _log_case_metrics(self, metrics: CaseMetrics, stage: str) -> None:
         summary = metrics.compute()
         names = _gather_names(self._case_names)
-        self.case_table = [{"case": names.get(int(row.pop("case_id")), "?"), **row}
-                           for row in metrics.table()]  # fmt: skip
+        self.case_table = [
+            {"case": names.get(int(row.pop("case_id")), "?"), **row} for row in metrics.table()
+        ]
         values = {f"{stage}/{name}": float(value) for name, value in summary.items()}
         # Already gathered across processes by CaseMetrics: identical on every rank.
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
@@ -174,7 +189,7 @@ class SegmentationModule(pl.LightningModule):
         A writer callback takes the rest (geometry, source, prediction target) from the batch.
         """
         probability = self.predict_case(batch).cpu()
-        mask = (probability >= self.hparams.threshold).to(torch.uint8)
+        mask = (probability >= self.threshold).to(torch.uint8)
         return {"case": batch["case"], "probability": probability, "mask": mask}
 
     # -- optimisation ---------------------------------------------------------------------
@@ -184,6 +199,7 @@ class SegmentationModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor,
-                                 "interval": "epoch"}}  # fmt: skip
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }

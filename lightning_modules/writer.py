@@ -61,9 +61,16 @@ class NiftiPredictionWriter(BasePredictionWriter):
         out.mkdir(parents=True, exist_ok=True)
         self._out, self._sidecars, self._written = out, set(), 0
 
-    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           prediction: Any, batch_indices: Any, batch: Any, batch_idx: int,
-                           dataloader_idx: int = 0) -> None:  # fmt: skip
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         assert self._out is not None, "on_predict_start sets the output folder"
         target, geometry, source = batch["prediction"], batch["geometry"], Path(batch["source"])
         for relative, text in target.sidecars:
@@ -74,8 +81,9 @@ class NiftiPredictionWriter(BasePredictionWriter):
         write_like(mask, source, self._out / target.path, np.uint8)
         if self.save_probability:
             probability = geometry.to_source(prediction["probability"].numpy())
-            write_like(probability, source, self._out.parent / "probabilities" / target.path,
-                       np.float32)  # fmt: skip
+            write_like(
+                probability, source, self._out.parent / "probabilities" / target.path, np.float32
+            )
         self._written += 1
         log.debug("%s -> %s", prediction["case"], self._out / target.path)
 

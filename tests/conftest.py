@@ -38,14 +38,30 @@ def twin_copy(tiny_twin: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_twin, tmp_path / "isles2018"))
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
+def run_cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
     """Run an installed console script (``lightning``/``lightning-data``) like a user would."""
     command, *rest = args
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline",
-                "WANDB_SILENT": "true", **(env or {})}  # fmt: skip
-    result = subprocess.run([str(BIN / command), *rest], cwd=cwd, env=full_env, timeout=timeout,
-                            capture_output=True, text=True)  # fmt: skip
+    full_env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        **(env or {}),
+    }
+    result = subprocess.run(
+        [str(BIN / command), *rest],
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n--- stdout ---\n{result.stdout[-6000:]}"

@@ -19,13 +19,22 @@ WINDOW = (4, 36, 4, 36)
 
 
 def _datamodule(root: Path, tmp_path: Path, run_dir: Path | None = None, **kwargs):
-    defaults = dict(data_dir=str(root), cache_dir=str(tmp_path / "cache"), num_folds=4,
-                    crop=WINDOW, image_size=None, context=(0,), batch_size=4, num_workers=0)  # fmt: skip
+    defaults = dict(
+        data_dir=str(root),
+        cache_dir=str(tmp_path / "cache"),
+        num_folds=4,
+        crop=WINDOW,
+        image_size=None,
+        context=(0,),
+        batch_size=4,
+        num_workers=0,
+    )
     dm = ATLASDataModule(**{**defaults, **kwargs})
     dm.prepare_data()
     if run_dir is not None:
-        dm.trainer = type("T", (), {"log_dir": str(run_dir),
-                                    "state": type("S", (), {"fn": "fit"})()})()  # fmt: skip
+        dm.trainer = type(
+            "T", (), {"log_dir": str(run_dir), "state": type("S", (), {"fn": "fit"})()}
+        )()
     dm.setup("fit")
     return dm
 
@@ -73,7 +82,9 @@ def test_four_slice_stack_is_i_minus_2_to_i_plus_1_zero_padded_at_the_ends(tiny_
     sample = train[int(np.flatnonzero(train.rows == start + 1)[0])]
     assert torch.equal(sample["image"][0], torch.zeros(32, 32))  # i-2 lies before the case
     for channel, row in zip((1, 2, 3), (start, start + 1, start + 2)):
-        assert torch.equal(sample["image"][channel], torch.from_numpy(np.array(cache.images[row, 0])))
+        assert torch.equal(
+            sample["image"][channel], torch.from_numpy(np.array(cache.images[row, 0]))
+        )
     assert torch.equal(sample["label"][0], torch.from_numpy(np.array(cache.labels[start + 1])))
 
 
@@ -89,8 +100,9 @@ def test_subject_split_keeps_sessions_together_and_is_written(tiny_atlas, tmp_pa
 
 def test_slice_split_warns_holds_out_slices_and_scores_only_those(tiny_atlas, tmp_path):
     with pytest.warns(UserWarning, match="optimistic"):
-        dm = _datamodule(tiny_atlas, tmp_path, run_dir=tmp_path / "run", split_unit="slice",
-                         num_folds=10)  # fmt: skip
+        dm = _datamodule(
+            tiny_atlas, tmp_path, run_dir=tmp_path / "run", split_unit="slice", num_folds=10
+        )
     cache = dm.train_cache
     all_rows = cache.slice_rows(np.flatnonzero(cache.has_label))
     assert np.intersect1d(dm.train_rows, dm.val_rows).size == 0
@@ -134,7 +146,9 @@ def test_the_papers_crop_on_a_smaller_grid_is_refused_before_decoding(tiny_atlas
     # D-UNet's default window (rows 40:220, cols 10:190) does not fit 47×40 slices: clipping
     # it would paste every prediction back at the wrong place.
     dm = ATLASDataModule(data_dir=str(tiny_atlas), cache_dir=str(tmp_path / "cache"), num_workers=0)
-    with pytest.raises(ConfigurationError, match=r"rows 40:220, cols 10:190 does not fit its 47×40"):
+    with pytest.raises(
+        ConfigurationError, match=r"rows 40:220, cols 10:190 does not fit its 47×40"
+    ):
         dm.prepare_data()
     assert not any((tmp_path / "cache").iterdir())
 

@@ -43,8 +43,12 @@ _SLOW_BUILD = textwrap.dedent(
 
 def _start_builder(root: Path, key: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-c", _SLOW_BUILD, str(root), key], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_BUILD, str(root), key],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for_tmp(root: Path, key: str, process: subprocess.Popen, timeout: float = 60) -> Path:
@@ -107,7 +111,9 @@ def test_native_labels_round_trip_through_bit_packing(tmp_path):
         return DecodedCase(np.zeros((1, *shapes[i]), np.float32), label, (1.0, 2.0, 3.0))
 
     geometry = SliceGeometry.create((2, 0, 1))
-    cache = SliceCache(build_slice_cache(tmp_path / "cache" / "k", items, load, ["x"], geometry, {}))
+    cache = SliceCache(
+        build_slice_cache(tmp_path / "cache" / "k", items, load, ["x"], geometry, {})
+    )
     assert np.array_equal(cache.native_label(0), geometry.to_slices(labels[0]))
     assert np.array_equal(cache.native_label(2), geometry.to_slices(labels[2]))
     assert not cache.has_label[1] and not cache.native_label(1).any()

@@ -61,8 +61,9 @@ def test_label_round_trip_is_exact_and_the_written_file_lies_on_the_source_grid(
     assert np.array_equal(back[inside], native[inside])  # identity inside the window
     assert not back[~inside].any()  # nothing outside it
 
-    written = write_like(geometry.to_source(back.astype(np.uint8)), source, tmp_path / "p.nii.gz",
-                         np.uint8)  # fmt: skip
+    written = write_like(
+        geometry.to_source(back.astype(np.uint8)), source, tmp_path / "p.nii.gz", np.uint8
+    )
     read, original = nib.load(written), nib.load(source)
     assert read.shape == original.shape
     assert np.array_equal(np.asarray(read.dataobj), label * geometry.to_source(inside))

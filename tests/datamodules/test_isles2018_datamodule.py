@@ -19,8 +19,13 @@ from datamodules.transforms import Augmentation
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> ISLES2018DataModule:
-    defaults = dict(data_dir=str(root), cache_dir=str(tmp_path / "cache"), num_folds=3,
-                    batch_size=4, num_workers=0)  # fmt: skip
+    defaults = dict(
+        data_dir=str(root),
+        cache_dir=str(tmp_path / "cache"),
+        num_folds=3,
+        batch_size=4,
+        num_workers=0,
+    )
     return ISLES2018DataModule(**{**defaults, **kwargs})
 
 
@@ -133,7 +138,10 @@ def test_fold_out_of_range_is_rejected(tiny_twin, tmp_path):
 def test_more_folds_than_patients_is_a_configuration_error(tiny_twin, tmp_path):
     dm = _datamodule(tiny_twin, tmp_path, num_folds=40)
     dm.prepare_data()
-    with pytest.raises(ConfigurationError, match=r"Cannot make 40 folds from the 8 patients.*num_folds to at most 8"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Cannot make 40 folds from the 8 patients.*num_folds to at most 8",
+    ):
         dm.setup("fit")
 
 

@@ -14,7 +14,9 @@ from datamodules.nifti import align_to_reference, grid_affine, load_volume
 ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
 
 
-def _save(path: Path, data: np.ndarray, affine: np.ndarray, sform: np.ndarray | None = None) -> Path:
+def _save(
+    path: Path, data: np.ndarray, affine: np.ndarray, sform: np.ndarray | None = None
+) -> Path:
     image = nib.Nifti1Image(data, affine)
     image.set_qform(affine, 1)
     image.set_sform(affine if sform is None else sform, 1 if sform is None else 2)
@@ -37,8 +39,9 @@ def test_the_isles_identity_sform_yields_to_the_qform_with_the_true_spacing(tmp_
     np.testing.assert_allclose(grid_affine(nib.load(atlas)), ATLAS_AFFINE)
 
 
-@pytest.mark.parametrize("flips, order", [((0,), (0, 1, 2)), ((0, 2), (0, 1, 2)),
-                                          ((), (1, 0, 2)), ((1,), (2, 0, 1))])  # fmt: skip
+@pytest.mark.parametrize(
+    "flips, order", [((0,), (0, 1, 2)), ((0, 2), (0, 1, 2)), ((), (1, 0, 2)), ((1,), (2, 0, 1))]
+)
 def test_a_mask_stored_flipped_or_permuted_is_put_back_exactly(tmp_path, flips, order):
     lesion = _lesion()
     reference = _save(tmp_path / "t1.nii.gz", lesion.astype(np.float32), ATLAS_AFFINE)
@@ -74,7 +77,9 @@ def test_other_grid_differences_are_refused_naming_both_files(tmp_path, change):
     else:
         data = lesion[:-1]
     mask = _save(tmp_path / "mask.nii.gz", data, affine)
-    with pytest.raises(DataValidationError, match=rf"{mask}: its voxel grid does not match {reference}"):
+    with pytest.raises(
+        DataValidationError, match=rf"{mask}: its voxel grid does not match {reference}"
+    ):
         align_to_reference(data, mask, reference)
 
 

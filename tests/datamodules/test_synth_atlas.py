@@ -21,7 +21,7 @@ from datamodules.synth.atlas import (
     write_atlas_twin,
 )
 
-# Regexes of datasets.md §1.2, §2 and §3.2, on paths relative to DIR.
+# Regexes of docs/datasets.md §1.2, §2 and §3.2, on paths relative to DIR.
 R11_FILE = re.compile(
     r"^ATLAS_R1\.1/Site(?P<site>[1-9])/(?P<sid>\d{6})/(?P<ses>t0[12])/"
     r"(?P=sid)_(?:t1w_deface|LesionSmooth(?:_(?P<k>\d+))?)_stx\.nii\.gz$"
@@ -49,8 +49,9 @@ PATTERNS = {"R1.1": R11_FILE, "R1.2": R12_FILE, "R2.0": R20_FILE}
 
 def _write(root: Path, release: str, **kwargs) -> Path:
     defaults = {"subjects": 5, "testing_subjects": 2 if release == "R2.0" else 0}
-    return write_atlas_twin(root, release, seed=kwargs.pop("seed", 0), size="tiny",
-                            **{**defaults, **kwargs})  # fmt: skip
+    return write_atlas_twin(
+        root, release, seed=kwargs.pop("seed", 0), size="tiny", **{**defaults, **kwargs}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,9 @@ def test_every_file_follows_the_release_layout(twins, release):
         if path.is_dir() or path.name.startswith(".") or relative == MARKER_FILE:
             continue
         if release == "R2.0" and path.name == "dataset_description.json":
-            assert re.fullmatch(r"ATLAS_2/(Training|Testing)/R\d{3}/dataset_description\.json",
-                                relative)  # fmt: skip
+            assert re.fullmatch(
+                r"ATLAS_2/(Training|Testing)/R\d{3}/dataset_description\.json", relative
+            )
             continue
         assert PATTERNS[release].match(relative) or relative in EXTRAS[release], relative
     assert all((root / extra).is_file() for extra in EXTRAS[release])
@@ -215,8 +217,9 @@ def test_full_size_grid_matches_the_release(tmp_path):
     root = write_atlas_twin(tmp_path / "full", "R2.0", subjects=1, size="full")
     t1 = nib.load(next(p for p in root.rglob("sub-*_T1w.nii.gz")))
     assert t1.shape == (197, 233, 189) and t1.header.get_zooms() == (1.0, 1.0, 1.0)
-    np.testing.assert_allclose(t1.affine, [[1, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72],
-                                           [0, 0, 0, 1]])  # fmt: skip
+    np.testing.assert_allclose(
+        t1.affine, [[1, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]]
+    )
     assert 0 < np.asarray(t1.dataobj).max() < 160
 
 

@@ -9,8 +9,15 @@ import pytest
 
 from evaluation.plots import plot_learning_curves
 
-COLUMNS = ["epoch", "step", "train/loss_epoch", "val/loss", "val/dice", "val/dice_std",
-           "val/global_dice"]  # fmt: skip
+COLUMNS = [
+    "epoch",
+    "step",
+    "train/loss_epoch",
+    "val/loss",
+    "val/dice",
+    "val/dice_std",
+    "val/global_dice",
+]
 
 
 def _metrics(path, rows):
@@ -25,8 +32,16 @@ def test_curves_are_written_as_a_png(tmp_path):
     rows = []
     for epoch, dice in enumerate([0.1, 0.5, 0.4]):
         rows.append({"epoch": epoch, "step": 10 * epoch, "train/loss_epoch": 1 - dice})
-        rows.append({"epoch": epoch, "step": 10 * epoch, "val/loss": 1.2 - dice, "val/dice": dice,
-                     "val/dice_std": 0.1, "val/global_dice": dice + 0.1})  # fmt: skip
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": 10 * epoch,
+                "val/loss": 1.2 - dice,
+                "val/dice": dice,
+                "val/dice_std": 0.1,
+                "val/global_dice": dice + 0.1,
+            }
+        )
     out = plot_learning_curves(_metrics(tmp_path / "metrics.csv", rows), tmp_path / "c.png")
     assert out == tmp_path / "c.png"
     image = matplotlib.image.imread(out)

@@ -41,12 +41,29 @@ def voc_like_weights(tmp_path_factory) -> Path:
 
 def _common(twin: Path, tmp: Path, epochs: int = 1) -> list[str]:
     return [
-        "--data.init_args.data_dir", str(twin), "--data.init_args.cache_dir", str(tmp / "cache"),
-        "--data.init_args.num_workers", "0", "--data.init_args.num_folds", "3",
-        "--data.init_args.batch_size", "4", "--runs_dir", str(tmp / "runs"),
-        "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "2",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+        "--data.init_args.data_dir",
+        str(twin),
+        "--data.init_args.cache_dir",
+        str(tmp / "cache"),
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.num_folds",
+        "3",
+        "--data.init_args.batch_size",
+        "4",
+        "--runs_dir",
+        str(tmp / "runs"),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 def _configs(names: list[str]) -> list[str]:
@@ -99,8 +116,13 @@ def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, v
 
 @pytest.mark.slow
 def test_print_config_resolves_the_composition(tmp_path):
-    result = run_cli("lightning", "fit", *_configs(["pspnet_focal.yaml", "pspnet_ce.yaml"]),
-                     "--print_config", cwd=tmp_path)  # fmt: skip
+    result = run_cli(
+        "lightning",
+        "fit",
+        *_configs(["pspnet_focal.yaml", "pspnet_ce.yaml"]),
+        "--print_config",
+        cwd=tmp_path,
+    )
     assert "losses.CrossEntropyLoss" in result.stdout and "experiment: pspnet_ce" in result.stdout
     assert "backbone_depth: 101" in result.stdout
 
@@ -148,23 +170,40 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
         )
     # Predict from the run's own settings, a checkpoint file and the writer with probabilities.
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    writer = ["--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
-              "--trainer.callbacks.save_probability=true"]  # fmt: skip
-    run_cli("lightning", "predict", "--config", str(run_dir / "config.yaml"), *writer,
-            "--ckpt_path", str(checkpoint), "--trainer.enable_progress_bar", "false", cwd=tmp_path)  # fmt: skip
+    writer = [
+        "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
+        "--trainer.callbacks.save_probability=true",
+    ]
+    run_cli(
+        "lightning",
+        "predict",
+        "--config",
+        str(run_dir / "config.yaml"),
+        *writer,
+        "--ckpt_path",
+        str(checkpoint),
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+    )
     masks = sorted((run_dir / "predict" / "predictions").glob("SMIR.strokeseg.*.nii"))
     assert len(masks) == len(list((tiny_twin / "TESTING").iterdir()))
     for mask in masks:
         mtt_id = mask.name.split(".")[2]
-        (ct,) = [c for c in (tiny_twin / "TESTING").glob("case_*")
-                 if list(c.glob(f"SMIR.Brain.XX.O.CT_MTT.{mtt_id}"))]  # fmt: skip
+        (ct,) = [
+            c
+            for c in (tiny_twin / "TESTING").glob("case_*")
+            if list(c.glob(f"SMIR.Brain.XX.O.CT_MTT.{mtt_id}"))
+        ]
         source = next(ct.glob("SMIR.Brain.XX.O.CT.*/*.nii"))
         written, original = nib.load(mask), nib.load(source)
         assert written.shape == original.shape
         assert written.header.get_zooms() == pytest.approx(original.header.get_zooms())
         # The identity-sform quirk is kept: the evaluator sees the same grid as for the CT.
         np.testing.assert_allclose(written.header.get_sform(), original.header.get_sform())
-        np.testing.assert_allclose(written.header.get_qform(), original.header.get_qform(), atol=1e-6)
+        np.testing.assert_allclose(
+            written.header.get_qform(), original.header.get_qform(), atol=1e-6
+        )
         assert written.get_data_dtype() == np.uint8
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
         probability = run_dir / "predict" / "probabilities" / mask.name
@@ -177,8 +216,9 @@ def test_predict_refuses_a_checkpoint_trained_on_another_grid(tiny_twin, tmp_pat
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
     run_cli("lightning", "fit", *args, "--data.init_args.image_size", "16", cwd=tmp_path)
     checkpoint = tmp_path / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
-    result = run_cli("lightning", "predict", *args, "--ckpt_path", str(checkpoint),
-                     cwd=tmp_path, check=False)  # fmt: skip
+    result = run_cli(
+        "lightning", "predict", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path, check=False
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     first = result.stderr.strip().splitlines()[0]
     assert first.startswith("error: The data settings differ from those")
@@ -194,8 +234,9 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, tmp_path):
     again = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert again.returncode == 2
     assert "already holds a run of this fold" in again.stderr and "--ckpt_path last" in again.stderr
-    run_cli("lightning", "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last",
-            cwd=tmp_path)  # fmt: skip
+    run_cli(
+        "lightning", "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path
+    )
     (run_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").iterdir()
     epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
     assert epochs == [0, 1]  # one metrics.csv for both sessions
@@ -214,12 +255,19 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = _configs(["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]) + [
-        "--data.init_args.data_dir", str(tiny_twin), "--data.init_args.fold", "2",
-    ]  # fmt: skip
+        "--data.init_args.data_dir",
+        str(tiny_twin),
+        "--data.init_args.fold",
+        "2",
+    ]
     cli = SuiteCLI(
-        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-        subclass_mode_data=True, run=False, args=args,
-    )  # fmt: skip
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+    )
     run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold2"
     csv_logger, wandb_logger = cli.trainer.loggers
     assert Path(cli.trainer.log_dir) == run_dir == Path(csv_logger.log_dir)
@@ -278,16 +326,23 @@ def test_headline_recipe_without_weights_is_one_paragraph(tiny_twin, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override, expected", [
-    (["--data.init_args.fold", "7"], "error: fold must be in [0, 2] for num_folds=3, got 7."),
-    (["--data.init_args.num_folds", "40"], "error: "),
-    (["--data.init_args.batchsize", "3"],
-     "error: data (datamodules.ISLES2018DataModule): Option 'batchsize' is not accepted "
-     "(did you mean 'batch_size'?)"),
-    (["--model.init_args.net", "networks.PSPNett"],
-     "error: model.net (networks.PSPNett): module 'networks' has no attribute 'PSPNett' "
-     "(did you mean 'networks.PSPNet'?)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (["--data.init_args.fold", "7"], "error: fold must be in [0, 2] for num_folds=3, got 7."),
+        (["--data.init_args.num_folds", "40"], "error: "),
+        (
+            ["--data.init_args.batchsize", "3"],
+            "error: data (datamodules.ISLES2018DataModule): Option 'batchsize' is not accepted "
+            "(did you mean 'batch_size'?)",
+        ),
+        (
+            ["--model.init_args.net", "networks.PSPNett"],
+            "error: model.net (networks.PSPNett): module 'networks' has no attribute 'PSPNett' "
+            "(did you mean 'networks.PSPNet'?)",
+        ),
+    ],
+)
 def test_user_mistakes_exit_2_with_the_problem_first(override, expected, tiny_twin, tmp_path):
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path) + override
     result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
@@ -307,5 +362,7 @@ def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
     result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2
     head = _stderr_head(result)
-    assert head.startswith(f"error: Cannot use {tmp_path / 'blocker' / 'cache'} as the preprocessing")
+    assert head.startswith(
+        f"error: Cannot use {tmp_path / 'blocker' / 'cache'} as the preprocessing"
+    )
     assert "data.init_args.cache_dir" in head and "Traceback" not in result.stderr

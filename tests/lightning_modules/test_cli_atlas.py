@@ -20,8 +20,10 @@ ATLAS_RECIPES = {
     "dunet": ["dunet.yaml"],
     "dunet_adam": ["dunet.yaml", "dunet_adam.yaml"],
     "dunet_demo": ["dunet.yaml", "dunet_demo.yaml"],
-    **{f"dunet_{v}": ["dunet.yaml", f"dunet_{v}.yaml"]
-       for v in ("add1", "add12", "add23", "add123", "seadd12", "seadd123")},
+    **{
+        f"dunet_{v}": ["dunet.yaml", f"dunet_{v}.yaml"]
+        for v in ("add1", "add12", "add23", "add123", "seadd12", "seadd123")
+    },
     "unet2d_original": ["dunet.yaml", "unet2d_original.yaml"],
     "unet2d_transform": ["dunet.yaml", "unet2d_transform.yaml"],
     "unet3d_transform": ["dunet.yaml", "unet3d_transform.yaml"],
@@ -29,7 +31,7 @@ ATLAS_RECIPES = {
     "deeplabv3plus_atlas": ["dunet.yaml", "deeplabv3plus_atlas.yaml"],
     "pspnet_atlas": ["dunet.yaml", "pspnet_atlas.yaml"],
     "vcanet": ["vcanet.yaml"],
-}  # fmt: skip
+}
 
 
 def _configs(names: list[str]) -> list[str]:
@@ -38,17 +40,40 @@ def _configs(names: list[str]) -> list[str]:
 
 def _tiny_args(configs: list[str], tiny_atlas, tmp_path) -> list[str]:
     return _configs(configs) + [
-        "--data.init_args.data_dir", str(tiny_atlas), "--data.init_args.cache_dir", str(tmp_path / "cache"),
-        "--data.init_args.release", "R1.1",  # the tiny twin's layout (dunet_demo.yaml says R2.0)
+        "--data.init_args.data_dir",
+        str(tiny_atlas),
+        "--data.init_args.cache_dir",
+        str(tmp_path / "cache"),
+        "--data.init_args.release",
+        "R1.1",  # the tiny twin's layout (dunet_demo.yaml says R2.0)
         # The tiny twin's slices are 47x40: a 32x32 window replaces the papers' crops.
-        "--data.init_args.crop", "[0, 32, 0, 32]", "--data.init_args.image_size", "32",
-        "--data.init_args.num_workers", "0", "--data.init_args.num_folds", "4",
-        "--data.init_args.batch_size", "2", "--runs_dir", str(tmp_path / "runs"),
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-        "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+        "--data.init_args.crop",
+        "[0, 32, 0, 32]",
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.num_folds",
+        "4",
+        "--data.init_args.batch_size",
+        "2",
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 @pytest.mark.slow
@@ -68,8 +93,9 @@ def test_atlas_experiment_trains_and_validates_one_step(recipe, tiny_atlas, tmp_
 def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(tiny_atlas, tmp_path):
     args = _tiny_args(["vcanet.yaml"], tiny_atlas, tmp_path)
     args += ["--data.init_args.split_unit", "slice", "--trainer.limit_val_batches", "3"]
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600,
-                     env={"PYTHONWARNINGS": "default"})  # fmt: skip
+    result = run_cli(
+        "lightning", "fit", *args, cwd=tmp_path, timeout=600, env={"PYTHONWARNINGS": "default"}
+    )
     assert "neighbouring slices of one subject are in training and validation" in result.stderr
     (run_dir,) = (tmp_path / "runs").glob("*/fold0")
     split = json.loads((run_dir / "split.json").read_text())
@@ -81,8 +107,16 @@ def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(tiny_atla
 @pytest.mark.slow
 def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, tmp_path):
     args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_atlas, tmp_path)
-    args += ["--trainer.strategy", "ddp", "--trainer.devices", "2",
-             "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "null"]  # fmt: skip
+    args += [
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        "--trainer.limit_val_batches",
+        "null",
+    ]
     run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600)
     (run_dir,) = (tmp_path / "runs").glob("*/fold0")
     split = json.loads((run_dir / "split.json").read_text())
@@ -117,13 +151,28 @@ def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_pat
     run_dir = tmp_path / "runs" / "dunet_demo" / "fold0"
     # A threshold of ~0: the mask is 1 exactly where the network sees the slice (the 32×32 window of
     # rows = y 0:32, cols = x 0:32), so its place in the written file shows the orientation.
-    run_cli("lightning", "predict", "--config", str(run_dir / "config.yaml"), "--ckpt_path", "last",
-            "--model.init_args.threshold", "1e-12",
-            "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter", cwd=tmp_path)  # fmt: skip
+    run_cli(
+        "lightning",
+        "predict",
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--ckpt_path",
+        "last",
+        "--model.init_args.threshold",
+        "1e-12",
+        "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
+        cwd=tmp_path,
+    )
     out = run_dir / "predict" / "predictions"
-    masks = sorted(out.glob("derivatives/atlas2_prediction/sub-*/ses-1/anat/*_label-L_desc-T1lesion_mask.nii.gz"))
+    masks = sorted(
+        out.glob(
+            "derivatives/atlas2_prediction/sub-*/ses-1/anat/*_label-L_desc-T1lesion_mask.nii.gz"
+        )
+    )
     assert len(masks) == 2
-    description = json.loads((out / "derivatives/atlas2_prediction/dataset_description.json").read_text())
+    description = json.loads(
+        (out / "derivatives/atlas2_prediction/dataset_description.json").read_text()
+    )
     assert description["DatasetType"] == "derivative" and description["Name"] == "atlas2_prediction"
     assert (out / "dataset_description.json").is_file()
     for mask in masks:
@@ -157,15 +206,35 @@ def test_kill_9_during_the_cache_build_leaves_nothing_after_the_next_run(tmp_pat
 
     twin = write_atlas_twin(tmp_path / "atlas", "R2.0", subjects=3, seed=0, size="full")
     args = _configs(["dunet.yaml", "dunet_demo.yaml"]) + [
-        "--data.init_args.data_dir", str(twin), "--data.init_args.cache_dir", str(tmp_path / "cache"),
-        "--data.init_args.num_folds", "3", "--data.init_args.num_workers", "0",
-        "--runs_dir", str(tmp_path / "runs"), "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false", "--data.init_args.image_size", "32",
-    ]  # fmt: skip
+        "--data.init_args.data_dir",
+        str(twin),
+        "--data.init_args.cache_dir",
+        str(tmp_path / "cache"),
+        "--data.init_args.num_folds",
+        "3",
+        "--data.init_args.num_workers",
+        "0",
+        "--runs_dir",
+        str(tmp_path / "runs"),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.init_args.image_size",
+        "32",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen([str(BIN / "lightning"), "fit", *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list((tmp_path / "cache").glob("*.tmp-*")):
         assert process.poll() is None and time.monotonic() < deadline, "no cache build seen"

@@ -17,13 +17,15 @@ class _Recorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         net = pl_module.net
-        self.snapshots.append({
-            "lrs": sorted({g["lr"] for g in trainer.optimizers[0].param_groups}),
-            "stem": net.layer0[0].weight.detach().clone(),
-            "stem_bn_mean": net.layer0[1].running_mean.clone(),
-            "cls": net.cls[-1].weight.detach().clone(),
-            "init": net.init[1].weight.detach().clone(),
-        })  # fmt: skip
+        self.snapshots.append(
+            {
+                "lrs": sorted({g["lr"] for g in trainer.optimizers[0].param_groups}),
+                "stem": net.layer0[0].weight.detach().clone(),
+                "stem_bn_mean": net.layer0[1].running_mean.clone(),
+                "cls": net.cls[-1].weight.detach().clone(),
+                "init": net.init[1].weight.detach().clone(),
+            }
+        )
 
 
 def _loader():
@@ -37,12 +39,23 @@ def test_stage_one_trains_only_new_layers_then_stage_two_trains_all(tmp_path):
     torch.manual_seed(0)
     net = PSPNet(backbone_depth=18)
     module = SegmentationModule(net, FocalLoss(), optimizer=partial(torch.optim.RMSprop, lr=1e-2))
-    before = {"stem": net.layer0[0].weight.detach().clone(), "cls": net.cls[-1].weight.detach().clone(),
-              "stem_bn_mean": net.layer0[1].running_mean.clone(), "init": net.init[1].weight.detach().clone()}  # fmt: skip
+    before = {
+        "stem": net.layer0[0].weight.detach().clone(),
+        "cls": net.cls[-1].weight.detach().clone(),
+        "stem_bn_mean": net.layer0[1].running_mean.clone(),
+        "init": net.init[1].weight.detach().clone(),
+    }
     recorder = _Recorder()
-    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, limit_val_batches=0, default_root_dir=tmp_path,
-                         callbacks=[TwoStageFinetuning(unfreeze_at_epoch=1, stage2_lr=1e-4), recorder])  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        callbacks=[TwoStageFinetuning(unfreeze_at_epoch=1, stage2_lr=1e-4), recorder],
+    )
     trainer.fit(module, train_dataloaders=_loader())
     stage1, stage2 = recorder.snapshots
     assert stage1["lrs"] == [1e-2]

@@ -33,15 +33,18 @@ def _cases(tmp_path, geometry: SliceGeometry, shapes):
         label[x : 2 * x, y : 2 * y, :] = rng.random((x, y, shape[2])) < 0.9  # a lesion block
         labels.append(label)
         path = tmp_path / f"case{i}.nii"
-        nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([0.8, 0.9, 5.0, 1])), str(path))
+        nib.save(
+            nib.Nifti1Image(np.zeros(shape, np.float32), np.diag([0.8, 0.9, 5.0, 1])), str(path)
+        )
         items.append(CacheItem(f"case{i}", i, i, (path,)))
 
     def load(item: CacheItem) -> DecodedCase:
         label = labels[int(item.name[4:])]
         return DecodedCase(label[None].astype(np.float32), label, (0.8, 0.9, 5.0))
 
-    cache = SliceCache(build_slice_cache(tmp_path / "cache" / "k", items, load, ["lesion"],
-                                         geometry, {}))  # fmt: skip
+    cache = SliceCache(
+        build_slice_cache(tmp_path / "cache" / "k", items, load, ["lesion"], geometry, {})
+    )
     return CaseDataset(cache, np.arange(len(items)), geometry, items), labels
 
 
