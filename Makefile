@@ -1,6 +1,8 @@
 # make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
 # make test  - run the whole test suite (CPU only)
-# make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin (~10 min)
+# make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin
+# make lint  - ruff (lint + format) and mypy over the packages
+# make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
 #
 # On a GPU cluster, install the torch build you want into the venv first and pass
 # CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
@@ -14,7 +16,7 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo twin demo-atlas atlas-twin test lint clean-runs
+.PHONY: install demo twin demo-atlas atlas-twin test lint bench clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +33,7 @@ twin: $(TWIN)/SYNTHETIC_TWIN.json
 demo: install twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
-	  --data.init_args.data_dir $(TWIN) && \
+	  --data.init_args.data_dir $(TWIN) --overwrite true && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 $(ATLAS_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
@@ -42,14 +44,17 @@ atlas-twin: $(ATLAS_TWIN)/SYNTHETIC_TWIN.json
 demo-atlas: install atlas-twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/dunet.yaml --config experiments/dunet_demo.yaml \
-	  --data.init_args.data_dir $(ATLAS_TWIN) && \
+	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite true && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+bench: install
+	$(BIN)/python benchmarks/run.py
 
 clean-runs:
 	rm -rf runs

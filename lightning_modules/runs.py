@@ -5,8 +5,10 @@ Every ``lightning`` command of an experiment's fold works in ``runs/<experiment>
 * ``fit`` writes ``config.yaml``, ``split.json``, ``metrics.csv``, ``checkpoints/``, the
   per-case tables and ``curves.png`` there, whatever the loggers (a W&B run keeps its files in
   ``wandb/`` inside it). ``--ckpt_path last`` resumes in the same folder: ``metrics.csv`` keeps
-  its rows up to the checkpoint's epoch, the W&B run continues under the same id. Starting a
-  new fit over a folder that holds checkpoints is refused unless ``--overwrite true``.
+  its rows up to the checkpoint's epoch, the W&B run continues under the same id. A SLURM job
+  requeued by Lightning's auto-requeue resumes there from its ``hpc_ckpt_<n>.ckpt`` with the
+  same command. Starting a new fit over a folder that holds checkpoints is refused unless
+  ``--overwrite true``.
 * ``validate``/``test``/``predict`` write into ``<fold folder>/<stage>/``. With a checkpoint
   inside a run folder (``…/fold<k>/checkpoints/x.ckpt``) that run's folder is used, so a
   prediction never lands in another experiment's folder; ``--ckpt_path last``/``best`` name
@@ -27,6 +29,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from datamodules.errors import ConfigurationError
@@ -67,6 +70,20 @@ def _run_folder_of(checkpoint: Path) -> Path | None:
     if checkpoint.parent.name == "checkpoints" and (folder / "config.yaml").is_file():
         return folder
     return None
+
+
+def _epoch_of(checkpoint: Path) -> int:
+    """The epoch a Lightning checkpoint was saved in (memory-mapped: the weights stay on disk)."""
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+
+
+def _requeue_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``hpc_ckpt_<n>.ckpt`` Lightning saved before SLURM requeued this job, if this
+    is a SLURM job (Lightning then resumes from it by itself)."""
+    if not SLURMEnvironment.detect() or not run_dir.is_dir():
+        return None
+    saved = sorted(run_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return saved[-1] if saved else None
 
 
 def _best_checkpoint(run_dir: Path) -> Path | None:
@@ -130,6 +147,9 @@ def plan_run(
         home = origin or run_dir
         return RunPlan(home, home / stage, checkpoint, None)
     resumes = checkpoint is not None and _run_folder_of(checkpoint) == run_dir.resolve()
+    requeued = _requeue_checkpoint(run_dir) if checkpoint is None else None
+    if requeued is not None:  # a requeued SLURM job: Lightning resumes from its HPC checkpoint
+        return RunPlan(run_dir, run_dir, None, _epoch_of(requeued))
     existing = sorted((run_dir / "checkpoints").glob("*.ckpt")) if run_dir.is_dir() else []
     if existing and not resumes and _global_rank() == 0:
         if not overwrite:
@@ -139,11 +159,7 @@ def plan_run(
                 "--overwrite true (deletes the folder), or choose another --experiment name."
             )
         shutil.rmtree(run_dir)
-    epoch = None
-    if resumes and checkpoint is not None:
-        epoch = int(
-            torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["epoch"]
-        )
+    epoch = _epoch_of(checkpoint) if resumes and checkpoint is not None else None
     return RunPlan(run_dir, run_dir, checkpoint, epoch)
 
 

@@ -1,0 +1,102 @@
+"""One fold = one folder: run plans, checkpoint names, resume and the resuming CSV log."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.errors import ConfigurationError
+from lightning_modules.runs import RunCSVLogger, plan_run
+
+
+def _checkpoint(path: Path, epoch: int, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, **extra}, path)
+    return path
+
+
+def _run(tmp_path: Path, experiment: str = "exp", fold: int = 0) -> Path:
+    run_dir = tmp_path / "runs" / experiment / f"fold{fold}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text("experiment: exp\n")
+    return run_dir
+
+
+def test_a_new_fit_works_in_the_folds_folder(tmp_path):
+    plan = plan_run(str(tmp_path / "runs"), "exp", 3, "fit", None, False)
+    assert plan.run_dir == plan.stage_dir == (tmp_path / "runs" / "exp" / "fold3").absolute()
+    assert plan.ckpt_path is None and plan.resume_epoch is None
+    assert plan.logger_version == "fold3"
+
+
+def test_a_second_fit_is_refused_unless_resumed_or_overwritten(tmp_path):
+    run_dir = _run(tmp_path)
+    last = _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
+    with pytest.raises(
+        ConfigurationError, match="already holds a run.*--ckpt_path last.*--overwrite true"
+    ):
+        plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, False)
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", "last", False)
+    assert plan.ckpt_path == last.resolve() and plan.resume_epoch == 4
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, True)
+    assert not run_dir.exists() and plan.resume_epoch is None
+
+
+def test_last_and_best_name_the_folds_checkpoints(tmp_path):
+    run_dir = _run(tmp_path)
+    best = _checkpoint(run_dir / "checkpoints" / "best-epoch002-dice0.5000.ckpt", 2)
+    callbacks = {"ModelCheckpoint{'monitor': 'val/dice'}": {"best_model_path": str(best)}}
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 5, callbacks=callbacks)
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "test", "best", False)
+    assert plan.ckpt_path == best.resolve()
+    assert plan.stage_dir == run_dir.absolute() / "test"
+    with pytest.raises(ConfigurationError, match="no last checkpoint of this fold"):
+        plan_run(str(tmp_path / "runs"), "exp", 1, "validate", "last", False)
+    with pytest.raises(ConfigurationError, match="no such checkpoint file"):
+        plan_run(str(tmp_path / "runs"), "exp", 0, "predict", str(tmp_path / "nope.ckpt"), False)
+
+
+def test_a_checkpoint_of_another_run_predicts_into_that_runs_folder(tmp_path):
+    other = _run(tmp_path, experiment="other", fold=2)
+    checkpoint = _checkpoint(other / "checkpoints" / "last.ckpt", 1)
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "predict", str(checkpoint), False)
+    assert plan.run_dir == other.resolve() and plan.stage_dir == other.resolve() / "predict"
+
+
+def test_a_requeued_slurm_job_resumes_from_its_hpc_checkpoint(tmp_path, monkeypatch):
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 2)
+    _checkpoint(run_dir / "hpc_ckpt_1.ckpt", 3)
+    _checkpoint(run_dir / "hpc_ckpt_2.ckpt", 6)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "fold0")
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, False)
+    assert plan.ckpt_path is None and plan.resume_epoch == 6  # Lightning loads the HPC one
+
+
+def test_the_csv_log_keeps_its_rows_up_to_the_resumed_epoch(tmp_path):
+    run_dir = tmp_path / "exp" / "fold0"
+    run_dir.mkdir(parents=True)
+    rows = [
+        {"epoch": "0", "step": "1", "val/dice": "0.1"},
+        {"epoch": "1", "step": "3", "val/dice": "0.2"},
+        {"epoch": "2", "step": "4", "val/dice": ""},
+    ]
+    with (run_dir / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "val/dice"])
+        writer.writeheader()
+        writer.writerows(rows)
+    logger = RunCSVLogger(str(tmp_path), "exp", "fold0", keep_until_epoch=1)
+    logger.log_metrics({"val/dice": 0.3, "epoch": 2}, step=5)
+    logger.save()
+    with (run_dir / "metrics.csv").open() as handle:
+        kept = [(r["epoch"], r["val/dice"]) for r in csv.DictReader(handle)]
+    assert kept == [("0", "0.1"), ("1", "0.2"), ("2", "0.3")]
+    fresh = RunCSVLogger(str(tmp_path), "exp", "fold0")  # a new run: the old file goes
+    fresh.log_metrics({"val/dice": 0.9, "epoch": 0}, step=0)
+    fresh.save()
+    with (run_dir / "metrics.csv").open() as handle:
+        assert [r["val/dice"] for r in csv.DictReader(handle)] == ["0.9"]
