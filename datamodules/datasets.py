@@ -53,9 +53,9 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = int(self.rows[index])
-        start, stop = self.geometry.context_rows(row, int(self.first[index]), int(self.last[index]))
-        image = self.geometry.stack(self.cache.images[start:stop], np.array([row - start]))[0]
-        label = np.array(self.cache.labels[row : row + 1])  # (1, h, w)
+        images, labels = self.cache.images, self.cache.labels
+        image = self.geometry.sample(images, row, int(self.first[index]), int(self.last[index]))
+        label = np.array(labels[row : row + 1])  # (1, h, w)
         sample: dict[str, Any] = {
             "image": torch.from_numpy(image),
             "label": torch.from_numpy(label),

@@ -21,7 +21,7 @@ case is refused (:meth:`SliceGeometry.check`) instead of being clipped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ class SliceGeometry:
     crop: Box | None = None
     size: tuple[int, int] | None = None
     context: tuple[int, ...] = (0,)
+    _consecutive: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if sorted(self.axes) != [0, 1, 2]:
@@ -74,6 +75,10 @@ class SliceGeometry:
             raise ConfigurationError(f"image_size must be positive, got {list(self.size)}")
         if not self.context:
             raise ConfigurationError("context must list at least one slice offset, e.g. [0]")
+        # Consecutive increasing offsets, e.g. (-2, -1, 0, 1): a stack is one block of rows.
+        start = self.context[0]
+        consecutive = self.context == tuple(range(start, start + len(self.context)))
+        object.__setattr__(self, "_consecutive", consecutive)
 
     @classmethod
     def create(
@@ -176,19 +181,49 @@ class SliceGeometry:
         )
         return resized[:, 0].to(torch.uint8).numpy()
 
-    def to_native(self, probability: torch.Tensor, native_hw: Sequence[int]) -> torch.Tensor:
-        """Network-grid ``(D, h, w)`` → native ``(D, H, W)``: resized to the window, 0 outside it."""
+    def to_native(
+        self, probability: torch.Tensor, native_hw: Sequence[int], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Network-grid ``(D, h, w)`` → native ``(D, H, W)``: resized to the window, 0 outside it.
+
+        Args:
+            probability: ``(D, h, w)`` on the network grid.
+            native_hw: ``(H, W)`` of the case's native slices.
+            out: Optional ``(D, H, W)`` tensor to fill (e.g. a slice of an uninitialised
+                whole-case output), so a case is assembled without padded copies or a full
+                zero fill: only the border outside the window is zeroed.
+        """
         height, width = int(native_hw[0]), int(native_hw[1])
         h0, h1, w0, w1 = self.window((height, width))
         if tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0):
             probability = F.interpolate(
                 probability[:, None], size=(h1 - h0, w1 - w0), mode="bilinear", align_corners=False
             )[:, 0]
-        if (h0, h1, w0, w1) == (0, height, 0, width):
-            return probability
-        return F.pad(probability, (w0, width - w1, h0, height - h1))  # (D, H, W)
+        if out is None:
+            if (h0, h1, w0, w1) == (0, height, 0, width):
+                return probability
+            out = probability.new_empty((probability.shape[0], height, width))
+        out[:, h0:h1, w0:w1] = probability
+        out[:, :h0] = 0
+        out[:, h1:] = 0
+        out[:, h0:h1, :w0] = 0
+        out[:, h0:h1, w1:] = 0
+        return out  # (D, H, W)
 
     # -- context stacking ----------------------------------------------------------------
+    def sample(self, images: np.ndarray, row: int, first: int, last: int) -> np.ndarray:
+        """One training stack ``(K * C, h, w)``: slice ``row`` of a case stored at rows
+        ``[first, last)`` of ``images`` with its context.
+
+        Away from the case's ends a consecutive context is one contiguous block of rows: a
+        single copy, nothing else (this is the training loop's hot path).
+        """
+        low, high = row + self.context[0], row + self.context[-1]
+        if self._consecutive and low >= first and high < last:
+            return np.array(images[low : high + 1]).reshape(-1, *images.shape[2:])
+        start, stop = self.context_rows(row, first, last)
+        return self.stack(images[start:stop], np.array([row - start]))[0]
+
     def context_rows(self, row: int, first: int, last: int) -> tuple[int, int]:
         """The contiguous rows ``[start, stop)`` holding slice ``row``'s context, clipped to its
         case (stored at rows ``[first, last)``)."""

@@ -133,13 +133,12 @@ class SegmentationModule(pl.LightningModule):
                 the network grid back to the native one.
         """
         image, geometry = case["image"], case["geometry"]
-        native_hw = case["native_shape"][1:]
-        step = self.slice_batch
-        chunks = [
-            geometry.to_native(self.lesion_probability(image[i : i + step]), native_hw)
-            for i in range(0, image.shape[0], step)
-        ]
-        return torch.cat(chunks)  # (N, H, W)
+        depth, height, width = case["native_shape"]
+        out = image.new_empty((depth, height, width), dtype=torch.float32)
+        for start in range(0, depth, self.slice_batch):
+            chunk = self.lesion_probability(image[start : start + self.slice_batch])
+            geometry.to_native(chunk, (height, width), out=out[start : start + self.slice_batch])
+        return out  # (N, H, W)
 
     def _evaluate_case(self, case: dict[str, Any], metrics: CaseMetrics, stage: str) -> None:
         label = case["label"]

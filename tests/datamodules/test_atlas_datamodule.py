@@ -86,6 +86,9 @@ def test_four_slice_stack_is_i_minus_2_to_i_plus_1_zero_padded_at_the_ends(tiny_
             sample["image"][channel], torch.from_numpy(np.array(cache.images[row, 0]))
         )
     assert torch.equal(sample["label"][0], torch.from_numpy(np.array(cache.labels[start + 1])))
+    inner = train[int(np.flatnonzero(train.rows == start + 5)[0])]  # one contiguous read
+    expected_rows = torch.from_numpy(np.array(cache.images[start + 3 : start + 7, 0]))
+    assert torch.equal(inner["image"], expected_rows)
 
 
 def test_subject_split_keeps_sessions_together_and_is_written(tiny_atlas, tmp_path):
