@@ -5,13 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from datamodules.atlas_reader import (
-    ATLASScan,
-    check_atlas_root,
-    prediction_target,
-    read_scan,
-    scan_atlas,
-)
+from datamodules.atlas_layout import check_atlas_root
+from datamodules.atlas_reader import ATLASScan, prediction_target, read_scan, scan_atlas
 from datamodules.base import SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
 from datamodules.geometry import SliceGeometry

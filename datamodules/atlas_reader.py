@@ -31,50 +31,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
+from datamodules.atlas_layout import (
+    R11_MASK_RE,
+    R11_SCAN_RE,
+    R11_T1_RE,
+    R12_COHORT_RE,
+    R12_MASK_RE,
+    R12_SCAN_RE,
+    R12_T1_RE,
+    R20_COHORT_RE,
+    R20_MASK,
+    R20_SUBJECT_RE,
+    R20_T1,
+    SPLITS,
+    check_atlas_root,
+    not_found,
+    r12_cohort_parents,
+    visible_dirs,
+)
+from datamodules.errors import ConfigurationError, DataValidationError
 from datamodules.nifti import PredictionTarget, align_to_reference, load_volume
 
 log = logging.getLogger(__name__)
-
-ATLAS_RELEASES = ("R1.1", "R1.2", "R2.0")
-SPLITS = ("Training", "Testing")
-RELEASE_FOLDERS = {"R1.1": "ATLAS_R1.1", "R2.0": "ATLAS_2"}
-
-SYNTH_HINT = "lightning-data synth atlas {root} --release R2.0 --subjects 20 --seed 0"
-
-EXPECTED_LAYOUTS = """\
-  R1.1: <root>/ATLAS_R1.1/Site<k>/<NNNNNN>/t0<1|2>/<NNNNNN>_t1w_deface_stx.nii.gz
-            + one or more <NNNNNN>_LesionSmooth[_<k>]_stx.nii.gz
-  R1.2: <root>/<folder>/c<NNNN>/c<NNNN>s<NNNN>t<NN>/c<NNNN>s<NNNN>t<NN>_t1w_stx.nii.gz
-            + one or more c<NNNN>s<NNNN>t<NN>_LesionSmooth[_<k>]_stx.nii.gz
-  R2.0: <root>/ATLAS_2/Training/R<NNN>/sub-r<NNN>s<NNN>/ses-1/anat/
-            sub-r<NNN>s<NNN>_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz
-            + sub-r<NNN>s<NNN>_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz
-        (and <root>/ATLAS_2/Testing/... with the T1w only)"""
-
-_R11_SCAN_RE = re.compile(r"^Site(?P<site>[1-9])/(?P<sid>\d{6})/(?P<ses>t0[12])$")
-_R11_T1_RE = re.compile(r"^(?P<sid>\d{6})_t1w_deface_stx\.nii\.gz$")
-_R11_MASK_RE = re.compile(r"^(?P<sid>\d{6})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$")
-_R12_COHORT_RE = re.compile(r"^c\d{4}$")
-_R12_SCAN_RE = re.compile(r"^c(?P<c>\d{4})/c(?P=c)s(?P<s>\d{4})t(?P<t>\d{2})$")
-_R12_T1_RE = re.compile(r"^(?P<scan>c\d{4}s\d{4}t\d{2})_t1w_stx\.nii\.gz$")
-_R12_MASK_RE = re.compile(
-    r"^(?P<scan>c\d{4}s\d{4}t\d{2})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$"
-)
-_R20_COHORT_RE = re.compile(r"^R\d{3}$")
-_R20_SUBJECT_RE = re.compile(
-    r"^(?P<split>Training|Testing)/R(?P<site>\d{3})/sub-r(?P=site)s(?P<n>\d{3})/ses-1/anat$"
-)
-_R20_T1 = "{sub}_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"
-_R20_MASK = "{sub}_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz"
-_R12_SEARCH_DEPTH = 4  # <root>/ATLAS R 1.2/standard_MNI/standard_part1/c0001
 
 
 @dataclass(frozen=True)
@@ -96,118 +80,6 @@ class ATLASScan:
     split: str
     t1: Path
     masks: tuple[Path, ...]
-
-
-# ----------------------------------------------------------------------------- detection
-
-
-def _visible_dirs(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
-
-
-def _r11_dir(root: Path) -> Path | None:
-    for candidate in (root / RELEASE_FOLDERS["R1.1"], root):
-        if any(re.fullmatch(r"Site[1-9]", d.name) for d in _visible_dirs(candidate)):
-            return candidate
-    return None
-
-
-def _r20_dir(root: Path) -> Path | None:
-    for candidate in (root / RELEASE_FOLDERS["R2.0"], root):
-        if any((candidate / split).is_dir() for split in SPLITS):
-            return candidate
-    return None
-
-
-def _r12_cohort_parents(root: Path) -> list[Path]:
-    """Folders (at most a few levels below ``root``) that hold ``c<NNNN>`` cohort folders."""
-    parents, frontier = [], [root]
-    for _ in range(_R12_SEARCH_DEPTH):
-        next_frontier = []
-        for folder in frontier:
-            children = _visible_dirs(folder)
-            if any(_R12_COHORT_RE.match(child.name) for child in children):
-                parents.append(folder)
-                continue
-            next_frontier.extend(children)
-        frontier = next_frontier
-    return sorted(parents)
-
-
-def _r12_dir(root: Path) -> Path | None:
-    parents = _r12_cohort_parents(root)
-    return Path(os.path.commonpath(parents)) if parents else None
-
-
-_DETECTORS = {"R1.1": _r11_dir, "R1.2": _r12_dir, "R2.0": _r20_dir}
-
-
-def _not_found(root: Path, what: str) -> DatasetNotFoundError:
-    return DatasetNotFoundError(
-        f"ATLAS data not found: {root.resolve()} {what}.\n"
-        f"Expected one of the layouts of the official releases, under the folder the archive "
-        f"was extracted into:\n{EXPECTED_LAYOUTS}\n"
-        f"Extract the real data there (or point the data directory at it), or write a synthetic "
-        f"twin with the same layout:\n  {SYNTH_HINT.format(root=root)}"
-    )
-
-
-def detect_release(root: str | Path) -> str:
-    """Tell which ATLAS release ``root`` holds, from its folder structure alone.
-
-    Returns:
-        One of :data:`ATLAS_RELEASES`.
-
-    Raises:
-        DatasetNotFoundError: If no layout matches; lists the three layouts and the synth command.
-        ConfigurationError: If ``root`` holds several releases (pass ``release`` then).
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise _not_found(root, "does not exist" if not root.exists() else "is not a directory")
-    found = [release for release, detect in _DETECTORS.items() if detect(root) is not None]
-    if not found:
-        raise _not_found(root, "matches none of the ATLAS R1.1, R1.2 or R2.0 layouts")
-    if len(found) > 1:
-        raise ConfigurationError(
-            f"{root} holds several ATLAS releases ({', '.join(found)}); choose one with "
-            f"data.init_args.release (one of {', '.join(found)})."
-        )
-    return found[0]
-
-
-def check_atlas_root(root: str | Path, release: str | None = None) -> tuple[Path, str]:
-    """Fail fast (no file decoding) if ``root`` does not hold an ATLAS release.
-
-    Args:
-        root: The extract folder (parent of ``ATLAS_R1.1/``, the R1.2 folder or ``ATLAS_2/``)
-            or the release folder itself.
-        release: One of :data:`ATLAS_RELEASES`, or ``None`` to detect it.
-
-    Returns:
-        ``(release_dir, release)``: the folder the release's relative paths start from
-        (``…/ATLAS_R1.1``, the common parent of the R1.2 cohort folders, ``…/ATLAS_2``) and the
-        release.
-
-    Raises:
-        DatasetNotFoundError: If the layout is not found.
-        ConfigurationError: If ``release`` is unknown, or ``None`` and several releases are present.
-    """
-    root = Path(root).expanduser()
-    if release is None:
-        release = detect_release(root)
-    if release not in ATLAS_RELEASES:
-        raise ConfigurationError(
-            f"release must be one of {ATLAS_RELEASES}, got {release!r} (data.init_args.release)."
-        )
-    found = _DETECTORS[release](root) if root.is_dir() else None
-    if found is None:
-        what = "does not exist" if not root.exists() else f"has no ATLAS {release} layout"
-        raise _not_found(root, what)
-    return found, release
 
 
 # ----------------------------------------------------------------------------- scanning
@@ -261,16 +133,16 @@ def _warn_ignored(where: Path, ignored: list[str], expected: str) -> None:
 
 def _scan_r11(release_dir: Path) -> list[ATLASScan]:
     scans, ignored = [], []
-    for site in _visible_dirs(release_dir):
+    for site in visible_dirs(release_dir):
         if not re.fullmatch(r"Site[1-9]", site.name):
             continue
-        for folder in (s for subject in _visible_dirs(site) for s in _visible_dirs(subject)):
+        for folder in (s for subject in visible_dirs(site) for s in visible_dirs(subject)):
             relative = folder.relative_to(release_dir).as_posix()
-            match = _R11_SCAN_RE.match(relative)
+            match = R11_SCAN_RE.match(relative)
             if match is None:
                 ignored.append(relative)
                 continue
-            t1, masks = _r1_scan(folder, match["sid"], _R11_T1_RE, _R11_MASK_RE, "sid")
+            t1, masks = _r1_scan(folder, match["sid"], R11_T1_RE, R11_MASK_RE, "sid")
             scans.append(
                 ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks)
             )
@@ -281,13 +153,13 @@ def _scan_r11(release_dir: Path) -> list[ATLASScan]:
 def _scan_r12(release_dir: Path) -> list[ATLASScan]:
     scans: dict[str, ATLASScan] = {}
     ignored = []
-    for parent in _r12_cohort_parents(release_dir):
-        for cohort in _visible_dirs(parent):
-            if not _R12_COHORT_RE.match(cohort.name):
+    for parent in r12_cohort_parents(release_dir):
+        for cohort in visible_dirs(parent):
+            if not R12_COHORT_RE.match(cohort.name):
                 continue
-            for folder in _visible_dirs(cohort):
+            for folder in visible_dirs(cohort):
                 relative = folder.relative_to(parent).as_posix()
-                match = _R12_SCAN_RE.match(relative)
+                match = R12_SCAN_RE.match(relative)
                 if match is None:
                     ignored.append(folder.relative_to(release_dir).as_posix())
                     continue
@@ -296,7 +168,7 @@ def _scan_r12(release_dir: Path) -> list[ATLASScan]:
                         f"{folder}: the scan also exists at {scans[f'R1.2/{relative}'].t1.parent}. "
                         "Keep one copy."
                     )
-                t1, masks = _r1_scan(folder, folder.name, _R12_T1_RE, _R12_MASK_RE, "scan")
+                t1, masks = _r1_scan(folder, folder.name, R12_T1_RE, R12_MASK_RE, "scan")
                 subject = f"R1.2/c{match['c']}s{match['s']}"
                 scans[f"R1.2/{relative}"] = ATLASScan(
                     f"R1.2/{relative}", subject, "Training", t1, masks
@@ -307,14 +179,14 @@ def _scan_r12(release_dir: Path) -> list[ATLASScan]:
 
 def _scan_r20(release_dir: Path, split: str) -> list[ATLASScan]:
     scans = []
-    for cohort in _visible_dirs(release_dir / split):
-        if not _R20_COHORT_RE.match(cohort.name):
+    for cohort in visible_dirs(release_dir / split):
+        if not R20_COHORT_RE.match(cohort.name):
             log.warning("Ignoring %s: not an R<NNN> cohort folder", cohort)
             continue
-        for subject_dir in _visible_dirs(cohort):
+        for subject_dir in visible_dirs(cohort):
             anat = subject_dir / "ses-1" / "anat"
             relative = anat.relative_to(release_dir).as_posix()
-            if _R20_SUBJECT_RE.match(relative) is None:
+            if R20_SUBJECT_RE.match(relative) is None:
                 log.warning("Ignoring %s: not a sub-r<NNN>s<NNN> folder of %s", subject_dir, cohort)
                 continue
             if not anat.is_dir():
@@ -323,7 +195,7 @@ def _scan_r20(release_dir: Path, split: str) -> list[ATLASScan]:
                     "original archive."
                 )
             sub = subject_dir.name
-            t1, mask = anat / _R20_T1.format(sub=sub), anat / _R20_MASK.format(sub=sub)
+            t1, mask = anat / R20_T1.format(sub=sub), anat / R20_MASK.format(sub=sub)
             if not t1.is_file():
                 raise DataValidationError(
                     f"{anat}: no T1 file {t1.name}. Re-extract this subject from the archive."
@@ -370,7 +242,7 @@ def scan_atlas(
         scans = _scan_r20(release_dir, split)
     if not scans:
         where = release_dir / split if release == "R2.0" else release_dir
-        raise _not_found(Path(root).expanduser(), f"has no ATLAS {release} scan in {where}")
+        raise not_found(Path(root).expanduser(), f"has no ATLAS {release} scan in {where}")
     if split == "Training":
         for scan in scans:
             if not scan.masks:
@@ -384,7 +256,7 @@ def scan_atlas(
 
 def _mask_hint(release: str, scan: ATLASScan) -> str:
     if release == "R2.0":
-        return _R20_MASK.format(sub=scan.subject.split("/")[-1])
+        return R20_MASK.format(sub=scan.subject.split("/")[-1])
     stem = scan.t1.name.split("_", 1)[0]
     return f"{stem}_LesionSmooth[_<k>]_stx.nii.gz"
 
@@ -410,7 +282,7 @@ def prediction_target(scan: ATLASScan) -> PredictionTarget:
     """
     if scan.name.startswith("R2.0/"):
         sub = scan.subject.split("/")[-1]
-        path = f"{_R20_PREDICTIONS}/{sub}/ses-1/anat/{_R20_MASK.format(sub=sub)}"
+        path = f"{_R20_PREDICTIONS}/{sub}/ses-1/anat/{R20_MASK.format(sub=sub)}"
         sidecars = (
             ("dataset_description.json", _description("strokeseg-repro predictions", "raw")),
             (

@@ -24,14 +24,8 @@ from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import Sampler, WeightedRandomSampler, default_collate
 
-from datamodules.cache import (
-    CacheItem,
-    DecodedCase,
-    SliceCache,
-    build_slice_cache,
-    cache_key,
-    check_cache_root,
-)
+from datamodules.cache import CacheItem, DecodedCase, SliceCache, cache_key
+from datamodules.cache_build import build_slice_cache, check_cache_root
 from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
 from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry

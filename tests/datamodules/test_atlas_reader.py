@@ -11,14 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.atlas_reader import (
-    ATLAS_RELEASES,
-    ATLASScan,
-    check_atlas_root,
-    detect_release,
-    read_scan,
-    scan_atlas,
-)
+from datamodules.atlas_layout import ATLAS_RELEASES, check_atlas_root, detect_release
+from datamodules.atlas_reader import ATLASScan, read_scan, scan_atlas
 from datamodules.errors import DatasetNotFoundError, DataValidationError
 from datamodules.synth.atlas import write_atlas_twin
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.cache import remove_stale_builds
+from datamodules.cache_build import remove_stale_builds
 
 # A builder whose cases take long to decode, so a test can catch it mid-build.
 _SLOW_BUILD = textwrap.dedent(
@@ -22,7 +22,8 @@ _SLOW_BUILD = textwrap.dedent(
     from pathlib import Path
     import nibabel as nib
     import numpy as np
-    from datamodules.cache import CacheItem, DecodedCase, build_slice_cache
+    from datamodules.cache import CacheItem, DecodedCase
+    from datamodules.cache_build import build_slice_cache
     from datamodules.geometry import SliceGeometry
 
     root, key = Path(sys.argv[1]), sys.argv[2]
@@ -93,7 +94,8 @@ def test_sigterm_during_a_build_removes_its_folder(tmp_path):
 def test_native_labels_round_trip_through_bit_packing(tmp_path):
     import nibabel as nib
 
-    from datamodules.cache import CacheItem, DecodedCase, SliceCache, build_slice_cache
+    from datamodules.cache import CacheItem, DecodedCase, SliceCache
+    from datamodules.cache_build import build_slice_cache
     from datamodules.geometry import SliceGeometry
 
     rng = np.random.default_rng(0)

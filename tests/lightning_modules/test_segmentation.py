@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.cache import CacheItem, DecodedCase, SliceCache, build_slice_cache
+from datamodules.cache import CacheItem, DecodedCase, SliceCache
+from datamodules.cache_build import build_slice_cache
 from datamodules.datasets import CaseDataset
 from datamodules.geometry import SliceGeometry
 from evaluation.metrics import isles2018
