@@ -192,15 +192,18 @@ class SliceDataModule(pl.LightningDataModule):
             self._items[split] = self._scan(split)
         return self._items[split]
 
+    def _cache_settings(self) -> dict[str, Any]:
+        """What the cache's content depends on (recorded in it, and part of its key)."""
+        return {
+            "dataset": self.dataset_name,
+            **self._settings(),
+            "geometry": self.geometry.settings(),
+        }
+
     def cache_path(self, split: str) -> Path:
         """The cache folder of ``split`` for the current files and settings."""
         if split not in self._cache_dirs:
-            settings = {
-                "dataset": self.dataset_name,
-                **self._settings(),
-                "geometry": self.geometry.settings(),
-            }
-            key = cache_key(self.items(split), settings)
+            key = cache_key(self.items(split), self._cache_settings())
             self._cache_dirs[split] = self.cache_root / f"{self.dataset_name}-{split}-{key}"
         return self._cache_dirs[split]
 
@@ -243,12 +246,8 @@ class SliceDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Validate and decode every case of the needed split once (local rank 0 only)."""
+        settings = self._cache_settings()
         for split in self._splits_for_stage():
-            settings = {
-                "dataset": self.dataset_name,
-                **self._settings(),
-                "geometry": self.geometry.settings(),
-            }
             build_slice_cache(
                 self.cache_path(split),
                 self.items(split),

@@ -137,7 +137,7 @@ class SuiteArgumentParser(LightningArgumentParser):
         prog = self.prog.replace(" [options]", "")
         sys.stderr.write(
             f"error: {summary}\n"
-            f"Check the key or class name in your --config files and flags; `{prog} --help` "
-            "lists the accepted options, `--print_config` shows the composed configuration.\n"
+            f"`{prog} --help` lists the accepted options; `--print_config` shows the composed "
+            "configuration.\n"
         )
         self.exit(2)

@@ -210,3 +210,36 @@ def test_augmentation_geometry():
     assert out["image"].shape == image.shape
     assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}
     assert not torch.allclose(out["image"], image)
+
+
+def _resize_case(case_dir: Path, shape: tuple[int, int]) -> None:
+    """Rewrite every volume of a case on a larger, non-square in-plane grid (zero-padded)."""
+    for path in case_dir.glob("SMIR.*/*.nii"):
+        image = nib.load(path)
+        data = np.asarray(image.dataobj)
+        padded = np.zeros((*shape, *data.shape[2:]), dtype=data.dtype)
+        padded[: data.shape[0], : data.shape[1]] = data
+        header = image.header.copy()
+        header.set_data_shape(padded.shape)
+        out = nib.Nifti1Image(padded, None, header)
+        out.set_qform(image.header.get_qform(), int(image.header["qform_code"]))
+        out.set_sform(image.header.get_sform(), int(image.header["sform_code"]))
+        nib.save(out, path)
+
+
+def test_cases_of_different_sizes_need_one_network_grid_and_keep_their_own(twin_copy, tmp_path):
+    case = scan_isles2018(twin_copy)[4]
+    _resize_case(case.directory, (40, 36))
+    with pytest.raises(
+        ConfigurationError, match=r"different sizes .*\(32, 32\).*\(40, 36\).*image_size"
+    ):
+        _datamodule(twin_copy, tmp_path).prepare_data()
+    dm = _datamodule(twin_copy, tmp_path, image_size=24, num_folds=2)
+    dm.prepare_data()
+    dm.setup("fit")
+    cache = dm.caches["TRAINING"]
+    index = cache.case_names.index(case.name)
+    assert cache.images.shape[-2:] == (24, 24)
+    assert tuple(cache.native_shape[index][1:]) == (40, 36)  # metrics and masks on its own grid
+    _, label, _ = read_case(case, ["CT"])
+    assert np.array_equal(dm.geometry.to_source(cache.native_label(index)), label)

@@ -279,7 +279,7 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated", "missing_folder", "non_binary_ot"])
+@pytest.mark.parametrize("damage", ["truncated", "missing_folder", "non_binary_ot", "ot_spacing"])
 def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
     import shutil
 
@@ -292,13 +292,24 @@ def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
         (folder,) = case_dir.glob("SMIR.Brain.XX.O.CT_MTT.*")
         shutil.rmtree(folder)
         expected = f"{case_dir}: no MTT folder"
-    else:
+    elif damage == "non_binary_ot":
         (target,) = case_dir.glob("SMIR.Brain.XX.O.OT.*/*.nii")
         image = nib.load(target)
         data = np.asarray(image.dataobj).copy()
         data[data == 1] = 255
         nib.save(nib.Nifti1Image(data, None, image.header), target)
         expected = f"{target}: the lesion mask must be binary"
+    else:  # an OT whose spacing differs from the CT's (the sform stays the identity quirk)
+        (target,) = case_dir.glob("SMIR.Brain.XX.O.OT.*/*.nii")
+        (ct,) = case_dir.glob("SMIR.Brain.XX.O.CT.*/*.nii")
+        image = nib.load(target)
+        qform = image.header.get_qform()
+        qform[2, 2] *= 2.0
+        moved = nib.Nifti1Image(np.asarray(image.dataobj), None, image.header)
+        moved.set_qform(qform, 2)
+        moved.set_sform(image.header.get_sform(), 2)
+        nib.save(moved, target)
+        expected = f"{target}: its voxel grid does not match {ct}"
     args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(twin_copy, tmp_path)
     result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr[-3000:]

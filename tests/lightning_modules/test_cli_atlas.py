@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -246,3 +247,23 @@ def test_kill_9_during_the_cache_build_leaves_nothing_after_the_next_run(tmp_pat
     assert not list((tmp_path / "cache").glob("*.tmp-*"))
     (cache,) = (tmp_path / "cache").iterdir()
     assert (cache / "meta.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_mask_stored_flipped_is_reoriented_and_said_so(tiny_atlas, tmp_path):
+    import shutil
+
+    from datamodules.atlas_reader import scan_atlas
+
+    copy = Path(shutil.copytree(tiny_atlas, tmp_path / "atlas"))
+    scan = scan_atlas(copy)[0]
+    image = nib.load(scan.masks[0])
+    data = np.asarray(image.dataobj)
+    flip = np.diag([1.0, -1.0, 1.0, 1.0])  # the same lesion, y axis stored reversed
+    flip[1, 3] = data.shape[1] - 1
+    flipped = nib.Nifti1Image(data[:, ::-1].copy(), image.affine @ flip)
+    flipped.set_qform(image.affine @ flip, 1)
+    flipped.set_sform(image.affine @ flip, 1)
+    nib.save(flipped, scan.masks[0])
+    result = run_cli("lightning", "fit", *_tiny_args(["dunet.yaml"], copy, tmp_path), cwd=tmp_path)
+    assert f"{scan.masks[0]}: reoriented onto the grid of {scan.t1}" in result.stdout
