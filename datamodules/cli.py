@@ -7,12 +7,19 @@ Usage::
     lightning-data synth atlas DIR --release {R1.1,R1.2,R2.0} --subjects N
                                    [--testing-subjects M] [--seed S] [--size {full,tiny}]
                                    [--overwrite]
+    lightning-data convert-weights SRC DST [--layout {auto,semseg,pytorch-semseg}]
+                                           [--backbone-depth {50,101,152}] [--keep-caffe-input]
+                                           [--overwrite]
 
 ``synth`` writes synthetic twins of the public datasets in their exact on-disk layout, so the
 readers, datamodules and experiment configs can be run end to end without the real data.
 Each twin is one sub-command of ``synth``. ``DIR`` is always the folder the real archive would
 be extracted into (for ATLAS: the parent of ``ATLAS_R1.1/``, ``atlas_standard/`` or
 ``ATLAS_2/``), and it is the ``root``/data directory the matching reader takes.
+
+``convert-weights`` turns a downloaded VOC2012 PSPNet checkpoint (hszhao/semseg's
+``train_epoch_50.pth`` or pytorch-semseg's ``pspnet_101_pascalvoc.pth``) into the file
+``PSPNet(pretrained_weights=DST)`` loads; see docs/pretrained_weights.md.
 """
 
 from __future__ import annotations
@@ -108,6 +115,68 @@ def _synth_atlas(args: argparse.Namespace) -> int:
             f"{_plural(len(info['scans']), 'scan')}, {_plural(info['mask_files'], 'mask file')}"
         ),
     )
+
+
+def _convert_weights(args: argparse.Namespace) -> int:
+    from networks.pspnet_convert import convert_file, summarize
+
+    result = convert_file(
+        args.src,
+        args.dst,
+        layout=args.layout,
+        backbone_depth=args.backbone_depth,
+        keep_caffe_input=args.keep_caffe_input,
+        overwrite=args.overwrite,
+    )
+    print(f"read {args.src}: {result.layout} layout, PSPNet-{args.backbone_depth}")
+    if result.layout == "pytorch-semseg":
+        kept = "Caffe's BGR, mean-subtracted 0-255 input (kept)"
+        converted = "RGB, ImageNet-normalised input (converted from Caffe's BGR, 0-255)"
+        print(f"the stem expects {kept if args.keep_caffe_input else converted}")
+    print(summarize(result))
+    print(f"wrote {args.dst.absolute()}")
+    return 0
+
+
+def _add_convert_weights(commands) -> None:
+    convert = commands.add_parser(
+        "convert-weights",
+        help="convert a public VOC2012 PSPNet checkpoint to the suite's PSPNet layer names",
+        description=(
+            "Convert a downloaded VOC2012 PSPNet checkpoint to the layer names of "
+            "networks/pspnet.py and write it to DST, the file the PSPNet experiments read "
+            "(model.init_args.net.init_args.pretrained_weights). SRC is hszhao/semseg's .pth "
+            "(layer0…, ppm.*, cls.*) or pytorch-semseg's Caffe conversion (convbnrelu1_1…, "
+            "res_block2…, pyramid_pooling…). "
+            "The 21-class VOC classifiers are dropped; DST is written only after it loads into "
+            "PSPNet. Nothing is downloaded; docs/pretrained_weights.md says where the files are."
+        ),
+    )
+    convert.add_argument("src", type=Path, metavar="SRC", help="the downloaded checkpoint")
+    convert.add_argument(
+        "dst", type=Path, metavar="DST", help="file to write, e.g. weights/pspnet101_voc2012.pth"
+    )
+    convert.add_argument(
+        "--layout",
+        choices=("auto", "semseg", "pytorch-semseg"),
+        default="auto",
+        help="layout of SRC (default: auto, detected from its key names)",
+    )
+    convert.add_argument(
+        "--backbone-depth",
+        type=int,
+        choices=(50, 101, 152),
+        default=101,
+        help="ResNet depth of SRC and of the PSPNet that will load DST (default: 101)",
+    )
+    convert.add_argument(
+        "--keep-caffe-input",
+        action="store_true",
+        help="pytorch-semseg only: keep the stem's Caffe input (BGR, mean-subtracted, 0-255) "
+        "instead of converting it to hszhao/semseg's (RGB, ImageNet mean/std)",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.set_defaults(handler=_convert_weights)
 
 
 def _add_atlas(twins) -> None:
@@ -217,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     isles.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     isles.set_defaults(handler=_synth_isles2018)
     _add_atlas(twins)
+    _add_convert_weights(commands)
     return parser
 
 

@@ -68,7 +68,8 @@ def _not_found(given: Path) -> PretrainedWeightsNotFoundError:
 def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     """The str → Tensor mapping in a checkpoint, without a DataParallel ``module.`` prefix."""
     if isinstance(checkpoint, Mapping):
-        for key in ("state_dict", "model"):
+        # "model_state" is where pytorch-semseg saves its (Caffe-converted) PSPNets.
+        for key in ("state_dict", "model", "model_state"):
             if isinstance(checkpoint.get(key), Mapping):
                 checkpoint = checkpoint[key]
                 break
@@ -82,7 +83,8 @@ def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
             found += f" with keys {_show([str(key) for key in checkpoint])}"
         raise ValueError(
             f"PSPNet pretrained_weights {str(path)!r} holds a {found}; expected a state_dict "
-            "(parameter name → tensor), or a dict holding one under 'state_dict' or 'model'. "
+            "(parameter name → tensor), or a dict holding one under 'state_dict', 'model' or "
+            "'model_state'. "
             "Re-save just the tensors, e.g. torch.save(checkpoint['state_dict'], path)."
         )
     return {key.removeprefix("module."): value for key, value in checkpoint.items()}
