@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -22,7 +23,7 @@ import pytorch_lightning as pl
 import torch
 from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
-from torch.utils.data import Sampler, WeightedRandomSampler, default_collate
+from torch.utils.data import default_collate
 
 from datamodules.cache import CacheItem, DecodedCase, SliceCache, cache_key
 from datamodules.cache_build import build_slice_cache, check_cache_root
@@ -30,12 +31,31 @@ from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
 from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry
 from datamodules.nifti import read_shape
+from datamodules.samplers import EpochSampler
 from datamodules.splits import grouped_kfold, slice_kfold
 from datamodules.transforms import Augmentation
 
 log = logging.getLogger(__name__)
 
 SplitUnit = Literal["subject", "slice"]
+
+
+def _epoch_to_train(trainer: pl.Trainer) -> int:
+    """The epoch a fit is about to train, also while it restores from a checkpoint.
+
+    A checkpoint written at the end of epoch *k* records *k* as begun but not completed, with
+    its last batch done; Lightning then trains epoch *k + 1*, but counts it only after the
+    training dataloader exists.
+    """
+    progress = trainer.fit_loop.epoch_progress.current
+    finished = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    return progress.completed + int(finished and progress.ready > progress.completed)
+
+
+def _run_seed() -> int:
+    """The run's seed (``seed_everything``, which Lightning exports), else one drawn now."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else int(torch.randint(2**31 - 1, ()).item())
 
 
 class SliceDataModule(pl.LightningDataModule):
@@ -334,12 +354,18 @@ class SliceDataModule(pl.LightningDataModule):
         cache = self.caches[self.train_split]
         transform = self.augmentation.transform() if self.augmentation is not None else None
         dataset = SliceDataset(cache, self.train_rows, self.geometry, transform=transform)
-        sampler = self._foreground_sampler(cache, self.train_rows)
+        sampler = EpochSampler(
+            len(dataset), _run_seed(), self._foreground_weights(cache, self.train_rows)
+        )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Lightning creates the first iterator (and worker prefetching starts) before it
+            # calls set_epoch; a resumed run must start from its own epoch's draws, not epoch 0's.
+            sampler.set_epoch(_epoch_to_train(trainer))
         workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=sampler is None,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -347,8 +373,9 @@ class SliceDataModule(pl.LightningDataModule):
             drop_last=len(dataset) > self.batch_size,
         )
 
-    def _foreground_sampler(self, cache: SliceCache, rows: np.ndarray) -> Sampler | None:
-        """Weighted sampling that draws ``foreground_fraction`` of the samples from lesion slices."""
+    def _foreground_weights(self, cache: SliceCache, rows: np.ndarray) -> np.ndarray | None:
+        """Sampling weights that draw ``foreground_fraction`` of the samples from lesion slices
+        (``None``: uniform, every slice once per epoch)."""
         fraction = self.foreground_fraction
         if fraction is None:
             return None
@@ -359,8 +386,7 @@ class SliceDataModule(pl.LightningDataModule):
                 f"{len(rows)} training slices have lesion voxels."
             )
             return None
-        weights = np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())
-        return WeightedRandomSampler(weights.tolist(), len(rows), replacement=True)
+        return np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())
 
     def _case_loader(
         self, split: str, cases: np.ndarray, rows: np.ndarray | None = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Randomizable
 from torch.utils.data import Dataset
 
 from datamodules.cache import CacheItem, SliceCache
@@ -51,7 +52,11 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """The sample at ``key``: a position, or ``(position, seed)`` from
+        :class:`~datamodules.samplers.EpochSampler`, whose seed fixes the sample's augmentation
+        whichever worker process draws it."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         row = int(self.rows[index])
         images, labels = self.cache.images, self.cache.labels
         image = self.geometry.sample(images, row, int(self.first[index]), int(self.last[index]))
@@ -61,6 +66,8 @@ class SliceDataset(Dataset):
             "label": torch.from_numpy(label),
         }
         if self.transform is not None:
+            if seed is not None and isinstance(self.transform, Randomizable):
+                self.transform.set_random_state(seed=seed)
             augmented = self.transform(sample)
             sample = {
                 "image": torch.as_tensor(augmented["image"]).as_subclass(torch.Tensor),

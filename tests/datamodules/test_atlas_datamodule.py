@@ -135,12 +135,17 @@ def test_settings_are_checked(tiny_atlas, tmp_path):
 def test_foreground_fraction_draws_that_share_of_lesion_slices(tiny_atlas, tmp_path):
     torch.manual_seed(0)
     uniform = _datamodule(tiny_atlas, tmp_path).train_dataloader()
-    assert uniform.sampler.__class__.__name__ == "RandomSampler"
+    assert uniform.sampler.weights is None  # a permutation: every slice once per epoch
+    positions = [p for p, _ in uniform.sampler]
+    assert sorted(positions) == list(range(len(uniform.dataset)))
     dm = _datamodule(tiny_atlas, tmp_path, foreground_fraction=0.5)
     loader = dm.train_dataloader()
     lesion = dm.train_cache.label_voxels[dm.train_rows] > 0
     assert 0.05 < lesion.mean() < 0.4  # lesion slices are a minority of the tiny twin
-    drawn = np.concatenate([list(loader.sampler) for _ in range(20)])
+    drawn = []
+    for epoch in range(20):
+        loader.sampler.set_epoch(epoch)
+        drawn += [position for position, _ in loader.sampler]
     assert len(drawn) == 20 * len(dm.train_rows)
     assert lesion[drawn].mean() == pytest.approx(0.5, abs=0.03)
 

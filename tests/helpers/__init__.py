@@ -1,0 +1,1 @@
+"""Importable helpers that tests hand to the real CLI (``--trainer.callbacks+=tests.helpers...``)."""
