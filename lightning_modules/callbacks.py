@@ -9,11 +9,12 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BackboneFinetuning
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from torch.optim import Optimizer
 
 from evaluation.plots import plot_learning_curves
-from evaluation.report import format_case_table, read_case_table, write_case_table
+from evaluation.report import Row, format_case_table, read_case_table, write_case_table
+from lightning_modules.wandb_media import log_fold_media
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ class CaseReport(pl.Callback):
     checkpoint), ``test_cases.csv`` and ``curves.png`` (losses and validation metrics per epoch,
     drawn at the end of ``fit`` from the CSV logger's ``metrics.csv``). The best value and
     epoch are part of checkpoints, so a resumed run keeps its best table. The rows come from
-    the module's ``case_table`` (case names included), never from the DataModule.
+    the module's ``case_table`` (case names included), never from the DataModule. With a
+    ``WandbLogger``, the end of ``fit`` also logs the best table (``val/cases_best``) and the
+    curves (``val/curves``) to the W&B run, and ``best/<monitor>`` and ``best/epoch`` to its
+    summary.
 
     Args:
         monitor: Metric that defines "best" (the ``lightning`` command links the model's).
@@ -126,15 +130,17 @@ class CaseReport(pl.Callback):
 
     def _report(self, trainer: pl.Trainer, run_dir: Path) -> None:
         best_table = run_dir / "val_cases_best.csv"
-        if best_table.is_file() and self.best is not None:
+        best_rows = read_case_table(best_table) if best_table.is_file() else []
+        if best_rows and self.best is not None:
             title = (
                 f"Per-case validation metrics, best epoch {self.best_epoch} "
                 f"({self.monitor} = {self.best:.4f})"
             )
-            log.info("%s", format_case_table(read_case_table(best_table), title=title))
+            log.info("%s", format_case_table(best_rows, title=title))
         checkpoint = trainer.checkpoint_callback
         best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
         curves = self._plot(trainer, run_dir)
+        self._log_to_wandb(trainer, best_rows, curves)
         log.info(
             "Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  curves: %s\n  split: %s",
             run_dir,
@@ -143,6 +149,14 @@ class CaseReport(pl.Callback):
             curves or "-",
             run_dir / "split.json",
         )
+
+    def _log_to_wandb(self, trainer: pl.Trainer, best_rows: list[Row], curves: Path | None) -> None:
+        summary: dict[str, float] = {}
+        if self.best is not None and self.best_epoch is not None:
+            summary = {f"best/{self.monitor}": self.best, "best/epoch": self.best_epoch}
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                log_fold_media(logger.experiment, best_rows, curves, summary)
 
     def _plot(self, trainer: pl.Trainer, run_dir: Path) -> Path | None:
         # The CSV logger flushes only every 100 rows until it is finalized, after on_fit_end.

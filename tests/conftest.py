@@ -52,6 +52,10 @@ def run_cli(
         "PYTHONWARNINGS": "ignore",
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
+        # W&B stages logged tables in the home folder until a sync; keep them in the test's.
+        "WANDB_DATA_DIR": str(cwd / ".wandb-data"),
+        "WANDB_CACHE_DIR": str(cwd / ".wandb-cache"),
+        "WANDB_CONFIG_DIR": str(cwd / ".wandb-config"),
         **(env or {}),
     }
     result = subprocess.run(

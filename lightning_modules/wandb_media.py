@@ -1,0 +1,136 @@
+"""Weights & Biases media of a run: per-case tables, figures and best values.
+
+Two producers: :class:`~lightning_modules.callbacks.CaseReport` logs each fold's best-epoch
+case table and learning curves into the fold's own run (:func:`log_fold_media`), and the
+cross-validation report logs the pooled tables and figures into one extra run per experiment
+(:func:`log_cv_summary`), in the experiment's group beside its folds. ``wandb`` is imported
+inside the functions, so importing this module costs nothing for runs that do not use W&B.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import wandb
+
+log = logging.getLogger(__name__)
+
+Row = Mapping[str, Any]
+
+
+def _table(rows: Sequence[Row]) -> wandb.Table:
+    """A ``wandb.Table`` of rows; columns in first-seen order, a cell absent from a row is None."""
+    import wandb
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    data = [[row.get(column) for column in columns] for row in rows]
+    # Mixed types: a report table may hold "-" where the paper gives no value.
+    return wandb.Table(columns=list[str | int](columns), data=data, allow_mixed_types=True)
+
+
+def _log_media(
+    run: wandb.Run, tables: Mapping[str, Sequence[Row]], images: Mapping[str, Path | None]
+) -> None:
+    """Log the non-empty tables and the images that are not None in one step of ``run``."""
+    import wandb
+
+    payload: dict[str, Any] = {key: _table(rows) for key, rows in tables.items() if rows}
+    payload.update({key: wandb.Image(str(path)) for key, path in images.items() if path})
+    if payload:
+        run.log(payload)
+
+
+def log_fold_media(
+    run: wandb.Run,
+    table_rows: Sequence[Row],
+    curves_path: Path | None,
+    summary: Mapping[str, float],
+    *,
+    table_key: str = "val/cases_best",
+    curves_key: str = "val/curves",
+) -> None:
+    """Log a fold's best-epoch case table and learning curves, and put its best into the summary.
+
+    Args:
+        run: The fold's W&B run (``WandbLogger.experiment`` on global rank 0).
+        table_rows: Per-case rows ``{"case": name, <metric>: value, ...}``; nothing is logged
+            for no rows.
+        curves_path: The fold's ``curves.png``, or None if it was not drawn.
+        summary: Values for the run summary, e.g. ``{"best/val/dice": 0.61, "best/epoch": 7}``.
+        table_key: Key of the table.
+        curves_key: Key of the image.
+    """
+    _log_media(run, {table_key: table_rows}, {curves_key: curves_path})
+    run.summary.update(dict(summary))
+
+
+def log_cv_summary(
+    report_dir: Path,
+    experiment: str,
+    *,
+    project: str,
+    entity: str | None = None,
+    offline: bool = True,
+    tables: Mapping[str, Sequence[Row]],
+    images: Mapping[str, Path],
+    summary: Mapping[str, float],
+) -> Path:
+    """Log an experiment's cross-validation report as one W&B run in the experiment's group.
+
+    The run is named ``<experiment>-cv`` with job type ``cv-report``, so it sits beside the
+    fold runs (``fold0`` ...) of the same group. Everything is logged in one step, then the
+    run is finished.
+
+    Args:
+        report_dir: Folder of the report; W&B writes its files to ``<report_dir>/wandb/``.
+        experiment: Experiment name, the W&B group of its folds.
+        project: W&B project (the folds' project, for the group to be shared).
+        entity: W&B entity, or None for the default one.
+        offline: Write the run locally only (``wandb sync <run folder>`` uploads it later).
+        tables: Tables by key (e.g. ``"folds"``, ``"paper_vs_ours"``, ``"cases_oof"``), each a
+            list of row dicts whose keys are the columns; an empty table is skipped.
+        images: Image files by key (e.g. ``"dice_boxplot"``, ``"curves_all"``).
+        summary: Values for the run summary (e.g. ``{"dice_mean": 0.58}``).
+
+    Returns:
+        The run folder, ``<report_dir>/wandb/offline-run-<time>-<id>`` when offline. Its media
+        files are complete; its ``run-<id>.wandb`` log is closed by W&B's service process a
+        moment after the run finishes (at the latest at ``wandb.teardown()`` or process exit).
+
+    Raises:
+        FileNotFoundError: An image file does not exist (checked before the run is created).
+    """
+    import wandb
+
+    missing = {key: str(path) for key, path in images.items() if not Path(path).is_file()}
+    if missing:
+        raise FileNotFoundError(
+            f"Cannot log the cross-validation report of {experiment!r} to W&B: image file(s) "
+            f"not found: {missing}. Draw the figures before logging the report."
+        )
+    for key, rows in tables.items():
+        if not rows:
+            log.warning("W&B report of %s: table %r has no rows; not logged", experiment, key)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=experiment,
+        name=f"{experiment}-cv",
+        job_type="cv-report",
+        dir=report_dir,
+        mode="offline" if offline else None,
+        # Never finish or reuse a run that the calling process may have open.
+        reinit="create_new",
+    )
+    run_dir = Path(run.sync_dir)
+    try:
+        _log_media(run, tables, dict(images))
+        run.summary.update(dict(summary))
+    finally:
+        run.finish()
+    return run_dir

@@ -1,0 +1,224 @@
+"""W&B media of a fold and of a cross-validation report, read back from the offline run folder.
+
+wandb 0.31 writes no ``wandb-metadata.json``, ``config.yaml`` or ``wandb-summary.json`` for an
+offline run: the run's settings and summary only exist in its ``run-<id>.wandb`` transaction
+log. No reader of that log ships with wandb any more, so :func:`_records` reads its format
+(LevelDB's log format behind a 7-byte W&B header) into ``wandb_internal_pb2.Record`` messages,
+checking every chunk's CRC so a changed format fails loudly instead of silently parsing junk.
+The media themselves are plain files under ``files/media/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pytest
+
+from evaluation.report import read_case_table
+from tests.conftest import REPO, run_cli
+
+matplotlib.use("Agg", force=True)
+
+EXPERIMENTS = REPO / "experiments"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)  # ident, magic, version 0
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _records(path: Path) -> list[Any]:
+    """The ``Record`` messages of a ``.wandb`` transaction log, in order."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[: len(_HEADER)] == _HEADER, f"{path}: unknown header {data[:7]!r}"
+    records, pending, pos = [], b"", len(_HEADER)
+    while len(data) - pos >= 7:
+        if _BLOCK - pos % _BLOCK < 7:  # a chunk header never straddles blocks: zero padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        checksum, length, kind = struct.unpack_from("<IHB", data, pos)
+        assert kind in (_FULL, _FIRST, _MIDDLE, _LAST), f"{path}: chunk type {kind} at {pos}"
+        chunk = data[pos + 7 : pos + 7 + length]
+        assert checksum == zlib.crc32(chunk, zlib.crc32(bytes([kind]))), f"{path}: CRC at {pos}"
+        pending = chunk if kind in (_FULL, _FIRST) else pending + chunk
+        pos += 7 + length
+        if kind in (_FULL, _LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The run's ``RunRecord`` (name, group, job type) and its final summary.
+
+    Summary keys are ``key`` for flat keys and dot-joined ``nested_key`` parts otherwise.
+    """
+    (log_file,) = run_dir.glob("run-*.wandb")
+    records = _records(log_file)
+    runs = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert runs, f"{log_file}: no run record"
+    summary: dict[str, Any] = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                summary[item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
+    return runs[0], summary
+
+
+def _media(run_dir: Path, kind: str, key: str, suffix: str) -> Path:
+    """The one media file W&B wrote for ``key`` (``files/media/<kind>/<key>_<step>_<hash>``)."""
+    (path,) = (run_dir / "files" / "media" / kind).glob(f"{key}_*{suffix}")
+    return path
+
+
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Offline, silent W&B whose staging, cache and settings stay inside the test's folder."""
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def _fit_args(twin: Path, tmp: Path) -> list[str]:
+    configs = ["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]
+    return [arg for name in configs for arg in ("--config", str(EXPERIMENTS / name))] + [
+        "--data.init_args.data_dir", str(twin),
+        "--data.init_args.cache_dir", str(tmp / "cache"),
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.num_folds", "3",
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.image_size", "32",
+        "--runs_dir", str(tmp / "runs"),
+        "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "2",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def test_importing_the_callbacks_does_not_import_wandb():
+    code = "import sys, lightning_modules.callbacks; sys.exit('wandb' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+@pytest.mark.slow
+def test_fold_logs_its_best_case_table_curves_and_best_to_wandb(tiny_twin, tmp_path, wandb_env):
+    run_cli("lightning", "fit", *_fit_args(tiny_twin, tmp_path), cwd=tmp_path, env=wandb_env)
+    fold_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+    (run_dir,) = (fold_dir / "wandb").glob("offline-run-*")
+    run, summary = _read_run(run_dir)
+    assert (run.run_group, run.display_name, run.job_type) == ("pspnet_focal_demo", "fold0", "fit")
+    assert run.run_id == (fold_dir / "wandb_run_id").read_text().strip()
+
+    table_file = _media(run_dir, "table", "val/cases_best", ".table.json")
+    table = json.loads(table_file.read_text())
+    with (fold_dir / "val_cases_best.csv").open(newline="") as handle:
+        header = next(csv.reader(handle))
+    expected = read_case_table(fold_dir / "val_cases_best.csv")
+    assert table["columns"] == header
+    assert [row[0] for row in table["data"]] == [row["case"] for row in expected]
+    for logged, row in zip(table["data"], expected):
+        assert logged[1:] == pytest.approx([row[c] for c in header[1:]], nan_ok=True)
+    assert summary["val/cases_best.path"] == str(table_file.relative_to(run_dir / "files"))
+
+    curves = _media(run_dir, "images", "val/curves", ".png")
+    assert curves.read_bytes()[:8] == PNG_MAGIC
+
+    with (fold_dir / "metrics.csv").open() as handle:
+        dice = {
+            int(float(row["epoch"])): float(row["val/dice"])
+            for row in csv.DictReader(handle)
+            if row.get("val/dice") and math.isfinite(float(row["val/dice"]))
+        }
+    best = max(dice.values())
+    assert summary["best/val/dice"] == pytest.approx(best)
+    assert summary["best/epoch"] == min(epoch for epoch, value in dice.items() if value == best)
+
+
+def _png(path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(2, 2))
+    axes.plot([0, 1], [0, 1])
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def test_cv_summary_is_one_run_in_the_experiment_group(tmp_path, wandb_env):
+    import wandb
+
+    from lightning_modules.wandb_media import log_cv_summary
+
+    folds = [{"fold": 0, "dice": 0.5}, {"fold": 1, "dice": 0.6}]
+    paper = [
+        {"metric": "dice", "paper": 0.58, "ours": 0.55},
+        {"metric": "hd95", "paper": "-", "ours": 12.0},
+    ]
+    cases = [
+        {"case": "case_3", "fold": 1, "dice": float("nan")},
+        {"case": "case_1", "fold": 0, "dice": 0.7},
+    ]
+    run_dir = log_cv_summary(
+        tmp_path / "report",
+        "pspnet_focal",
+        project="strokeseg-repro",
+        tables={"folds": folds, "paper_vs_ours": paper, "cases_oof": cases, "empty": []},
+        images={"dice_boxplot": _png(tmp_path / "box.png"), "curves_all": _png(tmp_path / "c.png")},
+        summary={"dice_mean": 0.55, "dice_std": 0.05},
+    )
+    wandb.teardown()  # run.finish() returns before the service has flushed the run's log
+    assert run_dir.parent == tmp_path / "report" / "wandb"
+    assert run_dir.name.startswith("offline-run-")
+    run, summary = _read_run(run_dir)
+    assert (run.run_group, run.display_name, run.job_type, run.project) == (
+        "pspnet_focal",
+        "pspnet_focal-cv",
+        "cv-report",
+        "strokeseg-repro",
+    )
+    for key, rows in (("folds", folds), ("paper_vs_ours", paper), ("cases_oof", cases)):
+        table = json.loads(_media(run_dir, "table", key, ".table.json").read_text())
+        assert table["columns"] == list(rows[0])
+        assert [r[0] for r in table["data"]] == [row[next(iter(row))] for row in rows]
+    assert not list((run_dir / "files" / "media" / "table").glob("empty_*"))
+    for key in ("dice_boxplot", "curves_all"):
+        assert _media(run_dir, "images", key, ".png").read_bytes()[:8] == PNG_MAGIC
+    assert summary["dice_mean"] == 0.55 and summary["dice_std"] == 0.05
+
+
+def test_cv_summary_refuses_a_missing_image_before_creating_a_run(tmp_path, wandb_env):
+    from lightning_modules.wandb_media import log_cv_summary
+
+    missing = tmp_path / "box.png"
+    with pytest.raises(FileNotFoundError, match=f"not found: .*{re.escape(str(missing))}"):
+        log_cv_summary(
+            tmp_path / "report",
+            "pspnet_focal",
+            project="strokeseg-repro",
+            tables={},
+            images={"dice_boxplot": missing},
+            summary={},
+        )
+    assert not (tmp_path / "report").exists()
