@@ -1,6 +1,7 @@
 # make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
 # make test  - run the whole test suite (CPU only)
 # make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin
+# make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
 #
@@ -16,7 +17,7 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo twin demo-atlas atlas-twin test lint bench clean-runs
+.PHONY: install demo twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,13 @@ demo-atlas: install atlas-twin
 	$(BIN)/lightning fit --config experiments/dunet.yaml --config experiments/dunet_demo.yaml \
 	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite true && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+cv-demo: install twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning-cv fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
+	  --config experiments/cv_demo.yaml --data.init_args.data_dir $(TWIN) --overwrite && \
+	$(BIN)/lightning-cv predict runs/pspnet_focal_cv_demo --split TESTING && \
+	echo "CV demo wall time (5 folds, report, ensemble): $$(( $$(date +%s) - start )) s"
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,5 @@
-"""Learning curves of a run, drawn from the ``metrics.csv`` that Lightning's CSVLogger writes."""
+"""Plots of runs: learning curves from the ``metrics.csv`` that Lightning's CSVLogger writes,
+and the cross-validation figures (Dice per fold, the curves of all folds)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,38 @@ import csv
 import math
 import os
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
-def _epoch_series(rows: list[dict[str, str]], column: str) -> tuple[list[int], list[float]]:
+def read_metrics_rows(metrics_csv: str | Path) -> list[dict[str, str]]:
+    """The rows of a ``metrics.csv``."""
+    with Path(metrics_csv).open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _save(figure: Any, output: Path) -> Path:
+    """Save a figure next to a temporary name, then rename (never half-written)."""
+    import matplotlib.pyplot as plt
+
+    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(output)
+    return output
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def epoch_series(rows: list[dict[str, str]], column: str) -> tuple[list[int], list[float]]:
     """``(epochs, values)`` of the rows where ``column`` is set (one value per epoch, the last)."""
     by_epoch: dict[int, float] = {}
     for row in rows:
@@ -37,32 +67,27 @@ def plot_learning_curves(
     Returns:
         ``output``, or ``None`` if the CSV holds no epoch of ``monitor`` yet.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    with Path(metrics_csv).open() as handle:
-        rows = list(csv.DictReader(handle))
-    epochs, values = _epoch_series(rows, monitor)
+    plt = _pyplot()
+    rows = read_metrics_rows(metrics_csv)
+    epochs, values = epoch_series(rows, monitor)
     finite = [(e, v) for e, v in zip(epochs, values) if math.isfinite(v)]
     if not finite:
         return None
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for column, label in (("train/loss_epoch", "train loss"), ("val/loss", "val loss")):
-        x, y = _epoch_series(rows, column)
+        x, y = epoch_series(rows, column)
         if x:
             losses.plot(x, y, marker="o", markersize=3, label=label)
     losses.set(xlabel="epoch", ylabel="loss", title="Loss")
     if losses.lines:
         losses.legend()
     scores.plot(epochs, values, marker="o", markersize=3, label=monitor)
-    x_std, std = _epoch_series(rows, f"{monitor}_std")
+    x_std, std = epoch_series(rows, f"{monitor}_std")
     if x_std == epochs:
         low = [v - s for v, s in zip(values, std)]
         high = [v + s for v, s in zip(values, std)]
         scores.fill_between(epochs, low, high, alpha=0.2, label=f"{monitor} ± sd over cases")
-    x_global, global_dice = _epoch_series(rows, "val/global_dice")
+    x_global, global_dice = epoch_series(rows, "val/global_dice")
     if x_global and monitor != "val/global_dice":
         scores.plot(x_global, global_dice, marker="s", markersize=3, label="val/global_dice")
     best_epoch, best = (max if mode == "max" else min)(finite, key=lambda item: item[1])
@@ -78,9 +103,60 @@ def plot_learning_curves(
     )
     scores.set(xlabel="epoch", ylabel="score", title="Validation")
     scores.legend(fontsize=8)
-    output = Path(output)
-    tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(output)
-    return output
+    return _save(figure, Path(output))
+
+
+def plot_fold_boxplots(
+    dice_by_fold: dict[int, list[Any]], output: str | Path, metric: str = "Dice"
+) -> Path | None:
+    """Box plots of a per-case metric, one box per fold and one for all cases (out of fold),
+    each case drawn as a point over its box. ``None`` when no fold has a case."""
+    plt = _pyplot()
+    folds = {
+        k: [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+        for k, values in dice_by_fold.items()
+    }
+    folds = {k: v for k, v in folds.items() if v}
+    if not folds:
+        return None
+    data = [*folds.values(), [v for values in folds.values() for v in values]]
+    labels = [f"fold {k}\n(n={len(v)})" for k, v in folds.items()] + [f"all\n(n={len(data[-1])})"]
+    figure, axes = plt.subplots(figsize=(1.4 * len(data) + 2, 4), constrained_layout=True)
+    axes.boxplot(data, showmeans=True)
+    axes.set_xticks(range(1, len(data) + 1), labels)
+    for position, values in enumerate(data, start=1):
+        jitter = np.random.default_rng(position).uniform(-0.12, 0.12, len(values))
+        axes.scatter(position + jitter, values, s=10, alpha=0.5, color="black", zorder=3)
+    axes.set(ylabel=metric, title=f"{metric} over validation cases, per fold (triangle: mean)")
+    axes.set_ylim(-0.02, 1.02)
+    return _save(figure, Path(output))
+
+
+def plot_fold_curves(
+    metrics_by_fold: dict[int, Path], monitor: str, output: str | Path
+) -> Path | None:
+    """The training loss and ``monitor`` per epoch of every fold, in one figure."""
+    plt = _pyplot()
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    drawn = False
+    for fold, path in sorted(metrics_by_fold.items()):
+        if not Path(path).is_file():
+            continue
+        rows = read_metrics_rows(path)
+        epochs, values = epoch_series(rows, monitor)
+        if not epochs:
+            continue
+        drawn = True
+        (line,) = scores.plot(epochs, values, marker="o", markersize=2, label=f"fold {fold}")
+        x, y = epoch_series(rows, "train/loss_epoch")
+        if x:
+            losses.plot(x, y, color=line.get_color(), label=f"fold {fold}")
+    if not drawn:
+        plt.close(figure)
+        return None
+    losses.set(xlabel="epoch", ylabel="loss", title="Training loss")
+    scores.set(xlabel="epoch", ylabel=monitor, title=f"Validation {monitor}")
+    for axes in (losses, scores):
+        if axes.lines:
+            axes.legend(fontsize=8)
+    return _save(figure, Path(output))

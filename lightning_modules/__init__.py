@@ -1,7 +1,16 @@
 """Training logic: LightningModules that compose a network, a loss and an optimiser."""
 
 from lightning_modules.callbacks import CaseReport, TwoStageFinetuning
+from lightning_modules.case_evaluation import CaseEvaluationModule
+from lightning_modules.ensemble import EnsembleModule
 from lightning_modules.segmentation import SegmentationModule
 from lightning_modules.writer import NiftiPredictionWriter
 
-__all__ = ["CaseReport", "NiftiPredictionWriter", "SegmentationModule", "TwoStageFinetuning"]
+__all__ = [
+    "CaseEvaluationModule",
+    "CaseReport",
+    "EnsembleModule",
+    "NiftiPredictionWriter",
+    "SegmentationModule",
+    "TwoStageFinetuning",
+]

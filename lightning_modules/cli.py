@@ -7,10 +7,15 @@
 
 Each fold of an experiment lives in ``runs/<experiment>/fold<k>/`` (see
 :mod:`lightning_modules.runs`); ``experiment`` is a top-level key of the experiment YAMLs and
-the fold comes from ``data.init_args.fold``. Every run gets, without repeating it in the
-YAMLs, a ``ModelCheckpoint`` (best and last), a ``LearningRateMonitor``, a ``CaseReport`` and
-an optional ``early_stopping``, all following the model's single ``monitor``/``monitor_mode``
-through ``link_arguments``. A ``WandbLogger`` given in a config logs beside the CSV logger,
+the fold comes from ``data.init_args.fold`` (a model with a ``run_folder``, an ensemble, has
+that folder instead). Every run gets, without repeating it in the YAMLs, a ``ModelCheckpoint``
+of the best epoch and one of the last (``last.ckpt`` after every epoch), a
+``LearningRateMonitor``, a ``CaseReport``, per-step seeding for exact resumes (``StepSeed``), a
+``NiftiPredictionWriter`` for ``predict`` and an optional ``early_stopping``, all following the
+model's single ``monitor``/``monitor_mode`` through ``link_arguments``. ``paper`` names the
+published result the experiment reproduces (checked against the package's table). A finished
+``fit`` writes ``fit_done.json`` into the fold's folder (the fold workflow,
+:mod:`lightning_modules.crossval`, skips such folds). A ``WandbLogger`` given in a config logs beside the CSV logger,
 grouped by experiment and named by fold, with its files inside the fold's folder. User
 mistakes exit with status 2 and one paragraph (:mod:`lightning_modules.cli_errors`).
 """
@@ -18,8 +23,11 @@ mistakes exit with status 2 and one paragraph (:mod:`lightning_modules.cli_error
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import os
 import sys
+from datetime import datetime, timezone
 from importlib import import_module
 from typing import Any
 
@@ -28,15 +36,29 @@ import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.trainer.states import TrainerStatus
 
+from evaluation.cv_report import DONE_FILE
+from evaluation.published import get_published
 from lightning_modules.callbacks import CaseReport
-from lightning_modules.cli_errors import SuiteArgumentParser, find_user_error
+from lightning_modules.cli_errors import SuiteArgumentParser, exit_if_user_error
 from lightning_modules.runs import RunPlan, plan_run, wandb_run_id
+from lightning_modules.seeding import StepSeed
+from lightning_modules.writer import NiftiPredictionWriter
 
 log = logging.getLogger(__name__)
 
 _PACKAGES = ("datamodules", "lightning_modules", "networks", "losses", "evaluation")
 _WANDB = "WandbLogger"
+
+
+def _class_of(section: Any) -> type | None:
+    """The class a ``class_path`` section of the config names (``None`` without one)."""
+    class_path = getattr(section, "class_path", None) if section is not None else None
+    if not class_path:
+        return None
+    module, _, name = str(class_path).rpartition(".")
+    return getattr(import_module(module), name, None) if module else None
 
 
 def _checkpoint_filename(monitor: str) -> str:
@@ -67,13 +89,35 @@ class SuiteCLI(LightningCLI):
             default=False,
             help="fit: delete the fold's existing run folder and start over.",
         )
+        parser.add_argument(
+            "--paper",
+            type=str | None,
+            default=None,
+            help="The published result this experiment reproduces, e.g. abulnaga/focal "
+            "(keys: evaluation/data/published.json); the fold report shows it beside ours.",
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
-            {"checkpoint.save_last": True, "checkpoint.auto_insert_metric_name": False}
+            {"checkpoint.save_last": False, "checkpoint.auto_insert_metric_name": False}
+        )
+        # last.ckpt after every epoch. Since Lightning 2.6 the monitored checkpoint's save_last
+        # writes it only when a best checkpoint is saved in the same step, so a run that stops
+        # improving would resume from its last improvement; a monitor-free checkpoint named
+        # "last" is written every epoch (after the monitored one, so it records the best).
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.monitor": None,
+                "last_checkpoint.save_top_k": 1,
+                "last_checkpoint.enable_version_counter": False,
+            }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
         parser.add_lightning_class_args(CaseReport, "case_report")
+        parser.add_lightning_class_args(StepSeed, "step_seed")
+        parser.add_lightning_class_args(NiftiPredictionWriter, "prediction_writer")
         parser.add_lightning_class_args(
             EarlyStopping, "early_stopping", subclass_mode=True, required=False
         )
@@ -89,18 +133,26 @@ class SuiteCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self._config()
+        if cfg.get("paper"):
+            get_published(cfg.paper)  # an unknown key fails now, not after the last fold
         self._check_dataset(cfg)
         fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
         stage = self.subcommand or "fit"
+        folder = getattr(_class_of(cfg.get("model")), "run_folder", None)
         plan = plan_run(
-            cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"), cfg.overwrite
+            cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"), cfg.overwrite, folder
         )
         self.run_plan = plan
+        if stage == "fit" and plan.run_dir.is_dir():
+            (plan.run_dir / DONE_FILE).unlink(missing_ok=True)  # finished again when fit ends
         if "ckpt_path" in cfg:  # absent when the CLI is built without a subcommand (run=False)
             cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
         cfg.checkpoint.dirpath = str(plan.stage_dir / "checkpoints")
+        cfg.last_checkpoint.dirpath = cfg.checkpoint.dirpath
         cfg.trainer.default_root_dir = str(plan.stage_dir)
-        self._configure_loggers(cfg, plan, fold, stage)
+        self._configure_loggers(
+            cfg, plan, folder or (f"fold{fold}" if fold is not None else "run"), stage
+        )
 
     @staticmethod
     def _check_dataset(cfg: Any) -> None:
@@ -109,20 +161,19 @@ class SuiteCLI(LightningCLI):
         data = cfg.get("data")
         if data is None or not getattr(data, "class_path", None):
             return
-        module, _, name = data.class_path.rpartition(".")
-        data_class = getattr(import_module(module), name)
+        check = getattr(_class_of(data), "check_data_dir", None)
         data_dir = getattr(data.init_args, "data_dir", None)
-        if hasattr(data_class, "check_data_dir") and data_dir is not None:
-            accepted = inspect.signature(data_class.check_data_dir).parameters
+        if check is not None and data_dir is not None:
+            accepted = inspect.signature(check).parameters
             extra = {
                 k: getattr(data.init_args, k)
                 for k in accepted
                 if k != "data_dir" and hasattr(data.init_args, k)
             }
-            data_class.check_data_dir(data_dir, **extra)
+            check(data_dir, **extra)
 
     @staticmethod
-    def _configure_loggers(cfg: Any, plan: RunPlan, fold: int | None, stage: str) -> None:
+    def _configure_loggers(cfg: Any, plan: RunPlan, name: str, stage: str) -> None:
         """The CSV logger of the fold's folder first (so ``trainer.log_dir`` is that folder),
         then any logger of the config, W&B pointed into the same folder."""
         given = cfg.trainer.logger
@@ -142,7 +193,6 @@ class SuiteCLI(LightningCLI):
         )
         for logger in others:
             if str(getattr(logger, "class_path", "")).endswith(_WANDB):
-                name = f"fold{fold}" if fold is not None else "run"
                 logger.init_args.save_dir = str(plan.run_dir)
                 logger.init_args.name = logger.init_args.name or (
                     name if stage == "fit" else f"{name}-{stage}"
@@ -169,6 +219,27 @@ class SuiteCLI(LightningCLI):
             saved = state.get(type(self.datamodule).__qualname__, {})
             check(saved.get("signature"), str(plan.ckpt_path))
         return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        # The fold workflow (lightning-cv) skips a fold only when this file says it finished:
+        # an interrupted fit (Ctrl-C, a SLURM time limit) leaves none and is resumed instead.
+        trainer, plan = self.trainer, self.run_plan
+        if plan is None or not trainer.is_global_zero or trainer.interrupted:
+            return
+        if trainer.state.status != TrainerStatus.FINISHED:
+            return
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_score", None)
+        done = {
+            "epochs": trainer.current_epoch,
+            "best_model_path": getattr(checkpoint, "best_model_path", None),
+            "best_model_score": None if best is None else float(best),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        path = plan.run_dir / DONE_FILE
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(done, indent=1))
+        tmp.replace(path)
 
     def before_predict(self) -> None:
         # Predictions go to writer callbacks case by case; keeping every case's native-grid
@@ -210,11 +281,8 @@ def main(args: list[str] | None = None) -> None:
             args=args,
         )
     except Exception as error:
-        user_error = find_user_error(error)
-        if user_error is None:
-            raise
-        sys.stderr.write(f"error: {user_error}\n")
-        sys.exit(2)
+        exit_if_user_error(error)
+        raise
     finally:
         # Lightning leaves the process group alive after fit; tearing gloo down explicitly
         # avoids an abort ("terminate called without an active exception") at interpreter exit.

@@ -141,3 +141,12 @@ class SuiteArgumentParser(LightningArgumentParser):
             "configuration.\n"
         )
         self.exit(2)
+
+
+def exit_if_user_error(error: BaseException) -> None:
+    """For a user mistake in ``error``'s chain: print it as one ``error:`` line on stderr and
+    exit with status 2. Anything else returns, for the caller to re-raise."""
+    user_error = find_user_error(error)
+    if user_error is not None:
+        sys.stderr.write(f"error: {user_error}\n")
+        sys.exit(2)

@@ -64,7 +64,7 @@ class RunPlan:
         return self.stage_dir.relative_to(self.run_dir.parent).as_posix()
 
 
-def _run_folder_of(checkpoint: Path) -> Path | None:
+def run_folder_of(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint was written into (``…/fold<k>/checkpoints/x.ckpt``), if any."""
     folder = checkpoint.parent.parent
     if checkpoint.parent.name == "checkpoints" and (folder / "config.yaml").is_file():
@@ -86,14 +86,15 @@ def _requeue_checkpoint(run_dir: Path) -> Path | None:
     return saved[-1] if saved else None
 
 
-def _best_checkpoint(run_dir: Path) -> Path | None:
+def best_checkpoint(run_dir: Path) -> Path | None:
     """The best checkpoint ModelCheckpoint recorded in the fold's ``last.ckpt``."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
     state = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
     for key, value in state.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+        monitored = "'monitor': None" not in key  # not the every-epoch last.ckpt writer
+        if key.startswith("ModelCheckpoint") and monitored and value.get("best_model_path"):
             best = Path(value["best_model_path"])
             return best if best.is_file() else run_dir / "checkpoints" / best.name
     return None
@@ -103,7 +104,7 @@ def _resolve(ckpt_path: str, run_dir: Path) -> Path:
     """``last``/``best``/a path → an existing checkpoint file, or a one-paragraph error."""
     folder = run_dir / "checkpoints"
     if ckpt_path in ("last", "best"):
-        found = folder / "last.ckpt" if ckpt_path == "last" else _best_checkpoint(run_dir)
+        found = folder / "last.ckpt" if ckpt_path == "last" else best_checkpoint(run_dir)
         if found is not None and found.is_file():
             return found.resolve()
         present = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
@@ -129,24 +130,28 @@ def plan_run(
     stage: str,
     ckpt_path: str | None,
     overwrite: bool,
+    folder: str | None = None,
 ) -> RunPlan:
     """Decide the folders of one command, resolve its checkpoint and guard existing runs.
 
     Only the launching process (global rank 0) deletes a folder for ``overwrite``; DDP
     processes started later compute the same plan without side effects.
 
+    Args:
+        folder: The run folder's name when the model belongs to no fold (an ensemble:
+            ``"ensemble"``); ``None``: ``fold<k>``.
+
     Raises:
         ConfigurationError: For a missing checkpoint, or a ``fit`` that would overwrite a run.
     """
-    run_dir = (
-        Path(runs_dir) / experiment / (f"fold{fold}" if fold is not None else "run")
-    ).absolute()
+    name = folder or (f"fold{fold}" if fold is not None else "run")
+    run_dir = (Path(runs_dir) / experiment / name).absolute()
     checkpoint = _resolve(ckpt_path, run_dir) if ckpt_path else None
     if stage != "fit":
-        origin = _run_folder_of(checkpoint) if checkpoint is not None else None
+        origin = run_folder_of(checkpoint) if checkpoint is not None else None
         home = origin or run_dir
         return RunPlan(home, home / stage, checkpoint, None)
-    resumes = checkpoint is not None and _run_folder_of(checkpoint) == run_dir.resolve()
+    resumes = checkpoint is not None and run_folder_of(checkpoint) == run_dir.resolve()
     requeued = _requeue_checkpoint(run_dir) if checkpoint is None else None
     if requeued is not None:  # a requeued SLURM job: Lightning resumes from its HPC checkpoint
         return RunPlan(run_dir, run_dir, None, _epoch_of(requeued))

@@ -5,27 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
+from lightning_modules.case_evaluation import CaseEvaluationModule
 
 log = logging.getLogger(__name__)
 
 
-def _gather_names(names: dict[int, str]) -> dict[int, str]:
-    """The case-index → name maps of every rank, merged (identity on one process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return names
-    gathered: list[dict[int, str] | None] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, names)
-    return {index: name for part in gathered if part for index, name in part.items()}
-
-
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(CaseEvaluationModule):
     """Train a 2D segmentation network on slices; validate, test and predict whole cases.
 
     A case arrives as its slices on the network grid with the
@@ -65,20 +55,14 @@ class SegmentationModule(pl.LightningModule):
         aux_loss_weight: float = 0.4,
         slice_batch: int = 16,
     ) -> None:
-        super().__init__()
+        super().__init__(metrics, monitor, monitor_mode, threshold)
         self.save_hyperparameters(ignore=["net", "loss"])
         self.net = net
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.monitor = monitor
-        self.threshold = threshold
         self.aux_loss_weight = aux_loss_weight
         self.slice_batch = slice_batch
-        self.val_metrics = CaseMetrics(metrics)
-        self.test_metrics = CaseMetrics(metrics)
-        self.case_table: list[dict[str, Any]] = []
-        self._case_names: dict[int, str] = {}
 
     @property
     def backbone(self) -> nn.Module:
@@ -140,56 +124,10 @@ class SegmentationModule(pl.LightningModule):
             geometry.to_native(chunk, (height, width), out=out[start : start + self.slice_batch])
         return out  # (N, H, W)
 
-    def _evaluate_case(self, case: dict[str, Any], metrics: CaseMetrics, stage: str) -> None:
-        label = case["label"]
-        if label is None:
-            raise ValueError(
-                f"{case['case']} has no label, so it cannot be {stage}d; predict it instead."
-            )
-        probability = self.predict_case(case)
-        target = label.float()[:, None]  # (N, 1, H, W)
+    def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The training loss on the whole case, from its native-grid probability."""
         logit = torch.logit(probability.clamp(1e-6, 1 - 1e-6))[:, None]
-        self.log(
-            f"{stage}/loss", self.loss(logit, target), on_epoch=True, batch_size=1, sync_dist=True
-        )
-        metrics.update(
-            probability >= self.threshold, label.bool(), case["spacing"], case["case_index"]
-        )
-        self._case_names[int(case["case_index"])] = case["case"]
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_case(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_case(batch, self.test_metrics, "test")
-
-    def _log_case_metrics(self, metrics: CaseMetrics, stage: str) -> None:
-        summary = metrics.compute()
-        names = _gather_names(self._case_names)
-        self.case_table = [
-            {"case": names.get(int(row.pop("case_id")), "?"), **row} for row in metrics.table()
-        ]
-        values = {f"{stage}/{name}": float(value) for name, value in summary.items()}
-        # Already gathered across processes by CaseMetrics: identical on every rank.
-        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
-        self.log_dict(values)
-        metrics.reset()
-        self._case_names = {}
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_case_metrics(self.val_metrics, "val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_case_metrics(self.test_metrics, "test")
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """The case's lesion probability and mask ``(N, H, W)`` on its native grid (CPU).
-
-        A writer callback takes the rest (geometry, source, prediction target) from the batch.
-        """
-        probability = self.predict_case(batch).cpu()
-        mask = (probability >= self.threshold).to(torch.uint8)
-        return {"case": batch["case"], "probability": probability, "mask": mask}
+        return self.loss(logit, label.float()[:, None])
 
     # -- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.nifti import write_like
+from evaluation.report import format_case_table, write_case_table
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class NiftiPredictionWriter(BasePredictionWriter):
     ``derivatives/atlas2_prediction/sub-…/ses-1/anat/…_label-L_desc-T1lesion_mask.nii.gz``
     with its ``dataset_description.json`` files. Each file is written to a temporary name and
     renamed, so an interrupted run never leaves a half-written mask. Memory holds one case.
+    When the predicted cases have labels, the module scores them as it predicts, and the
+    per-case table is written to ``<output_dir>/../predict_cases.csv``.
 
     Args:
         output_dir: Folder of the masks; relative paths are inside the run's stage folder
@@ -85,7 +88,17 @@ class NiftiPredictionWriter(BasePredictionWriter):
                 probability, source, self._out.parent / "probabilities" / target.path, np.float32
             )
         self._written += 1
-        log.debug("%s -> %s", prediction["case"], self._out / target.path)
+        log.info("%s -> %s", prediction["case"], self._out / target.path)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log.info("Wrote %d predicted case(s) to %s", self._written, self._out)
+        rows = getattr(pl_module, "case_table", [])
+        if rows and trainer.is_global_zero and self._out is not None:
+            # Labelled cases were scored as they were predicted (CaseEvaluationModule).
+            table = write_case_table(self._out.parent / "predict_cases.csv", rows)
+            log.info(
+                "%s",
+                format_case_table(
+                    rows, title=f"Per-case metrics of the predicted labelled cases ({table})"
+                ),
+            )

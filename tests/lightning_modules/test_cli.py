@@ -170,10 +170,7 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
         )
     # Predict from the run's own settings, a checkpoint file and the writer with probabilities.
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    writer = [
-        "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
-        "--trainer.callbacks.save_probability=true",
-    ]
+    writer = ["--prediction_writer.save_probability=true"]
     run_cli(
         "lightning",
         "predict",

@@ -1,0 +1,449 @@
+"""The cross-validation report of an experiment: its folds, out of fold, beside the paper.
+
+It reads only what the folds wrote into ``runs/<experiment>/fold<k>/`` (``config.yaml``,
+``split.json``, ``metrics.csv``, ``val_cases_best.csv``, ``fit_done.json``), so it works for
+any module that validates whole cases, and writes ``runs/<experiment>/report/``:
+
+``folds.csv``         one row per fold: the best epoch and the mean of every metric over the
+                      fold's validation cases (pooled ``global_dice`` where the preset has it)
+``cases_oof.csv``     out of fold: every training case once, scored by the model of the fold
+                      that held it out, with every metric of the preset
+``summary.json``      all of it as numbers: fold values, mean ± sd over folds, pooled values
+                      and the paper comparison
+``report.md``         the tables as a researcher reads them, ours beside the paper's
+``dice_boxplot.png``  per-fold box plots of Dice over cases
+``curves_all.png``    the validation curves of all folds in one figure
+
+Conventions: the spread over folds is the sample standard deviation (``ddof = 1``), the one
+seed 003's Table 1 uses (0.54 ± 0.09 from its five folds; ``ddof = 0`` would give 0.08); the
+spread over cases is the population standard deviation, as the per-run reports give it.
+Non-finite per-case values (a Hausdorff distance with one empty mask) are left out of means
+and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from datamodules.errors import ConfigurationError
+from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
+from evaluation.plots import epoch_series, read_metrics_rows
+from evaluation.published import PublishedResult, get_published
+from evaluation.report import Row, read_case_table, write_case_table
+
+REPORT_FOLDER = "report"
+DONE_FILE = "fit_done.json"
+
+
+@dataclass
+class FoldResult:
+    """What one fold contributes to the report."""
+
+    fold: int
+    run_dir: Path
+    finished: bool
+    best_epoch: int | None
+    monitor_value: float | None
+    cases: list[Row] = field(default_factory=list)
+    values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class CVReport:
+    """The numbers of an experiment's cross-validation."""
+
+    experiment: str
+    experiment_dir: Path
+    num_folds: int
+    preset: str
+    monitor: str
+    paper: str | None
+    folds: list[FoldResult]
+    missing: list[int]
+    metrics: list[str]
+    summary: dict[str, dict[str, float]]
+    pooled: dict[str, float]
+    comparison: list[dict[str, Any]]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and all(f.finished for f in self.folds)
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
+
+
+def _global_dice(rows: Sequence[Row]) -> float:
+    """2ΣTP / (2ΣTP + ΣFP + ΣFN) over cases (1.0 when every mask is empty)."""
+    tp, fp, fn = (sum(float(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float]:
+    """Mean of each metric over the cases' finite values, the number of non-finite ones
+    (``<metric>_inf``), and ``global_dice`` when the rows carry voxel counts."""
+    values: dict[str, float] = {}
+    for metric in metrics:
+        if metric in VOXEL_COUNT_METRICS:
+            continue
+        column = [r.get(metric) for r in rows]
+        finite = _finite(column)
+        values[metric] = float(np.mean(finite)) if finite else math.nan
+        infinite = len(column) - len(finite)
+        if infinite:
+            values[f"{metric}_inf"] = float(infinite)
+    if rows and all(k in rows[0] for k in VOXEL_COUNT_METRICS):
+        values["global_dice"] = _global_dice(rows)
+    return values
+
+
+def _load_config(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+
+
+def _fold_dirs(experiment_dir: Path) -> dict[int, Path]:
+    folds = {}
+    for path in experiment_dir.glob("fold*"):
+        suffix = path.name[len("fold") :]
+        if suffix.isdigit() and (path / "config.yaml").is_file():
+            folds[int(suffix)] = path
+    return dict(sorted(folds.items()))
+
+
+def _best_from_metrics(run_dir: Path, monitor: str, mode: str) -> tuple[int | None, float | None]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return None, None
+    epochs, values = epoch_series(read_metrics_rows(path), monitor)
+    finite = [(e, v) for e, v in zip(epochs, values) if math.isfinite(v)]
+    if not finite:
+        return None, None
+    return (max if mode == "max" else min)(finite, key=lambda item: item[1])
+
+
+def _read_fold(
+    fold: int, run_dir: Path, metrics: Sequence[str], monitor: str, mode: str
+) -> FoldResult:
+    done = run_dir / DONE_FILE
+    best_epoch, value = _best_from_metrics(run_dir, monitor, mode)
+    table = run_dir / "val_cases_best.csv"
+    rows = read_case_table(table) if table.is_file() else []
+    return FoldResult(
+        fold=fold,
+        run_dir=run_dir,
+        finished=done.is_file(),
+        best_epoch=best_epoch,
+        monitor_value=value,
+        cases=[
+            {"case": r["case"], "fold": fold, **{k: v for k, v in r.items() if k != "case"}}
+            for r in rows
+        ],
+        values=case_summary(rows, metrics),
+    )
+
+
+def _check_out_of_fold(folds: Sequence[FoldResult]) -> None:
+    """Every validation case of ``split.json`` appears once, in its own fold's table."""
+    seen: dict[str, int] = {}
+    for fold in folds:
+        split = json.loads((fold.run_dir / "split.json").read_text())
+        expected = set(split["val_cases"])
+        got = [str(r["case"]) for r in fold.cases]
+        if fold.cases and set(got) != expected:
+            raise ConfigurationError(
+                f"{fold.run_dir / 'val_cases_best.csv'} scores {len(got)} case(s) but the fold's "
+                f"split.json holds {len(expected)} validation case(s): the table is not from this "
+                "split. Re-run the fold's validation (lightning validate --ckpt_path best)."
+            )
+        for case in got:
+            if case in seen and split.get("unit") != "slice":
+                raise ConfigurationError(
+                    f"Case {case} is a validation case of fold {seen[case]} and fold {fold.fold}: "
+                    f"the folds of {fold.run_dir.parent} were not made with one split seed and "
+                    "fold count. Re-run them with the same configuration."
+                )
+            seen[case] = fold.fold
+
+
+def _spread(values: Sequence[Any], ddof: int) -> tuple[float, float]:
+    finite = _finite(list(values))
+    if not finite:
+        return math.nan, math.nan
+    sd = float(np.std(finite, ddof=ddof)) if len(finite) > ddof else math.nan
+    return float(np.mean(finite)), sd
+
+
+def _compare(
+    published: PublishedResult,
+    folds: Sequence[FoldResult],
+    summary: dict[str, dict[str, float]],
+    pooled: dict[str, float],
+) -> list[dict[str, Any]]:
+    """One row per metric the paper reports: its value, ours measured the same way, the gap."""
+    rows = []
+    cross_validated = "cross-validation" in published.protocol.lower()
+    for metric, value in published.metrics.items():
+        if metric in published.pooled:
+            ours, ours_sd, how = pooled.get(metric, math.nan), None, "pooled over cases"
+        elif cross_validated or value.folds:
+            stats = summary.get(metric, {})
+            ours, ours_sd = stats.get("fold_mean", math.nan), stats.get("fold_sd", math.nan)
+            how = "mean ± sd over folds"
+        else:
+            stats = summary.get(metric, {})
+            ours, ours_sd = stats.get("case_mean", math.nan), stats.get("case_sd", math.nan)
+            how = "mean ± sd over cases (out of fold)"
+        ours_folds = [f.values.get(metric, math.nan) for f in folds] if value.folds else None
+        rows.append(
+            {
+                "metric": metric,
+                "paper": value.mean,
+                "paper_sd": value.sd,
+                "paper_folds": value.folds,
+                "ours": ours,
+                "ours_sd": ours_sd,
+                "ours_folds": ours_folds,
+                "difference": ours - value.mean if math.isfinite(ours) else math.nan,
+                "how": how,
+            }
+        )
+    return rows
+
+
+def build_report(experiment_dir: Path) -> CVReport:
+    """Read the folds of ``runs/<experiment>`` and compute the report's numbers.
+
+    Raises:
+        ConfigurationError: For a folder without folds, or folds that do not form one split.
+    """
+    experiment_dir = Path(experiment_dir)
+    fold_dirs = _fold_dirs(experiment_dir)
+    if not fold_dirs:
+        raise ConfigurationError(
+            f"{experiment_dir} holds no fold folder (fold<k>/config.yaml): run the folds first "
+            "(lightning-cv fit --config experiments/<recipe>.yaml), or pass runs/<experiment>."
+        )
+    config = _load_config(next(iter(fold_dirs.values())))
+    data_args = (config.get("data") or {}).get("init_args") or {}
+    model_args = (config.get("model") or {}).get("init_args") or {}
+    num_folds = int(data_args.get("num_folds", len(fold_dirs)))
+    preset = str(model_args.get("metrics", "isles2018"))
+    monitor = str(model_args.get("monitor", "val/dice"))
+    mode = str(model_args.get("monitor_mode", "max"))
+    paper = config.get("paper")
+    metrics = [m for m in PRESET_METRICS.get(preset, ("dice",))]
+    folds = [_read_fold(k, d, metrics, monitor, mode) for k, d in fold_dirs.items()]
+    _check_out_of_fold(folds)
+    missing = [k for k in range(num_folds) if k not in fold_dirs]
+    names = [m for m in metrics if m not in VOXEL_COUNT_METRICS]
+    all_cases = [row for fold in folds for row in fold.cases]
+    pooled = case_summary(all_cases, metrics)
+    if "global_dice" in pooled:
+        names.append("global_dice")
+    summary: dict[str, dict[str, float]] = {}
+    for metric in names:
+        fold_mean, fold_sd = _spread([f.values.get(metric, math.nan) for f in folds], ddof=1)
+        entry = {"fold_mean": fold_mean, "fold_sd": fold_sd}
+        if metric != "global_dice":
+            entry["case_mean"], entry["case_sd"] = _spread(
+                [r.get(metric) for r in all_cases], ddof=0
+            )
+        summary[metric] = entry
+    comparison = _compare(get_published(paper), folds, summary, pooled) if paper else []
+    return CVReport(
+        experiment=experiment_dir.name,
+        experiment_dir=experiment_dir,
+        num_folds=num_folds,
+        preset=preset,
+        monitor=monitor,
+        paper=paper,
+        folds=folds,
+        missing=missing,
+        metrics=names,
+        summary=summary,
+        pooled=pooled,
+        comparison=comparison,
+    )
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "–" if math.isnan(value) else "inf"
+    return f"{value:.{digits}f}"
+
+
+def _pm(mean: float | None, sd: float | None) -> str:
+    return _number(mean) + ("" if sd is None or not math.isfinite(sd) else f" ± {_number(sd)}")
+
+
+def format_report(report: CVReport) -> str:
+    """The report as Markdown (also what the command prints)."""
+    lines = [f"# Cross-validation report: {report.experiment}", ""]
+    state = "complete" if report.complete else "INCOMPLETE"
+    lines.append(
+        f"{len(report.folds)} of {report.num_folds} folds ({state}); metrics preset "
+        f"`{report.preset}`; each fold scored at its best epoch by `{report.monitor}`."
+    )
+    if report.missing:
+        lines.append(f"Missing folds: {', '.join(map(str, report.missing))}.")
+    unfinished = [f.fold for f in report.folds if not f.finished]
+    if unfinished:
+        lines.append(f"Folds still training or interrupted: {', '.join(map(str, unfinished))}.")
+    lines += ["", "## Folds", ""]
+    header = ["fold", "cases", "best epoch", *report.metrics]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for fold in report.folds:
+        cells = [str(fold.fold), str(len(fold.cases)), str(fold.best_epoch)]
+        cells += [_number(fold.values.get(m)) for m in report.metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    means = ["mean ± sd", "", ""] + [
+        _pm(report.summary[m]["fold_mean"], report.summary[m]["fold_sd"]) for m in report.metrics
+    ]
+    lines.append("| " + " | ".join(means) + " |")
+    pooled = ["out of fold", str(sum(len(f.cases) for f in report.folds)), ""] + [
+        _pm(
+            report.summary[m].get("case_mean", report.pooled.get(m)),
+            report.summary[m].get("case_sd"),
+        )
+        for m in report.metrics
+    ]
+    lines.append("| " + " | ".join(pooled) + " |")
+    infinite = {m: report.pooled[f"{m}_inf"] for m in report.metrics if f"{m}_inf" in report.pooled}
+    if infinite:
+        lines.append("")
+        lines.append(
+            "Cases with exactly one empty mask (distance = inf, left out of the means): "
+            + ", ".join(f"{m} {int(n)}" for m, n in infinite.items())
+        )
+    lines += ["", "## Beside the paper", ""]
+    if not report.paper:
+        lines.append("No published result is named (set `paper:` in the experiment YAML).")
+    else:
+        published = get_published(report.paper)
+        lines.append(
+            f"`{report.paper}`: {published.paper.citation}, {published.paper.title} "
+            f"({published.paper.venue}), {published.source}; {published.dataset}, "
+            f"{published.protocol}."
+        )
+        if published.note:
+            lines.append(f"Note: {published.note}")
+        lines.append("")
+        if not report.comparison:
+            lines.append("The paper gives no number for this variant.")
+        else:
+            lines.append("| metric | paper | ours | ours − paper | ours measured as |")
+            lines.append("|---|---|---|---|---|")
+            for row in report.comparison:
+                lines.append(
+                    f"| {row['metric']} | {_pm(row['paper'], row['paper_sd'])} | "
+                    f"{_pm(row['ours'], row['ours_sd'])} | {_number(row['difference'])} | {row['how']} |"
+                )
+            with_folds = [r for r in report.comparison if r["paper_folds"]]
+            for row in with_folds:
+                lines += ["", f"Fold-wise {row['metric']}:", ""]
+                k = max(len(row["paper_folds"]), len(row["ours_folds"] or []))
+                lines.append("| | " + " | ".join(f"fold {i}" for i in range(k)) + " |")
+                lines.append("|---|" + "---|" * k)
+                lines.append(
+                    "| paper | " + " | ".join(_number(v, 2) for v in row["paper_folds"]) + " |"
+                )
+                lines.append("| ours | " + " | ".join(_number(v) for v in row["ours_folds"]) + " |")
+                lines.append("")
+                lines.append(
+                    "Paper folds are in the paper's order; their patients are not ours, so compare "
+                    "the mean ± sd, not fold against fold."
+                )
+    lines += [
+        "",
+        "![Dice over cases per fold](dice_boxplot.png)",
+        "",
+        "![Validation curves of all folds](curves_all.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else "inf"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Path]:
+    """Write the report's files (each atomically); return them by name."""
+    from evaluation.plots import plot_fold_boxplots, plot_fold_curves
+
+    out = Path(out_dir) if out_dir is not None else report.experiment_dir / REPORT_FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    fold_rows = [
+        {
+            "fold": f.fold,
+            "cases": len(f.cases),
+            "best_epoch": f.best_epoch,
+            "finished": f.finished,
+            **f.values,
+        }
+        for f in report.folds
+    ]
+    files["folds"] = write_case_table(out / "folds.csv", fold_rows) or out / "folds.csv"
+    oof = sorted((r for f in report.folds for r in f.cases), key=lambda r: str(r["case"]))
+    if oof:
+        files["cases_oof"] = write_case_table(out / "cases_oof.csv", oof) or out / "cases_oof.csv"
+    summary = {
+        "experiment": report.experiment,
+        "complete": report.complete,
+        "num_folds": report.num_folds,
+        "missing_folds": report.missing,
+        "preset": report.preset,
+        "monitor": report.monitor,
+        "paper": report.paper,
+        "folds": [
+            {k: v for k, v in asdict(f).items() if k not in ("cases", "run_dir")}
+            for f in report.folds
+        ],
+        "summary": report.summary,
+        "pooled": report.pooled,
+        "comparison": report.comparison,
+    }
+    _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
+    files["summary"] = out / "summary.json"
+    box = plot_fold_boxplots(
+        {f.fold: [r.get("dice") for r in f.cases] for f in report.folds}, out / "dice_boxplot.png"
+    )
+    curves = plot_fold_curves(
+        {f.fold: f.run_dir / "metrics.csv" for f in report.folds},
+        report.monitor,
+        out / "curves_all.png",
+    )
+    files.update(
+        {k: v for k, v in (("dice_boxplot", box), ("curves_all", curves)) if v is not None}
+    )
+    _write_text(out / "report.md", format_report(report))
+    files["report"] = out / "report.md"
+    return files

@@ -1,0 +1,227 @@
+"""The fold workflow through the real commands: lightning-cv fit / report / compare / predict,
+the SLURM job-array path on submitit's local executor, and exact resume after kill -9."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import REPO, run_cli
+
+EXPERIMENTS = REPO / "experiments"
+
+
+def _recipe(*names: str) -> list[str]:
+    return [a for name in names for a in ("--config", str(EXPERIMENTS / name))]
+
+
+def _tiny(twin: Path, tmp: Path, folds: int = 3, epochs: int = 2) -> list[str]:
+    return [
+        "--data.init_args.data_dir", str(twin),
+        "--data.init_args.cache_dir", str(tmp / "cache"),
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.num_folds", str(folds),
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.image_size", "32",
+        "--runs_dir", str(tmp / "runs"),
+        "--trainer.max_epochs", str(epochs),
+        "--trainer.limit_train_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+
+
+def _best_per_fold(experiment_dir: Path) -> dict[int, float]:
+    """Each fold's best val/dice, read straight from its metrics.csv."""
+    best = {}
+    for fold_dir in sorted(experiment_dir.glob("fold*")):
+        with (fold_dir / "metrics.csv").open() as handle:
+            values = [float(r["val/dice"]) for r in csv.DictReader(handle) if r.get("val/dice")]
+        best[int(fold_dir.name[4:])] = max(values)
+    return best
+
+
+@pytest.mark.slow
+def test_all_folds_then_a_report_beside_the_paper_then_an_ensemble(tiny_twin, tmp_path):
+    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path)
+    first = run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
+    experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
+    for k in range(3):
+        assert (experiment_dir / f"fold{k}" / "fit_done.json").is_file()
+    assert sorted(p.name for p in experiment_dir.iterdir() if p.name.startswith("fold")) == [
+        "fold0", "fold1", "fold2",
+    ]  # fmt: skip
+    report = experiment_dir / "report"
+    for name in ("summary.json", "folds.csv", "cases_oof.csv", "report.md"):
+        assert (report / name).is_file(), name
+    for name in ("dice_boxplot.png", "curves_all.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Beside the paper" in first.stdout
+
+    # The report's mean ± sd is the mean and sample sd of the folds' best val/dice.
+    summary = json.loads((report / "summary.json").read_text())
+    best = _best_per_fold(experiment_dir)
+    assert summary["summary"]["dice"]["fold_mean"] == pytest.approx(np.mean(list(best.values())))
+    expected_sd = np.std(list(best.values()), ddof=1)
+    assert summary["summary"]["dice"]["fold_sd"] == pytest.approx(expected_sd, abs=1e-12)
+    assert [f["values"]["dice"] for f in summary["folds"]] == pytest.approx(list(best.values()))
+
+    # Out of fold: every training case exactly once, scored by the fold that held it out.
+    with (report / "cases_oof.csv").open() as handle:
+        oof = list(csv.DictReader(handle))
+    training = sorted(f"TRAINING/{p.name}" for p in (tiny_twin / "TRAINING").glob("case_*"))
+    assert sorted(r["case"] for r in oof) == training
+    for row in oof:
+        split = json.loads((experiment_dir / f"fold{row['fold']}" / "split.json").read_text())
+        assert row["case"] in split["val_cases"]
+    assert {"dice", "hd", "assd", "precision", "recall", "avd"} <= set(oof[0])
+
+    # The paper column comes from the package data: seed 003 Table 1, focal loss.
+    (dice,) = [row for row in summary["comparison"] if row["metric"] == "dice"]
+    assert dice["paper"] == 0.54 and dice["paper_sd"] == 0.09
+    assert dice["paper_folds"] == [0.64, 0.42, 0.48, 0.55, 0.58]
+    assert dice["difference"] == pytest.approx(dice["ours"] - 0.54)
+    text = (report / "report.md").read_text()
+    assert "0.5400 ± 0.0900" in text and "Table 1" in text
+
+    # The report as a W&B summary run in the experiment's group (offline), beside the folds.
+    run_cli("lightning-cv", "report", str(experiment_dir), "--wandb", cwd=tmp_path)
+    (summary_run,) = (report / "wandb").glob("offline-run-*")
+    assert list(summary_run.glob("files/media/table/**/*.table.json"))
+    assert list(summary_run.glob("files/media/images/**/*.png"))
+
+    # Run again: finished folds are skipped, nothing is trained.
+    again = run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=300)
+    assert again.stdout.count("finished before, skipped") == 3
+    assert "Epoch" not in again.stdout
+
+    # Ensemble of the three folds on TESTING: masks on the source grids, probabilities float32.
+    run_cli(
+        "lightning-cv", "predict", str(experiment_dir), "--save-probability",
+        "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    out = experiment_dir / "ensemble" / "predict"
+    masks = sorted((out / "predictions").glob("SMIR.strokeseg.*.nii"))
+    assert len(masks) == len(list((tiny_twin / "TESTING").glob("case_*")))
+    for mask in masks:
+        (source,) = [
+            s
+            for s in (tiny_twin / "TESTING").glob("case_*/SMIR.Brain.XX.O.CT.*/*.nii")
+            if list(s.parent.parent.glob(f"SMIR.Brain.XX.O.CT_MTT.{mask.name.split('.')[2]}"))
+        ]
+        written, original = nib.load(mask), nib.load(source)
+        assert written.shape == original.shape
+        np.testing.assert_allclose(written.header.get_sform(), original.header.get_sform())
+        np.testing.assert_allclose(written.header.get_qform(), original.header.get_qform())
+        assert written.header.get_zooms() == pytest.approx(original.header.get_zooms())
+        assert nib.load(out / "probabilities" / mask.name).get_data_dtype() == np.float32
+
+
+@pytest.mark.slow
+def test_the_ensemble_is_the_mean_of_its_members_and_scores_labelled_cases(tiny_twin, tmp_path):
+    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2)
+    run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
+    experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
+    common = ["--save-probability", "--split", "TRAINING", "--trainer.enable_progress_bar", "false"]
+    probabilities = {}
+    for name, members in (
+        ("both", [experiment_dir]),
+        *((f"f{k}", [experiment_dir / f"fold{k}"]) for k in (0, 1)),
+    ):
+        run_cli("lightning-cv", "predict", *map(str, members), "--name", name, "--runs-dir", str(tmp_path / "ens"), *common, cwd=tmp_path, timeout=300)  # fmt: skip
+        out = tmp_path / "ens" / name / "ensemble" / "predict"
+        probabilities[name] = {
+            p.name: np.asarray(nib.load(p).dataobj) for p in (out / "probabilities").glob("*.nii")
+        }
+        with (out / "predict_cases.csv").open() as handle:  # labelled: scored per case
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == len(list((tiny_twin / "TRAINING").glob("case_*")))
+        assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert probabilities["both"].keys() == probabilities["f0"].keys()
+    for name, both in probabilities["both"].items():
+        mean = (probabilities["f0"][name] + probabilities["f1"][name]) / 2
+        np.testing.assert_allclose(both, mean, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_job_array_path_on_submitits_local_executor(tiny_twin, tmp_path):
+    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2, epochs=1)
+    done = run_cli(
+        "lightning-cv", "fit", *args, "--launcher", "submitit-local", cwd=tmp_path, timeout=600
+    )
+    experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
+    assert "fold 0: job" in done.stdout and "fold 1: job" in done.stdout
+    for k in (0, 1):
+        assert (experiment_dir / f"fold{k}" / "fit_done.json").is_file()
+    logs = list((experiment_dir / "submitit").rglob("*_log.out"))
+    assert len(logs) == 2, "one submitit task per fold"
+    assert (experiment_dir / "report" / "report.md").is_file()
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_fold_killed_after_an_epoch_resumes_to_the_same_weights(tiny_twin, tmp_path):
+    # Augmentation, dropout and a worker process: every random draw must repeat after resume.
+    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, epochs=3)
+    args += ["--data.init_args.num_workers", "1", "--data.init_args.foreground_fraction", "0.5"]
+    run_cli("lightning", "fit", *args, "--experiment", "straight", cwd=tmp_path, timeout=600)
+    kill = [
+        "--trainer.callbacks+=tests.helpers.kill.KillAtEpochStart",
+        "--trainer.callbacks.epoch=2",
+    ]
+    env = {"PYTHONPATH": str(REPO)}
+    killed = run_cli(
+        "lightning", "fit", *args, *kill, "--experiment", "killed", cwd=tmp_path, env=env,
+        check=False, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -9
+    run_dir = tmp_path / "runs" / "killed" / "fold0"
+    assert not (run_dir / "fit_done.json").exists()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, mmap=True)
+    assert saved["epoch"] == 1
+    run_cli("lightning", "fit", *args, "--experiment", "killed", "--ckpt_path", "last", cwd=tmp_path, timeout=600)  # fmt: skip
+    straight = _weights(tmp_path / "runs" / "straight" / "fold0" / "checkpoints" / "last.ckpt")
+    resumed = _weights(run_dir / "checkpoints" / "last.ckpt")
+    assert straight.keys() == resumed.keys()
+    diff = max((straight[k].double() - resumed[k].double()).abs().max().item() for k in straight)
+    print(f"max |weight difference| after kill -9 and resume: {diff:.3g}")
+    assert diff == 0.0
+    with (run_dir / "metrics.csv").open() as handle:
+        epochs = [int(float(r["epoch"])) for r in csv.DictReader(handle) if r.get("val/dice")]
+    assert epochs == [0, 1, 2], "one validation row per epoch: none lost, none repeated"
+    assert (run_dir / "fit_done.json").is_file()
+
+
+@pytest.mark.slow
+def test_compare_two_experiments_case_by_case(tiny_twin, tmp_path):
+    base = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2, epochs=1)
+    run_cli("lightning-cv", "fit", *base, cwd=tmp_path, timeout=600)
+    run_cli("lightning-cv", "fit", *base, "--config", str(EXPERIMENTS / "pspnet_ce.yaml"), "--experiment", "ce", cwd=tmp_path, timeout=600)  # fmt: skip
+    runs = tmp_path / "runs"
+    done = run_cli("lightning-cv", "compare", str(runs / "pspnet_focal_demo"), str(runs / "ce"), cwd=tmp_path)  # fmt: skip
+    out = runs / "compare_pspnet_focal_demo_vs_ce"
+    assert (out / "comparison.png").is_file() and "Wilcoxon" in done.stdout
+    with (out / "comparison.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) <= len(list((tiny_twin / "TRAINING").glob("case_*")))
+    for row in rows:
+        assert float(row["difference"]) == pytest.approx(float(row["b"]) - float(row["a"]))
+
+
+def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
+    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path)
+    wrong_fold = run_cli("lightning-cv", "fit", *args, "--folds", "0,7", cwd=tmp_path, check=False)
+    assert wrong_fold.returncode == 2
+    assert wrong_fold.stderr.startswith("error: --folds '0,7': folds must be in 0..2")
+    nothing = run_cli("lightning-cv", "report", str(tmp_path / "runs" / "nope"), cwd=tmp_path, check=False)  # fmt: skip
+    assert nothing.returncode == 2 and "holds no fold folder" in nothing.stderr.splitlines()[0]
+    paper = run_cli("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
+    assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
