@@ -26,6 +26,7 @@ RECIPES = {
     "unet2d_isles": (["unet2d_isles.yaml"], []),
     "demo": (["pspnet_focal.yaml", "demo.yaml"], []),
     "wandb": (["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"], []),
+    "cv_demo": (["pspnet_focal.yaml", "demo.yaml", "cv_demo.yaml"], []),
 }
 PSPNET_SMALL = ["--model.init_args.net.init_args.backbone_depth", "18"]
 
@@ -97,7 +98,7 @@ def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, v
     args = _configs(configs) + _common(tiny_twin, tmp_path) + extra
     if "pspnet" in configs[0]:
         args += PSPNET_SMALL
-        if recipe not in ("pspnet_scratch_focal", "demo", "wandb"):
+        if recipe not in ("pspnet_scratch_focal", "demo", "wandb", "cv_demo"):
             args += ["--model.init_args.net.init_args.pretrained_weights", str(voc_like_weights)]
     run_cli("lightning", "fit", *args, cwd=tmp_path)
     runs = tmp_path / "runs"

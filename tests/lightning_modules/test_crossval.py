@@ -15,6 +15,8 @@ import torch
 from tests.conftest import REPO, run_cli
 
 EXPERIMENTS = REPO / "experiments"
+# Recipes that predict rather than fit (configs composed in order); run below.
+PREDICT_RECIPES = {"pspnet_ensemble": ["pspnet_focal.yaml", "demo.yaml", "pspnet_ensemble.yaml"]}
 
 
 def _recipe(*names: str) -> list[str]:
@@ -214,6 +216,14 @@ def test_compare_two_experiments_case_by_case(tiny_twin, tmp_path):
     assert len(rows) <= len(list((tiny_twin / "TRAINING").glob("case_*")))
     for row in rows:
         assert float(row["difference"]) == pytest.approx(float(row["b"]) - float(row["a"]))
+
+    # Seed 003's ensemble recipe over both experiments' folds (2 + 2 here, 5 + 5 in the paper).
+    members = f"[{runs / 'pspnet_focal_demo'}, {runs / 'ce'}]"
+    recipe = _recipe(*PREDICT_RECIPES["pspnet_ensemble"]) + _tiny(tiny_twin, tmp_path)
+    done = run_cli("lightning", "predict", *recipe, "--model.init_args.members", members, cwd=tmp_path)  # fmt: skip
+    assert done.stdout.count("/checkpoints/best-") == 4, "four members"
+    masks = list((runs / "pspnet_ensemble" / "ensemble" / "predict" / "predictions").glob("*.nii"))
+    assert len(masks) == len(list((tiny_twin / "TESTING").glob("case_*")))
 
 
 def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
