@@ -73,6 +73,7 @@ class CVReport:
     summary: dict[str, dict[str, float]]
     pooled: dict[str, float]
     comparison: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -152,18 +153,31 @@ def _read_fold(
     )
 
 
-def _check_out_of_fold(folds: Sequence[FoldResult]) -> None:
-    """Every validation case of ``split.json`` appears once, in its own fold's table."""
+def _check_out_of_fold(folds: Sequence[FoldResult]) -> list[str]:
+    """Every scored case belongs to its fold's validation cases (``split.json``) and to no
+    other fold's; returns notes on validation cases a fold did not score.
+
+    Raises:
+        ConfigurationError: For a table that is not from its fold's split, or a case that two
+            folds hold out (folds made with different seeds or fold counts).
+    """
+    notes: list[str] = []
     seen: dict[str, int] = {}
     for fold in folds:
         split = json.loads((fold.run_dir / "split.json").read_text())
         expected = set(split["val_cases"])
         got = [str(r["case"]) for r in fold.cases]
-        if fold.cases and set(got) != expected:
+        foreign = sorted(set(got) - expected)
+        if foreign:
             raise ConfigurationError(
-                f"{fold.run_dir / 'val_cases_best.csv'} scores {len(got)} case(s) but the fold's "
-                f"split.json holds {len(expected)} validation case(s): the table is not from this "
-                "split. Re-run the fold's validation (lightning validate --ckpt_path best)."
+                f"{fold.run_dir / 'val_cases_best.csv'} scores case(s) that are not validation "
+                f"cases of the fold's split.json ({', '.join(foreign[:3])}): the table is not from "
+                "this split. Re-run the fold's validation (lightning validate --ckpt_path best)."
+            )
+        if fold.cases and len(set(got)) < len(expected):
+            notes.append(
+                f"fold {fold.fold} scored {len(set(got))} of its {len(expected)} validation cases "
+                "(trainer.limit_val_batches?): the out-of-fold table is incomplete."
             )
         for case in got:
             if case in seen and split.get("unit") != "slice":
@@ -173,6 +187,7 @@ def _check_out_of_fold(folds: Sequence[FoldResult]) -> None:
                     "fold count. Re-run them with the same configuration."
                 )
             seen[case] = fold.fold
+    return notes
 
 
 def _spread(values: Sequence[Any], ddof: int) -> tuple[float, float]:
@@ -243,7 +258,7 @@ def build_report(experiment_dir: Path) -> CVReport:
     paper = config.get("paper")
     metrics = [m for m in PRESET_METRICS.get(preset, ("dice",))]
     folds = [_read_fold(k, d, metrics, monitor, mode) for k, d in fold_dirs.items()]
-    _check_out_of_fold(folds)
+    notes = _check_out_of_fold(folds)
     missing = [k for k in range(num_folds) if k not in fold_dirs]
     names = [m for m in metrics if m not in VOXEL_COUNT_METRICS]
     all_cases = [row for fold in folds for row in fold.cases]
@@ -273,6 +288,7 @@ def build_report(experiment_dir: Path) -> CVReport:
         summary=summary,
         pooled=pooled,
         comparison=comparison,
+        notes=notes,
     )
 
 
@@ -298,6 +314,7 @@ def format_report(report: CVReport) -> str:
     )
     if report.missing:
         lines.append(f"Missing folds: {', '.join(map(str, report.missing))}.")
+    lines += report.notes
     unfinished = [f.fold for f in report.folds if not f.finished]
     if unfinished:
         lines.append(f"Folds still training or interrupted: {', '.join(map(str, unfinished))}.")
@@ -430,6 +447,7 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
         "summary": report.summary,
         "pooled": report.pooled,
         "comparison": report.comparison,
+        "notes": report.notes,
     }
     _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
     files["summary"] = out / "summary.json"

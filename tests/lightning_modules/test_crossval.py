@@ -235,3 +235,30 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert nothing.returncode == 2 and "holds no fold folder" in nothing.stderr.splitlines()[0]
     paper = run_cli("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(tiny_atlas, tmp_path):
+    from tests.lightning_modules.test_cli_atlas import _tiny_args
+
+    args = _tiny_args(["dunet.yaml"], tiny_atlas, tmp_path)
+    args += ["--data.init_args.num_folds", "2", "--trainer.limit_val_batches", "1.0"]
+    run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
+    summary = json.loads((tmp_path / "runs" / "dunet" / "report" / "summary.json").read_text())
+    assert summary["complete"] and not summary["notes"]
+    rows = {row["metric"]: row for row in summary["comparison"]}
+    # D-UNet Table 2: per-subject mean ± sd, and the global Dice pooled over all voxels.
+    assert rows["dice"]["paper"] == 0.5349 and rows["dice"]["how"].startswith(
+        "mean ± sd over cases"
+    )
+    assert (
+        rows["global_dice"]["paper"] == 0.7231 and rows["global_dice"]["how"] == "pooled over cases"
+    )
+    with (tmp_path / "runs" / "dunet" / "report" / "cases_oof.csv").open() as handle:
+        oof = list(csv.DictReader(handle))
+    tp, fp, fn = (sum(float(r[k]) for r in oof) for k in ("tp", "fp", "fn"))
+    pooled = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    assert rows["global_dice"]["ours"] == pytest.approx(pooled)
+    split = json.loads((tmp_path / "runs" / "dunet" / "fold0" / "split.json").read_text())
+    every_scan = sorted(split["train_cases"] + split["val_cases"])
+    assert sorted(r["case"] for r in oof) == every_scan  # every scan of the twin, once
