@@ -1,7 +1,16 @@
-"""Loss functions (pure ``nn.Module``s; they never import networks)."""
+"""Loss functions (pure ``nn.Module``s) and weight penalties; they never import networks."""
 
 from losses.cross_entropy import CrossEntropyLoss
 from losses.eml import EMLWithBCE, EnhancedMixingLoss
 from losses.focal import FocalLoss
+from losses.jaccard import SoftJaccardLoss
+from losses.regularization import kernel_l2
 
-__all__ = ["CrossEntropyLoss", "EMLWithBCE", "EnhancedMixingLoss", "FocalLoss"]
+__all__ = [
+    "CrossEntropyLoss",
+    "EMLWithBCE",
+    "EnhancedMixingLoss",
+    "FocalLoss",
+    "SoftJaccardLoss",
+    "kernel_l2",
+]

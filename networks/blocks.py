@@ -9,6 +9,7 @@ from monai.networks.layers.convutils import same_padding
 from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
+from torch.nn import functional as F
 
 
 class ConvNormAct(nn.Sequential):
@@ -81,3 +82,89 @@ def check_input(name: str, x: torch.Tensor, channels: int, multiple: int = 1) ->
             f"{name} needs H and W divisible by {multiple} (one halving per pooling level); got "
             f"H={height}, W={width}. Crop or pad the input, e.g. to 192×192 as in the D-UNet paper."
         )
+
+
+# -- volumes (the 3D networks) ----------------------------------------------------------
+def check_volume(name: str, x: torch.Tensor, channels: int) -> None:
+    """Raise a ValueError unless ``x`` is a volume batch (B, channels, D, H, W)."""
+    if x.ndim != 5 or x.shape[1] != channels:
+        raise ValueError(
+            f"{name} expects input (B, {channels}, D, H, W); got {tuple(x.shape)}. Add the "
+            "channel axis, or build the network with the right in_channels."
+        )
+
+
+def pad_volume(
+    x: torch.Tensor, multiples: Sequence[int]
+) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
+    """Zero-pad (centred) D, H, W up to multiples of ``multiples``.
+
+    Returns:
+        The padded (B, C, D', H', W') tensor and the D, H, W slices that crop it back.
+    """
+    pads: list[int] = []
+    crop: list[slice] = []
+    for size, multiple in zip(x.shape[2:], multiples):
+        total = -size % multiple
+        before = total // 2
+        pads.append(before)
+        pads.append(total - before)
+        crop.append(slice(before, before + size))
+    # F.pad lists the last axis first: (W before, W after, H …, D …).
+    x = F.pad(x, (pads[4], pads[5], pads[2], pads[3], pads[0], pads[1]))
+    return x, (crop[0], crop[1], crop[2])
+
+
+class VolumeNet(nn.Module):
+    """Base of the 3D networks: any ``D, H, W`` in, logits of the same size out.
+
+    ``forward`` checks the input, zero-pads ``D, H, W`` (centred) to the multiples the
+    network's poolings need, runs :meth:`segment` and crops the logits back. Subclasses set
+    ``in_channels`` and ``multiples`` and implement :meth:`segment`.
+    """
+
+    in_channels: int
+    multiples: tuple[int, ...]
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, out_channels, D', H', W')`` of a padded batch ``(B, C, D', H', W')``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segment a batch of volumes.
+
+        Args:
+            x: (B, in_channels, D, H, W), any D, H, W.
+
+        Returns:
+            Raw logits (B, out_channels, D, H, W).
+
+        Raises:
+            ValueError: if ``x`` is not (B, in_channels, D, H, W).
+        """
+        check_volume(type(self).__name__, x, self.in_channels)
+        x, crop = pad_volume(x, self.multiples)
+        return self.segment(x)[(..., *crop)]
+
+
+def volume_settings(
+    name: str, in_channels: int, out_channels: int, pool: int | Sequence[int]
+) -> tuple[int, int, int]:
+    """Check a 3D network's channel counts and pooling; the pooling per ``(D, H, W)`` axis.
+
+    Raises:
+        ValueError: For channel counts below 1 or a pooling that is not one positive size per
+            axis (or one size for all).
+    """
+    if in_channels < 1 or out_channels < 1:
+        raise ValueError(
+            f"{name} needs in_channels ≥ 1 and out_channels ≥ 1; got {in_channels} and "
+            f"{out_channels}."
+        )
+    sizes = (pool,) * 3 if isinstance(pool, int) else tuple(pool)
+    if len(sizes) != 3 or any(size < 1 for size in sizes):
+        raise ValueError(
+            f"{name} got pool={pool!r}; expected one positive size per (D, H, W) axis, "
+            "e.g. (1, 2, 2) to pool only in-plane, or 2."
+        )
+    return sizes[0], sizes[1], sizes[2]
