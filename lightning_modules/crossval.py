@@ -37,6 +37,7 @@ import yaml
 
 from datamodules.errors import ConfigurationError, UserError
 from evaluation.cv_report import DONE_FILE, build_report, format_report, write_report
+from evaluation.published import get_published
 from lightning_modules.cli_errors import exit_if_user_error
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def compose_config(configs: list[str], extra: list[str]) -> dict[str, Any]:
     config = yaml.safe_load(done.stdout)
     for key in _PER_RUN_KEYS:
         config.pop(key, None)
+    if config.get("paper"):
+        get_published(config["paper"])  # an unknown key fails before any fold starts
     return config
 
 

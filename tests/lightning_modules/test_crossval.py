@@ -235,6 +235,7 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert nothing.returncode == 2 and "holds no fold folder" in nothing.stderr.splitlines()[0]
     paper = run_cli("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
+    assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
 
 
 @pytest.mark.slow
