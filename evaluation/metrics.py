@@ -10,7 +10,15 @@ import numpy as np
 from monai.metrics.utils import get_surface_distance
 from scipy import ndimage
 
-ISLES2018_METRICS: tuple[str, ...] = ("dice", "hd", "assd", "precision", "recall", "avd")
+ISLES2018_METRICS: tuple[str, ...] = (
+    "dice",
+    "hd",
+    "assd",
+    "precision",
+    "recall",
+    "avd",
+    "jaccard",
+)
 ATLAS_DUNET_METRICS: tuple[str, ...] = ("dice", "recall", "precision", "tp", "fp", "fn")
 ATLAS_VCANET_METRICS: tuple[str, ...] = ("dice", "iou", "hd", "sensitivity", "precision", "f1")
 ATLAS2_CHALLENGE_METRICS: tuple[str, ...] = (
@@ -87,7 +95,8 @@ def _directed_surface_distances(
 
 
 def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
-    """ISLES 2018 per-case metrics: Dice, HD (max, mm), ASSD (mm), precision, recall, AVD (mL).
+    """ISLES 2018 per-case metrics: Dice, HD (max, mm), ASSD (mm), precision, recall, AVD (mL),
+    Jaccard.
 
     Follows the ISLES 2015/2016 evaluator (``loli/ISLESevaluation``,
     ``validateLabelImages-ISLES.cxx``, ITK), whose lineage the ISLES 2018 challenge and
@@ -101,6 +110,8 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
     * ``precision`` = |P ∩ G| / |P| (positive predictive value); ``recall`` = |P ∩ G| / |G|.
     * ``avd`` = | |P| - |G| | x voxel volume / 1000, in mL. (The ITK tool writes the *signed*
       volume error in mm³; the challenge ranks its absolute value, reported here in mL.)
+    * ``jaccard`` = |P ∩ G| / |P ∪ G| (IoU), which seed 001 reports beside Dice, precision and
+      recall; per case it equals dice / (2 - dice).
 
     Surfaces are the mask voxels removed by a 6-connected binary erosion (as MONAI's
     ``get_mask_edges``); distances are Euclidean between voxel centres in mm, from MONAI's
@@ -112,13 +123,13 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
 
     Empty-mask conventions (deterministic, never NaN):
 
-    ======================  ====  ======  ======  =========  ======  ===================
-    case                    dice  hd      assd    precision  recall  avd
-    ======================  ====  ======  ======  =========  ======  ===================
-    both empty              1     0       0       1          1       0
-    target empty only       0     inf     inf     0          0       volume of pred
-    pred empty only         0     inf     inf     0          0       volume of target
-    ======================  ====  ======  ======  =========  ======  ===================
+    ======================  ====  ======  ======  =========  ======  ================  =======
+    case                    dice  hd      assd    precision  recall  avd               jaccard
+    ======================  ====  ======  ======  =========  ======  ================  =======
+    both empty              1     0       0       1          1       0                 1
+    target empty only       0     inf     inf     0          0       volume of pred    0
+    pred empty only         0     inf     inf     0          0       volume of target  0
+    ======================  ====  ======  ======  =========  ======  ================  =======
 
     That is, precision (recall) is 0 when its denominator, the prediction (target), is empty
     while the other mask is not; 1 when both are empty.
@@ -130,7 +141,7 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
             ``nib.load(f).header.get_zooms()[:3]`` for an array from ``get_fdata()``).
 
     Returns:
-        ``{"dice", "hd", "assd", "precision", "recall", "avd"}`` as Python floats.
+        ``{"dice", "hd", "assd", "precision", "recall", "avd", "jaccard"}`` as Python floats.
 
     Raises:
         ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
@@ -144,10 +155,26 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
     avd = abs(n_pred - n_target) * voxel_ml
 
     if n_pred == 0 and n_target == 0:
-        return {"dice": 1.0, "hd": 0.0, "assd": 0.0, "precision": 1.0, "recall": 1.0, "avd": 0.0}
+        return {
+            "dice": 1.0,
+            "hd": 0.0,
+            "assd": 0.0,
+            "precision": 1.0,
+            "recall": 1.0,
+            "avd": 0.0,
+            "jaccard": 1.0,
+        }
     if n_pred == 0 or n_target == 0:
         inf = math.inf
-        return {"dice": 0.0, "hd": inf, "assd": inf, "precision": 0.0, "recall": 0.0, "avd": avd}
+        return {
+            "dice": 0.0,
+            "hd": inf,
+            "assd": inf,
+            "precision": 0.0,
+            "recall": 0.0,
+            "avd": avd,
+            "jaccard": 0.0,
+        }
 
     pred_to_target, target_to_pred = _directed_surface_distances(pred, target, spacing)
     return {
@@ -157,6 +184,7 @@ def isles2018(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) ->
         "precision": n_both / n_pred,
         "recall": n_both / n_target,
         "avd": avd,
+        "jaccard": n_both / (n_pred + n_target - n_both),
     }
 
 

@@ -76,6 +76,7 @@ def test_hand_computed_slab_case_along_the_anisotropic_axis() -> None:
             "precision": 1.0,
             "recall": 0.5,
             "avd": 9 * VOXEL_ML,
+            "jaccard": 9 / 18,  # the 9 predicted voxels lie inside the 18 target voxels
         }
     )
 
@@ -87,7 +88,15 @@ def test_hand_computed_shift_by_one_slab() -> None:
     pred[2:5, 2:5, 2:4] = True
     out = isles2018(pred, target, SPACING)
     assert out == pytest.approx(
-        {"dice": 0.5, "hd": 12.0, "assd": 6.0, "precision": 0.5, "recall": 0.5, "avd": 0.0}
+        {
+            "dice": 0.5,
+            "hd": 12.0,
+            "assd": 6.0,
+            "precision": 0.5,
+            "recall": 0.5,
+            "avd": 0.0,
+            "jaccard": 9 / 27,  # 9 shared voxels, 18 + 18 - 9 in the union
+        }
     )
 
 
@@ -107,6 +116,7 @@ def test_hand_computed_in_plane_diagonals() -> None:
             "precision": 1.0,
             "recall": 1 / 9,
             "avd": 8 * VOXEL_ML,
+            "jaccard": 1 / 9,
         },
         rel=1e-6,
     )
@@ -141,7 +151,15 @@ def test_matches_monai_hausdorff_and_brute_force_surfaces(seed: int) -> None:
 def test_perfect_prediction() -> None:
     _, target = _random_blobs(3)
     out = isles2018(target, target.copy(), SPACING)
-    assert out == {"dice": 1.0, "hd": 0.0, "assd": 0.0, "precision": 1.0, "recall": 1.0, "avd": 0.0}
+    assert out == {
+        "dice": 1.0,
+        "hd": 0.0,
+        "assd": 0.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "avd": 0.0,
+        "jaccard": 1.0,
+    }
 
 
 def test_mask_touching_the_image_border() -> None:
@@ -159,7 +177,15 @@ def test_mask_touching_the_image_border() -> None:
         (
             False,
             False,
-            {"dice": 1.0, "hd": 0.0, "assd": 0.0, "precision": 1.0, "recall": 1.0, "avd": 0.0},
+            {
+                "dice": 1.0,
+                "hd": 0.0,
+                "assd": 0.0,
+                "precision": 1.0,
+                "recall": 1.0,
+                "avd": 0.0,
+                "jaccard": 1.0,
+            },
         ),
         (
             True,
@@ -171,6 +197,7 @@ def test_mask_touching_the_image_border() -> None:
                 "precision": 0.0,
                 "recall": 0.0,
                 "avd": 9 * VOXEL_ML,
+                "jaccard": 0.0,
             },
         ),
         (
@@ -183,6 +210,7 @@ def test_mask_touching_the_image_border() -> None:
                 "precision": 0.0,
                 "recall": 0.0,
                 "avd": 18 * VOXEL_ML,
+                "jaccard": 0.0,
             },
         ),
     ],
@@ -239,8 +267,9 @@ def test_swapping_pred_and_target_swaps_precision_and_recall() -> None:
     forward, backward = isles2018(pred, target, SPACING), isles2018(target, pred, SPACING)
     assert backward["precision"] == forward["recall"]
     assert backward["recall"] == forward["precision"]
-    for key in ("dice", "hd", "assd", "avd"):
+    for key in ("dice", "hd", "assd", "avd", "jaccard"):
         assert backward[key] == pytest.approx(forward[key], rel=1e-6)
+    assert forward["jaccard"] == pytest.approx(forward["dice"] / (2 - forward["dice"]))
 
 
 def test_accepts_0_1_integer_and_float_masks() -> None:
