@@ -148,18 +148,22 @@ def test_matches_monai_hausdorff_and_brute_force_surfaces(seed: int) -> None:
     assert out["assd"] == pytest.approx(0.5 * (forward.mean() + backward.mean()), rel=1e-6)
 
 
+# A perfect prediction, and two empty masks: every metric at its best value.
+PERFECT = {
+    "dice": 1.0,
+    "hd": 0.0,
+    "assd": 0.0,
+    "precision": 1.0,
+    "recall": 1.0,
+    "avd": 0.0,
+    "jaccard": 1.0,
+}
+
+
 def test_perfect_prediction() -> None:
     _, target = _random_blobs(3)
     out = isles2018(target, target.copy(), SPACING)
-    assert out == {
-        "dice": 1.0,
-        "hd": 0.0,
-        "assd": 0.0,
-        "precision": 1.0,
-        "recall": 1.0,
-        "avd": 0.0,
-        "jaccard": 1.0,
-    }
+    assert out == PERFECT
 
 
 def test_mask_touching_the_image_border() -> None:
@@ -177,15 +181,7 @@ def test_mask_touching_the_image_border() -> None:
         (
             False,
             False,
-            {
-                "dice": 1.0,
-                "hd": 0.0,
-                "assd": 0.0,
-                "precision": 1.0,
-                "recall": 1.0,
-                "avd": 0.0,
-                "jaccard": 1.0,
-            },
+            PERFECT,  # both empty: agreement, as for a perfect prediction
         ),
         (
             True,
