@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ import numpy as np
 from scipy import stats
 
 from datamodules.errors import ConfigurationError
-from evaluation.report import write_case_table
+from evaluation.plots import pyplot, save_figure
+from evaluation.report import write_case_table, write_text
 
 log = logging.getLogger(__name__)
 
@@ -284,21 +284,9 @@ def _markdown(comparison: Comparison) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` at ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 def _plot(comparison: Comparison, path: Path) -> Path:
     """Paired scatter (left) and sorted per-case differences (right) into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     c, (a_name, b_name) = comparison, comparison.names
     figure, (scatter, bars) = plt.subplots(1, 2, figsize=(10, 4.5), constrained_layout=True)
     scatter.scatter(c.a, c.b, s=14, alpha=0.7)
@@ -320,11 +308,7 @@ def _plot(comparison: Comparison, path: Path) -> Path:
         ylabel=f"{b_name} − {a_name}",
         title=f"median {c.median_difference:+.3f}; Wilcoxon {_p_text(c)}",
     )
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(path)
-    return path
+    return save_figure(figure, path)
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
@@ -349,9 +333,9 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, P
     ]
     csv_path = out / "comparison.csv"
     if write_case_table(csv_path, rows) is None:
-        _write_text(csv_path, "case,a,b,difference\n")
+        write_text(csv_path, "case,a,b,difference\n")
     return {
         "csv": csv_path,
-        "md": _write_text(out / "comparison.md", _markdown(comparison)),
+        "md": write_text(out / "comparison.md", _markdown(comparison)),
         "png": _plot(comparison, out / "comparison.png"),
     }

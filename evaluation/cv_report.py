@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from datamodules.errors import ConfigurationError
 from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.published import PublishedResult, get_published
-from evaluation.report import Row, read_case_table, write_case_table
+from evaluation.report import Row, read_case_table, write_case_table, write_text
 
 REPORT_FOLDER = "report"
 DONE_FILE = "fit_done.json"
@@ -393,12 +392,6 @@ def format_report(report: CVReport) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else "inf"
@@ -449,7 +442,7 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
         "comparison": report.comparison,
         "notes": report.notes,
     }
-    _write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
+    write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
     files["summary"] = out / "summary.json"
     box = plot_fold_boxplots(
         {f.fold: [r.get("dice") for r in f.cases] for f in report.folds}, out / "dice_boxplot.png"
@@ -462,6 +455,6 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
     files.update(
         {k: v for k, v in (("dice_boxplot", box), ("curves_all", curves)) if v is not None}
     )
-    _write_text(out / "report.md", format_report(report))
+    write_text(out / "report.md", format_report(report))
     files["report"] = out / "report.md"
     return files

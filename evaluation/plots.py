@@ -18,7 +18,7 @@ def read_metrics_rows(metrics_csv: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _save(figure: Any, output: Path) -> Path:
+def save_figure(figure: Any, output: Path) -> Path:
     """Save a figure next to a temporary name, then rename (never half-written)."""
     import matplotlib.pyplot as plt
 
@@ -29,7 +29,8 @@ def _save(figure: Any, output: Path) -> Path:
     return output
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the non-interactive Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -67,7 +68,7 @@ def plot_learning_curves(
     Returns:
         ``output``, or ``None`` if the CSV holds no epoch of ``monitor`` yet.
     """
-    plt = _pyplot()
+    plt = pyplot()
     rows = read_metrics_rows(metrics_csv)
     epochs, values = epoch_series(rows, monitor)
     finite = [(e, v) for e, v in zip(epochs, values) if math.isfinite(v)]
@@ -103,7 +104,7 @@ def plot_learning_curves(
     )
     scores.set(xlabel="epoch", ylabel="score", title="Validation")
     scores.legend(fontsize=8)
-    return _save(figure, Path(output))
+    return save_figure(figure, Path(output))
 
 
 def plot_fold_boxplots(
@@ -111,7 +112,7 @@ def plot_fold_boxplots(
 ) -> Path | None:
     """Box plots of a per-case metric, one box per fold and one for all cases (out of fold),
     each case drawn as a point over its box. ``None`` when no fold has a case."""
-    plt = _pyplot()
+    plt = pyplot()
     folds = {
         k: [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
         for k, values in dice_by_fold.items()
@@ -129,14 +130,14 @@ def plot_fold_boxplots(
         axes.scatter(position + jitter, values, s=10, alpha=0.5, color="black", zorder=3)
     axes.set(ylabel=metric, title=f"{metric} over validation cases, per fold (triangle: mean)")
     axes.set_ylim(-0.02, 1.02)
-    return _save(figure, Path(output))
+    return save_figure(figure, Path(output))
 
 
 def plot_fold_curves(
     metrics_by_fold: dict[int, Path], monitor: str, output: str | Path
 ) -> Path | None:
     """The training loss and ``monitor`` per epoch of every fold, in one figure."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     drawn = False
     for fold, path in sorted(metrics_by_fold.items()):
@@ -159,4 +160,4 @@ def plot_fold_curves(
     for axes in (losses, scores):
         if axes.lines:
             axes.legend(fontsize=8)
-    return _save(figure, Path(output))
+    return save_figure(figure, Path(output))

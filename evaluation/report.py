@@ -18,6 +18,16 @@ import numpy as np
 Row = dict[str, Any]
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` at ``path`` (parents created) through a temporary file and a rename, so a
+    reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
     """Write ``rows`` as CSV at ``path`` (temporary file, then rename); nothing for no rows."""
     if not rows:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import sys
 from datetime import datetime, timezone
 from importlib import import_module
@@ -40,6 +39,7 @@ from pytorch_lightning.trainer.states import TrainerStatus
 
 from evaluation.cv_report import DONE_FILE
 from evaluation.published import get_published
+from evaluation.report import write_text
 from lightning_modules.callbacks import CaseReport
 from lightning_modules.cli_errors import SuiteArgumentParser, exit_if_user_error
 from lightning_modules.runs import RunPlan, plan_run, wandb_run_id
@@ -236,10 +236,7 @@ class SuiteCLI(LightningCLI):
             "best_model_score": None if best is None else float(best),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        path = plan.run_dir / DONE_FILE
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(done, indent=1))
-        tmp.replace(path)
+        write_text(plan.run_dir / DONE_FILE, json.dumps(done, indent=1))
 
     def before_predict(self) -> None:
         # Predictions go to writer callbacks case by case; keeping every case's native-grid

@@ -38,6 +38,7 @@ import yaml
 from datamodules.errors import ConfigurationError, UserError
 from evaluation.cv_report import DONE_FILE, build_report, format_report, write_report
 from evaluation.published import get_published
+from evaluation.report import write_text
 from lightning_modules.cli_errors import exit_if_user_error
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,7 @@ def _keep_config(config: dict[str, Any], experiment_dir: Path, overwrite: bool) 
                 f"differs in {', '.join(changed[:6])}{' …' if len(changed) > 6 else ''}. Use "
                 "another --experiment name, or --overwrite true to start every fold over."
             )
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(path)
-    return path
+    return write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -394,9 +391,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     if args.split:
         ensemble["data"]["init_args"]["predict_split"] = args.split
     out = Path(ensemble["runs_dir"]) / name / "ensemble"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "predict_config.yaml"
-    path.write_text(yaml.safe_dump(ensemble, sort_keys=False))
+    path = write_text(out / "predict_config.yaml", yaml.safe_dump(ensemble, sort_keys=False))
     print(f"Ensemble of {len(checkpoints)} model(s) → {out / 'predict'}", flush=True)
     return subprocess.run(_lightning("predict", "--config", str(path), *extra)).returncode
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,9 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from datamodules.nifti import write_like
-from evaluation.report import format_case_table, write_case_table
+from evaluation.report import format_case_table, write_case_table, write_text
 
 log = logging.getLogger(__name__)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class NiftiPredictionWriter(BasePredictionWriter):
@@ -78,7 +70,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
         target, geometry, source = batch["prediction"], batch["geometry"], Path(batch["source"])
         for relative, text in target.sidecars:
             if relative not in self._sidecars:
-                _write_text(self._out / relative, text)
+                write_text(self._out / relative, text)
                 self._sidecars.add(relative)
         mask = geometry.to_source(prediction["mask"].numpy())
         write_like(mask, source, self._out / target.path, np.uint8)
