@@ -2,6 +2,8 @@
 # make test  - run the whole test suite (CPU only)
 # make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin
 # make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
+# make demo-3d - a narrow modified 3D U-Net (seed 001) on the synthetic ISLES 2018 twin, then
+#                its masks of the TESTING cases
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
 #
@@ -17,7 +19,7 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
+.PHONY: install demo demo-3d twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,14 @@ demo: install twin
 	$(BIN)/lightning fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
 	  --data.init_args.data_dir $(TWIN) --overwrite true && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+demo-3d: install twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/unet3d_omarov.yaml --config experiments/demo_3d.yaml \
+	  --data.init_args.data_dir $(TWIN) --overwrite true && \
+	$(BIN)/lightning predict --config runs/unet3d_omarov_demo/fold0/config.yaml --ckpt_path best \
+	  --data.init_args.data_dir $(TWIN) && \
+	echo "3D demo wall time (training incl. cache build, then TESTING masks): $$(( $$(date +%s) - start )) s"
 
 $(ATLAS_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
 	$(BIN)/lightning-data synth atlas $(ATLAS_TWIN) --release R2.0 --subjects $(ATLAS_SUBJECTS) --seed 0

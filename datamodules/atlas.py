@@ -56,6 +56,8 @@ class ATLASDataModule(SliceDataModule):
             (``None``: uniform over slices, as both papers do).
         augmentation: The random affine of training slices, or ``None`` (VCA-Net).
         predict_split: ``"Testing"`` (R2.0) or ``"Training"``.
+        augment_on_device: Augment training batches on the training device instead of in the
+            loader's workers (see :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "atlas"
@@ -84,6 +86,7 @@ class ATLASDataModule(SliceDataModule):
             random_order=False,
         ),
         predict_split: Literal["Training", "Testing"] = "Testing",
+        augment_on_device: bool = False,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -99,6 +102,7 @@ class ATLASDataModule(SliceDataModule):
             num_workers=num_workers,
             foreground_fraction=foreground_fraction,
             predict_split=predict_split,
+            augment_on_device=augment_on_device,
         )
         self.save_hyperparameters()
         self.release = release

@@ -1,12 +1,18 @@
-"""What every 2D dataset of the suite shares: cache → grouped split → slice and case loaders.
+"""What every dataset of the suite shares: cache → grouped split → training and case loaders.
 
 A subclass lists its cases (:meth:`SliceDataModule._scan`), decodes one
 (:meth:`SliceDataModule._load`) and names its preprocessing (:meth:`SliceDataModule._settings`);
 it passes its typed settings, a :class:`~datamodules.geometry.SliceGeometry` and an
 :class:`~datamodules.transforms.Augmentation` to this base. The base builds the
 memory-mapped cache in ``prepare_data``, splits the training cases by patient/subject in
-``setup`` (written to the run directory as ``split.json``) and serves slice stacks for
-training and whole, self-describing cases for validation, test and prediction.
+``setup`` (written to the run directory as ``split.json``) and serves training samples and
+whole, self-describing cases for validation, test and prediction.
+
+The geometry decides what a training sample is: a slice stack for 2D networks
+(:class:`~datamodules.datasets.SliceDataset`), a whole case as a volume for 3D networks when it
+is a :class:`~datamodules.geometry.VolumeGeometry`
+(:class:`~datamodules.datasets.VolumeDataset`). Both read the same cache and the same split, so
+2D and 3D runs of one fold are scored on the same cases.
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ from torch.utils.data import default_collate
 
 from datamodules.cache import CacheItem, DecodedCase, SliceCache, cache_key
 from datamodules.cache_build import build_slice_cache, check_cache_root
-from datamodules.datasets import CaseDataset, SliceDataset, single_case_collate
+from datamodules.datasets import (
+    CaseDataset,
+    SliceDataset,
+    VolumeCollate,
+    VolumeDataset,
+    augment,
+    single_case_collate,
+)
 from datamodules.errors import ConfigurationError
-from datamodules.geometry import SliceGeometry
+from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.nifti import read_shape
 from datamodules.samplers import EpochSampler
 from datamodules.splits import grouped_kfold, slice_kfold
@@ -80,6 +93,10 @@ class SliceDataModule(pl.LightningDataModule):
             lesion voxels (with replacement, like nnU-Net's oversampling); ``None``: every
             slice equally often, as the papers do.
         predict_split: The split ``predict`` runs on.
+        augment_on_device: Augment each training batch after it reached the training device
+            (:meth:`on_after_batch_transfer`: a GPU resamples volumes much faster than the
+            loader's CPU workers) instead of in the workers; the same per-sample seeds give the
+            same samples either way.
 
     Raises:
         ConfigurationError: On an invalid fold, fraction or cache folder (the message says
@@ -105,6 +122,7 @@ class SliceDataModule(pl.LightningDataModule):
         num_workers: int,
         foreground_fraction: float | None,
         predict_split: str,
+        augment_on_device: bool = False,
     ) -> None:
         super().__init__()
         if num_folds < 2:
@@ -122,6 +140,11 @@ class SliceDataModule(pl.LightningDataModule):
         if split_unit not in ("subject", "slice"):
             raise ConfigurationError(
                 f"split_unit must be 'subject' or 'slice', got {split_unit!r}."
+            )
+        if isinstance(geometry, VolumeGeometry) and split_unit != "subject":
+            raise ConfigurationError(
+                "split_unit='slice' holds out single slices, which a 3D network cannot be "
+                "scored on; use split_unit='subject' with spatial_dims 3."
             )
         if batch_size < 1 or num_workers < 0:
             raise ConfigurationError(
@@ -142,6 +165,8 @@ class SliceDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.foreground_fraction = foreground_fraction
         self.predict_split = predict_split
+        self.augment_on_device = augment_on_device and augmentation is not None
+        self._device_transform: Any = None
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
         self.train_rows = np.empty(0, dtype=np.int64)
@@ -173,7 +198,7 @@ class SliceDataModule(pl.LightningDataModule):
         return {
             **self._settings(),
             "geometry": self.geometry.settings(),
-            "context": list(self.geometry.context),
+            **self.geometry.network_settings(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -351,12 +376,8 @@ class SliceDataModule(pl.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        cache = self.caches[self.train_split]
-        transform = self.augmentation.transform() if self.augmentation is not None else None
-        dataset = SliceDataset(cache, self.train_rows, self.geometry, transform=transform)
-        sampler = EpochSampler(
-            len(dataset), _run_seed(), self._foreground_weights(cache, self.train_rows)
-        )
+        dataset = self.train_dataset()
+        sampler = EpochSampler(len(dataset), _run_seed(), self._foreground_weights(dataset))
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             # Lightning creates the first iterator (and worker prefetching starts) before it
@@ -369,21 +390,50 @@ class SliceDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
-            collate_fn=default_collate,
-            drop_last=len(dataset) > self.batch_size,
+            collate_fn=VolumeCollate(dataset.geometry)
+            if isinstance(dataset, VolumeDataset)
+            else default_collate,
+            # Per process: a rank with fewer samples than a batch keeps its one short batch.
+            drop_last=len(sampler) > self.batch_size,
         )
 
-    def _foreground_weights(self, cache: SliceCache, rows: np.ndarray) -> np.ndarray | None:
-        """Sampling weights that draw ``foreground_fraction`` of the samples from lesion slices
-        (``None``: uniform, every slice once per epoch)."""
+    def train_dataset(self) -> SliceDataset | VolumeDataset:
+        """The fold's training samples: slice stacks, or whole cases for a volume geometry."""
+        cache = self.caches[self.train_split]
+        transform = self.augmentation.transform() if self.augmentation is not None else None
+        defer = self.augment_on_device
+        if isinstance(self.geometry, VolumeGeometry):
+            return VolumeDataset(cache, self.train_cases, self.geometry, transform, defer)
+        return SliceDataset(cache, self.train_rows, self.geometry, transform, defer)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``augment_on_device``, augment a training batch where it now is: each sample
+        with its own seed, so the batch equals the one the workers would have made."""
+        if not (isinstance(batch, dict) and "seed" in batch and self.augmentation is not None):
+            return batch
+        if self._device_transform is None:
+            self._device_transform = self.augmentation.transform()
+        samples = [
+            augment(
+                {"image": image, "label": label},
+                self._device_transform,
+                None if int(seed) < 0 else int(seed),
+            )
+            for image, label, seed in zip(batch["image"], batch["label"], batch["seed"])
+        ]
+        return {key: torch.stack([s[key] for s in samples]) for key in ("image", "label")}
+
+    def _foreground_weights(self, dataset: SliceDataset | VolumeDataset) -> np.ndarray | None:
+        """Sampling weights that draw ``foreground_fraction`` of the samples from those with
+        lesion voxels (``None``: uniform, every sample once per epoch)."""
         fraction = self.foreground_fraction
         if fraction is None:
             return None
-        lesion = cache.label_voxels[rows] > 0
+        lesion = dataset.has_lesion()
         if lesion.all() or not lesion.any():
             rank_zero_warn(
                 f"foreground_fraction={fraction} ignored: {lesion.sum()} of "
-                f"{len(rows)} training slices have lesion voxels."
+                f"{len(lesion)} training samples have lesion voxels."
             )
             return None
         return np.where(lesion, fraction / lesion.sum(), (1.0 - fraction) / (~lesion).sum())

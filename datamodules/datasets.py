@@ -1,7 +1,11 @@
-"""Datasets over a :class:`~datamodules.cache.SliceCache`: slice stacks for training, whole cases
-for validation, test and prediction. Neither decodes a NIfTI file nor resamples anything: the
-cache already holds the network grid, and the :class:`~datamodules.geometry.SliceGeometry`
-stacks the context slices.
+"""Datasets over a :class:`~datamodules.cache.SliceCache`: slice stacks (2D) or volumes (3D) for
+training, whole cases for validation, test and prediction. None decodes a NIfTI file or
+resamples anything: the cache already holds the network grid, the
+:class:`~datamodules.geometry.SliceGeometry` stacks the context slices and the
+:class:`~datamodules.geometry.VolumeGeometry` pads volumes in depth.
+
+A training dataset says which of its samples hold lesion voxels (``has_lesion``), so the
+DataModule can oversample them whatever a sample is.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import Randomizable
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from datamodules.cache import CacheItem, SliceCache
-from datamodules.geometry import SliceGeometry
+from datamodules.geometry import SliceGeometry, VolumeGeometry
 
 Transform = Callable[..., Mapping[Any, Any]]
 
@@ -31,6 +35,8 @@ class SliceDataset(Dataset):
         rows: ``(N,)`` int64 cache rows (slices) of this split.
         geometry: The cache's geometry (its ``context`` is stacked here).
         transform: Dict transform applied last (augmentation); the label stays uint8.
+        defer_augmentation: Leave ``transform`` to the caller and return the sample's seed as
+            ``"seed"`` (the DataModule then augments the batch on its device).
     """
 
     def __init__(
@@ -39,6 +45,7 @@ class SliceDataset(Dataset):
         rows: np.ndarray,
         geometry: SliceGeometry,
         transform: Transform | None = None,
+        defer_augmentation: bool = False,
     ) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -47,10 +54,15 @@ class SliceDataset(Dataset):
         case = cache.case_of_rows(self.rows)
         self.first = cache.case_offsets[case]
         self.last = cache.case_offsets[case + 1]
-        self.transform = transform
+        self.transform = None if defer_augmentation else transform
+        self.defer_augmentation = defer_augmentation
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def has_lesion(self) -> np.ndarray:
+        """``(N,)`` bool: the samples whose slice has lesion voxels."""
+        return np.asarray(self.cache.label_voxels[self.rows] > 0)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """The sample at ``key``: a position, or ``(position, seed)`` from
@@ -65,23 +77,108 @@ class SliceDataset(Dataset):
             "image": torch.from_numpy(image),
             "label": torch.from_numpy(label),
         }
-        if self.transform is not None:
-            if seed is not None and isinstance(self.transform, Randomizable):
-                self.transform.set_random_state(seed=seed)
-            augmented = self.transform(sample)
-            sample = {
-                "image": torch.as_tensor(augmented["image"]).as_subclass(torch.Tensor),
-                "label": torch.as_tensor(augmented["label"])
-                .as_subclass(torch.Tensor)
-                .to(torch.uint8),
-            }
+        if self.defer_augmentation:
+            sample["seed"] = -1 if seed is None else seed
+        return augment(sample, self.transform, seed)
+
+
+class VolumeDataset(Dataset):
+    """One training volume per item: ``{"image": (C, D, h, w) float32, "label": (1, D, h, w) uint8}``.
+
+    A case's network-grid slices are one contiguous read of the cache, stacked along depth and
+    padded by the :class:`~datamodules.geometry.VolumeGeometry` to its ``depth``. A case deeper
+    than ``depth`` gives a random window of ``depth`` slices (drawn from the sample's seed).
+
+    Args:
+        cache: The preprocessed cache.
+        cases: ``(M,)`` case indices of this split.
+        geometry: The cache's in-plane geometry with the depth policy.
+        transform: Dict transform applied last (augmentation); the label stays uint8.
+        defer_augmentation: As :class:`SliceDataset`.
+    """
+
+    def __init__(
+        self,
+        cache: SliceCache,
+        cases: np.ndarray,
+        geometry: VolumeGeometry,
+        transform: Transform | None = None,
+        defer_augmentation: bool = False,
+    ) -> None:
+        self.cache = cache
+        self.cases = np.asarray(cases, dtype=np.int64)
+        self.geometry = geometry
+        self.transform = None if defer_augmentation else transform
+        self.defer_augmentation = defer_augmentation
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def has_lesion(self) -> np.ndarray:
+        """``(M,)`` bool: the cases with lesion voxels."""
+        running = np.concatenate([[0], np.cumsum(self.cache.label_voxels, dtype=np.int64)])
+        offsets = self.cache.case_offsets
+        return np.asarray(running[offsets[self.cases + 1]] - running[offsets[self.cases]] > 0)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """The volume at ``key``: a position, or ``(position, seed)`` (see :class:`SliceDataset`)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        case = int(self.cases[index])
+        first, last = int(self.cache.case_offsets[case]), int(self.cache.case_offsets[case + 1])
+        depth = self.geometry.depth
+        if depth is not None and last - first > depth:
+            generator = np.random.default_rng(seed)
+            first = int(generator.integers(first, last - depth + 1))
+            last = first + depth
+        slices = torch.from_numpy(np.array(self.cache.images[first:last]))  # (D, C, h, w)
+        labels = torch.from_numpy(np.array(self.cache.labels[first:last]))  # (D, h, w)
+        sample: dict[str, Any] = {
+            "image": self.geometry.pad_depth(self.geometry.volume(slices)).contiguous(),
+            "label": self.geometry.pad_depth(labels[None]).contiguous(),
+        }
+        if self.defer_augmentation:
+            sample["seed"] = -1 if seed is None else seed
+        return augment(sample, self.transform, seed)
+
+
+class VolumeCollate:
+    """Collate volumes of different depths: each is zero-padded (centred, as the geometry pads)
+    to the batch's deepest; batch size 1 or a fixed-depth geometry never needs it."""
+
+    def __init__(self, geometry: VolumeGeometry) -> None:
+        self.geometry = geometry
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        deepest = max(int(sample["image"].shape[-3]) for sample in batch)
+        padded = [
+            {**s, **{k: self.geometry.pad_depth(s[k], deepest) for k in ("image", "label")}}
+            for s in batch
+        ]
+        return default_collate(padded)
+
+
+def augment(
+    sample: dict[str, Any], transform: Transform | None, seed: int | None
+) -> dict[str, Any]:
+    """Apply the augmentation to ``{"image", "label"}`` (seeded when a seed is given; other keys
+    are passed through); keep a uint8 label."""
+    if transform is None:
         return sample
+    if seed is not None and isinstance(transform, Randomizable):
+        transform.set_random_state(seed=seed)
+    augmented = transform({"image": sample["image"], "label": sample["label"]})
+    return {
+        **sample,
+        "image": torch.as_tensor(augmented["image"]).as_subclass(torch.Tensor),
+        "label": torch.as_tensor(augmented["label"]).as_subclass(torch.Tensor).to(torch.uint8),
+    }
 
 
 class CaseDataset(Dataset):
-    """One whole case per item, for per-case evaluation and prediction of 2D networks.
+    """One whole case per item, for per-case evaluation and prediction.
 
-    Each item describes itself, so that no callback needs the DataModule:
+    A 2D module segments the slices one by one; a 3D module stacks them into a volume with the
+    item's :class:`~datamodules.geometry.VolumeGeometry`. Each item describes itself, so that no callback needs the DataModule:
 
     ========================  =============================================================
     ``image``                 ``(N, K·C, h, w)`` float32, the case's slices on the network

@@ -16,13 +16,18 @@ prediction to the window, pastes it into a zero slice of the native size and res
 source axis order. Training, validation, prediction, the metrics and the NIfTI writer all ask
 this one object, so they cannot disagree about where a voxel is. A crop that does not fit a
 case is refused (:meth:`SliceGeometry.check`) instead of being clipped.
+
+3D networks read the same cache: :class:`VolumeGeometry` adds one step for them, the depth
+policy. A case's network-grid slices ``(D, C, h, w)`` become a volume ``(C, D, h, w)``, zero-padded
+(centred) in depth to ``depth`` slices (:meth:`VolumeGeometry.pad_depth`); the padding is cut off
+again before the in-plane way back (:meth:`VolumeGeometry.crop_depth`), so the inversion is exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,6 +65,8 @@ class SliceGeometry:
     size: tuple[int, int] | None = None
     context: tuple[int, ...] = (0,)
     _consecutive: bool = field(init=False, repr=False, compare=False)
+    #: What a training sample is: 2, a slice stack (for 2D networks).
+    spatial_dims: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         if sorted(self.axes) != [0, 1, 2]:
@@ -108,6 +115,10 @@ class SliceGeometry:
             "crop": None if self.crop is None else list(self.crop),
             "size": None if self.size is None else list(self.size),
         }
+
+    def network_settings(self) -> dict[str, Any]:
+        """What the network's input depends on beyond the cache (part of the data signature)."""
+        return {"context": list(self.context)}
 
     # -- source array <-> stack of native slices ---------------------------------------
     def native_shape(self, source_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -250,3 +261,85 @@ class SliceGeometry:
         else:
             out[inside] = block[wanted[inside]]
         return out.reshape(len(targets), -1, *block.shape[2:])  # (N, K * C, h, w)
+
+
+@dataclass(frozen=True)
+class VolumeGeometry(SliceGeometry):
+    """Source volume ↔ 3D network input: :class:`SliceGeometry` in-plane, plus a depth policy.
+
+    The in-plane steps (axes, crop, resize) are those of :class:`SliceGeometry`, so a 3D run
+    shares the cache of a 2D run with the same settings (:meth:`settings` is unchanged). The
+    volume a 3D network sees is the case's network-grid slices stacked along depth,
+    ``(C, D, h, w)``, then
+
+    * ``depth`` set (seed 001's 32): a case of fewer slices is zero-padded, centred, to
+      ``depth`` (ISLES 2018 slabs have 2–22); padding instead of resampling keeps every
+      voxel's values and makes the way back an exact crop. A case of more slices is not
+      shrunk: training draws a random window of ``depth`` slices, evaluation slides a window
+      of ``depth`` slices along it.
+    * ``depth`` ``None`` (seed 003's 3D baselines, batch 1): the native depth; the network pads
+      what its poolings need (:class:`networks.blocks.VolumeNet`).
+
+    Args:
+        depth: Slices of the network's volume, or ``None`` for each case's own depth.
+
+    Raises:
+        ConfigurationError: On a depth below 1 or a context other than ``(0,)`` (a volume holds
+            its neighbours already).
+    """
+
+    depth: int | None = None
+    #: What a training sample is: 3, a volume (for 3D networks).
+    spatial_dims: ClassVar[int] = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.depth is not None and self.depth < 1:
+            raise ConfigurationError(
+                f"depth must be a positive number of slices or null (each case's own), got "
+                f"{self.depth}; fix data.init_args.depth."
+            )
+        if self.context != (0,):
+            raise ConfigurationError(
+                f"3D networks see whole volumes, so the slice context must be [0], got "
+                f"{list(self.context)}."
+            )
+
+    @classmethod
+    def create_volume(
+        cls,
+        axes: Sequence[int],
+        crop: Sequence[int] | None = None,
+        size: int | Sequence[int] | None = None,
+        depth: int | None = None,
+    ) -> VolumeGeometry:
+        """Build from loosely typed settings (lists from YAML, an int size)."""
+        flat = SliceGeometry.create(axes, crop, size)
+        return cls(flat.axes, flat.crop, flat.size, (0,), depth)
+
+    def network_settings(self) -> dict[str, Any]:
+        return {**super().network_settings(), "spatial_dims": 3, "depth": self.depth}
+
+    def depth_padding(self, depth: int, target: int | None = None) -> tuple[int, int]:
+        """Slices added ``(before, after)`` a case of ``depth`` slices to reach ``target``
+        (default: the geometry's depth). Centred, the odd slice after: MONAI's and
+        :func:`networks.blocks.pad_volume`'s convention."""
+        total = max((target or self.depth or depth) - depth, 0)
+        return total // 2, total - total // 2
+
+    def volume(self, slices: torch.Tensor) -> torch.Tensor:
+        """Network-grid slices ``(D, C, h, w)`` → the volume ``(C, D, h, w)`` (a view)."""
+        return slices.permute(1, 0, 2, 3)
+
+    def pad_depth(self, volume: torch.Tensor, target: int | None = None) -> torch.Tensor:
+        """``(..., D, h, w)`` → ``(..., max(D, target), h, w)``, zero slices centred around it
+        (``target`` defaults to the geometry's depth)."""
+        before, after = self.depth_padding(volume.shape[-3], target)
+        if before == after == 0:
+            return volume
+        return F.pad(volume, (0, 0, 0, 0, before, after))
+
+    def crop_depth(self, volume: torch.Tensor, depth: int) -> torch.Tensor:
+        """Undo :meth:`pad_depth` for a case of ``depth`` slices: ``(..., D', h, w)`` → ``(..., D, h, w)``."""
+        before, _ = self.depth_padding(depth)
+        return volume[..., before : before + depth, :, :]

@@ -1,4 +1,5 @@
-"""ISLES 2018 CT-perfusion data for 2D networks: slices to train on, whole cases to evaluate."""
+"""ISLES 2018 CT-perfusion data for 2D and 3D networks: slices or volumes to train on, whole
+cases to evaluate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from datamodules.base import SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
-from datamodules.geometry import SliceGeometry
+from datamodules.errors import ConfigurationError
+from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.isles2018_reader import ISLESCase, check_root, read_case, scan_isles2018
 from datamodules.nifti import PredictionTarget
 from datamodules.normalization import Normalization, normalize_channels
@@ -29,13 +31,15 @@ _METHOD = "strokeseg"
 
 
 class ISLES2018DataModule(SliceDataModule):
-    """ISLES 2018 (CT perfusion) for 2D segmentation networks, with per-patient K-fold CV.
+    """ISLES 2018 (CT perfusion) for 2D or 3D segmentation networks, with per-patient K-fold CV.
 
     ``prepare_data`` decodes every case once into a memory-mapped cache on the network grid
     (see :mod:`datamodules.cache`); ``setup`` splits the training cases by patient (both slabs
     of a two-slab patient stay in one fold) and writes the split to the run directory.
-    Training items are single axial slices with the paper's augmentation; validation, test and
-    predict items are whole cases, evaluated in 3D on their native grid.
+    Training items are single axial slices (``spatial_dims: 2``) or whole cases as volumes
+    ``(C, D, h, w)`` (``spatial_dims: 3``) with the paper's augmentation; validation, test and
+    predict items are whole cases, evaluated in 3D on their native grid. Both read one cache and
+    one split: a 2D and a 3D run of the same fold and seed are scored on the same cases.
 
     Defaults follow Abulnaga & Rubin 2018 (arXiv:1811.01085): channels CT, Tmax, CBF, CBV,
     MTT in the order of §4 ("a CT slice together with its four corresponding perfusion map
@@ -64,6 +68,12 @@ class ISLES2018DataModule(SliceDataModule):
             (``None``: uniform over slices, as the paper does).
         augmentation: The random affine of training slices (§4.1), or ``None``.
         predict_split: Cases that ``predict`` runs on.
+        spatial_dims: 2 (slices for 2D networks) or 3 (volumes for 3D networks).
+        depth: With ``spatial_dims: 3``, the volumes' depth: cases are zero-padded (centred) to
+            it, deeper ones windowed (seed 001: 32); ``None``: each case's own depth (seed 003's
+            3D baselines, batch 1). See :class:`~datamodules.geometry.VolumeGeometry`.
+        augment_on_device: Augment training batches on the training device instead of in the
+            loader's workers (see :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "isles2018"
@@ -93,12 +103,26 @@ class ISLES2018DataModule(SliceDataModule):
             random_order=True,
         ),
         predict_split: Split = "TESTING",
+        spatial_dims: Literal[2, 3] = 2,
+        depth: int | None = None,
+        augment_on_device: bool = False,
     ) -> None:
+        geometry: SliceGeometry
+        if spatial_dims == 3:
+            geometry = VolumeGeometry.create_volume(_AXES, crop, image_size, depth)
+        elif spatial_dims == 2 and depth is None:
+            geometry = SliceGeometry.create(_AXES, crop, image_size)
+        else:
+            raise ConfigurationError(
+                f"spatial_dims must be 2 or 3 and depth is for spatial_dims 3 only; got "
+                f"spatial_dims={spatial_dims}, depth={depth}. Set data.init_args.spatial_dims: 3 "
+                "for volumes, or depth: null for slices."
+            )
         super().__init__(
             data_dir=data_dir,
             cache_dir=cache_dir,
             channels=channels,
-            geometry=SliceGeometry.create(_AXES, crop, image_size),
+            geometry=geometry,
             augmentation=augmentation,
             fold=fold,
             num_folds=num_folds,
@@ -108,6 +132,7 @@ class ISLES2018DataModule(SliceDataModule):
             num_workers=num_workers,
             foreground_fraction=foreground_fraction,
             predict_split=predict_split,
+            augment_on_device=augment_on_device,
         )
         self.save_hyperparameters()
         self.normalization: Normalization = normalization

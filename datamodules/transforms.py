@@ -1,4 +1,6 @@
-"""MONAI augmentation for 2D slice training: the papers' random affine as one resampling."""
+"""MONAI augmentation for slice (2D) and volume (3D) training: the papers' random affine as one
+resampling. A volume ``(C, D, H, W)`` is transformed in-plane: rotation about the axial (depth)
+axis, in-plane translation, scale and flips, the same for every slice of it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,17 @@ def _rotation(angle: float) -> np.ndarray:
     return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
 
 
+def _in_plane(matrix: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """A homogeneous 3×3 in-plane matrix of the last two axes, for ``spatial_dims`` axes
+    (the leading depth axis of a volume is kept as it is)."""
+    if spatial_dims == 2:
+        return matrix
+    full = np.eye(spatial_dims + 1)
+    lead = spatial_dims - 2
+    full[lead:, lead:] = matrix
+    return full
+
+
 class RandomOrderAffined(Randomizable, MapTransform):
     """Seed 003's augmentation (arXiv:1811.01085 §4.1) as one resampling per sample.
 
@@ -28,13 +41,15 @@ class RandomOrderAffined(Randomizable, MapTransform):
     centre: their product in the drawn order is applied once with :class:`monai.transforms.Affine`
     (bilinear for the image, nearest for the label, zero padding). Chaining one MONAI transform
     per operation gives the same geometry but interpolates three times (more blur) and costs
-    about three times as much.
+    about three times as much. A volume ``(C, D, H, W)`` gets the same in-plane matrix for all
+    its slices: rotation about the depth (axial) axis, no shift, scale or flip along depth.
 
     Args:
         rotate_degrees: Maximum absolute rotation in degrees.
         translate_fraction: Maximum absolute shift as a fraction of each image side.
         scale_range: ``(min, max)`` isotropic zoom factor (>1 enlarges the content).
-        flip_axes: Spatial axes that may be flipped (0 = NIfTI x, left-right in ISLES 2018).
+        flip_axes: In-plane axes that may be flipped (0 = rows = NIfTI x, left-right in
+            ISLES 2018; 1 = columns).
         keys: Image and label keys; the label is resampled with nearest neighbour.
         random_order: Shuffle the order per sample (seed 003). ``False`` composes rotation,
             translation, scale, flip in that fixed order, as Keras' ``ImageDataGenerator``
@@ -59,7 +74,7 @@ class RandomOrderAffined(Randomizable, MapTransform):
         self._matrix = np.eye(3)
 
     def randomize(self, data: Any = None) -> None:
-        size = np.asarray(data, dtype=float)  # (H, W)
+        size = np.asarray(data, dtype=float)[-2:]  # (H, W) of a slice or of a volume's slices
         operations = [
             _rotation(self.R.uniform(-self.rotate, self.rotate)),
             np.array([[1, 0, self.R.uniform(-self.translate, self.translate) * size[0]],
@@ -74,7 +89,7 @@ class RandomOrderAffined(Randomizable, MapTransform):
         order = self.R.permutation(len(operations)) if self.random_order else range(len(operations))
         for index in order:
             matrix = operations[index] @ matrix
-        self._matrix = matrix
+        self._matrix = _in_plane(matrix, len(data))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, Any]:
         sample: dict[Hashable, Any] = dict(data)
@@ -112,7 +127,8 @@ class Augmentation:
     random_order: bool = True
 
     def transform(self) -> RandomOrderAffined:
-        """The MONAI dictionary transform for ``{"image": (C, H, W), "label": (1, H, W)}``."""
+        """The MONAI dictionary transform for ``{"image": (C, H, W), "label": (1, H, W)}``, or
+        volumes ``(C, D, H, W)`` / ``(1, D, H, W)`` (in-plane, see :class:`RandomOrderAffined`)."""
         low, high = self.scale_range
         return RandomOrderAffined(
             self.rotate_degrees,

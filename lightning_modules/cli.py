@@ -212,6 +212,9 @@ class SuiteCLI(LightningCLI):
         preflight = getattr(self.datamodule, "preflight", None)
         if preflight is not None:
             preflight(self.subcommand or "fit")
+        check_data = getattr(self.model, "check_data", None)
+        if check_data is not None:
+            check_data(self.datamodule)
         plan = self.run_plan
         check = getattr(self.datamodule, "check_signature", None)
         if plan is not None and plan.ckpt_path is not None and check is not None:

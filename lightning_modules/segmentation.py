@@ -9,8 +9,10 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from datamodules.errors import ConfigurationError
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule
+from losses.regularization import kernel_l2
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,13 @@ class SegmentationModule(CaseEvaluationModule):
         threshold: Lesion-probability threshold for the binary prediction.
         aux_loss_weight: Weight of an auxiliary head's loss (PSPNet uses 0.4).
         slice_batch: Slices per forward pass when predicting a whole case.
+        kernel_l2: λ of an L2 penalty ``λ·Σw²`` on the convolution kernels added to the training
+            loss, as Keras's ``kernel_regularizer=l2(λ)`` (seed 001: 1e-3; see
+            :func:`losses.regularization.kernel_l2`); 0 for none. Logged as ``train/l2``.
     """
+
+    #: The samples it trains on: 2, slices (the DataModule's geometry must agree).
+    spatial_dims = 2
 
     def __init__(
         self,
@@ -54,6 +62,7 @@ class SegmentationModule(CaseEvaluationModule):
         threshold: float = 0.5,
         aux_loss_weight: float = 0.4,
         slice_batch: int = 16,
+        kernel_l2: float = 0.0,
     ) -> None:
         super().__init__(metrics, monitor, monitor_mode, threshold)
         self.save_hyperparameters(ignore=["net", "loss"])
@@ -63,6 +72,28 @@ class SegmentationModule(CaseEvaluationModule):
         self.scheduler_factory = scheduler
         self.aux_loss_weight = aux_loss_weight
         self.slice_batch = slice_batch
+        if kernel_l2 < 0:
+            raise ConfigurationError(f"kernel_l2 must be ≥ 0 (0 for none), got {kernel_l2}.")
+        self.kernel_l2 = kernel_l2
+
+    def check_data(self, datamodule: object) -> None:
+        """Refuse a DataModule that serves samples of another dimensionality (the ``lightning``
+        command asks before the trainer exists; :meth:`setup` asks again).
+
+        Raises:
+            ConfigurationError: Naming both and the setting to change.
+        """
+        served = getattr(getattr(datamodule, "geometry", None), "spatial_dims", self.spatial_dims)
+        if served != self.spatial_dims:
+            module = {2: "SegmentationModule", 3: "VolumeSegmentationModule"}[served]
+            raise ConfigurationError(
+                f"{type(self).__name__} trains on {self.spatial_dims}D samples but the data "
+                f"module serves {served}D ones. Set data.init_args.spatial_dims: "
+                f"{self.spatial_dims}, or use lightning_modules.{module} for this data."
+            )
+
+    def setup(self, stage: str) -> None:
+        self.check_data(getattr(self._trainer, "datamodule", None))
 
     @property
     def backbone(self) -> nn.Module:
@@ -87,6 +118,10 @@ class SegmentationModule(CaseEvaluationModule):
             loss = loss + self.aux_loss_weight * self.loss(aux_logits, target)
         else:
             loss = self.loss(output, target)
+        if stage == "train" and self.kernel_l2 > 0:
+            penalty = kernel_l2(self.net, self.kernel_l2)
+            self.log("train/l2", penalty, on_step=False, on_epoch=True)
+            loss = loss + penalty
         self.log(
             f"{stage}/loss",
             loss,

@@ -190,8 +190,9 @@ def test_an_ot_with_another_spacing_is_refused_naming_both_files(twin_copy, tmp_
         dm.prepare_data()
 
 
-def test_augmentation_geometry():
-    image = torch.randn(5, 16, 12)
+@pytest.mark.parametrize("shape", [(5, 16, 12), (5, 3, 16, 12)], ids=["slice", "volume"])
+def test_augmentation_geometry(shape):
+    image = torch.randn(shape)  # (C, H, W) or (C, D, H, W): in-plane either way
     sample = {"image": image, "label": (image[:1] > 0.5).to(torch.uint8)}
     still = Augmentation(0.0, 0.0, (1.0, 1.0), ()).transform()
     assert torch.allclose(still(sample)["image"], image, atol=1e-5)
@@ -200,7 +201,7 @@ def test_augmentation_geometry():
     for seed in range(8):
         flips.set_random_state(seed)
         out = flips(sample)["image"]
-        flipped = torch.allclose(out, image.flip(1), atol=1e-5)
+        flipped = torch.allclose(out, image.flip(-2), atol=1e-5)  # rows (NIfTI x), never depth
         assert flipped or torch.allclose(out, image, atol=1e-5)
         outcomes.add(flipped)
     assert outcomes == {True, False}
