@@ -4,6 +4,7 @@
 # make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
 # make demo-3d - a narrow modified 3D U-Net (seed 001) on the synthetic ISLES 2018 twin, then
 #                its masks of the TESTING cases
+# make demo-gan - a narrow CTP->DWI GAN with its segmentator (seed 002, stage 4) on the twin
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
 #
@@ -19,7 +20,7 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo demo-3d twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
+.PHONY: install demo demo-3d demo-gan twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,12 @@ demo-3d: install twin
 	$(BIN)/lightning predict --config runs/unet3d_omarov_demo/fold0/config.yaml --ckpt_path best \
 	  --data.init_args.data_dir $(TWIN) && \
 	echo "3D demo wall time (training incl. cache build, then TESTING masks): $$(( $$(date +%s) - start )) s"
+
+demo-gan: install twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/liu_stage3.yaml --config experiments/liu_stage4.yaml \
+	  --config experiments/demo_gan.yaml --data.init_args.data_dir $(TWIN) --overwrite true && \
+	echo "GAN demo wall time (training incl. cache build): $$(( $$(date +%s) - start )) s"
 
 $(ATLAS_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
 	$(BIN)/lightning-data synth atlas $(ATLAS_TWIN) --release R2.0 --subjects $(ATLAS_SUBJECTS) --seed 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from datamodules.atlas_layout import check_atlas_root
 from datamodules.atlas_reader import ATLASScan, prediction_target, read_scan, scan_atlas
@@ -130,7 +133,8 @@ class ATLASDataModule(SliceDataModule):
             self._scans[scan.name] = scan
         return items
 
-    def _load(self, item: CacheItem) -> DecodedCase:
+    def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
         t1, mask, spacing = read_scan(self._scans[item.name])
-        image = normalize_channels(t1[None], t1 > 0, "minmax")  # (1, X, Y, Z)
-        return DecodedCase(image, mask, spacing)
+        intensity = np.empty((1, 2))
+        image = normalize_channels(t1[None], t1 > 0, "minmax", stats=intensity)  # (1, X, Y, Z)
+        return DecodedCase(image, mask, spacing, intensity)

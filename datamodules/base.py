@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,6 +41,7 @@ from datamodules.datasets import (
     VolumeDataset,
     augment,
     single_case_collate,
+    split_targets,
 )
 from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry, VolumeGeometry
@@ -78,6 +80,9 @@ class SliceDataModule(pl.LightningDataModule):
         data_dir: The dataset's root folder.
         cache_dir: Where caches are written; ``None``: ``<data_dir>/../.cache/strokeseg``.
         channels: Input channel names, in the order the subclass's ``_load`` stacks them.
+        targets: Image targets decoded after the inputs for the training split only (seed
+            002's real DWI); samples and case items carry them as ``"target"``, transformed
+            with the inputs. Needs a context of ``(0,)``.
         geometry: Source volume ↔ network input mapping (crop, resize, context, axis order).
         augmentation: Random affine of training slices, or ``None``.
         fold: Validation fold, ``0 ≤ fold < num_folds``.
@@ -123,6 +128,7 @@ class SliceDataModule(pl.LightningDataModule):
         foreground_fraction: float | None,
         predict_split: str,
         augment_on_device: bool = False,
+        targets: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if num_folds < 2:
@@ -158,6 +164,12 @@ class SliceDataModule(pl.LightningDataModule):
         )
         check_cache_root(self.cache_root)
         self.channel_names = list(channels)
+        self.target_names = list(targets)
+        if self.target_names and geometry.context != (0,):
+            raise ConfigurationError(
+                f"targets {self.target_names} need a slice context of [0], got "
+                f"{list(geometry.context)}."
+            )
         self.geometry = geometry
         self.augmentation = augmentation
         self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
@@ -180,8 +192,8 @@ class SliceDataModule(pl.LightningDataModule):
         """The cases of ``split`` in a fixed order, without decoding any file."""
         raise NotImplementedError
 
-    def _load(self, item: CacheItem) -> DecodedCase:
-        """Decode, check and normalise one case listed by :meth:`_scan`."""
+    def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
+        """Decode, check and normalise ``channels`` of one case listed by :meth:`_scan`."""
         raise NotImplementedError
 
     def _settings(self) -> dict[str, Any]:
@@ -293,14 +305,24 @@ class SliceDataModule(pl.LightningDataModule):
         """Validate and decode every case of the needed split once (local rank 0 only)."""
         settings = self._cache_settings()
         for split in self._splits_for_stage():
+            channels = self.split_channels(split)
             build_slice_cache(
                 self.cache_path(split),
                 self.items(split),
-                self._load,
-                self.channel_names,
+                partial(self._load, channels=channels),
+                channels,
                 self.geometry,
                 settings,
             )
+
+    def _inputs(self) -> int | None:
+        """How many leading image channels of a sample are network input (``None``: all; with
+        targets the context is ``(0,)``, so a sample's channels are the cache's)."""
+        return len(self.channel_names) if self.target_names else None
+
+    def split_channels(self, split: str) -> list[str]:
+        """The channels a split's cache holds: the inputs, then (training split) the targets."""
+        return self.channel_names + (self.target_names if split == self.train_split else [])
 
     # -- splits ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -402,9 +424,10 @@ class SliceDataModule(pl.LightningDataModule):
         cache = self.caches[self.train_split]
         transform = self.augmentation.transform() if self.augmentation is not None else None
         defer = self.augment_on_device
+        inputs = self._inputs()
         if isinstance(self.geometry, VolumeGeometry):
-            return VolumeDataset(cache, self.train_cases, self.geometry, transform, defer)
-        return SliceDataset(cache, self.train_rows, self.geometry, transform, defer)
+            return VolumeDataset(cache, self.train_cases, self.geometry, transform, defer, inputs)
+        return SliceDataset(cache, self.train_rows, self.geometry, transform, defer, inputs)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """With ``augment_on_device``, augment a training batch where it now is: each sample
@@ -414,14 +437,17 @@ class SliceDataModule(pl.LightningDataModule):
         if self._device_transform is None:
             self._device_transform = self.augmentation.transform()
         samples = [
-            augment(
-                {"image": image, "label": label},
-                self._device_transform,
-                None if int(seed) < 0 else int(seed),
+            split_targets(
+                augment(
+                    {"image": image, "label": label},
+                    self._device_transform,
+                    None if int(seed) < 0 else int(seed),
+                ),
+                self._inputs(),
             )
             for image, label, seed in zip(batch["image"], batch["label"], batch["seed"])
         ]
-        return {key: torch.stack([s[key] for s in samples]) for key in ("image", "label")}
+        return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
     def _foreground_weights(self, dataset: SliceDataset | VolumeDataset) -> np.ndarray | None:
         """Sampling weights that draw ``foreground_fraction`` of the samples from those with
@@ -441,7 +467,10 @@ class SliceDataModule(pl.LightningDataModule):
     def _case_loader(
         self, split: str, cases: np.ndarray, rows: np.ndarray | None = None
     ) -> DataLoader:
-        dataset = CaseDataset(self.caches[split], cases, self.geometry, self.items(split), rows)
+        dataset = CaseDataset(
+            self.caches[split], cases, self.geometry, self.items(split), rows,
+            inputs=self._inputs(),
+        )  # fmt: skip
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # No padding: every case is evaluated exactly once across ranks (a padded sampler

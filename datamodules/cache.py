@@ -9,7 +9,9 @@ Layout of one cache directory (``<cache_root>/<dataset>-<split>-<key>/``)::
     index.npz          case_offsets (N+1,) slice rows; native_shape (N, 3) (D, H, W);
                        native_offsets (N+1,) bytes of native_labels; spacing (N, 3) mm along
                        (D, H, W); has_label (N,); patient (N,); case_number (N,);
-                       label_voxels (S,) lesion voxels of every network-grid slice
+                       label_voxels (S,) lesion voxels of every network-grid slice;
+                       intensity (N, C, 2) each channel's normalisation (offset, scale), NaN if
+                       the dataset did not record it
     meta.json          format, channels, settings (incl. the geometry), case names, sources
 
 Slice ``s`` of case ``n`` is row ``case_offsets[n] + s``, so a training stack (a slice and its
@@ -33,7 +35,7 @@ import numpy as np
 
 from datamodules.nifti import PredictionTarget
 
-CACHE_FORMAT_VERSION = 3  # 3: network-grid slices, bit-packed native labels, stat-only key
+CACHE_FORMAT_VERSION = 4  # 4: + per-case intensity offset/scale; 3: network-grid slices, …
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,14 @@ class DecodedCase:
         image: ``(C, X, Y, Z)`` float32, normalised.
         label: ``(X, Y, Z)`` uint8 {0, 1} on the image's grid, or ``None``.
         zooms: Voxel size ``(dx, dy, dz)`` in mm.
+        intensity: ``(C, 2)`` each channel's normalisation ``(offset, scale)``, raw = value ·
+            scale + offset (the way back, for display), or ``None``.
     """
 
     image: np.ndarray
     label: np.ndarray | None
     zooms: tuple[float, float, float]
+    intensity: np.ndarray | None = None
 
 
 LoadFn = Callable[[CacheItem], DecodedCase]
@@ -119,6 +124,7 @@ class SliceCache:
             self.label_voxels = index["label_voxels"]
             self.patient = index["patient"]
             self.case_number = index["case_number"]
+            self.intensity = index["intensity"]
         self._arrays: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:

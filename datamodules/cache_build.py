@@ -230,6 +230,7 @@ def _write(
     spacing = np.zeros((len(items), 3), dtype=np.float64)
     has_label = np.zeros(len(items), dtype=bool)
     label_voxels = np.zeros(rows, dtype=np.int64)
+    intensity = np.full((len(items), len(channels), 2), np.nan)
     for n, item in enumerate(
         tqdm(items, desc=f"Caching {tmp.name.split(_TMP_MARK)[0]}", unit="case")
     ):
@@ -251,6 +252,8 @@ def _write(
         else:
             packed.append(np.zeros(0, dtype=np.uint8))
         spacing[n] = geometry.spacing(case.zooms)
+        if case.intensity is not None:
+            intensity[n] = case.intensity
     images.flush()
     labels.flush()
     del images, labels
@@ -263,6 +266,7 @@ def _write(
         spacing=spacing,
         has_label=has_label,
         label_voxels=label_voxels,
+        intensity=intensity,
         patient=np.array([item.patient for item in items], dtype=np.int64),
         case_number=np.array([item.case_number for item in items], dtype=np.int64),
     )

@@ -37,6 +37,8 @@ class SliceDataset(Dataset):
         transform: Dict transform applied last (augmentation); the label stays uint8.
         defer_augmentation: Leave ``transform`` to the caller and return the sample's seed as
             ``"seed"`` (the DataModule then augments the batch on its device).
+        inputs: How many leading cache channels are network input; the rest are image targets,
+            returned as ``"target"`` (transformed with the input). ``None``: all are input.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class SliceDataset(Dataset):
         geometry: SliceGeometry,
         transform: Transform | None = None,
         defer_augmentation: bool = False,
+        inputs: int | None = None,
     ) -> None:
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
@@ -56,6 +59,7 @@ class SliceDataset(Dataset):
         self.last = cache.case_offsets[case + 1]
         self.transform = None if defer_augmentation else transform
         self.defer_augmentation = defer_augmentation
+        self.inputs = inputs
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -77,9 +81,10 @@ class SliceDataset(Dataset):
             "image": torch.from_numpy(image),
             "label": torch.from_numpy(label),
         }
-        if self.defer_augmentation:
+        if self.defer_augmentation:  # split after the augmentation, on the device
             sample["seed"] = -1 if seed is None else seed
-        return augment(sample, self.transform, seed)
+            return sample
+        return split_targets(augment(sample, self.transform, seed), self.inputs)
 
 
 class VolumeDataset(Dataset):
@@ -94,7 +99,7 @@ class VolumeDataset(Dataset):
         cases: ``(M,)`` case indices of this split.
         geometry: The cache's in-plane geometry with the depth policy.
         transform: Dict transform applied last (augmentation); the label stays uint8.
-        defer_augmentation: As :class:`SliceDataset`.
+        defer_augmentation, inputs: As :class:`SliceDataset`.
     """
 
     def __init__(
@@ -104,12 +109,14 @@ class VolumeDataset(Dataset):
         geometry: VolumeGeometry,
         transform: Transform | None = None,
         defer_augmentation: bool = False,
+        inputs: int | None = None,
     ) -> None:
         self.cache = cache
         self.cases = np.asarray(cases, dtype=np.int64)
         self.geometry = geometry
         self.transform = None if defer_augmentation else transform
         self.defer_augmentation = defer_augmentation
+        self.inputs = inputs
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -136,9 +143,10 @@ class VolumeDataset(Dataset):
             "image": self.geometry.pad_depth(self.geometry.volume(slices)).contiguous(),
             "label": self.geometry.pad_depth(labels[None]).contiguous(),
         }
-        if self.defer_augmentation:
+        if self.defer_augmentation:  # split after the augmentation, on the device
             sample["seed"] = -1 if seed is None else seed
-        return augment(sample, self.transform, seed)
+            return sample
+        return split_targets(augment(sample, self.transform, seed), self.inputs)
 
 
 class VolumeCollate:
@@ -155,6 +163,14 @@ class VolumeCollate:
             for s in batch
         ]
         return default_collate(padded)
+
+
+def split_targets(sample: dict[str, Any], inputs: int | None) -> dict[str, Any]:
+    """Move the image channels from ``inputs`` on to ``"target"`` (channels first)."""
+    image = sample["image"]
+    if inputs is None or image.shape[0] <= inputs:
+        return sample
+    return {**sample, "image": image[:inputs], "target": image[inputs:]}
 
 
 def augment(
@@ -183,9 +199,13 @@ class CaseDataset(Dataset):
     ========================  =============================================================
     ``image``                 ``(N, K·C, h, w)`` float32, the case's slices on the network
                               grid with their context (N = D, or the held-out slices)
+    ``target``                ``(N, T, h, w)`` float32 image targets (seed 002's DWI) on the
+                              network grid, or ``None``
     ``label``                 ``(N, H, W)`` uint8 on the native grid, or ``None``
     ``native_shape``          ``(N, H, W)``
     ``spacing``               ``(3,)`` float64 mm along ``(D, H, W)``
+    ``intensity``             ``(C + T, 2)`` float64 each channel's normalisation (offset,
+                              scale): raw = value · scale + offset (NaN if not recorded)
     ``geometry``              the :class:`~datamodules.geometry.SliceGeometry`
     ``case``, ``case_index``  name and index in the cache
     ``source``                the reference image (its header is copied into predictions)
@@ -198,6 +218,8 @@ class CaseDataset(Dataset):
         geometry: The cache's geometry.
         items: The cache's cases, in cache order (names, sources, prediction targets).
         rows: Optional cache rows to evaluate (a slice-level split); ``None``: every slice.
+        inputs: How many leading channels are network input; the rest are returned as
+            ``"target"`` ``(N, T, h, w)`` (``None`` when the cache holds no more).
     """
 
     def __init__(
@@ -207,12 +229,14 @@ class CaseDataset(Dataset):
         geometry: SliceGeometry,
         items: Sequence[CacheItem],
         rows: np.ndarray | None = None,
+        inputs: int | None = None,
     ) -> None:
         self.cache = cache
         self.cases = np.asarray(cases, dtype=np.int64)
         self.geometry = geometry
         self.items = list(items)
         self.rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        self.inputs = inputs
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -227,15 +251,20 @@ class CaseDataset(Dataset):
             ]
             targets = held_out - first
         image = self.geometry.stack(self.cache.images[first:last], targets)  # (N, K*C, h, w)
+        target = None
+        if self.inputs is not None and image.shape[1] > self.inputs:
+            image, target = image[:, : self.inputs], image[:, self.inputs :]
         has_label = bool(self.cache.has_label[case])
         label = self.cache.native_label(case)[targets] if has_label else None
         _, height, width = (int(n) for n in self.cache.native_shape[case])
         item = self.items[case]
         return {
-            "image": torch.from_numpy(image),
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "target": None if target is None else torch.from_numpy(np.ascontiguousarray(target)),
             "label": None if label is None else torch.from_numpy(np.ascontiguousarray(label)),
             "native_shape": (len(targets), height, width),
             "spacing": torch.from_numpy(self.cache.spacing[case].copy()),
+            "intensity": torch.from_numpy(self.cache.intensity[case].copy()),
             "geometry": self.geometry,
             "case": item.name,
             "case_index": case,

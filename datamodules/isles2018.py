@@ -3,6 +3,7 @@ cases to evaluate."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +75,9 @@ class ISLES2018DataModule(SliceDataModule):
             3D baselines, batch 1). See :class:`~datamodules.geometry.VolumeGeometry`.
         augment_on_device: Augment training batches on the training device instead of in the
             loader's workers (see :class:`~datamodules.base.SliceDataModule`).
+        targets: Image targets of the training cases, normalised like the inputs and served as
+            ``"target"`` beside them (seed 002: ``[DWI]``, the real ``MR_DWI``); the testing
+            cases have none.
     """
 
     dataset_name = "isles2018"
@@ -106,6 +110,7 @@ class ISLES2018DataModule(SliceDataModule):
         spatial_dims: Literal[2, 3] = 2,
         depth: int | None = None,
         augment_on_device: bool = False,
+        targets: tuple[Channel, ...] = (),
     ) -> None:
         geometry: SliceGeometry
         if spatial_dims == 3:
@@ -133,6 +138,7 @@ class ISLES2018DataModule(SliceDataModule):
             foreground_fraction=foreground_fraction,
             predict_split=predict_split,
             augment_on_device=augment_on_device,
+            targets=targets,
         )
         self.save_hyperparameters()
         self.normalization: Normalization = normalization
@@ -145,16 +151,20 @@ class ISLES2018DataModule(SliceDataModule):
         check_root(data_dir)
 
     def _settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "channels": self.channel_names,
             "normalization": self.normalization,
             "clip_channels": list(self.clip_channels),
         }
+        if self.target_names:  # only then: earlier checkpoints keep their signature
+            settings["targets"] = self.target_names
+        return settings
 
     def _scan(self, split: str) -> list[CacheItem]:
         items = []
         for case in scan_isles2018(self.data_dir, split):
-            wanted = {_SOURCE_OF.get(c, c) for c in self.channel_names} | set(_BRAIN_SUPPORT)
+            channels = self.split_channels(split)
+            wanted = {_SOURCE_OF.get(c, c) for c in channels} | set(_BRAIN_SUPPORT)
             wanted |= {"OT"} & set(case.files)
             # The CT comes first: its header is the reference grid (and is reused for predictions).
             sources = (case.path("CT"),) + tuple(case.path(m) for m in sorted(wanted - {"CT"}))
@@ -165,12 +175,15 @@ class ISLES2018DataModule(SliceDataModule):
             self._cases[case.name] = case
         return items
 
-    def _load(self, item: CacheItem) -> DecodedCase:
-        channels = list(self.channel_names)
+    def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
+        channels = list(channels)
         extra = [m for m in _BRAIN_SUPPORT if m not in channels]
         image, label, spacing = read_case(self._cases[item.name], channels + extra)
         support = [(channels + extra).index(m) for m in _BRAIN_SUPPORT]
         brain: np.ndarray = np.any(image[support] > 0, axis=0)
         clip = [c in self.clip_channels for c in channels]
-        image = normalize_channels(image[: len(channels)], brain, self.normalization, clip)
-        return DecodedCase(image, label, spacing)
+        intensity = np.empty((len(channels), 2))
+        image = normalize_channels(
+            image[: len(channels)], brain, self.normalization, clip, stats=intensity
+        )
+        return DecodedCase(image, label, spacing, intensity)

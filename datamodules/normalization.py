@@ -16,6 +16,7 @@ def normalize_channels(
     method: Normalization = "zscore",
     clip: Sequence[bool] | None = None,
     percentiles: tuple[float, float] = (0.5, 99.5),
+    stats: np.ndarray | None = None,
 ) -> np.ndarray:
     """Normalise each channel of one case.
 
@@ -32,11 +33,15 @@ def normalize_channels(
             at up to 3071 HU); never perfusion maps, where the lesion *is* the tail (on the
             twin, 97 % of core voxels lie above the 99.5th Tmax percentile of the brain).
         percentiles: Clipping percentiles.
+        stats: Optional ``(C, 2)`` array filled with each channel's ``(offset, scale)``:
+            ``normalised = (raw − offset) / scale`` (after clipping), the way back for display.
 
     Returns:
         ``(C, *spatial)`` float32.
     """
     image = image.astype(np.float32, copy=True)
+    if stats is not None:
+        stats[:] = (0.0, 1.0)
     if method == "none":
         return image
     if method not in ("zscore", "minmax"):
@@ -45,16 +50,21 @@ def normalize_channels(
     clip = list(clip) if clip is not None else [False] * len(image)
     if len(clip) != len(image):
         raise ValueError(f"clip has {len(clip)} entries for {len(image)} channels")
-    for channel, clipped in zip(image, clip):
+    for index, (channel, clipped) in enumerate(zip(image, clip)):
         if method == "minmax":
             low, high = float(channel.min()), float(channel.max())
             channel -= low
             channel /= max(high - low, 1e-8)
+            if stats is not None:
+                stats[index] = (low, max(high - low, 1e-8))
             continue
         if clipped:
             low, high = np.percentile(channel[region], percentiles)
             np.clip(channel, low, high, out=channel)
         values = channel[region]
-        channel -= values.mean()
-        channel /= max(float(values.std()), 1e-8)
+        mean, std = float(values.mean()), max(float(values.std()), 1e-8)
+        channel -= mean
+        channel /= std
+        if stats is not None:
+            stats[index] = (mean, std)
     return image

@@ -138,7 +138,13 @@ class SuiteCLI(LightningCLI):
         self._check_dataset(cfg)
         fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
         stage = self.subcommand or "fit"
-        folder = getattr(_class_of(cfg.get("model")), "run_folder", None)
+        model_class = _class_of(cfg.get("model"))
+        folder = getattr(model_class, "run_folder", None)
+        if getattr(model_class, "ddp_find_unused_parameters", False) and (
+            cfg.trainer.get("strategy") == "ddp"
+        ):
+            # A module whose backward passes each reach part of it (a GAN's two optimizers).
+            cfg.trainer.strategy = "ddp_find_unused_parameters_true"
         plan = plan_run(
             cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"), cfg.overwrite, folder
         )
@@ -182,6 +188,13 @@ class SuiteCLI(LightningCLI):
         others = (
             [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
         )
+        # A run's own config.yaml (validate/test/predict --config fold<k>/config.yaml) holds the
+        # CSV logger of its fit: a second one would start that folder's metrics.csv over.
+        others = [
+            logger
+            for logger in others
+            if not str(getattr(logger, "class_path", "")).endswith("RunCSVLogger")
+        ]
         csv = Namespace(
             class_path="lightning_modules.runs.RunCSVLogger",
             init_args=Namespace(

@@ -4,6 +4,7 @@ from networks.blocks import ConvNormAct
 from networks.deeplabv3plus import DeepLabV3Plus
 from networks.dunet import DUNet
 from networks.dunet_baselines import UNet3DTransform, UNetOriginal, UNetTransform
+from networks.liu_gan import LiuUNet, LSGANDiscriminator, MaxoutHead
 from networks.pspnet import PSPNet
 from networks.pspnet_weights import PretrainedWeightsNotFoundError
 from networks.resnet import DilatedResNet
@@ -19,6 +20,9 @@ __all__ = [
     "DUNet",
     "DeepLabV3Plus",
     "DilatedResNet",
+    "LSGANDiscriminator",
+    "LiuUNet",
+    "MaxoutHead",
     "OmarovUNet3D",
     "PSPNet",
     "PretrainedWeightsNotFoundError",

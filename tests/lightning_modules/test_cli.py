@@ -170,6 +170,7 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
             json.loads((run_dir / "split.json").read_text())["val_cases"]
         )
     # Predict from the run's own settings, a checkpoint file and the writer with probabilities.
+    fit_rows = _metrics(run_dir)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     writer = ["--prediction_writer.save_probability=true"]
     run_cli(
@@ -207,6 +208,8 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
         probability = run_dir / "predict" / "probabilities" / mask.name
         assert nib.load(probability).get_data_dtype() == np.float32
     assert not list((tmp_path / "runs").glob("*/fold0-*")), "no second folder for the fold"
+    # The run's config.yaml holds its fit's CSV logger: predicting left the fit's log alone.
+    assert _metrics(run_dir) == fit_rows
 
 
 @pytest.mark.slow

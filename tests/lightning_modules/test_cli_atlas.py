@@ -130,11 +130,13 @@ def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, t
 def test_every_atlas_yaml_is_covered():
     from tests.lightning_modules.test_cli import RECIPES
     from tests.lightning_modules.test_cli_3d import RECIPES_3D
+    from tests.lightning_modules.test_cli_gan import RECIPES_GAN
     from tests.lightning_modules.test_crossval import PREDICT_RECIPES
 
     covered = {c for cs in ATLAS_RECIPES.values() for c in cs}
     covered |= {c for cs, _ in RECIPES.values() for c in cs}
     covered |= {c for cs, _ in RECIPES_3D.values() for c in cs}
+    covered |= {c for cs, _ in RECIPES_GAN.values() for c in cs}
     covered |= {c for cs in PREDICT_RECIPES.values() for c in cs}
     assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == covered
 
