@@ -73,7 +73,7 @@ cv-demo: install twin
 	echo "CV demo wall time (5 folds, report, ensemble): $$(( $$(date +%s) - start )) s"
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
