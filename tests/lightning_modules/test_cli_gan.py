@@ -87,3 +87,13 @@ def test_the_fold_workflow_runs_the_gan_unchanged(tiny_twin, tmp_path):
     assert len(summary["folds"]) == 2
     (dice,) = [row for row in summary["comparison"] if row["metric"] == "dice"]
     assert dice["paper"] == 0.6065  # Table 1, stage 4
+
+
+@pytest.mark.slow
+def test_the_dwi_sample_reaches_wandb(tiny_twin, tmp_path):
+    args = _stage4(tiny_twin, tmp_path) + _configs(["wandb.yaml"])
+    run_cli("lightning", "fit", *args, cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "liu_stage4" / "fold0"
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    images = list(offline.glob("files/media/images/val/dwi_sample*.png"))
+    assert images and images[0].read_bytes()[:4] == b"\x89PNG"
