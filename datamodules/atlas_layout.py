@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from datamodules.errors import ConfigurationError, DatasetNotFoundError
+from core.errors import ConfigurationError, DatasetNotFoundError
 
 ATLAS_RELEASES = ("R1.1", "R1.2", "R2.0")
 SPLITS = ("Training", "Testing")

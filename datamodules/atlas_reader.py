@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ConfigurationError, DataValidationError
 from datamodules.atlas_layout import (
     R11_MASK_RE,
     R11_SCAN_RE,
@@ -55,7 +56,6 @@ from datamodules.atlas_layout import (
     r12_cohort_parents,
     visible_dirs,
 )
-from datamodules.errors import ConfigurationError, DataValidationError
 from datamodules.nifti import PredictionTarget, align_to_reference, load_volume
 
 log = logging.getLogger(__name__)

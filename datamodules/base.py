@@ -32,6 +32,9 @@ from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import default_collate
 
+from core.errors import ConfigurationError
+from core.io import write_text
+from core.run_layout import RunLayout
 from datamodules.cache import CacheItem, DecodedCase, SliceCache, cache_key
 from datamodules.cache_build import build_slice_cache, check_cache_root
 from datamodules.datasets import (
@@ -43,7 +46,6 @@ from datamodules.datasets import (
     single_case_collate,
     split_targets,
 )
-from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.nifti import read_shape
 from datamodules.samplers import EpochSampler
@@ -201,6 +203,27 @@ class SliceDataModule(pl.LightningDataModule):
         raise NotImplementedError
 
     # -- what the network sees ------------------------------------------------------------
+    @property
+    def spatial_dims(self) -> int:
+        """What a training sample is: 2, a slice stack; 3, a whole case as a volume."""
+        return self.geometry.spatial_dims
+
+    @property
+    def network_size(self) -> tuple[int, int] | None:
+        """The in-plane size ``(h, w)`` of the network grid: the resize target, else the crop
+        window, else the first training case's own slices (read from its header only);
+        ``None`` when there is no training case to ask."""
+        if self.geometry.size is not None:
+            return self.geometry.size
+        if self.geometry.crop is not None:
+            h0, h1, w0, w1 = self.geometry.crop
+            return h1 - h0, w1 - w0
+        items = self.items(self.train_split)
+        if not items:
+            return None
+        _, height, width = self.geometry.native_shape(read_shape(items[0].sources[0]))
+        return height, width
+
     def signature(self) -> dict[str, Any]:
         """Everything that decides the network's input: dataset, preprocessing and geometry.
 
@@ -297,7 +320,7 @@ class SliceDataModule(pl.LightningDataModule):
             )
 
     def _splits_for_stage(self) -> list[str]:
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         predicting = trainer is not None and trainer.state.fn == "predict"
         return [self.predict_split] if predicting else [self.train_split]
 
@@ -333,7 +356,7 @@ class SliceDataModule(pl.LightningDataModule):
             self.caches[split] = SliceCache(self.cache_path(split))
         if self.train_split in self.caches:
             self._split(self.caches[self.train_split])
-            trainer = getattr(self, "trainer", None)
+            trainer = self.trainer
             # trainer.log_dir is a collective under DDP: every rank must ask for it.
             log_dir = trainer.log_dir if trainer is not None else None
             if log_dir is not None:
@@ -391,16 +414,13 @@ class SliceDataModule(pl.LightningDataModule):
                 names[c]: (self.val_rows[case == c] - cache.case_offsets[c]).tolist()
                 for c in self.val_cases
             }
-        log_dir.mkdir(parents=True, exist_ok=True)
-        tmp = log_dir / f".split.json.tmp-{id(self)}"
-        tmp.write_text(json.dumps(split, indent=1))
-        tmp.replace(log_dir / "split.json")
+        write_text(RunLayout(log_dir).split, json.dumps(split, indent=1))
 
     # -- loaders --------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         sampler = EpochSampler(len(dataset), _run_seed(), self._foreground_weights(dataset))
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if trainer is not None:
             # Lightning creates the first iterator (and worker prefetching starts) before it
             # calls set_epoch; a resumed run must start from its own epoch's draws, not epoch 0's.

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.errors import ConfigurationError, DataValidationError
 from datamodules.cache import CACHE_FORMAT_VERSION, CacheItem, LoadFn
-from datamodules.errors import ConfigurationError, DataValidationError
 from datamodules.geometry import SliceGeometry
 from datamodules.nifti import read_shape
 

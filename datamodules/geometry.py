@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 Box = tuple[int, int, int, int]
 
@@ -323,7 +323,7 @@ class VolumeGeometry(SliceGeometry):
     def depth_padding(self, depth: int, target: int | None = None) -> tuple[int, int]:
         """Slices added ``(before, after)`` a case of ``depth`` slices to reach ``target``
         (default: the geometry's depth). Centred, the odd slice after: MONAI's and
-        :func:`networks.blocks.pad_volume`'s convention."""
+        :func:`networks.blocks.pad_to_multiples`'s convention."""
         total = max((target or self.depth or depth) - depth, 0)
         return total // 2, total - total // 2
 

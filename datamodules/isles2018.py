@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.errors import ConfigurationError
 from datamodules.base import SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
-from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.isles2018_reader import ISLESCase, check_root, read_case, scan_isles2018
 from datamodules.nifti import PredictionTarget

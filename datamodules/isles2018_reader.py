@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
+from core.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
 from datamodules.isles2018_cases import SPLITS, case_info
 from datamodules.nifti import align_to_reference, load_volume
 

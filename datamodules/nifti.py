@@ -24,7 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from datamodules.errors import DataValidationError
+from core.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 

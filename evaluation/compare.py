@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
+from core.io import write_text
 from evaluation.plots import pyplot, save_figure
-from evaluation.report import write_case_table, write_text
+from evaluation.report import write_case_table
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,10 @@ def compare_experiments(
             ``allow_subset``), or they share no case.
     """
     if len(names) != 2 or names[0] == names[1]:
-        raise ConfigurationError(f"names must be two different strings, got {names!r}.")
+        raise ConfigurationError(
+            f"The two experiments need different display names to be told apart in the "
+            f"report; got {names!r}. Pass names=(a, b) with two different names."
+        )
     a_values = _values(a_rows, metric, names[0])
     b_values = _values(b_rows, metric, names[1])
     only_a = [case for case in a_values if case not in b_values]
@@ -195,13 +199,15 @@ def compare_experiments(
         raise ConfigurationError(
             f"Experiments {names[0]!r} and {names[1]!r} scored different cases: "
             f"{len(only_a)} only in {names[0]!r} ({_listed(only_a) or 'none'}), "
-            f"{len(only_b)} only in {names[1]!r} ({_listed(only_b) or 'none'}). Compare tables "
-            f"of the same folds, or pass allow_subset=True to use the {len(shared)} shared cases."
+            f"{len(only_b)} only in {names[1]!r} ({_listed(only_b) or 'none'}). Compare "
+            f"experiments run on the same folds, or compare only the {len(shared)} shared cases "
+            "(lightning-cv compare --shared-cases; allow_subset=True in Python)."
         )
     if not shared:
         raise ConfigurationError(
             f"Experiments {names[0]!r} and {names[1]!r} share no case; nothing to compare. "
-            "Check that both tables come from the same dataset."
+            "Check that both experiments were run on the same dataset (data.init_args.data_dir "
+            "in their fold<k>/config.yaml)."
         )
     if only_a or only_b:
         log.warning(

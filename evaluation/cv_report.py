@@ -1,8 +1,11 @@
 """The cross-validation report of an experiment: its folds, out of fold, beside the paper.
 
 It reads only what the folds wrote into ``runs/<experiment>/fold<k>/`` (``config.yaml``,
-``split.json``, ``metrics.csv``, ``val_cases_best.csv``, ``fit_done.json``), so it works for
-any module that validates whole cases, and writes ``runs/<experiment>/report/``:
+``split.json``, ``metrics.csv``, ``val_cases_best.csv``, ``fit_done.json``; the names are
+:class:`core.run_layout.RunLayout`'s), so it works for any module that validates whole cases.
+It refuses folds trained with different recipes (:mod:`core.recipe`): a mean over folds of two
+configurations is no result of either. It writes ``runs/<experiment>/report/``
+(:class:`core.run_layout.ReportLayout`):
 
 ``folds.csv``         one row per fold: the best epoch and the mean of every metric over the
                       fold's validation cases (pooled ``global_dice`` where the preset has it)
@@ -33,14 +36,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-from datamodules.errors import ConfigurationError
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
+from core.errors import ConfigurationError, DataValidationError
+from core.io import write_text
+from core.legacy import upgrade_config
+from core.protocols import Row
+from core.recipe import recipe_differences, recipe_of
+from core.run_layout import ExperimentLayout, ReportLayout, RunLayout
 from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.published import PublishedResult, get_published
-from evaluation.report import Row, read_case_table, write_case_table, write_text
-
-REPORT_FOLDER = "report"
-DONE_FILE = "fit_done.json"
+from evaluation.report import read_case_table, write_case_table
 
 
 @dataclass
@@ -107,21 +113,41 @@ def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float
     return values
 
 
-def _load_config(run_dir: Path) -> dict[str, Any]:
-    return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+def _load_config(run: RunLayout) -> dict[str, Any]:
+    """A fold's configuration as today's release reads it."""
+    try:
+        config = yaml.safe_load(run.config.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DataValidationError(
+            f"{run.config} is not readable YAML ({str(error).splitlines()[0]}): the fold's "
+            "configuration was cut off or edited. Restore it from the fold's checkpoint or re-run "
+            "the fold."
+        ) from error
+    return upgrade_config(config)[0]
 
 
-def _fold_dirs(experiment_dir: Path) -> dict[int, Path]:
-    folds = {}
-    for path in experiment_dir.glob("fold*"):
-        suffix = path.name[len("fold") :]
-        if suffix.isdigit() and (path / "config.yaml").is_file():
-            folds[int(suffix)] = path
-    return dict(sorted(folds.items()))
+def _check_one_recipe(configs: dict[int, dict[str, Any]], experiment_dir: Path) -> None:
+    """Refuse folds trained with different recipes.
+
+    Raises:
+        ConfigurationError: Naming the folds and the keys that differ.
+    """
+    (first, reference), *others = configs.items()
+    recipe = recipe_of(reference)
+    for fold, config in others:
+        changed = recipe_differences(recipe, recipe_of(config))
+        if changed:
+            keys = ", ".join(changed[:6]) + (" …" if len(changed) > 6 else "")
+            raise ConfigurationError(
+                f"The folds of {experiment_dir} were trained with different recipes: fold "
+                f"{fold} differs from fold {first} in {keys}. A mean over them would be no "
+                "result of either. Re-run the odd folds with the experiment's configuration "
+                "(lightning-cv fit --config … --overwrite), or report them as two experiments."
+            )
 
 
-def _best_from_metrics(run_dir: Path, monitor: str, mode: str) -> tuple[int | None, float | None]:
-    path = run_dir / "metrics.csv"
+def _best_from_metrics(run: RunLayout, monitor: str, mode: str) -> tuple[int | None, float | None]:
+    path = run.metrics
     if not path.is_file():
         return None, None
     epochs, values = epoch_series(read_metrics_rows(path), monitor)
@@ -132,16 +158,15 @@ def _best_from_metrics(run_dir: Path, monitor: str, mode: str) -> tuple[int | No
 
 
 def _read_fold(
-    fold: int, run_dir: Path, metrics: Sequence[str], monitor: str, mode: str
+    fold: int, run: RunLayout, metrics: Sequence[str], monitor: str, mode: str
 ) -> FoldResult:
-    done = run_dir / DONE_FILE
-    best_epoch, value = _best_from_metrics(run_dir, monitor, mode)
-    table = run_dir / "val_cases_best.csv"
+    best_epoch, value = _best_from_metrics(run, monitor, mode)
+    table = run.val_cases_best
     rows = read_case_table(table) if table.is_file() else []
     return FoldResult(
         fold=fold,
-        run_dir=run_dir,
-        finished=done.is_file(),
+        run_dir=run.root,
+        finished=run.fit_done.is_file(),
         best_epoch=best_epoch,
         monitor_value=value,
         cases=[
@@ -163,13 +188,14 @@ def _check_out_of_fold(folds: Sequence[FoldResult]) -> list[str]:
     notes: list[str] = []
     seen: dict[str, int] = {}
     for fold in folds:
-        split = json.loads((fold.run_dir / "split.json").read_text())
+        run = RunLayout(fold.run_dir)
+        split = json.loads(run.split.read_text())
         expected = set(split["val_cases"])
         got = [str(r["case"]) for r in fold.cases]
         foreign = sorted(set(got) - expected)
         if foreign:
             raise ConfigurationError(
-                f"{fold.run_dir / 'val_cases_best.csv'} scores case(s) that are not validation "
+                f"{run.val_cases_best} scores case(s) that are not validation "
                 f"cases of the fold's split.json ({', '.join(foreign[:3])}): the table is not from "
                 "this split. Re-run the fold's validation (lightning validate --ckpt_path best)."
             )
@@ -241,24 +267,26 @@ def build_report(experiment_dir: Path) -> CVReport:
         ConfigurationError: For a folder without folds, or folds that do not form one split.
     """
     experiment_dir = Path(experiment_dir)
-    fold_dirs = _fold_dirs(experiment_dir)
-    if not fold_dirs:
+    fold_runs = ExperimentLayout(experiment_dir).folds()
+    if not fold_runs:
         raise ConfigurationError(
             f"{experiment_dir} holds no fold folder (fold<k>/config.yaml): run the folds first "
             "(lightning-cv fit --config experiments/<recipe>.yaml), or pass runs/<experiment>."
         )
-    config = _load_config(next(iter(fold_dirs.values())))
+    configs = {fold: _load_config(run) for fold, run in fold_runs.items()}
+    _check_one_recipe(configs, experiment_dir)
+    config = next(iter(configs.values()))
     data_args = (config.get("data") or {}).get("init_args") or {}
     model_args = (config.get("model") or {}).get("init_args") or {}
-    num_folds = int(data_args.get("num_folds", len(fold_dirs)))
-    preset = str(model_args.get("metrics", "isles2018"))
-    monitor = str(model_args.get("monitor", "val/dice"))
-    mode = str(model_args.get("monitor_mode", "max"))
+    num_folds = int(data_args.get("num_folds", len(fold_runs)))
+    preset = str(model_args.get("metrics", DEFAULT_PRESET))
+    monitor = str(model_args.get("monitor", DEFAULT_MONITOR))
+    mode = str(model_args.get("monitor_mode", DEFAULT_MONITOR_MODE))
     paper = config.get("paper")
     metrics = [m for m in PRESET_METRICS.get(preset, ("dice",))]
-    folds = [_read_fold(k, d, metrics, monitor, mode) for k, d in fold_dirs.items()]
+    folds = [_read_fold(k, run, metrics, monitor, mode) for k, run in fold_runs.items()]
     notes = _check_out_of_fold(folds)
-    missing = [k for k in range(num_folds) if k not in fold_dirs]
+    missing = [k for k in range(num_folds) if k not in fold_runs]
     names = [m for m in metrics if m not in VOXEL_COUNT_METRICS]
     all_cases = [row for fold in folds for row in fold.cases]
     pooled = case_summary(all_cases, metrics)
@@ -382,11 +410,12 @@ def format_report(report: CVReport) -> str:
                     "Paper folds are in the paper's order; their patients are not ours, so compare "
                     "the mean ± sd, not fold against fold."
                 )
+    figures = ExperimentLayout(report.experiment_dir).report
     lines += [
         "",
-        "![Dice over cases per fold](dice_boxplot.png)",
+        f"![Dice over cases per fold]({figures.dice_boxplot.name})",
         "",
-        "![Validation curves of all folds](curves_all.png)",
+        f"![Validation curves of all folds]({figures.curves_all.name})",
         "",
     ]
     return "\n".join(lines)
@@ -408,7 +437,12 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
     """Write the report's files (each atomically); return them by name."""
     from evaluation.plots import plot_fold_boxplots, plot_fold_curves
 
-    out = Path(out_dir) if out_dir is not None else report.experiment_dir / REPORT_FOLDER
+    layout = (
+        ReportLayout(Path(out_dir))
+        if out_dir is not None
+        else ExperimentLayout(report.experiment_dir).report
+    )
+    out = layout.root
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     fold_rows = [
@@ -421,10 +455,10 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
         }
         for f in report.folds
     ]
-    files["folds"] = write_case_table(out / "folds.csv", fold_rows) or out / "folds.csv"
+    files["folds"] = write_case_table(layout.folds, fold_rows) or layout.folds
     oof = sorted((r for f in report.folds for r in f.cases), key=lambda r: str(r["case"]))
     if oof:
-        files["cases_oof"] = write_case_table(out / "cases_oof.csv", oof) or out / "cases_oof.csv"
+        files["cases_oof"] = write_case_table(layout.cases_oof, oof) or layout.cases_oof
     summary = {
         "experiment": report.experiment,
         "complete": report.complete,
@@ -442,19 +476,17 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
         "comparison": report.comparison,
         "notes": report.notes,
     }
-    write_text(out / "summary.json", json.dumps(_json_safe(summary), indent=1))
-    files["summary"] = out / "summary.json"
+    files["summary"] = write_text(layout.summary, json.dumps(_json_safe(summary), indent=1))
     box = plot_fold_boxplots(
-        {f.fold: [r.get("dice") for r in f.cases] for f in report.folds}, out / "dice_boxplot.png"
+        {f.fold: [r.get("dice") for r in f.cases] for f in report.folds}, layout.dice_boxplot
     )
     curves = plot_fold_curves(
-        {f.fold: f.run_dir / "metrics.csv" for f in report.folds},
+        {f.fold: RunLayout(f.run_dir).metrics for f in report.folds},
         report.monitor,
-        out / "curves_all.png",
+        layout.curves_all,
     )
     files.update(
         {k: v for k, v in (("dice_boxplot", box), ("curves_all", curves)) if v is not None}
     )
-    write_text(out / "report.md", format_report(report))
-    files["report"] = out / "report.md"
+    files["report"] = write_text(layout.markdown, format_report(report))
     return files

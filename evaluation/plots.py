@@ -22,6 +22,7 @@ def save_figure(figure: Any, output: Path) -> Path:
     """Save a figure next to a temporary name, then rename (never half-written)."""
     import matplotlib.pyplot as plt
 
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.png")
     figure.savefig(tmp, dpi=100)
     plt.close(figure)

@@ -23,7 +23,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
 from evaluation.metrics import PRESET_METRICS
 
 DATA_FILE = "data/published.json"

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-Row = dict[str, Any]
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` at ``path`` (parents created) through a temporary file and a rename, so a
-    reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+from core.errors import DataValidationError
+from core.io import temporary_sibling
+from core.protocols import Row
 
 
 def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
@@ -33,7 +24,7 @@ def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
     if not rows:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_sibling(path)
     with tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -43,11 +34,32 @@ def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
 
 
 def read_case_table(path: Path) -> list[Row]:
-    """Rows of a table written by :func:`write_case_table`, numbers as floats."""
+    """Rows of a table written by :func:`write_case_table`, numbers as floats.
+
+    Raises:
+        DataValidationError: For a file without a header, or a row with fewer or more cells
+            than the header (a table cut off while being written or copied), naming the file
+            and the line.
+    """
     with path.open(newline="") as handle:
-        return [
-            {key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)
-        ]
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise DataValidationError(
+                f"{path} is empty: a per-case table starts with a header line (case,<metric>,…). "
+                "It was cut off while being written or copied; copy it again, or re-run the "
+                "fold's validation (lightning validate --config <fold>/config.yaml --ckpt_path best)."
+            )
+        rows = []
+        for row in reader:
+            if None in row or any(value is None for value in row.values()):
+                raise DataValidationError(
+                    f"{path}, line {reader.line_num}: the row does not have the header's "
+                    f"{len(reader.fieldnames)} cells ({', '.join(reader.fieldnames)}). The "
+                    "table was cut off or edited; copy it again, or re-run the fold's validation "
+                    "(lightning validate --config <fold>/config.yaml --ckpt_path best)."
+                )
+            rows.append({key: _number(value) for key, value in row.items()})
+        return rows
 
 
 def _number(value: Any) -> Any:

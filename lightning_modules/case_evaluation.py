@@ -3,20 +3,25 @@
 A module of the suite learns however it likes (slices, volumes, a GAN); what it shares is how a
 case is judged. :class:`CaseEvaluationModule` takes one self-describing case per step (see
 :class:`datamodules.datasets.CaseDataset`), asks the subclass for the lesion probability on the
-case's native grid (:meth:`CaseEvaluationModule.predict_case`), thresholds it and scores it
-with the metrics preset per case. Validation and test log the summary (``val/dice`` …) and keep
-the per-case rows in ``case_table`` for the reports; prediction returns the probability and
-mask for a writer and, when a case has a label, scores it too, so labelled cases predicted by
-an ensemble get the same table.
+case's native grid (:meth:`CaseEvaluationModule.predict_case`, which returns a
+:class:`CasePrediction`), thresholds it and scores it with the metrics preset per case.
+Validation and test log the summary (``val/dice`` …), keep the per-case rows in ``case_table``
+for the reports and return the case's prediction to the callbacks (a figure callback draws
+from it); prediction returns the probability and mask for a writer and, when a case has a
+label, scores it too, so labelled cases predicted by an ensemble get the same table.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.errors import ConfigurationError
+from core.protocols import ServesSamples
 from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
 
@@ -28,6 +33,20 @@ def _gather_names(names: dict[int, str]) -> dict[int, str]:
     gathered: list[dict[int, str] | None] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, names)
     return {index: name for part in gathered if part for index, name in part.items()}
+
+
+@dataclass
+class CasePrediction:
+    """What a module predicts for one case.
+
+    Attributes:
+        probability: Lesion probability ``(N, H, W)`` float32 on the case's native grid.
+        images: Other outputs on the network grid, by name, for callbacks and extra metrics
+            (seed 002's generator: ``"dwi"``, the synthetic DWI ``(N, 1, h, w)``).
+    """
+
+    probability: torch.Tensor
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class CaseEvaluationModule(pl.LightningModule):
@@ -44,11 +63,14 @@ class CaseEvaluationModule(pl.LightningModule):
         threshold: Lesion-probability threshold for the binary prediction.
     """
 
+    #: The samples it trains on: 2, slices; 3, volumes (the DataModule's must agree).
+    spatial_dims: ClassVar[int] = 2
+
     def __init__(
         self,
-        metrics: PresetName = "isles2018",
-        monitor: str = "val/dice",
-        monitor_mode: Literal["max", "min"] = "max",
+        metrics: PresetName = DEFAULT_PRESET,
+        monitor: str = DEFAULT_MONITOR,
+        monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
     ) -> None:
         super().__init__()
@@ -61,13 +83,37 @@ class CaseEvaluationModule(pl.LightningModule):
         self._case_names: dict[int, str] = {}
 
     # -- to implement ---------------------------------------------------------------------
-    def predict_case(self, case: dict[str, Any]) -> torch.Tensor:
-        """Lesion probability ``(N, H, W)`` float32 of one case on its native grid."""
+    def predict_case(self, case: dict[str, Any]) -> CasePrediction:
+        """The lesion probability ``(N, H, W)`` of one case on its native grid (and any other
+        outputs the module makes of it)."""
         raise NotImplementedError
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
         """The training loss of a whole case, logged as ``<stage>/loss``; ``None``: not logged."""
         return None
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_data(self, datamodule: object) -> None:
+        """Refuse a DataModule that serves samples of another dimensionality (the ``lightning``
+        command asks before the trainer exists, so before any data is decoded; :meth:`setup`
+        asks again).
+
+        Raises:
+            ConfigurationError: Naming both and the setting to change.
+        """
+        if not isinstance(datamodule, ServesSamples):
+            return
+        served = datamodule.spatial_dims
+        if served != self.spatial_dims:
+            module = {2: "SegmentationModule", 3: "VolumeSegmentationModule"}.get(served, "?")
+            raise ConfigurationError(
+                f"{type(self).__name__} trains on {self.spatial_dims}D samples but the data "
+                f"module serves {served}D ones. Set data.init_args.spatial_dims: "
+                f"{self.spatial_dims}, or use lightning_modules.{module} for this data."
+            )
+
+    def setup(self, stage: str) -> None:
+        self.check_data(self.trainer.datamodule)
 
     # -- evaluation -----------------------------------------------------------------------
     def _score(self, case: dict[str, Any], probability: torch.Tensor, metrics: CaseMetrics) -> None:
@@ -77,22 +123,25 @@ class CaseEvaluationModule(pl.LightningModule):
         )
         self._case_names[int(case["case_index"])] = case["case"]
 
-    def _evaluate_case(self, case: dict[str, Any], metrics: CaseMetrics, stage: str) -> None:
+    def _evaluate_case(
+        self, case: dict[str, Any], metrics: CaseMetrics, stage: str
+    ) -> CasePrediction:
         if case["label"] is None:
-            raise ValueError(
+            raise ConfigurationError(
                 f"{case['case']} has no label, so it cannot be {stage}d; predict it instead."
             )
-        probability = self.predict_case(case)
-        loss = self.case_loss(probability, case["label"])
+        prediction = self.predict_case(case)
+        loss = self.case_loss(prediction.probability, case["label"])
         if loss is not None:
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=1, sync_dist=True)
-        self._score(case, probability, metrics)
+        self._score(case, prediction.probability, metrics)
+        return prediction
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_case(batch, self.val_metrics, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> CasePrediction:
+        return self._evaluate_case(batch, self.val_metrics, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate_case(batch, self.test_metrics, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> CasePrediction:
+        return self._evaluate_case(batch, self.test_metrics, "test")
 
     def _case_rows(self, metrics: CaseMetrics) -> dict[str, float]:
         """Summarise ``metrics`` into ``case_table`` (named rows); return the summary."""
@@ -126,7 +175,7 @@ class CaseEvaluationModule(pl.LightningModule):
         A writer callback takes the rest (geometry, source, prediction target) from the batch.
         A labelled case is also scored; the rows are in ``case_table`` after the epoch.
         """
-        probability = self.predict_case(batch)
+        probability = self.predict_case(batch).probability
         if batch["label"] is not None:
             self._score(batch, probability, self.predict_metrics)
         probability = probability.cpu()

@@ -15,18 +15,21 @@ from __future__ import annotations
 import glob
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from jsonargparse import ArgumentParser
 from torch import nn
 
-from datamodules.errors import ConfigurationError
+from core.checkpoints import best_checkpoint, read_checkpoint
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.errors import ConfigurationError
+from core.legacy import upgrade_config
+from core.protocols import SignedData
+from core.run_layout import ExperimentLayout, RunLayout
 from evaluation.metrics import PresetName
-from lightning_modules.case_evaluation import CaseEvaluationModule
-from lightning_modules.runs import best_checkpoint, run_folder_of
+from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +50,23 @@ def resolve_members(members: list[str]) -> list[Path]:
             if path.is_file():
                 found.append(path.resolve())
                 continue
-            folds = sorted(path.glob("fold*")) if path.is_dir() else []
-            folds = [path] if (path / "checkpoints").is_dir() else folds
-            if not folds:
+            runs = [RunLayout(path)] if RunLayout(path).checkpoints.is_dir() else []
+            if not runs and path.is_dir():
+                runs = list(ExperimentLayout(path).folds().values())
+            if not runs:
                 raise ConfigurationError(
                     f"Ensemble member {entry!r}: {path.absolute()} is neither a checkpoint, a fold "
                     "folder (runs/<experiment>/fold<k>) nor an experiment folder holding fold "
                     "folders. Check model.init_args.members."
                 )
-            for fold in folds:
-                best = best_checkpoint(fold)
+            for run in runs:
+                best = best_checkpoint(run)
                 if best is None:
                     raise ConfigurationError(
-                        f"Ensemble member {entry!r}: {fold} has no best checkpoint (its fit never "
-                        "finished a validated epoch). Finish it (lightning-cv fit) or name a "
-                        "checkpoint file."
+                        f"Ensemble member {entry!r}: {run.root} has no best checkpoint in "
+                        f"{run.checkpoints} (its fit never finished a validated epoch, or the "
+                        "file was not copied with the folder). Finish it (lightning-cv fit) or "
+                        "name a checkpoint file."
                     )
                 found.append(best.resolve())
     if len(set(found)) != len(found):
@@ -80,19 +85,24 @@ def build_member(checkpoint: Path) -> tuple[pl.LightningModule, dict[str, Any]]:
     Raises:
         ConfigurationError: For a checkpoint outside a run folder.
     """
-    run_dir = run_folder_of(checkpoint)
-    if run_dir is None:
+    run = RunLayout.of_checkpoint(checkpoint)
+    if run is None:
         raise ConfigurationError(
             f"Ensemble member {checkpoint}: not inside a run folder "
             "(runs/<experiment>/fold<k>/checkpoints/), so the network it holds is unknown. "
             "Use a checkpoint written by lightning fit, next to its config.yaml."
         )
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config, _ = upgrade_config(yaml.safe_load(run.config.read_text()))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningModule, "model")
     parsed = parser.parse_object({"model": config["model"]})
     module = parser.instantiate_classes(parsed).model
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    state = read_checkpoint(checkpoint)
+    if "state_dict" not in state:
+        raise ConfigurationError(
+            f"Ensemble member {checkpoint} holds no weights (no state_dict): use a checkpoint "
+            "written by lightning fit."
+        )
     module.load_state_dict(state["state_dict"], assign=True)
     module.eval()
     signature: dict[str, Any] = {}
@@ -117,28 +127,27 @@ class EnsembleModule(CaseEvaluationModule):
             on other data settings than the DataModule's.
     """
 
-    # Its runs belong to no fold: runs/<experiment>/ensemble/<stage>/.
-    run_folder: ClassVar[str] = "ensemble"
-
     def __init__(
         self,
         members: list[str],
-        metrics: PresetName = "isles2018",
-        monitor: str = "val/dice",
-        monitor_mode: Literal["max", "min"] = "max",
+        metrics: PresetName = DEFAULT_PRESET,
+        monitor: str = DEFAULT_MONITOR,
+        monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
     ) -> None:
-        super().__init__(metrics, monitor, monitor_mode, threshold)
+        super().__init__(
+            metrics=metrics, monitor=monitor, monitor_mode=monitor_mode, threshold=threshold
+        )
         self.save_hyperparameters()
         self.checkpoints = resolve_members(members)
         built = [build_member(path) for path in self.checkpoints]
         self.members = nn.ModuleList([module for module, _ in built])
         self.signatures = [signature for _, signature in built]
         for member in self.members:
-            if not hasattr(member, "predict_case"):
+            if not isinstance(member, CaseEvaluationModule):
                 raise ConfigurationError(
-                    f"Ensemble member {type(member).__name__} cannot predict whole cases (it has "
-                    "no predict_case); ensembles need case-predicting modules."
+                    f"Ensemble member {type(member).__name__} cannot predict whole cases (it is "
+                    "not a CaseEvaluationModule); ensembles need case-predicting modules."
                 )
         log.info(
             "Ensemble of %d member(s):\n  %s",
@@ -146,16 +155,26 @@ class EnsembleModule(CaseEvaluationModule):
             "\n  ".join(str(p) for p in self.checkpoints),
         )
 
-    def setup(self, stage: str) -> None:
-        check = getattr(getattr(self.trainer, "datamodule", None), "check_signature", None)
-        if check is not None:
-            for path, signature in zip(self.checkpoints, self.signatures):
-                check(signature or None, str(path))
+    @classmethod
+    def run_folder(cls) -> str:
+        """Its runs belong to no fold: ``runs/<experiment>/ensemble/<stage>/``."""
+        return "ensemble"
 
-    def predict_case(self, case: dict[str, Any]) -> torch.Tensor:
-        total: torch.Tensor | None = None
+    def check_data(self, datamodule: object) -> None:
+        """Refuse data settings other than those every member was trained with.
+
+        Raises:
+            ConfigurationError: Naming the member and each setting that differs.
+        """
+        if isinstance(datamodule, SignedData):
+            for path, signature in zip(self.checkpoints, self.signatures):
+                datamodule.check_signature(signature or None, str(path))
+
+    def predict_case(self, case: dict[str, Any]) -> CasePrediction:
+        total = None
         for member in self.members:
-            probability = member.predict_case(case)  # type: ignore[operator]
+            assert isinstance(member, CaseEvaluationModule), "checked in __init__"
+            probability = member.predict_case(case).probability
             total = probability if total is None else total.add_(probability)
         assert total is not None, "an ensemble has at least one member"
-        return total.div_(len(self.members))
+        return CasePrediction(total.div_(len(self.members)))

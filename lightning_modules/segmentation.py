@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from datamodules.errors import ConfigurationError
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.errors import ConfigurationError
+from core.protocols import HasPretrainedModules
 from evaluation.metrics import PresetName
-from lightning_modules.case_evaluation import CaseEvaluationModule
+from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 from losses.regularization import kernel_l2
 
 log = logging.getLogger(__name__)
@@ -47,24 +49,23 @@ class SegmentationModule(CaseEvaluationModule):
             :func:`losses.regularization.kernel_l2`); 0 for none. Logged as ``train/l2``.
     """
 
-    #: The samples it trains on: 2, slices (the DataModule's geometry must agree).
-    spatial_dims = 2
-
     def __init__(
         self,
         net: nn.Module,
         loss: nn.Module,
         optimizer: OptimizerCallable = torch.optim.RMSprop,
         scheduler: LRSchedulerCallable | None = None,
-        metrics: PresetName = "isles2018",
-        monitor: str = "val/dice",
-        monitor_mode: Literal["max", "min"] = "max",
+        metrics: PresetName = DEFAULT_PRESET,
+        monitor: str = DEFAULT_MONITOR,
+        monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
         aux_loss_weight: float = 0.4,
         slice_batch: int = 16,
         kernel_l2: float = 0.0,
     ) -> None:
-        super().__init__(metrics, monitor, monitor_mode, threshold)
+        super().__init__(
+            metrics=metrics, monitor=monitor, monitor_mode=monitor_mode, threshold=threshold
+        )
         self.save_hyperparameters(ignore=["net", "loss"])
         self.net = net
         self.loss = loss
@@ -76,32 +77,16 @@ class SegmentationModule(CaseEvaluationModule):
             raise ConfigurationError(f"kernel_l2 must be ≥ 0 (0 for none), got {kernel_l2}.")
         self.kernel_l2 = kernel_l2
 
-    def check_data(self, datamodule: object) -> None:
-        """Refuse a DataModule that serves samples of another dimensionality (the ``lightning``
-        command asks before the trainer exists; :meth:`setup` asks again).
-
-        Raises:
-            ConfigurationError: Naming both and the setting to change.
-        """
-        served = getattr(getattr(datamodule, "geometry", None), "spatial_dims", self.spatial_dims)
-        if served != self.spatial_dims:
-            module = {2: "SegmentationModule", 3: "VolumeSegmentationModule"}[served]
-            raise ConfigurationError(
-                f"{type(self).__name__} trains on {self.spatial_dims}D samples but the data "
-                f"module serves {served}D ones. Set data.init_args.spatial_dims: "
-                f"{self.spatial_dims}, or use lightning_modules.{module} for this data."
-            )
-
-    def setup(self, stage: str) -> None:
-        self.check_data(getattr(self._trainer, "datamodule", None))
-
     @property
     def backbone(self) -> nn.Module:
         """Pretrained part of the network, for Lightning's fine-tuning callbacks."""
-        pretrained = getattr(self.net, "pretrained_modules", None)
-        if pretrained is None:
-            raise AttributeError(f"{type(self.net).__name__} has no pretrained_modules()")
-        return pretrained()
+        if not isinstance(self.net, HasPretrainedModules):
+            raise ConfigurationError(
+                f"{type(self.net).__name__} has no pretrained part (pretrained_modules()), so it "
+                "cannot be fine-tuned in stages; remove the fine-tuning callback from "
+                "trainer.callbacks."
+            )
+        return self.net.pretrained_modules()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, H, W)`` for images ``(B, C, H, W)`` (main head only)."""
@@ -143,7 +128,7 @@ class SegmentationModule(CaseEvaluationModule):
             return torch.sigmoid(logits)[:, 0]
         return torch.softmax(logits, dim=1)[:, 1]
 
-    def predict_case(self, case: dict[str, Any]) -> torch.Tensor:
+    def predict_case(self, case: dict[str, Any]) -> CasePrediction:
         """Lesion probability ``(N, H, W)`` of one case on its native grid.
 
         Args:
@@ -157,7 +142,7 @@ class SegmentationModule(CaseEvaluationModule):
         for start in range(0, depth, self.slice_batch):
             chunk = self.lesion_probability(image[start : start + self.slice_batch])
             geometry.to_native(chunk, (height, width), out=out[start : start + self.slice_batch])
-        return out  # (N, H, W)
+        return CasePrediction(out)  # (N, H, W)
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """The training loss on the whole case, from its native-grid probability."""

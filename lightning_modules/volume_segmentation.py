@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from monai.inferers import sliding_window_inference
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from datamodules.errors import ConfigurationError
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.errors import ConfigurationError
 from datamodules.geometry import VolumeGeometry
 from evaluation.metrics import PresetName
+from lightning_modules.case_evaluation import CasePrediction
 from lightning_modules.segmentation import SegmentationModule
 
 
@@ -48,7 +50,7 @@ class VolumeSegmentationModule(SegmentationModule):
             a window's border) or ``"constant"`` (plain mean).
     """
 
-    spatial_dims = 3
+    spatial_dims: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -56,9 +58,9 @@ class VolumeSegmentationModule(SegmentationModule):
         loss: nn.Module,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
-        metrics: PresetName = "isles2018",
-        monitor: str = "val/dice",
-        monitor_mode: Literal["max", "min"] = "max",
+        metrics: PresetName = DEFAULT_PRESET,
+        monitor: str = DEFAULT_MONITOR,
+        monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
         kernel_l2: float = 0.0,
         overlap: float = 0.5,
@@ -66,14 +68,14 @@ class VolumeSegmentationModule(SegmentationModule):
         blend: Literal["gaussian", "constant"] = "gaussian",
     ) -> None:
         super().__init__(
-            net,
-            loss,
-            optimizer,
-            scheduler,
-            metrics,
-            monitor,
-            monitor_mode,
-            threshold,
+            net=net,
+            loss=loss,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            metrics=metrics,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+            threshold=threshold,
             kernel_l2=kernel_l2,
         )
         if not 0.0 <= overlap < 1.0 or sw_batch_size < 1:
@@ -87,7 +89,7 @@ class VolumeSegmentationModule(SegmentationModule):
         """Lesion probability ``(B, 1, D, h, w)`` of windows ``(B, C, D, h, w)``."""
         return self.lesion_probability(volume)[:, None]
 
-    def predict_case(self, case: dict[str, Any]) -> torch.Tensor:
+    def predict_case(self, case: dict[str, Any]) -> CasePrediction:
         """Lesion probability ``(D, H, W)`` of one case on its native grid.
 
         Args:
@@ -113,7 +115,7 @@ class VolumeSegmentationModule(SegmentationModule):
         )
         assert isinstance(probability, torch.Tensor)
         probability = geometry.crop_depth(probability[0, 0].float(), depth)  # (D, h, w)
-        return geometry.to_native(probability, (height, width))
+        return CasePrediction(geometry.to_native(probability, (height, width)))
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """The training loss on the whole case as one volume, from its native-grid probability."""

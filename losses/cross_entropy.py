@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 # One validation/log-probability path for both of the paper's losses.
+from core.errors import ConfigurationError
 from losses.focal import _binary_log_probs
 
 
@@ -50,7 +51,7 @@ class CrossEntropyLoss(nn.Module):
     def __init__(self, lesion_weight: float | None = None) -> None:
         super().__init__()
         if lesion_weight is not None and not 0.0 <= lesion_weight <= 1.0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"lesion_weight must be in [0, 1] or None (unweighted); found {lesion_weight}."
             )
         self.lesion_weight = None if lesion_weight is None else float(lesion_weight)

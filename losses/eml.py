@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 # One validation/log-probability path for every binary loss of the suite.
+from core.errors import ConfigurationError
 from losses.focal import _binary_log_probs
 
 # D-UNet's Statistics.EML values; the paper prints them swapped (alpha = 1.1, gamma = 0.48).
@@ -101,22 +102,24 @@ class EnhancedMixingLoss(nn.Module):
         super().__init__()
         if paper_parameters:
             if (alpha, gamma) != (_CODE_ALPHA, _CODE_GAMMA):
-                raise ValueError(
+                raise ConfigurationError(
                     "paper_parameters=True sets alpha=1.1, gamma=0.48 (as the paper prints them); "
                     f"found explicit alpha={alpha}, gamma={gamma} as well. Pass one or the other."
                 )
             alpha, gamma = _PAPER_ALPHA, _PAPER_GAMMA
         elif not 0.0 <= alpha <= 1.0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"alpha must be in [0, 1] (the code uses 0.48); found {alpha}. For the paper's "
                 "printed alpha=1.1, gamma=0.48 pass paper_parameters=True."
             )
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0 (the code uses 1.1); found {gamma}.")
+            raise ConfigurationError(f"gamma must be >= 0 (the code uses 1.1); found {gamma}.")
         if smooth <= 0:
-            raise ValueError(f"smooth must be > 0 (the code uses 1.0); found {smooth}.")
+            raise ConfigurationError(f"smooth must be > 0 (the code uses 1.0); found {smooth}.")
         if not 0.0 < epsilon < 1.0:
-            raise ValueError(f"epsilon must be in (0, 1) (Keras uses 1e-7); found {epsilon}.")
+            raise ConfigurationError(
+                f"epsilon must be in (0, 1) (Keras uses 1e-7); found {epsilon}."
+            )
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.smooth, self.epsilon = float(smooth), float(epsilon)
         self.paper_parameters = paper_parameters

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import ConfigurationError
+
 
 def _binary_log_probs(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Validate a binary pair; return float32 ``(log p, log(1 - p), y)``, each (B, *spatial)."""
@@ -77,7 +79,7 @@ class FocalLoss(nn.Module):
     def __init__(self, gamma: float = 1.0) -> None:
         super().__init__()
         if gamma < 0:
-            raise ValueError(f"gamma must be >= 0 (the paper uses 1.0); found {gamma}.")
+            raise ConfigurationError(f"gamma must be >= 0 (the paper uses 1.0); found {gamma}.")
         self.gamma = float(gamma)
 
     def extra_repr(self) -> str:

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from monai.losses import GeneralizedDiceLoss
 from torch import Tensor, nn
 
+from core.errors import ConfigurationError
+
 
 class CEGeneralizedDiceLoss(nn.Module):
     """``SegLoss = CE_w − log(GD)`` (Pengbo Liu, BrainLes 2018; docs/papers.md §3 "Losses").
@@ -37,7 +39,7 @@ class CEGeneralizedDiceLoss(nn.Module):
     def __init__(self, lesion_weight: float = 10.0, dice_weight: float = 1.0) -> None:
         super().__init__()
         if lesion_weight <= 0 or dice_weight < 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"lesion_weight must be > 0 and dice_weight ≥ 0; got {lesion_weight} and "
                 f"{dice_weight}."
             )

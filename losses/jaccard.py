@@ -7,6 +7,7 @@ from monai.losses import DiceLoss
 from torch import Tensor, nn
 
 # One validation/probability path for every binary loss of the suite.
+from core.errors import ConfigurationError
 from losses.focal import _binary_log_probs
 
 
@@ -82,7 +83,7 @@ class SoftJaccardLoss(nn.Module):
     def __init__(self, smooth: float = 1.0, sigmoid: bool = True, batch: bool = True) -> None:
         super().__init__()
         if smooth <= 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"smooth must be > 0 (docs/papers.md §5 uses 1.0; 0 makes empty masks 0/0); "
                 f"found {smooth}."
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from core.errors import ConfigurationError
+
 # Layers whose weight Keras calls a "kernel" in seed 001's networks (lazy variants subclass these).
 _CONV_TYPES = (
     nn.Conv1d,
@@ -62,7 +64,9 @@ def kernel_l2(module: nn.Module, weight: float = 1e-3) -> Tensor:
         ValueError: if ``weight`` is negative.
     """
     if weight < 0:
-        raise ValueError(f"weight must be >= 0 (docs/papers.md §5 uses 1e-3); found {weight}.")
+        raise ConfigurationError(
+            f"weight must be >= 0 (docs/papers.md §5 uses 1e-3); found {weight}."
+        )
     kernels = _conv_kernels(module)
     if not kernels:
         first = next(module.parameters(), None)

@@ -6,7 +6,7 @@ from networks.dunet import DUNet
 from networks.dunet_baselines import UNet3DTransform, UNetOriginal, UNetTransform
 from networks.liu_gan import LiuUNet, LSGANDiscriminator, MaxoutHead
 from networks.pspnet import PSPNet
-from networks.pspnet_weights import PretrainedWeightsNotFoundError
+from networks.pspnet.weights import PretrainedWeightsNotFoundError
 from networks.resnet import DilatedResNet
 from networks.segnet import SegNetDUNet
 from networks.unet2d import UNet2D

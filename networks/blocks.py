@@ -11,6 +11,8 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 from torch.nn import functional as F
 
+from core.errors import ConfigurationError
+
 
 class ConvNormAct(nn.Sequential):
     """Convolution, then an optional normalisation, then an optional activation.
@@ -94,25 +96,26 @@ def check_volume(name: str, x: torch.Tensor, channels: int) -> None:
         )
 
 
-def pad_volume(
+def pad_to_multiples(
     x: torch.Tensor, multiples: Sequence[int]
-) -> tuple[torch.Tensor, tuple[slice, slice, slice]]:
-    """Zero-pad (centred) D, H, W up to multiples of ``multiples``.
+) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Zero-pad (centred) the spatial axes of ``(B, C, *spatial)`` up to multiples of
+    ``multiples`` (one per spatial axis), so that a network's poolings divide them.
 
     Returns:
-        The padded (B, C, D', H', W') tensor and the D, H, W slices that crop it back.
+        The padded ``(B, C, *spatial')`` tensor and the slices of the spatial axes that crop
+        it, or the network's output, back: ``out[(..., *crop)]``.
     """
-    pads: list[int] = []
+    pads: list[tuple[int, int]] = []
     crop: list[slice] = []
     for size, multiple in zip(x.shape[2:], multiples):
         total = -size % multiple
         before = total // 2
-        pads.append(before)
-        pads.append(total - before)
+        pads.append((before, total - before))
         crop.append(slice(before, before + size))
-    # F.pad lists the last axis first: (W before, W after, H …, D …).
-    x = F.pad(x, (pads[4], pads[5], pads[2], pads[3], pads[0], pads[1]))
-    return x, (crop[0], crop[1], crop[2])
+    # F.pad lists the last axis first: (W before, W after, H before, H after, …).
+    flat = [amount for pair in reversed(pads) for amount in pair]
+    return F.pad(x, flat), tuple(crop)
 
 
 class VolumeNet(nn.Module):
@@ -143,7 +146,7 @@ class VolumeNet(nn.Module):
             ValueError: if ``x`` is not (B, in_channels, D, H, W).
         """
         check_volume(type(self).__name__, x, self.in_channels)
-        x, crop = pad_volume(x, self.multiples)
+        x, crop = pad_to_multiples(x, self.multiples)
         return self.segment(x)[(..., *crop)]
 
 
@@ -153,17 +156,17 @@ def volume_settings(
     """Check a 3D network's channel counts and pooling; the pooling per ``(D, H, W)`` axis.
 
     Raises:
-        ValueError: For channel counts below 1 or a pooling that is not one positive size per
+        ConfigurationError: For channel counts below 1 or a pooling that is not one positive size per
             axis (or one size for all).
     """
     if in_channels < 1 or out_channels < 1:
-        raise ValueError(
+        raise ConfigurationError(
             f"{name} needs in_channels ≥ 1 and out_channels ≥ 1; got {in_channels} and "
             f"{out_channels}."
         )
     sizes = (pool,) * 3 if isinstance(pool, int) else tuple(pool)
     if len(sizes) != 3 or any(size < 1 for size in sizes):
-        raise ValueError(
+        raise ConfigurationError(
             f"{name} got pool={pool!r}; expected one positive size per (D, H, W) axis, "
             "e.g. (1, 2, 2) to pool only in-plane, or 2."
         )

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct, check_input
 from networks.resnet import DilatedResNet
 
@@ -153,27 +154,27 @@ class DeepLabV3Plus(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1 or low_level_channels < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 "DeepLabV3Plus needs in_channels, num_classes and low_level_channels ≥ 1; got "
                 f"{in_channels}, {num_classes} and {low_level_channels}."
             )
         if backbone_depth not in (18, 34, 50, 101):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DeepLabV3Plus got backbone_depth={backbone_depth!r}; expected 18, 34, 50 or 101."
             )
         if output_stride not in (8, 16):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DeepLabV3Plus got output_stride={output_stride!r}; expected 8 or 16."
             )
         rates = tuple(aspp_rates)
         if not rates or any(int(r) != r or r < 1 for r in rates):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DeepLabV3Plus got aspp_rates={aspp_rates!r}; expected positive ints, e.g. "
                 f"{_PAPER_RATES}."
             )
         for name, p in (("dropout", dropout), ("final_dropout", final_dropout)):
             if not 0.0 <= p < 1.0:
-                raise ValueError(
+                raise ConfigurationError(
                     f"DeepLabV3Plus got {name}={p!r}; expected a probability in [0, 1)."
                 )
         if output_stride == 8 and rates == _PAPER_RATES:

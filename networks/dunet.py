@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct, check_input
 from networks.keras_unet import (
     KERAS_WIDTHS,
@@ -141,13 +142,13 @@ class DUNet(nn.Module):
     ) -> None:
         super().__init__()
         if fusion not in FUSION_LEVELS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"DUNet got fusion={fusion!r}; expected one of {sorted(FUSION_LEVELS)}."
             )
         levels = FUSION_LEVELS[fusion]
         depth_3d = max(levels)
         if in_slices < 2 ** (depth_3d - 1):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DUNet with fusion={fusion!r} pools the slice axis {depth_3d - 1} time(s), so it "
                 f"needs in_slices ≥ {2 ** (depth_3d - 1)}; got {in_slices}."
             )
@@ -155,7 +156,7 @@ class DUNet(nn.Module):
         c1, c2, c3, c4, c5 = KERAS_WIDTHS
         fused_widths = [KERAS_WIDTHS[level - 1] for level in levels]
         if se is not None and not 1 <= se <= min(fused_widths):
-            raise ValueError(
+            raise ConfigurationError(
                 f"DUNet got se_ratio={se_ratio}; expected 1 ≤ se_ratio ≤ {min(fused_widths)} so "
                 f"that every SE block of {fusion!r} keeps at least one hidden unit."
             )

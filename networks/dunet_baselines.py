@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct, check_input
 from networks.keras_unet import (
     KERAS_WIDTHS,
@@ -31,7 +32,7 @@ class _UNet(KerasUNet):
         dropout: float,
     ) -> None:
         if in_channels < 1:
-            raise ValueError(f"{name} needs in_channels ≥ 1; got {in_channels}.")
+            raise ConfigurationError(f"{name} needs in_channels ≥ 1; got {in_channels}.")
         check_dropout(name, dropout)
         super().__init__(2, in_channels, widths, norm, dropout)
         self.label = name
@@ -149,7 +150,7 @@ class UNet3DTransform(KerasUNet):
         bn_momentum: float = 0.01,
     ) -> None:
         if in_slices < 1:
-            raise ValueError(f"UNet3DTransform needs in_slices ≥ 1; got {in_slices}.")
+            raise ConfigurationError(f"UNet3DTransform needs in_slices ≥ 1; got {in_slices}.")
         check_dropout("UNet3DTransform", dropout)
         norm = keras_batch_norm(bn_eps, bn_momentum)
         # Keras (2, 2, 1) on (H, W, D): pool and upsample H, W only, never the slice axis.

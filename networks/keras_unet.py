@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct
 
 # Widths of the five levels of the Keras ``Unet()`` / D-UNet 2D stream.
@@ -44,7 +45,9 @@ def init_keras(net: nn.Module, head: nn.Module | None) -> None:
 def check_dropout(name: str, dropout: float) -> None:
     """Raise a ValueError unless ``dropout`` is a probability in [0, 1)."""
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{name} got dropout={dropout!r}; expected a probability in [0, 1).")
+        raise ConfigurationError(
+            f"{name} got dropout={dropout!r}; expected a probability in [0, 1)."
+        )
 
 
 class DoubleConv(nn.Sequential):

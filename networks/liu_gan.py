@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from networks.blocks import check_input
+from core.errors import ConfigurationError
+from networks.blocks import check_input, pad_to_multiples
 
 Norm = Literal["group", "batch", "none"]
 Head = Literal["linear", "maxout"]
@@ -18,7 +18,7 @@ Head = Literal["linear", "maxout"]
 
 def _group_norm(channels: int, channels_per_group: int) -> nn.GroupNorm:
     if channels % channels_per_group:
-        raise ValueError(
+        raise ConfigurationError(
             f"GroupNorm with {channels_per_group} channels per group needs widths divisible by "
             f"{channels_per_group}; got {channels}. Choose widths that are multiples of it."
         )
@@ -100,12 +100,12 @@ class LiuUNet(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or len(widths) < 2:
-            raise ValueError(
+            raise ConfigurationError(
                 f"LiuUNet needs in_channels, out_channels ≥ 1 and at least 2 widths; got "
                 f"{in_channels}, {out_channels} and {tuple(widths)}."
             )
         if norm not in ("group", "batch", "none") or head not in ("linear", "maxout"):
-            raise ValueError(
+            raise ConfigurationError(
                 f"LiuUNet got norm={norm!r}, head={head!r}; expected norm in group/batch/none "
                 "and head in linear/maxout."
             )
@@ -129,18 +129,14 @@ class LiuUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input("LiuUNet", x, self.in_channels)
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        top, left = pad_h // 2, pad_w // 2
-        x = F.pad(x, (left, pad_w - left, top, pad_h - top))
+        x, crop = pad_to_multiples(x, (self.multiple, self.multiple))  # (B, C, H', W')
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x if level == 0 else self.pool(x))
             skips.append(x)
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
             x = decoder(torch.cat([skip, up(x)], dim=1))
-        out = self.head(x)
-        return out[..., top : top + height, left : left + width]
+        return self.head(x)[(..., *crop)]  # (B, out_channels, H, W)
 
 
 class LSGANDiscriminator(nn.Module):
@@ -173,7 +169,7 @@ class LSGANDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != 5 or head not in ("linear", "mean"):
-            raise ValueError(
+            raise ConfigurationError(
                 f"LSGANDiscriminator needs 5 widths and head 'linear' or 'mean'; got "
                 f"{tuple(widths)} and {head!r}."
             )
@@ -192,12 +188,20 @@ class LSGANDiscriminator(nn.Module):
         self.head = nn.Linear(previous, 1) if head == "linear" else None
         self.in_channels = in_channels
 
+    @staticmethod
+    def min_input_size() -> int:
+        """The smallest H, W its five 5×5 stride-2 convolutions without padding accept (125)."""
+        size = 1
+        for _ in range(5):  # the inverse of (n - 5) // 2 + 1, from a 1×1 output
+            size = (size - 1) * 2 + 5
+        return size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input("LSGANDiscriminator", x, self.in_channels)
-        if min(x.shape[-2:]) < 125:
+        if min(x.shape[-2:]) < self.min_input_size():
             raise ValueError(
-                f"LSGANDiscriminator needs H, W ≥ 125 for its five 5×5 stride-2 convs without "
-                f"padding; got {tuple(x.shape[-2:])}."
+                f"LSGANDiscriminator needs H, W ≥ {self.min_input_size()} for its five 5×5 "
+                f"stride-2 convs without padding; got {tuple(x.shape[-2:])}."
             )
         features = self.pool(self.features(x)).flatten(1)  # (B, widths[-1])
         if self.head is None:

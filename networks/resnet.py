@@ -8,6 +8,7 @@ import torch
 from monai.networks.layers.factories import Conv, Norm, Pool
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct
 
 
@@ -180,16 +181,18 @@ class DilatedResNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth not in _ARCHITECTURES:
-            raise ValueError(
+            raise ConfigurationError(
                 f"DilatedResNet got depth={depth!r}; expected one of {sorted(_ARCHITECTURES)}."
             )
         if output_stride not in _STRIDES_AND_DILATIONS:
-            raise ValueError(
+            raise ConfigurationError(
                 f"DilatedResNet got output_stride={output_stride!r}; expected one of "
                 f"{sorted(_STRIDES_AND_DILATIONS)}."
             )
         if spatial_dims not in (2, 3):
-            raise ValueError(f"DilatedResNet got spatial_dims={spatial_dims!r}; expected 2 or 3.")
+            raise ConfigurationError(
+                f"DilatedResNet got spatial_dims={spatial_dims!r}; expected 2 or 3."
+            )
         block, num_blocks = _ARCHITECTURES[depth]
         strides, dilations = _STRIDES_AND_DILATIONS[output_stride]
         relu = ("relu", {"inplace": True})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct, check_input
 from networks.keras_unet import init_keras, keras_batch_norm
 
@@ -39,7 +40,7 @@ class SegNetDUNet(nn.Module):
     def __init__(self, in_channels: int = 1, bn_eps: float = 1e-3, bn_momentum: float = 0.01):
         super().__init__()
         if in_channels < 1:
-            raise ValueError(f"SegNetDUNet needs in_channels ≥ 1; got {in_channels}.")
+            raise ConfigurationError(f"SegNetDUNet needs in_channels ≥ 1; got {in_channels}.")
         self.in_channels = in_channels
         norm = keras_batch_norm(bn_eps, bn_momentum)
         encoder_widths = (in_channels, 64, 128, 256, 512, 512)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from networks.blocks import ConvNormAct, check_input
+from core.errors import ConfigurationError
+from networks.blocks import ConvNormAct, check_input, pad_to_multiples
 
 
 class _DoubleConv(nn.Sequential):
@@ -76,17 +76,19 @@ class UNet2D(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"UNet2D needs in_channels ≥ 1 and num_classes ≥ 1; got {in_channels} and "
                 f"{num_classes}."
             )
         if len(channels) != 5:
-            raise ValueError(
+            raise ConfigurationError(
                 f"UNet2D got channels={channels!r}; expected 5 widths (four levels and the "
                 "bottleneck), e.g. (64, 128, 256, 512, 1024)."
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"UNet2D got dropout={dropout!r}; expected a probability in [0, 1).")
+            raise ConfigurationError(
+                f"UNet2D got dropout={dropout!r}; expected a probability in [0, 1)."
+            )
         self.in_channels = in_channels
         c1, c2, c3, c4, c5 = channels
 
@@ -123,10 +125,7 @@ class UNet2D(nn.Module):
             ValueError: if ``x`` is not (B, in_channels, H, W).
         """
         check_input("UNet2D", x, self.in_channels)
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % 16, -width % 16  # four 2×2 poolings need multiples of 16
-        top, left = pad_h // 2, pad_w // 2
-        x = F.pad(x, (left, pad_w - left, top, pad_h - top))  # (B, C, H', W'), H', W' = 16k
+        x, crop = pad_to_multiples(x, (16, 16))  # (B, C, H', W'): four 2×2 poolings, 16k
 
         x1 = self.enc1(x)  # (B, 64, H', W')
         x2 = self.enc2(self.pool(x1))  # (B, 128, H'/2, W'/2)
@@ -138,4 +137,4 @@ class UNet2D(nn.Module):
         u2 = self.up2(u3, x2)  # (B, 128, H'/2, W'/2)
         u1 = self.up1(u2, x1)  # (B, 64, H', W')
         logits = self.head(u1)  # (B, num_classes, H', W')
-        return logits[..., top : top + height, left : left + width]  # (B, num_classes, H, W)
+        return logits[(..., *crop)]  # (B, num_classes, H, W)

@@ -9,6 +9,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import VolumeNet, volume_settings
 
 
@@ -62,6 +63,8 @@ class UNet3DCicek(VolumeNet):
         out_channels: output logit channels (2, softmax, as seed 003's networks; 3 in the paper).
         pool: max-pool kernel = stride, and up-conv kernel = stride, per (D, H, W) axis; an int
             for all three. (1, 2, 2) by default; 2 is the paper's 2×2×2.
+        base_width: Channels of the first conv (32, the paper's); every width of Fig. 1 scales
+            with it (a narrow 3D U-Net of the same layout for tests and CPU demos).
 
     Shape:
         Input (B, in_channels, D, H, W), any D, H, W; output raw logits
@@ -76,21 +79,25 @@ class UNet3DCicek(VolumeNet):
         in_channels: int = 5,
         out_channels: int = 2,
         pool: int | Sequence[int] = (1, 2, 2),
+        base_width: int = 32,
     ) -> None:
         super().__init__()
         pool = volume_settings("UNet3DCicek", in_channels, out_channels, pool)
+        if base_width < 1:
+            raise ConfigurationError(f"UNet3DCicek got base_width={base_width!r}; expected ≥ 1.")
         self.in_channels = in_channels
         self.multiples = tuple(size**3 for size in pool)  # three poolings
 
-        self.enc1 = _double_conv(in_channels, 32, 64)
-        self.enc2 = _double_conv(64, 64, 128)
-        self.enc3 = _double_conv(128, 128, 256)
-        self.bottom = _double_conv(256, 256, 512)
+        w = base_width  # 32 in Fig. 1: (32, 64), (64, 128), (128, 256), bottom (256, 512)
+        self.enc1 = _double_conv(in_channels, w, 2 * w)
+        self.enc2 = _double_conv(2 * w, 2 * w, 4 * w)
+        self.enc3 = _double_conv(4 * w, 4 * w, 8 * w)
+        self.bottom = _double_conv(8 * w, 8 * w, 16 * w)
         self.pool = Pool[Pool.MAX, 3](kernel_size=pool, stride=pool)
-        self.up3 = _Up(512, 256, 256, pool)
-        self.up2 = _Up(256, 128, 128, pool)
-        self.up1 = _Up(128, 64, 64, pool)
-        self.head = Conv[Conv.CONV, 3](64, out_channels, kernel_size=1)
+        self.up3 = _Up(16 * w, 8 * w, 8 * w, pool)
+        self.up2 = _Up(8 * w, 4 * w, 4 * w, pool)
+        self.up1 = _Up(4 * w, 2 * w, 2 * w, pool)
+        self.head = Conv[Conv.CONV, 3](2 * w, out_channels, kernel_size=1)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.enc1(x)  # (B, 64, D, H, W)

@@ -13,6 +13,7 @@ import torch
 from monai.networks.layers.factories import Act, Conv, Dropout, Norm
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import VolumeNet
 
 
@@ -113,23 +114,29 @@ class OmarovUNet3D(VolumeNet):
     ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or base_width < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"OmarovUNet3D needs in_channels, out_channels and base_width ≥ 1; got "
                 f"{in_channels}, {out_channels} and {base_width}."
             )
         if norm not in ("instance", "batch"):
-            raise ValueError(f"OmarovUNet3D got norm={norm!r}; expected 'instance' or 'batch'.")
+            raise ConfigurationError(
+                f"OmarovUNet3D got norm={norm!r}; expected 'instance' or 'batch'."
+            )
         if act not in ("leakyrelu", "relu"):
-            raise ValueError(f"OmarovUNet3D got act={act!r}; expected 'leakyrelu' or 'relu'.")
+            raise ConfigurationError(
+                f"OmarovUNet3D got act={act!r}; expected 'leakyrelu' or 'relu'."
+            )
         if dilation < 1:
-            raise ValueError(f"OmarovUNet3D got dilation={dilation}; expected ≥ 1 (1 for none).")
+            raise ConfigurationError(
+                f"OmarovUNet3D got dilation={dilation}; expected ≥ 1 (1 for none)."
+            )
         if not set(dilated_levels) <= {1, 2, 3, 4, 5}:
-            raise ValueError(
+            raise ConfigurationError(
                 f"OmarovUNet3D got dilated_levels={tuple(dilated_levels)!r}; expected encoder "
                 "levels among 1…5, e.g. (3, 4, 5)."
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"OmarovUNet3D got dropout={dropout!r}; expected a probability in [0, 1)."
             )
         self.in_channels = in_channels

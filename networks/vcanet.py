@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct
 
 # The encoder halves the size four times (three pools in V1, one after V4; IT's stride 2 runs
@@ -222,12 +223,12 @@ class VCANet(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"VCANet needs in_channels ≥ 1 and num_classes ≥ 1; got {in_channels} and "
                 f"{num_classes}."
             )
         if negative_slope < 0:
-            raise ValueError(f"VCANet got negative_slope={negative_slope!r}; expected ≥ 0.")
+            raise ConfigurationError(f"VCANet got negative_slope={negative_slope!r}; expected ≥ 0.")
         self.in_channels = in_channels
         slope = negative_slope
 

@@ -16,29 +16,32 @@ from monai.networks.nets.vnet import (
 )
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import VolumeNet, volume_settings
 
 _ACTS: dict[str, tuple[str, dict] | str] = {"elu": ("elu", {"inplace": True}), "prelu": "prelu"}
 
 
 class _InputTransition(nn.Module):
-    """Conv 3×3×3 (padding 1) + BN to 16 channels, plus the input repeated to 16 channels, act.
+    """Conv 3×3×3 (padding 1) + BN to ``width`` (16) channels, plus the input repeated to that
+    many channels, act.
 
     The reference repeats a 1-channel input 16 times for the residual sum. For C channels the
     input is repeated ⌈16 / C⌉ times and cut to 16 channels: no parameters, and the same as the
     reference (and MONAI) whenever C divides 16.
     """
 
-    def __init__(self, in_channels: int, act: tuple | str, bias: bool) -> None:
+    def __init__(self, in_channels: int, act: tuple | str, bias: bool, width: int = 16) -> None:
         super().__init__()
-        self.repeats = -(-16 // in_channels)
+        self.width = width
+        self.repeats = -(-width // in_channels)
         self.conv = Convolution(
-            3, in_channels, 16, kernel_size=3, act=None, norm="batch", bias=bias
+            3, in_channels, width, kernel_size=3, act=None, norm="batch", bias=bias
         )
-        self.act = get_acti_layer(act, 16)
+        self.act = get_acti_layer(act, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x.repeat(1, self.repeats, 1, 1, 1)[:, :16]  # (B, 16, D, H, W)
+        residual = x.repeat(1, self.repeats, 1, 1, 1)[:, : self.width]  # (B, 16, D, H, W)
         return self.act(self.conv(x) + residual)
 
 
@@ -76,6 +79,8 @@ class VNet(VolumeNet):
             three. (1, 2, 2) by default; 2 is the original V-Net.
         act: ``"elu"`` (the port's default) or ``"prelu"`` (the paper's).
         dropout: ``Dropout3d`` probability (0.5, the port's).
+        base_width: Channels of the first stage (16, the port's), doubled at each down stage; a
+            smaller value gives a narrow V-Net of the same layout (tests, CPU demos).
 
     Shape:
         Input (B, in_channels, D, H, W), any D, H, W (zero-padded, centred, to multiples of the
@@ -92,27 +97,34 @@ class VNet(VolumeNet):
         pool: int | Sequence[int] = (1, 2, 2),
         act: Literal["elu", "prelu"] = "elu",
         dropout: float = 0.5,
+        base_width: int = 16,
     ) -> None:
         super().__init__()
         pool = volume_settings("VNet", in_channels, out_channels, pool)
+        if base_width < 1:
+            raise ConfigurationError(f"VNet got base_width={base_width!r}; expected ≥ 1.")
         if act not in _ACTS:
-            raise ValueError(f"VNet got act={act!r}; expected one of {sorted(_ACTS)}.")
+            raise ConfigurationError(f"VNet got act={act!r}; expected one of {sorted(_ACTS)}.")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"VNet got dropout={dropout!r}; expected a probability in [0, 1).")
+            raise ConfigurationError(
+                f"VNet got dropout={dropout!r}; expected a probability in [0, 1)."
+            )
         self.in_channels = in_channels
         self.multiples = tuple(size**4 for size in pool)  # four down-convs
         activation = _ACTS[act]
 
-        self.in_tr = _InputTransition(in_channels, activation, bias=False)
-        self.down_tr32 = DownTransition(3, 16, 1, activation)
-        self.down_tr64 = DownTransition(3, 32, 2, activation)
-        self.down_tr128 = DownTransition(3, 64, 3, activation, dropout_prob=dropout)
-        self.down_tr256 = DownTransition(3, 128, 2, activation, dropout_prob=dropout)
-        self.up_tr256 = UpTransition(3, 256, 256, 2, activation, dropout_prob=(dropout, dropout))
-        self.up_tr128 = UpTransition(3, 256, 128, 2, activation, dropout_prob=(dropout, dropout))
-        self.up_tr64 = UpTransition(3, 128, 64, 1, activation, dropout_prob=(None, dropout))
-        self.up_tr32 = UpTransition(3, 64, 32, 1, activation, dropout_prob=(None, dropout))
-        self.out_tr = OutputTransition(3, 32, out_channels, activation)
+        w = base_width  # 16 in the port: stages of 16, 32, 64, 128, 256 channels
+        self.in_tr = _InputTransition(in_channels, activation, bias=False, width=w)
+        self.down_tr32 = DownTransition(3, w, 1, activation)
+        self.down_tr64 = DownTransition(3, 2 * w, 2, activation)
+        self.down_tr128 = DownTransition(3, 4 * w, 3, activation, dropout_prob=dropout)
+        self.down_tr256 = DownTransition(3, 8 * w, 2, activation, dropout_prob=dropout)
+        both = (dropout, dropout)
+        self.up_tr256 = UpTransition(3, 16 * w, 16 * w, 2, activation, dropout_prob=both)
+        self.up_tr128 = UpTransition(3, 16 * w, 8 * w, 2, activation, dropout_prob=both)
+        self.up_tr64 = UpTransition(3, 8 * w, 4 * w, 1, activation, dropout_prob=(None, dropout))
+        self.up_tr32 = UpTransition(3, 4 * w, 2 * w, 1, activation, dropout_prob=(None, dropout))
+        self.out_tr = OutputTransition(3, 2 * w, out_channels, activation)
 
         # Seed 003's (2, 2, 1) down/up-convs in place of MONAI's fixed 2×2×2 ones.
         for down in (self.down_tr32, self.down_tr64, self.down_tr128, self.down_tr256):
@@ -120,7 +132,12 @@ class VNet(VolumeNet):
             down.down_conv = Conv[Conv.CONV, 3](
                 channels // 2, channels, kernel_size=pool, stride=pool, bias=False
             )
-        ups = ((self.up_tr256, 256), (self.up_tr128, 256), (self.up_tr64, 128), (self.up_tr32, 64))
+        ups = (
+            (self.up_tr256, 16 * w),
+            (self.up_tr128, 16 * w),
+            (self.up_tr64, 8 * w),
+            (self.up_tr32, 4 * w),
+        )
         for up, up_in in ups:
             up.up_conv = Conv[Conv.CONVTRANS, 3](
                 up_in, up.bn1.num_features, kernel_size=pool, stride=pool

@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.errors import ConfigurationError, OutputExistsError
+
 logger = logging.getLogger(__name__)
 
 Size = Literal["full", "tiny"]
@@ -45,25 +47,25 @@ _TEMPLATE_NAME = "MNI152 2009a nonlinear symmetric (bundled with nilearn)"
 
 
 def _check_seed_and_size(seed: object, size: object) -> None:
-    """Raise ``ValueError`` unless ``seed`` is a non-negative int and ``size`` a known size."""
+    """Raise ``ConfigurationError`` unless ``seed`` is a non-negative int and ``size`` known."""
     if not (isinstance(seed, int) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ConfigurationError(f"seed must be a non-negative integer, got {seed!r}")
     if size not in ("full", "tiny"):
-        raise ValueError(f"size must be 'full' or 'tiny', got {size!r}")
+        raise ConfigurationError(f"size must be 'full' or 'tiny', got {size!r}")
 
 
 def _check_target(root: Path, overwrite: bool) -> None:
     """Raise unless ``root`` is absent, empty, or (with ``overwrite``) a previous twin."""
     if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root} exists and is not a directory; choose another path")
+        raise OutputExistsError(f"{root} exists and is not a directory; choose another path")
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{root} exists and is not empty; rerun with --overwrite (Python: "
                 "overwrite=True) to replace it, or choose another directory"
             )
         if not (root / MARKER_FILE).is_file():
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"refusing to overwrite {root}: it has no {MARKER_FILE}, so it is not a "
                 "synthetic twin; delete it yourself or choose another directory"
             )

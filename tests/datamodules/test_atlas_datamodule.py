@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import ConfigurationError
 from datamodules import ATLASDataModule
 from datamodules.atlas_reader import read_scan, scan_atlas
-from datamodules.errors import ConfigurationError
 
 # The tiny twin's slices are 47 rows × 40 columns: a 32×32 window replaces the papers' crops.
 WINDOW = (4, 36, 4, 36)

@@ -11,9 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from core.errors import DatasetNotFoundError, DataValidationError
 from datamodules.atlas_layout import ATLAS_RELEASES, check_atlas_root, detect_release
 from datamodules.atlas_reader import ATLASScan, read_scan, scan_atlas
-from datamodules.errors import DatasetNotFoundError, DataValidationError
 from datamodules.synth.atlas import write_atlas_twin
 
 

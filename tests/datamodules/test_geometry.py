@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry
 from datamodules.nifti import write_like
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from monai.data import DistributedSampler
 
+from core.errors import ConfigurationError, DataValidationError
 from datamodules import ISLES2018DataModule
-from datamodules.errors import ConfigurationError, DataValidationError
 from datamodules.isles2018_reader import read_case, scan_isles2018
 from datamodules.normalization import normalize_channels
 from datamodules.transforms import Augmentation

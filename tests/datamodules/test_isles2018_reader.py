@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.errors import DatasetNotFoundError, DataValidationError
+from core.errors import DatasetNotFoundError, DataValidationError
 from datamodules.isles2018_reader import read_case, scan_isles2018
 
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules.errors import DataValidationError
+from core.errors import DataValidationError
 from datamodules.nifti import align_to_reference, grid_affine, load_volume
 
 ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])

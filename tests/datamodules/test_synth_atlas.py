@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules import cli
+from cli import data as cli
 from datamodules.synth.atlas import (
     MARKER_FILE,
     NEAR_ONE,

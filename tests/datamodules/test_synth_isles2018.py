@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datamodules import cli
+from cli import data as cli
 from datamodules.isles2018_cases import case_info, load_case_table
 from datamodules.synth import mni
 from datamodules.synth.isles2018 import MODALITY_DTYPES, select_cases, write_isles2018_twin

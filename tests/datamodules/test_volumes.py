@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import ConfigurationError
 from datamodules import ISLES2018DataModule
-from datamodules.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.transforms import Augmentation
-from networks.blocks import pad_volume
+from networks.blocks import pad_to_multiples
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> ISLES2018DataModule:
@@ -51,7 +51,7 @@ def test_depth_padding_is_centred_and_cropped_back_exactly(depth):
     assert torch.count_nonzero(padded[:, padded.shape[1] - after :]) == 0
     # The same convention as the networks' own padding (VolumeNet): one model of "centred".
     if depth <= 8:
-        _, crop = pad_volume(volume[None], (8, 1, 1))
+        _, crop = pad_to_multiples(volume[None], (8, 1, 1))
         assert crop[0] == slice(before, before + depth)
 
 

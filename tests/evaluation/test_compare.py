@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
 from evaluation.compare import compare_experiments, write_comparison
 from evaluation.report import read_case_table
 
@@ -55,8 +55,8 @@ def test_different_case_sets_are_refused_naming_the_cases():
     b = _rows(B[:6] + [0.5], cases=[f"case_{i + 1}" for i in range(6)] + ["case_99"])
     with pytest.raises(
         ConfigurationError,
-        match=r"2 only in 'a' \(case_7, case_8\), 1 only in 'b' \(case_99\).*allow_subset=True "
-        r"to use the 6 shared cases",
+        match=r"2 only in 'a' \(case_7, case_8\), 1 only in 'b' \(case_99\).*only the 6 shared "
+        r"cases \(lightning-cv compare --shared-cases",
     ):
         compare_experiments(a, b)
 

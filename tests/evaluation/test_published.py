@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.errors import ConfigurationError
+from core.errors import ConfigurationError
 from evaluation.metrics import PRESET_METRICS
 from evaluation.published import (
     PublishedValue,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import pytest
 import pytorch_lightning as pl
@@ -35,13 +36,23 @@ class Slices(Dataset):
         }
 
 
-def _module(**kwargs) -> CTPToDWIGAN:
+def _module(
+    lr: float = 1e-4, milestones: tuple[int, ...] = (100, 300, 500), **kwargs
+) -> CTPToDWIGAN:
+    """The paper's optimisers (§3.1: RMSprop, "γ = 0.9", rates halved at the milestones), as
+    liu_stage3.yaml injects them, around narrow networks."""
     torch.manual_seed(0)
+    rmsprop = partial(torch.optim.RMSprop, lr=lr, alpha=0.9)
+    halving = partial(torch.optim.lr_scheduler.MultiStepLR, milestones=list(milestones), gamma=0.5)
     return CTPToDWIGAN(
         LiuUNet(5, 1, widths=(16, 32)),
         LiuUNet(1, head="maxout", widths=(16, 32)),
         LSGANDiscriminator(widths=(16, 16, 16, 16, 16)),
         CEGeneralizedDiceLoss(),
+        optimizer_d=rmsprop,
+        optimizer_gs=rmsprop,
+        scheduler_d=halving,
+        scheduler_gs=halving,
         **kwargs,
     )
 
@@ -148,7 +159,10 @@ def test_resume_restores_both_optimizers_and_schedulers(tmp_path):
             restored.append([dict(s.scheduler.state_dict()) for s in trainer.lr_scheduler_configs])
 
     resumed = _trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[Check()])
-    resumed.fit(_module(milestones=(1,)), DataLoader(Slices(2), batch_size=2), ckpt_path=path)
+    loader = DataLoader(Slices(2), batch_size=2)
+    # weights_only=False: the hyperparameters hold the optimiser factories (functools.partial
+    # here; the lightning command stores their configuration instead).
+    resumed.fit(_module(milestones=(1,)), loader, ckpt_path=path, weights_only=False)
     optimizers, schedulers = restored[0], restored[1]
     for now, then in zip(optimizers, saved["optimizer_states"]):
         for key, value in then["state"].items():

@@ -57,7 +57,7 @@ def test_a_perfect_network_scores_dice_one_through_crop_and_resize(tmp_path, siz
     module = SegmentationModule(_Oracle(), FocalLoss(), metrics="isles2018").eval()
     for case, label in zip(dataset, labels):
         with torch.no_grad():
-            probability = module.predict_case(case)
+            probability = module.predict_case(case).probability
         assert probability.shape == case["native_shape"] == geometry.native_shape(label.shape)
         mask = geometry.to_source((probability >= 0.5).numpy().astype(np.uint8))
         dice = isles2018(mask, label, (0.8, 0.9, 5.0))["dice"]

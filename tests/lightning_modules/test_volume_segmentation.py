@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.errors import ConfigurationError
-from datamodules.geometry import SliceGeometry, VolumeGeometry
+from core.errors import ConfigurationError
+from datamodules.geometry import VolumeGeometry
 from lightning_modules import SegmentationModule, VolumeSegmentationModule
 from losses import SoftJaccardLoss
 from losses.regularization import kernel_l2
@@ -51,7 +51,7 @@ def test_a_case_comes_back_on_its_native_slices_padded_or_windowed(depth):
     image = torch.randn(depth, 5, 12, 10)
     module = _module(FirstChannel()).eval()
     with torch.no_grad():
-        probability = module.predict_case(_case(image, geometry, (12, 10)))
+        probability = module.predict_case(_case(image, geometry, (12, 10))).probability
     assert probability.shape == (depth, 12, 10)
     # Padding cut off exactly; deeper cases: Gaussian-blended windows of a pointwise net.
     torch.testing.assert_close(probability, torch.sigmoid(3 * image[:, 0]), atol=1e-5, rtol=0)
@@ -62,7 +62,7 @@ def test_native_depth_and_a_resized_grid_go_back_through_the_geometry():
     image = torch.randn(5, 5, 8, 6)
     module = _module(FirstChannel()).eval()
     with torch.no_grad():
-        probability = module.predict_case(_case(image, geometry, (16, 12)))
+        probability = module.predict_case(_case(image, geometry, (16, 12))).probability
     expected = geometry.to_native(torch.sigmoid(3 * image[:, 0]), (16, 12))
     assert probability.shape == (5, 16, 12)
     torch.testing.assert_close(probability, expected, atol=1e-5, rtol=0)
@@ -77,7 +77,7 @@ def test_a_real_network_predicts_a_shallow_case_in_one_forward(monkeypatch):
     monkeypatch.setattr(net, "forward", lambda x: calls.append(x.shape) or original(x))
     image = torch.randn(5, 5, 32, 32)
     with torch.no_grad():
-        probability = module.predict_case(_case(image, geometry, (32, 32)))
+        probability = module.predict_case(_case(image, geometry, (32, 32))).probability
         padded = geometry.pad_depth(image.permute(1, 0, 2, 3))[None]
         direct = torch.sigmoid(original(padded))[0, 0]
     assert calls == [torch.Size([1, 5, 16, 32, 32])]
@@ -105,8 +105,8 @@ def test_the_kernel_l2_term_joins_the_training_loss():
 
 
 def test_modules_refuse_data_of_the_other_dimensionality():
-    flat = type("DM", (), {"geometry": SliceGeometry.create((2, 0, 1))})()
-    volume = type("DM", (), {"geometry": VolumeGeometry.create_volume((2, 0, 1), depth=8)})()
+    flat = type("DM", (), {"spatial_dims": 2, "network_size": None})()
+    volume = type("DM", (), {"spatial_dims": 3, "network_size": None})()
     _module(FirstChannel()).check_data(volume)
     with pytest.raises(ConfigurationError, match="spatial_dims: 3"):
         _module(FirstChannel()).check_data(flat)

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules import cli
+from cli import data as cli
 from networks import PSPNet
-from networks.pspnet_convert import convert_file, convert_state_dict, detect_layout
+from networks.pspnet.convert import convert_file, convert_state_dict, detect_layout
 
 # pytorch-semseg's pyramidPooling(2048, [6, 3, 2, 1]): path i pools to CAFFE_POOL_SIZES[i], and
 # the Caffe prototxt concatenates [x, p6, p3, p2, p1]; ours pools to OUR_BINS, in that order.
@@ -343,7 +343,7 @@ def test_cli_round_trip_loads_into_pspnet(tmp_path, capsys, caplog, semseg, caff
     torch.manual_seed(3)
     initial = PSPNet(backbone_depth=101).state_dict()
     torch.manual_seed(3)
-    with caplog.at_level(logging.INFO, logger="networks.pspnet_weights"):
+    with caplog.at_level(logging.INFO, logger="networks.pspnet.weights"):
         net = PSPNet(backbone_depth=101, pretrained_weights=str(dst))
     assert "Left at initialisation: init.0, init.1, cls.4." in caplog.text
     for key, value in net.state_dict().items():
@@ -394,7 +394,7 @@ def test_failed_load_check_leaves_nothing_behind(tmp_path, monkeypatch, semseg):
     def refuse(net, pretrained_weights):
         raise ValueError("PSPNet refused the file")
 
-    monkeypatch.setattr("networks.pspnet.load_pretrained", refuse)
+    monkeypatch.setattr("networks.pspnet.model.load_pretrained", refuse)
     with pytest.raises(ValueError, match="PSPNet refused the file"):
         convert_file(src, dst)
     assert list(dst.parent.iterdir()) == []

@@ -39,7 +39,7 @@ def test_loads_a_voc_checkpoint_except_the_new_layers(tmp_path, caplog, wrap, au
     torch.manual_seed(0)
     initial = PSPNet(aux_head=aux_head, **SMALL).state_dict()
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger="networks.pspnet_weights"):
+    with caplog.at_level(logging.INFO, logger="networks.pspnet.weights"):
         net = PSPNet(aux_head=aux_head, pretrained_weights=str(path), **SMALL)
     new = ("init.", "cls.4.", "aux.4.")
     for key, value in net.state_dict().items():

@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from core.errors import ConfigurationError
 from datamodules.synth import common
 
 Release = Literal["R1.1", "R1.2", "R2.0"]
@@ -157,18 +158,18 @@ def rng(seed: int, release: str, kind: str, key: tuple[int, ...]) -> np.random.G
 
 
 def check_counts(release: object, subjects: object, testing_subjects: object) -> None:
-    """Raise ``ValueError`` unless the release is known and both counts fit it."""
+    """Raise ``ConfigurationError`` unless the release is known and both counts fit it."""
     if release not in RELEASES:
-        raise ValueError(f"release must be one of {RELEASES}, got {release!r}")
+        raise ConfigurationError(f"release must be one of {RELEASES}, got {release!r}")
     max_training, max_testing = LIMITS[release]
     if not (isinstance(subjects, int) and 1 <= subjects <= max_training):
-        raise ValueError(
+        raise ConfigurationError(
             f"subjects must be an integer from 1 to {max_training} (ATLAS {release} has "
             f"{max_training} training subjects), got {subjects!r}"
         )
     if not (isinstance(testing_subjects, int) and 0 <= testing_subjects <= max_testing):
         hint = "has no Testing split" if max_testing == 0 else f"has {max_testing} testing subjects"
-        raise ValueError(
+        raise ConfigurationError(
             f"testing_subjects must be an integer from 0 to {max_testing} (ATLAS {release} "
             f"{hint}), got {testing_subjects!r}"
         )

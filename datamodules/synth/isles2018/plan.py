@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from core.errors import ConfigurationError
 from datamodules.isles2018_cases import SPLITS, CaseInfo, load_case_table
 from datamodules.synth import common
 
@@ -52,14 +53,14 @@ def rng(seed: int, kind: str, split: str, number: int) -> np.random.Generator:
 
 
 def check_counts(cases: object, testing_cases: object) -> None:
-    """Raise ``ValueError`` unless both counts are ``None`` or fit their split."""
+    """Raise ``ConfigurationError`` unless both counts are ``None`` or fit their split."""
     for name, split, value in (
         ("cases", "TRAINING", cases),
         ("testing cases", "TESTING", testing_cases),
     ):
         limit = sum(row.split == split for row in load_case_table())
         if value is not None and not (isinstance(value, int) and 0 <= value <= limit):
-            raise ValueError(
+            raise ConfigurationError(
                 f"{name} must be an integer from 0 to {limit} (ISLES 2018 {split} has {limit} "
                 f"cases), got {value!r}"
             )

@@ -2,7 +2,7 @@
 
 Abulnaga & Rubin fine-tune Zhao et al.'s PSPNet-101 trained on Pascal VOC 2012. Nothing is
 downloaded: ``PSPNet(pretrained_weights=...)`` reads a local PyTorch state dict in the layer
-names of ``networks/pspnet.py`` (the ``hszhao/semseg`` layout), and this module matches it
+names of ``networks/pspnet/model.py`` (the ``hszhao/semseg`` layout), and this module matches it
 against the network, skipping the layers the paper adds (docs/papers.md §4).
 """
 
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.errors import PretrainedWeightsNotFoundError, WeightsError
+
 if TYPE_CHECKING:
-    from networks.pspnet import PSPNet
+    from networks.pspnet.model import PSPNet
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +36,14 @@ _EXPECTED = (
 )
 
 
-def _show(keys: Sequence[str]) -> str:
+def show_keys(keys: Sequence[str]) -> str:
     """The first few keys, and how many more there are."""
     shown = ", ".join(keys[:_SHOWN_KEYS])
     more = len(keys) - _SHOWN_KEYS
     return f"{shown}, … ({more} more)" if more > 0 else shown
 
 
-def _modules_of(keys: Sequence[str]) -> str:
+def modules_of(keys: Sequence[str]) -> str:
     """The distinct module names of some state-dict keys, e.g. ``init.0, cls.4``."""
     names = dict.fromkeys(key.rsplit(".", 1)[0] for key in keys)
     return ", ".join(names) or "none"
@@ -56,7 +58,7 @@ def _not_found(given: Path) -> PretrainedWeightsNotFoundError:
     return PretrainedWeightsNotFoundError(
         f"PSPNet pretrained weights not found: {given.absolute()}{is_dir} ({where}). "
         "The file must be a PyTorch state dict of the VOC2012 PSPNet-101 in the layer names of "
-        "networks/pspnet.py (layer0…layer4, ppm.features.*, cls.*, aux.*; a 'module.' prefix "
+        "networks/pspnet/model.py (layer0…layer4, ppm.features.*, cls.*, aux.*; a 'module.' prefix "
         "and a 'state_dict'/'model' wrapper are accepted): convert the public checkpoint "
         "(hszhao/semseg's .pth, or the Caffe-converted one pytorch-semseg loads) and place it "
         'there, see the README section "Pretrained weights". Or train without it: lightning fit '
@@ -65,7 +67,7 @@ def _not_found(given: Path) -> PretrainedWeightsNotFoundError:
     )
 
 
-def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     """The str → Tensor mapping in a checkpoint, without a DataParallel ``module.`` prefix."""
     if isinstance(checkpoint, Mapping):
         # "model_state" is where pytorch-semseg saves its (Caffe-converted) PSPNets.
@@ -80,8 +82,8 @@ def _unwrap_state_dict(checkpoint: Any, path: Path) -> dict[str, torch.Tensor]:
     ):
         found = type(checkpoint).__name__
         if isinstance(checkpoint, Mapping):
-            found += f" with keys {_show([str(key) for key in checkpoint])}"
-        raise ValueError(
+            found += f" with keys {show_keys([str(key) for key in checkpoint])}"
+        raise WeightsError(
             f"PSPNet pretrained_weights {str(path)!r} holds a {found}; expected a state_dict "
             "(parameter name → tensor), or a dict holding one under 'state_dict', 'model' or "
             "'model_state'. "
@@ -95,20 +97,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-        raise ValueError(
+        raise WeightsError(
             f"PSPNet pretrained_weights {str(path)!r} cannot be read as a weights-only torch "
             f"checkpoint ({type(error).__name__}). Expected {_EXPECTED}. If it is a trusted "
             "checkpoint holding other objects, re-save just its state_dict with torch.save."
         ) from error
-    return _unwrap_state_dict(checkpoint, path)
-
-
-class PretrainedWeightsNotFoundError(FileNotFoundError):
-    """``PSPNet(pretrained_weights=...)`` names no file: a user error, reported in one paragraph.
-
-    The message starts with the missing path and the setting it came from, then says what the
-    file must hold and how to train without it. The CLI prints it and exits with code 2.
-    """
+    return unwrap_state_dict(checkpoint, path)
 
 
 def load_pretrained(net: PSPNet, pretrained_weights: str | os.PathLike[str]) -> None:
@@ -159,7 +153,7 @@ def load_pretrained(net: PSPNet, pretrained_weights: str | os.PathLike[str]) -> 
     ]
     if missing or unexpected or mismatched:
         problems = [
-            f"{len(keys)} {what}: {_show(keys)}"
+            f"{len(keys)} {what}: {show_keys(keys)}"
             for what, keys in (
                 ("missing", missing),
                 ("unexpected", unexpected),
@@ -168,7 +162,7 @@ def load_pretrained(net: PSPNet, pretrained_weights: str | os.PathLike[str]) -> 
             if keys
         ]
         ours = f"PSPNet(backbone_depth={net.backbone_depth}, deep_stem={net.deep_stem})"
-        raise ValueError(
+        raise WeightsError(
             f"PSPNet pretrained_weights {str(path)!r} does not fit {ours}: "
             f"{'; '.join(problems)}. Expected {_EXPECTED}, of the same depth and stem. Set "
             "backbone_depth/deep_stem to match the checkpoint (and keep init_layer=True "
@@ -185,6 +179,6 @@ def load_pretrained(net: PSPNet, pretrained_weights: str | os.PathLike[str]) -> 
         len(loaded),
         len(own_state),
         path,
-        _modules_of(left),
-        _modules_of(skipped),
+        modules_of(left),
+        modules_of(skipped),
     )

@@ -1,10 +1,9 @@
-"""User errors of the ``lightning`` command as one paragraph: what is wrong, where, what to do.
+"""jsonargparse's parse errors (a typo in a key or a class path) as one line.
 
-Two sources: exceptions a user can act on (:class:`datamodules.errors.UserError`, a missing
-pretrained-weights file), which jsonargparse and Lightning may wrap several times before they
-reach the command, and jsonargparse's own parse errors (a typo in a key or a class path), whose
-messages repeat every alternative of every union type. Both are reduced to the line that
-matters, with a "did you mean" where a close name exists; no usage banner precedes it.
+jsonargparse's messages repeat every alternative of every union type; :class:`SuiteArgumentParser`
+reduces them to the key path, the failing class and the reason, with a "did you mean" where a
+close name exists, and never prints the usage banner before it (the error policy of
+:mod:`cli.errors`).
 """
 
 from __future__ import annotations
@@ -18,10 +17,7 @@ from typing import Any, NoReturn
 
 from pytorch_lightning.cli import LightningArgumentParser
 
-from datamodules.errors import UserError
-from networks.pspnet_weights import PretrainedWeightsNotFoundError
-
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, PretrainedWeightsNotFoundError)
+from cli.errors import USER_ERROR_STATUS
 
 _KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS = re.compile(r"Problem with given class_path '([^']+)'")
@@ -37,21 +33,6 @@ _NOISE = (
     "Expected a <class 'NoneType'>",
     "either not accessible or invalid",
 )
-
-
-def find_user_error(error: BaseException) -> BaseException | None:
-    """The first user error in ``error``'s chain of causes and contexts, if any."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [error]
-    while stack:
-        current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, USER_ERRORS):
-            return current
-        stack += [current.__context__, current.__cause__]
-    return None
 
 
 def _close(word: str, candidates: list[str]) -> str | None:
@@ -140,13 +121,4 @@ class SuiteArgumentParser(LightningArgumentParser):
             f"`{prog} --help` lists the accepted options; `--print_config` shows the composed "
             "configuration.\n"
         )
-        self.exit(2)
-
-
-def exit_if_user_error(error: BaseException) -> None:
-    """For a user mistake in ``error``'s chain: print it as one ``error:`` line on stderr and
-    exit with status 2. Anything else returns, for the caller to re-raise."""
-    user_error = find_user_error(error)
-    if user_error is not None:
-        sys.stderr.write(f"error: {user_error}\n")
-        sys.exit(2)
+        self.exit(USER_ERROR_STATUS)

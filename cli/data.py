@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-_USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError)
+from cli.errors import USER_ERROR_STATUS, report_user_error
 
 
 def _count(text: str) -> int:
@@ -118,7 +118,7 @@ def _synth_atlas(args: argparse.Namespace) -> int:
 
 
 def _convert_weights(args: argparse.Namespace) -> int:
-    from networks.pspnet_convert import convert_file, summarize
+    from networks.pspnet.convert import convert_file, summarize
 
     result = convert_file(
         args.src,
@@ -144,7 +144,7 @@ def _add_convert_weights(commands) -> None:
         help="convert a public VOC2012 PSPNet checkpoint to the suite's PSPNet layer names",
         description=(
             "Convert a downloaded VOC2012 PSPNet checkpoint to the layer names of "
-            "networks/pspnet.py and write it to DST, the file the PSPNet experiments read "
+            "networks/pspnet/model.py and write it to DST, the file the PSPNet experiments read "
             "(model.init_args.net.init_args.pretrained_weights). SRC is hszhao/semseg's .pth "
             "(layer0…, ppm.*, cls.*) or pytorch-semseg's Caffe conversion (convbnrelu1_1…, "
             "res_block2…, pyramid_pooling…). "
@@ -300,12 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.handler(args)
-    except _USER_ERRORS as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Exception as error:  # a user's mistake: one paragraph, status 2; a bug: traceback
+        if report_user_error(error, parser.prog):
+            return USER_ERROR_STATUS
+        raise
 
 
 if __name__ == "__main__":

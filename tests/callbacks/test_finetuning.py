@@ -6,7 +6,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_modules import SegmentationModule, TwoStageFinetuning
+from callbacks import TwoStageFinetuning
+from lightning_modules import SegmentationModule
 from losses import FocalLoss
 from networks import PSPNet
 

@@ -1,4 +1,4 @@
-"""Converting the public VOC2012 PSPNet-101 checkpoints to the layer names of networks/pspnet.py.
+"""Converting the public VOC2012 PSPNet-101 checkpoints to the layer names of networks/pspnet/model.py.
 
 Abulnaga & Rubin (arXiv 1811.01085, §4.3) fine-tune Zhao et al.'s PSPNet-101 trained on Pascal
 VOC 2012. PyTorch users find it in two layouts, and ``lightning-data convert-weights`` turns
@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 import torch
 
-from networks.pspnet import PSPNet
-from networks.pspnet_weights import _modules_of, _show, _unwrap_state_dict
+from core.errors import ConfigurationError, PretrainedWeightsNotFoundError, WeightsError
+from networks.pspnet.model import PSPNet
+from networks.pspnet.weights import modules_of, show_keys, unwrap_state_dict
 
 Layout = Literal["semseg", "pytorch-semseg"]
 LAYOUTS: tuple[Layout, ...] = ("semseg", "pytorch-semseg")
@@ -99,7 +100,7 @@ _PYTORCH_SEMSEG_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], st
 
 @dataclass(frozen=True)
 class ConversionResult:
-    """A checkpoint in the layer names of ``networks/pspnet.py``, and what did not carry over.
+    """A checkpoint in the layer names of ``networks/pspnet/model.py``, and what did not carry over.
 
     Attributes:
         layout: the layout of the source, detected or given.
@@ -205,15 +206,15 @@ def detect_layout(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> 
         (meetps/pytorch-semseg: ``convbnrelu1_1.*``, ``res_block2.*``, ``pyramid_pooling.*``).
 
     Raises:
-        ValueError: if the keys belong to neither layout, or to both.
+        WeightsError: if the keys belong to neither layout, or to both.
     """
-    keys = list(_unwrap_state_dict(checkpoint, Path(source)))
+    keys = list(unwrap_state_dict(checkpoint, Path(source)))
     found = _find_layout(keys)
     if len(found) == 1:
         return found[0]
     what = "keys of both layouts" if found else "no PSPNet layout convert-weights knows"
-    raise ValueError(
-        f"{source}: {what}; its keys are {_show(keys)}. Expected the VOC2012 PSPNet checkpoint "
+    raise WeightsError(
+        f"{source}: {what}; its keys are {show_keys(keys)}. Expected the VOC2012 PSPNet checkpoint "
         f"of hszhao/semseg (keys {_EXAMPLES['semseg']}, …) or of pytorch-semseg (keys "
         f"{_EXAMPLES['pytorch-semseg']}, …), optionally with a 'module.' prefix and under "
         "'state_dict', 'model' or 'model_state'. Pass that file itself; docs/pretrained_weights.md "
@@ -229,7 +230,7 @@ def convert_state_dict(
     keep_caffe_input: bool = False,
     source: str = "checkpoint",
 ) -> ConversionResult:
-    """Rename a public PSPNet checkpoint to ``networks/pspnet.py`` and check it fits, by shape.
+    """Rename a public PSPNet checkpoint to ``networks/pspnet/model.py`` and check it fits, by shape.
 
     Every tensor of the backbone, the pyramid and the heads' hidden layers must be there with
     PSPNet's shape; the auxiliary head is optional; the VOC classifiers are dropped. The
@@ -259,18 +260,18 @@ def convert_state_dict(
         The converted state dict with the dropped and missing keys.
 
     Raises:
-        ValueError: for an unknown or mismatching layout, or tensors that do not fit
+        WeightsError: for an unknown or mismatching layout, or tensors that do not fit
             ``PSPNet(backbone_depth=backbone_depth)``: each named with both shapes.
     """
     if layout != "auto" and layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r} is not one of {['auto', *LAYOUTS]}.")
-    state = _unwrap_state_dict(checkpoint, Path(source))
+        raise ConfigurationError(f"layout={layout!r} is not one of {['auto', *LAYOUTS]}.")
+    state = unwrap_state_dict(checkpoint, Path(source))
     found = detect_layout(state, source) if layout == "auto" else layout
     detected = _find_layout(list(state))
     if layout != "auto" and detected and layout not in detected:
-        raise ValueError(
+        raise WeightsError(
             f"{source}: layout {layout!r} was asked for, but the keys are in the "
-            f"{detected[0]!r} layout ({_show(list(state))}). Use layout {detected[0]!r} or "
+            f"{detected[0]!r} layout ({show_keys(list(state))}). Use layout {detected[0]!r} or "
             "'auto' (lightning-data convert-weights --layout)."
         )
 
@@ -306,7 +307,7 @@ def convert_state_dict(
     ]
     if unknown or mismatched or required:
         problems = [
-            f"{len(keys)} {what}: {_show(keys)}"
+            f"{len(keys)} {what}: {show_keys(keys)}"
             for what, keys in (
                 ("with another shape", mismatched),
                 ("not in PSPNet", unknown),
@@ -314,7 +315,7 @@ def convert_state_dict(
             )
             if keys
         ]
-        raise ValueError(
+        raise WeightsError(
             f"{source}: the {found} checkpoint does not fit PSPNet(backbone_depth="
             f"{backbone_depth}): {'; '.join(problems)}.{_depth_hint(list(renamed), backbone_depth)}"
             " Expected the VOC2012 PSPNet with a deep stem, bins (1, 2, 3, 6) and 512/256 hidden "
@@ -325,11 +326,11 @@ def convert_state_dict(
 
 
 def _load(src: Path) -> Any:
-    """What a weights-only ``torch.load`` of ``src`` returns, or a ValueError saying why not."""
+    """What a weights-only ``torch.load`` of ``src`` returns, or a WeightsError saying why not."""
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError) as error:
-        raise ValueError(
+        raise WeightsError(
             f"{src}: cannot be read as a weights-only torch checkpoint ({type(error).__name__}). "
             "Expected the .pth of hszhao/semseg or pytorch-semseg (a .caffemodel must first be "
             "loaded with pytorch-semseg's load_pretrained_model and saved with torch.save). If "
@@ -364,21 +365,21 @@ def convert_file(
         What ``convert_state_dict`` returned; its ``state_dict`` is what was written.
 
     Raises:
-        FileNotFoundError: if ``src`` is not a file.
-        FileExistsError: if ``dst`` exists and ``overwrite`` is false.
-        ValueError: if ``src`` is unreadable, in no known layout, or does not fit PSPNet.
+        PretrainedWeightsNotFoundError: if ``src`` is not a file.
+        ConfigurationError: if ``dst`` exists and ``overwrite`` is false, or is ``src``.
+        WeightsError: if ``src`` is unreadable, in no known layout, or does not fit PSPNet.
     """
     src, dst = Path(src).expanduser(), Path(dst).expanduser()
     if not src.is_file():
-        raise FileNotFoundError(
+        raise PretrainedWeightsNotFoundError(
             f"{src.absolute()}: no such file. Expected the downloaded VOC2012 PSPNet checkpoint, "
             "e.g. hszhao/semseg's train_epoch_50.pth or pytorch-semseg's "
             "pspnet_101_pascalvoc.pth; docs/pretrained_weights.md says where to get them."
         )
     if dst.exists() and dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: is the source checkpoint itself; write to another file.")
+        raise ConfigurationError(f"{dst}: is the source checkpoint itself; write to another file.")
     if dst.exists() and not overwrite:
-        raise FileExistsError(
+        raise ConfigurationError(
             f"{dst.absolute()}: already exists. Pass --overwrite (overwrite=True) to replace it, "
             "or choose another destination."
         )
@@ -402,6 +403,6 @@ def summarize(result: ConversionResult) -> str:
     """What a conversion kept, dropped and left to PSPNet, by module, for a log or a terminal."""
     return (
         f"{len(result.state_dict)} tensors converted; dropped {len(result.dropped)} "
-        f"({_modules_of(result.dropped)}); left for PSPNet to initialise: "
-        f"{_modules_of([key for key in result.missing if not key.endswith('num_batches_tracked')])}"
+        f"({modules_of(result.dropped)}); left for PSPNet to initialise: "
+        f"{modules_of([key for key in result.missing if not key.endswith('num_batches_tracked')])}"
     )

@@ -128,10 +128,10 @@ def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, t
 
 
 def test_every_atlas_yaml_is_covered():
-    from tests.lightning_modules.test_cli import RECIPES
-    from tests.lightning_modules.test_cli_3d import RECIPES_3D
-    from tests.lightning_modules.test_cli_gan import RECIPES_GAN
-    from tests.lightning_modules.test_crossval import PREDICT_RECIPES
+    from tests.cli.test_crossval import PREDICT_RECIPES
+    from tests.cli.test_lightning import RECIPES
+    from tests.cli.test_lightning_3d import RECIPES_3D
+    from tests.cli.test_lightning_gan import RECIPES_GAN
 
     covered = {c for cs in ATLAS_RECIPES.values() for c in cs}
     covered |= {c for cs, _ in RECIPES.values() for c in cs}
@@ -167,7 +167,7 @@ def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_pat
         "last",
         "--model.init_args.threshold",
         "1e-12",
-        "--trainer.callbacks+=lightning_modules.NiftiPredictionWriter",
+        "--trainer.callbacks+=callbacks.NiftiPredictionWriter",
         cwd=tmp_path,
     )
     out = run_dir / "predict" / "predictions"

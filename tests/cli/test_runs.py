@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.errors import ConfigurationError
-from lightning_modules.runs import RunCSVLogger, plan_run
+from cli.runs import RunCSVLogger, plan_run
+from core.errors import ConfigurationError
 
 
 def _checkpoint(path: Path, epoch: int, **extra) -> Path:
@@ -27,7 +27,7 @@ def _run(tmp_path: Path, experiment: str = "exp", fold: int = 0) -> Path:
 
 def test_a_new_fit_works_in_the_folds_folder(tmp_path):
     plan = plan_run(str(tmp_path / "runs"), "exp", 3, "fit", None, False)
-    assert plan.run_dir == plan.stage_dir == (tmp_path / "runs" / "exp" / "fold3").absolute()
+    assert plan.run.root == plan.stage.root == (tmp_path / "runs" / "exp" / "fold3").absolute()
     assert plan.ckpt_path is None and plan.resume_epoch is None
     assert plan.logger_version == "fold3"
 
@@ -36,13 +36,30 @@ def test_a_second_fit_is_refused_unless_resumed_or_overwritten(tmp_path):
     run_dir = _run(tmp_path)
     last = _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
     with pytest.raises(
-        ConfigurationError, match="already holds a run.*--ckpt_path last.*--overwrite true"
+        ConfigurationError, match="already holds a run.*--ckpt_path last.*--overwrite "
     ):
         plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, False)
     plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", "last", False)
     assert plan.ckpt_path == last.resolve() and plan.resume_epoch == 4
+
+
+def test_overwrite_sets_the_old_run_aside_until_the_new_fit_trains(tmp_path):
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
     plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, True)
     assert not run_dir.exists() and plan.resume_epoch is None
+    assert plan.replaced is not None and (plan.replaced / "checkpoints" / "last.ckpt").is_file()
+    run_dir.mkdir()  # the new fit has started writing
+    (run_dir / "split.json").write_text("{}")
+    plan.rollback()  # ... and failed before training: the old run is back, the new one gone
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "split.json").exists() and plan.replaced is None
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, True)
+    aside = plan.replaced
+    plan.commit()  # the new fit trains: now the old run is deleted
+    assert aside is not None and not aside.exists()
+    plan.rollback()  # nothing left to put back
+    assert not run_dir.exists()
 
 
 def test_last_and_best_name_the_folds_checkpoints(tmp_path):
@@ -52,7 +69,7 @@ def test_last_and_best_name_the_folds_checkpoints(tmp_path):
     _checkpoint(run_dir / "checkpoints" / "last.ckpt", 5, callbacks=callbacks)
     plan = plan_run(str(tmp_path / "runs"), "exp", 0, "test", "best", False)
     assert plan.ckpt_path == best.resolve()
-    assert plan.stage_dir == run_dir.absolute() / "test"
+    assert plan.stage.root == run_dir.absolute() / "test"
     with pytest.raises(ConfigurationError, match="no last checkpoint of this fold"):
         plan_run(str(tmp_path / "runs"), "exp", 1, "validate", "last", False)
     with pytest.raises(ConfigurationError, match="no such checkpoint file"):
@@ -63,7 +80,25 @@ def test_a_checkpoint_of_another_run_predicts_into_that_runs_folder(tmp_path):
     other = _run(tmp_path, experiment="other", fold=2)
     checkpoint = _checkpoint(other / "checkpoints" / "last.ckpt", 1)
     plan = plan_run(str(tmp_path / "runs"), "exp", 0, "predict", str(checkpoint), False)
-    assert plan.run_dir == other.resolve() and plan.stage_dir == other.resolve() / "predict"
+    assert plan.run.root == other.resolve() and plan.stage.root == other.resolve() / "predict"
+
+
+def test_a_copied_run_folder_uses_its_own_best_checkpoint(tmp_path):
+    import shutil
+
+    original = _run(tmp_path, experiment="exp")
+    best = _checkpoint(original / "checkpoints" / "best-epoch002-dice0.5000.ckpt", 2)
+    callbacks = {"ModelCheckpoint{'monitor': 'val/dice'}": {"best_model_path": str(best)}}
+    _checkpoint(original / "checkpoints" / "last.ckpt", 5, callbacks=callbacks)
+    copy = Path(shutil.copytree(original, tmp_path / "elsewhere" / "fold0"))
+    # The copy's config.yaml still names the original's runs_dir/experiment: its own folder
+    # (the home of the config it was given) decides, and best is looked up inside it.
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "predict", "best", False, home=copy)
+    assert plan.ckpt_path == (copy / "checkpoints" / best.name).resolve()
+    assert plan.stage.root == copy.resolve() / "predict"
+    (copy / "checkpoints" / best.name).unlink()  # never fall back to the original's file
+    with pytest.raises(ConfigurationError, match="no best checkpoint"):
+        plan_run(str(tmp_path / "runs"), "exp", 0, "predict", "best", False, home=copy)
 
 
 def test_a_requeued_slurm_job_resumes_from_its_hpc_checkpoint(tmp_path, monkeypatch):

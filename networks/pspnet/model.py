@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks.blocks import ConvNormAct, check_input
-from networks.pspnet_weights import load_pretrained
+from networks.pspnet.weights import load_pretrained
 from networks.resnet import DilatedResNet
 
 # Hidden widths of the classifier and of the auxiliary head. They are not arguments because the
@@ -86,7 +87,7 @@ class PSPNet(nn.Module):
             depth and stem) to initialise from; nothing is downloaded. Tensors whose shapes
             differ inside the new layers (the 21-class VOC classifiers) and the checkpoint's
             ``init.*``, if any, are skipped; ``new_modules()`` keep their initialisation.
-            See ``networks.pspnet_weights.load_pretrained``.
+            See ``networks.pspnet.weights.load_pretrained``.
 
     Shape:
         Input (B, in_channels, H, W), any H, W. Output raw logits (B, num_classes, H, W); in
@@ -114,18 +115,22 @@ class PSPNet(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
-            raise ValueError(
+            raise ConfigurationError(
                 f"PSPNet needs in_channels ≥ 1 and num_classes ≥ 1; got {in_channels} and "
                 f"{num_classes}."
             )
         if output_stride not in (8, 16):
-            raise ValueError(f"PSPNet got output_stride={output_stride!r}; expected 8 or 16.")
+            raise ConfigurationError(
+                f"PSPNet got output_stride={output_stride!r}; expected 8 or 16."
+            )
         if not bins or any(int(b) != b or b < 1 for b in bins):
-            raise ValueError(
+            raise ConfigurationError(
                 f"PSPNet got bins={bins!r}; expected positive ints, e.g. (1, 2, 3, 6)."
             )
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"PSPNet got dropout={dropout!r}; expected a probability in [0, 1).")
+            raise ConfigurationError(
+                f"PSPNet got dropout={dropout!r}; expected a probability in [0, 1)."
+            )
         self.in_channels = in_channels
         self.backbone_depth = backbone_depth
         self.deep_stem = deep_stem

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.cli.test_lightning import _common, _configs
 from tests.conftest import REPO, run_cli
-from tests.lightning_modules.test_cli import _common, _configs
 
 EXPERIMENTS = REPO / "experiments"
 # Narrow networks on the tiny grid: the recipes' wiring is under test, not their size.

@@ -2,22 +2,26 @@
 
     lightning fit --config experiments/pspnet_focal.yaml [--config experiments/demo.yaml]
     lightning fit ... --ckpt_path last                      # resume the fold where it stopped
+    lightning fit ... --overwrite                           # start the fold over
     lightning validate|test|predict --config runs/<experiment>/fold0/config.yaml --ckpt_path best
     lightning fit --config experiments/pspnet_focal.yaml --print_config
 
-Each fold of an experiment lives in ``runs/<experiment>/fold<k>/`` (see
-:mod:`lightning_modules.runs`); ``experiment`` is a top-level key of the experiment YAMLs and
-the fold comes from ``data.init_args.fold`` (a model with a ``run_folder``, an ensemble, has
-that folder instead). Every run gets, without repeating it in the YAMLs, a ``ModelCheckpoint``
-of the best epoch and one of the last (``last.ckpt`` after every epoch), a
+Each fold of an experiment lives in ``runs/<experiment>/fold<k>/`` (see :mod:`cli.runs` and
+:class:`core.run_layout.RunLayout`); ``experiment`` is a top-level key of the experiment YAMLs
+and the fold comes from ``data.init_args.fold`` (a module that owns its run folder, an
+ensemble, has that folder instead). Every run gets, without repeating it in the YAMLs, a
+``ModelCheckpoint`` of the best epoch and one of the last (``last.ckpt`` after every epoch), a
 ``LearningRateMonitor``, a ``CaseReport``, per-step seeding for exact resumes (``StepSeed``), a
 ``NiftiPredictionWriter`` for ``predict`` and an optional ``early_stopping``, all following the
 model's single ``monitor``/``monitor_mode`` through ``link_arguments``. ``paper`` names the
 published result the experiment reproduces (checked against the package's table). A finished
-``fit`` writes ``fit_done.json`` into the fold's folder (the fold workflow,
-:mod:`lightning_modules.crossval`, skips such folds). A ``WandbLogger`` given in a config logs beside the CSV logger,
-grouped by experiment and named by fold, with its files inside the fold's folder. User
-mistakes exit with status 2 and one paragraph (:mod:`lightning_modules.cli_errors`).
+``fit`` writes ``fit_done.json`` into the fold's folder (the fold workflow, :mod:`cli.crossval`,
+skips such folds). A ``WandbLogger`` given in a config logs beside the CSV logger, grouped by
+experiment and named by fold, with its files inside the fold's folder.
+
+The hooks it calls on the classes of a configuration are declared in :mod:`core.protocols`;
+configurations written by earlier releases are read through :func:`core.legacy.upgrade_config`
+(with a warning). User mistakes exit with status 2 and one paragraph (:mod:`cli.errors`).
 """
 
 from __future__ import annotations
@@ -25,40 +29,58 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import pydoc
 import sys
+import warnings
 from datetime import datetime, timezone
-from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerStatus
 
-from evaluation.cv_report import DONE_FILE
+from callbacks.case_report import CaseReport
+from callbacks.prediction_writer import NiftiPredictionWriter
+from callbacks.seeding import StepSeed
+from cli.errors import exit_if_user_error
+from cli.parse_errors import SuiteArgumentParser
+from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
+from core.checkpoints import read_checkpoint
+from core.io import write_text
+from core.legacy import upgrade_config
+from core.protocols import (
+    ChecksData,
+    ChecksDataDir,
+    PartialBackward,
+    Preflighted,
+    RunFolderOwner,
+    SignedData,
+)
+from core.run_layout import RunLayout
 from evaluation.published import get_published
-from evaluation.report import write_text
-from lightning_modules.callbacks import CaseReport
-from lightning_modules.cli_errors import SuiteArgumentParser, exit_if_user_error
-from lightning_modules.runs import RunPlan, plan_run, wandb_run_id
-from lightning_modules.seeding import StepSeed
-from lightning_modules.writer import NiftiPredictionWriter
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("datamodules", "lightning_modules", "networks", "losses", "evaluation")
-_WANDB = "WandbLogger"
+_PACKAGES = ("core", "datamodules", "lightning_modules", "callbacks", "cli", "networks", "losses")
+_PACKAGES = (*_PACKAGES, "evaluation")
 
 
 def _class_of(section: Any) -> type | None:
     """The class a ``class_path`` section of the config names (``None`` without one)."""
-    class_path = getattr(section, "class_path", None) if section is not None else None
+    class_path = section.get("class_path") if isinstance(section, (Namespace, dict)) else None
     if not class_path:
         return None
-    module, _, name = str(class_path).rpartition(".")
-    return getattr(import_module(module), name, None) if module else None
+    try:
+        found = pydoc.locate(str(class_path))
+    except pydoc.ErrorDuringImport:
+        return None  # jsonargparse has already refused an unusable class path
+    return found if inspect.isclass(found) else None
 
 
 def _checkpoint_filename(monitor: str) -> str:
@@ -66,12 +88,39 @@ def _checkpoint_filename(monitor: str) -> str:
     return f"best-epoch{{epoch:03d}}-{monitor.rsplit('/', 1)[-1]}{{{monitor}:.4f}}"
 
 
+class _CommitReplacement(pl.Callback):
+    """Deletes the run folder that ``--overwrite`` set aside once the new fit trains: every
+    check (settings, data decoding, model set-up, the sanity validation) has passed."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.plan.commit()
+
+
 class SuiteCLI(LightningCLI):
-    """LightningCLI with run folders per fold, linked default callbacks and short errors."""
+    """LightningCLI with run folders per fold, linked default callbacks and short errors.
+
+    Args:
+        home: For ``validate``/``test``/``predict`` with a run's own ``config.yaml``: that run's
+            folder (its checkpoints and outputs are used, wherever the folder now is).
+        plans: Receives the run plan as soon as it is made, so that the caller can put a
+            replaced run back even when the CLI fails while it is being constructed.
+    """
 
     run_plan: RunPlan | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        home: Path | None = None,
+        plans: list[RunPlan] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.home = home
+        self.plans = plans if plans is not None else []
         kwargs.setdefault("parser_class", SuiteArgumentParser)
         super().__init__(*args, **kwargs)
 
@@ -86,8 +135,11 @@ class SuiteCLI(LightningCLI):
         parser.add_argument(
             "--overwrite",
             type=bool,
+            nargs="?",
+            const=True,
             default=False,
-            help="fit: delete the fold's existing run folder and start over.",
+            help="fit: start the fold over; its existing run folder is deleted once the new fit "
+            "starts training (put back if it fails before).",
         )
         parser.add_argument(
             "--paper",
@@ -107,7 +159,7 @@ class SuiteCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
-                "last_checkpoint.filename": "last",
+                "last_checkpoint.filename": RunLayout.LAST_CHECKPOINT_STEM,
                 "last_checkpoint.monitor": None,
                 "last_checkpoint.save_top_k": 1,
                 "last_checkpoint.enable_version_counter": False,
@@ -136,47 +188,55 @@ class SuiteCLI(LightningCLI):
         if cfg.get("paper"):
             get_published(cfg.paper)  # an unknown key fails now, not after the last fold
         self._check_dataset(cfg)
-        fold = getattr(cfg.data.init_args, "fold", None) if cfg.get("data") else None
+        fold = cfg.data.init_args.get("fold") if cfg.get("data") else None
         stage = self.subcommand or "fit"
         model_class = _class_of(cfg.get("model"))
-        folder = getattr(model_class, "run_folder", None)
-        if getattr(model_class, "ddp_find_unused_parameters", False) and (
-            cfg.trainer.get("strategy") == "ddp"
+        folder = None
+        if model_class is not None and issubclass(model_class, RunFolderOwner):
+            folder = model_class.run_folder()
+        if (
+            model_class is not None
+            and issubclass(model_class, PartialBackward)
+            and model_class.ddp_finds_unused_parameters()
+            and cfg.trainer.get("strategy") == "ddp"
         ):
-            # A module whose backward passes each reach part of it (a GAN's two optimizers).
             cfg.trainer.strategy = "ddp_find_unused_parameters_true"
         plan = plan_run(
-            cfg.runs_dir, cfg.experiment, fold, stage, cfg.get("ckpt_path"), cfg.overwrite, folder
+            cfg.runs_dir,
+            cfg.experiment,
+            fold,
+            stage,
+            cfg.get("ckpt_path"),
+            cfg.overwrite,
+            folder,
+            home=self.home,
         )
         self.run_plan = plan
-        if stage == "fit" and plan.run_dir.is_dir():
-            (plan.run_dir / DONE_FILE).unlink(missing_ok=True)  # finished again when fit ends
+        self.plans.append(plan)
+        if stage == "fit":
+            plan.run.fit_done.unlink(missing_ok=True)  # finished again when fit ends
         if "ckpt_path" in cfg:  # absent when the CLI is built without a subcommand (run=False)
             cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
-        cfg.checkpoint.dirpath = str(plan.stage_dir / "checkpoints")
+        cfg.checkpoint.dirpath = str(plan.stage.checkpoints)
         cfg.last_checkpoint.dirpath = cfg.checkpoint.dirpath
-        cfg.trainer.default_root_dir = str(plan.stage_dir)
-        self._configure_loggers(
-            cfg, plan, folder or (f"fold{fold}" if fold is not None else "run"), stage
-        )
+        cfg.trainer.default_root_dir = str(plan.stage.root)
+        name = folder or plan.run.root.name
+        self._configure_loggers(cfg, plan, name, stage)
 
     @staticmethod
     def _check_dataset(cfg: Any) -> None:
         # Check the dataset before anything heavy is built, so a missing dataset fails in
         # seconds with an actionable message instead of after the model is constructed.
         data = cfg.get("data")
-        if data is None or not getattr(data, "class_path", None):
+        data_class = _class_of(data)
+        if data_class is None or not issubclass(data_class, ChecksDataDir):
             return
-        check = getattr(_class_of(data), "check_data_dir", None)
-        data_dir = getattr(data.init_args, "data_dir", None)
-        if check is not None and data_dir is not None:
-            accepted = inspect.signature(check).parameters
-            extra = {
-                k: getattr(data.init_args, k)
-                for k in accepted
-                if k != "data_dir" and hasattr(data.init_args, k)
-            }
-            check(data_dir, **extra)
+        arguments = data.init_args
+        if arguments.get("data_dir") is None:
+            return
+        accepted = inspect.signature(data_class.check_data_dir).parameters
+        settings = {k: arguments[k] for k in accepted if k != "data_dir" and k in arguments}
+        data_class.check_data_dir(arguments.data_dir, **settings)
 
     @staticmethod
     def _configure_loggers(cfg: Any, plan: RunPlan, name: str, stage: str) -> None:
@@ -193,25 +253,26 @@ class SuiteCLI(LightningCLI):
         others = [
             logger
             for logger in others
-            if not str(getattr(logger, "class_path", "")).endswith("RunCSVLogger")
+            if not ((cls := _class_of(logger)) is not None and issubclass(cls, RunCSVLogger))
         ]
         csv = Namespace(
-            class_path="lightning_modules.runs.RunCSVLogger",
+            class_path=f"{RunCSVLogger.__module__}.{RunCSVLogger.__qualname__}",
             init_args=Namespace(
-                save_dir=str(plan.run_dir.parent.parent),
-                name=plan.run_dir.parent.name,
+                save_dir=str(plan.run.root.parent.parent),
+                name=plan.run.root.parent.name,
                 version=plan.logger_version,
                 keep_until_epoch=plan.resume_epoch,
             ),
         )
         for logger in others:
-            if str(getattr(logger, "class_path", "")).endswith(_WANDB):
-                logger.init_args.save_dir = str(plan.run_dir)
+            cls = _class_of(logger)
+            if cls is not None and issubclass(cls, WandbLogger):
+                logger.init_args.save_dir = str(plan.run.root)
                 logger.init_args.name = logger.init_args.name or (
                     name if stage == "fit" else f"{name}-{stage}"
                 )
                 if stage == "fit":
-                    logger.init_args.id = wandb_run_id(plan.run_dir)
+                    logger.init_args.id = wandb_run_id(plan.run)
                 extra = dict(logger.get("dict_kwargs") or {})
                 extra.setdefault("group", cfg.experiment)
                 extra.setdefault("job_type", stage)
@@ -222,18 +283,16 @@ class SuiteCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         # Refuse a checkpoint trained on other inputs before anything else is set up or
         # printed: the datamodule and the model exist, the trainer does not yet.
-        preflight = getattr(self.datamodule, "preflight", None)
-        if preflight is not None:
-            preflight(self.subcommand or "fit")
-        check_data = getattr(self.model, "check_data", None)
-        if check_data is not None:
-            check_data(self.datamodule)
+        if isinstance(self.datamodule, Preflighted):
+            self.datamodule.preflight(self.subcommand or "fit")
+        if isinstance(self.model, ChecksData):
+            self.model.check_data(self.datamodule)
         plan = self.run_plan
-        check = getattr(self.datamodule, "check_signature", None)
-        if plan is not None and plan.ckpt_path is not None and check is not None:
-            state = torch.load(plan.ckpt_path, map_location="cpu", weights_only=False, mmap=True)
-            saved = state.get(type(self.datamodule).__qualname__, {})
-            check(saved.get("signature"), str(plan.ckpt_path))
+        if plan is not None and plan.ckpt_path is not None:
+            state = read_checkpoint(plan.ckpt_path)
+            if isinstance(self.datamodule, SignedData):
+                saved = state.get(type(self.datamodule).__qualname__, {})
+                self.datamodule.check_signature(saved.get("signature"), str(plan.ckpt_path))
         return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
@@ -245,14 +304,16 @@ class SuiteCLI(LightningCLI):
         if trainer.state.status != TrainerStatus.FINISHED:
             return
         checkpoint = trainer.checkpoint_callback
-        best = getattr(checkpoint, "best_model_score", None)
+        best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
         done = {
             "epochs": trainer.current_epoch,
-            "best_model_path": getattr(checkpoint, "best_model_path", None),
+            "best_model_path": (
+                checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None
+            ),
             "best_model_score": None if best is None else float(best),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        write_text(plan.run_dir / DONE_FILE, json.dumps(done, indent=1))
+        write_text(plan.run.fit_done, json.dumps(done, indent=1))
 
     def before_predict(self) -> None:
         # Predictions go to writer callbacks case by case; keeping every case's native-grid
@@ -265,7 +326,10 @@ class SuiteCLI(LightningCLI):
         self, config: dict[str, Any], callbacks: list[pl.Callback]
     ) -> pl.Trainer:
         # An absent optional callback (early_stopping: null) arrives as None.
-        return super()._instantiate_trainer(config, [c for c in callbacks if c is not None])
+        callbacks = [c for c in callbacks if c is not None]
+        if self.run_plan is not None and self.run_plan.replaced is not None:
+            callbacks.append(_CommitReplacement(self.run_plan))
+        return super()._instantiate_trainer(config, callbacks)
 
 
 def _configure_logging() -> None:
@@ -277,13 +341,61 @@ def _configure_logging() -> None:
     for package in _PACKAGES:
         package_log = logging.getLogger(package)
         package_log.setLevel(logging.INFO)
-        package_log.addHandler(handler)
+        package_log.handlers = [handler]
         package_log.propagate = False
+
+
+def _config_paths(argv: list[str]) -> list[tuple[int, Path]]:
+    """The ``--config`` files of a command line, with the index of each path in ``argv``."""
+    found = []
+    for index, argument in enumerate(argv):
+        if argument == "--config" and index + 1 < len(argv):
+            found.append((index + 1, Path(argv[index + 1])))
+        elif argument.startswith("--config="):
+            found.append((index, Path(argument.split("=", 1)[1])))
+    return [(index, path) for index, path in found if path.is_file()]
+
+
+def _run_home(argv: list[str]) -> Path | None:
+    """The run folder whose own ``config.yaml`` is among the ``--config`` files, if any (the
+    last one): a later stage then works in that folder, with its checkpoints."""
+    home = None
+    for _, path in _config_paths(argv):
+        run = RunLayout(path.absolute().parent)
+        if path.name == run.config.name and run.checkpoints.is_dir():
+            home = run.root
+    return home
+
+
+def _upgrade_configs(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config`` file written by an earlier release replaced by today's
+    reading of it (as YAML text, which ``--config`` also takes), with a warning per file."""
+    argv = list(argv)
+    for index, path in _config_paths(argv):
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue  # jsonargparse reports the file's syntax error itself
+        upgraded, changes = upgrade_config(config)
+        if not changes:
+            continue
+        warnings.warn(
+            f"{path} was written by an earlier release of the suite; it is read as today's "
+            f"({'; '.join(changes)}). These spellings will stop working in the next release: "
+            "update the file (lightning ... --print_config writes today's).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        text = yaml.safe_dump(upgraded, sort_keys=False)
+        argv[index] = text if argv[index] == str(path) else f"--config={text}"
+    return argv
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning`` console script."""
     _configure_logging()
+    argv = list(sys.argv[1:] if args is None else args)
+    plans: list[RunPlan] = []
     try:
         SuiteCLI(
             pl.LightningModule,
@@ -291,12 +403,16 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            args=args,
+            args=_upgrade_configs(argv),
+            home=_run_home(argv),
+            plans=plans,
         )
     except Exception as error:
         exit_if_user_error(error)
         raise
     finally:
+        for plan in plans:
+            plan.rollback()  # a replaced run is put back unless the new fit started training
         # Lightning leaves the process group alive after fit; tearing gloo down explicitly
         # avoids an abort ("terminate called without an active exception") at interpreter exit.
         if torch.distributed.is_available() and torch.distributed.is_initialized():

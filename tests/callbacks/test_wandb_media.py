@@ -118,7 +118,7 @@ def _fit_args(twin: Path, tmp: Path) -> list[str]:
 
 
 def test_importing_the_callbacks_does_not_import_wandb():
-    code = "import sys, lightning_modules.callbacks; sys.exit('wandb' in sys.modules)"
+    code = "import sys, callbacks.case_report; sys.exit('wandb' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -169,7 +169,7 @@ def _png(path: Path) -> Path:
 def test_cv_summary_is_one_run_in_the_experiment_group(tmp_path, wandb_env):
     import wandb
 
-    from lightning_modules.wandb_media import log_cv_summary
+    from callbacks.wandb_media import log_cv_summary
 
     folds = [{"fold": 0, "dice": 0.5}, {"fold": 1, "dice": 0.6}]
     paper = [
@@ -209,7 +209,7 @@ def test_cv_summary_is_one_run_in_the_experiment_group(tmp_path, wandb_env):
 
 
 def test_cv_summary_refuses_a_missing_image_before_creating_a_run(tmp_path, wandb_env):
-    from lightning_modules.wandb_media import log_cv_summary
+    from callbacks.wandb_media import log_cv_summary
 
     missing = tmp_path / "box.png"
     with pytest.raises(FileNotFoundError, match=f"not found: .*{re.escape(str(missing))}"):

@@ -240,7 +240,7 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
 
 @pytest.mark.slow
 def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(tiny_atlas, tmp_path):
-    from tests.lightning_modules.test_cli_atlas import _tiny_args
+    from tests.cli.test_lightning_atlas import _tiny_args
 
     args = _tiny_args(["dunet.yaml"], tiny_atlas, tmp_path)
     args += ["--data.init_args.num_folds", "2", "--trainer.limit_val_batches", "1.0"]

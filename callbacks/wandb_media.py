@@ -1,21 +1,31 @@
 """Weights & Biases media of a run: per-case tables, figures and best values.
 
-Two producers: :class:`~lightning_modules.callbacks.CaseReport` logs each fold's best-epoch
+Two producers: :class:`~callbacks.case_report.CaseReport` logs each fold's best-epoch
 case table and learning curves into the fold's own run (:func:`log_fold_media`), and the
 cross-validation report logs the pooled tables and figures into one extra run per experiment
-(:func:`log_cv_summary`), in the experiment's group beside its folds. ``wandb`` is imported
-inside the functions, so importing this module costs nothing for runs that do not use W&B.
+(:func:`log_cv_summary`, fed by :func:`cv_summary_payload`), in the experiment's group beside
+its folds, with the W&B settings of the folds' logger (:func:`wandb_settings_of`). ``wandb`` is
+imported inside the functions, so importing this module costs nothing for runs that do not use
+W&B.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import pydoc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytorch_lightning.loggers import WandbLogger
+
+from evaluation.report import read_case_table
+
 if TYPE_CHECKING:
     import wandb
+
+    from evaluation.cv_report import CVReport
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +144,32 @@ def log_cv_summary(
     finally:
         run.finish()
     return run_dir
+
+
+def wandb_settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``init_args`` of the ``WandbLogger`` in a run's configuration (``{}`` without one)."""
+    logger = (config.get("trainer") or {}).get("logger") or []
+    for entry in logger if isinstance(logger, list) else [logger]:
+        if not isinstance(entry, Mapping):
+            continue
+        found = pydoc.locate(str(entry.get("class_path", "")))
+        if inspect.isclass(found) and issubclass(found, WandbLogger):
+            return dict(entry.get("init_args") or {})
+    return {}
+
+
+def cv_summary_payload(
+    report: CVReport, files: Mapping[str, Path]
+) -> tuple[dict[str, list[Row]], dict[str, Path], dict[str, float]]:
+    """The tables, figures and summary values of a cross-validation report for
+    :func:`log_cv_summary`, from the report and the files it wrote."""
+    tables: dict[str, list[Row]] = {"folds": read_case_table(files["folds"])}
+    if "cases_oof" in files:
+        tables["cases_oof"] = read_case_table(files["cases_oof"])
+    if report.comparison:
+        columns = ("metric", "paper", "paper_sd", "ours", "ours_sd", "difference", "how")
+        tables["paper_vs_ours"] = [{k: row[k] for k in columns} for row in report.comparison]
+    summary = {f"cv/{m}_mean": v["fold_mean"] for m, v in report.summary.items()}
+    summary |= {f"cv/{m}_sd": v["fold_sd"] for m, v in report.summary.items()}
+    images = {k: files[k] for k in ("dice_boxplot", "curves_all") if k in files}
+    return tables, images, summary

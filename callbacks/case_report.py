@@ -1,68 +1,24 @@
-"""Callbacks: two-stage fine-tuning and the per-case reports of a run."""
+"""The per-case reports of a run: validation and test tables, learning curves, W&B media."""
 
 from __future__ import annotations
 
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BackboneFinetuning
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from torch.optim import Optimizer
 
+from callbacks.wandb_media import log_fold_media
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, MonitorMode
+from core.protocols import CaseTableSource, Row
+from core.run_layout import RunLayout
 from evaluation.plots import plot_learning_curves
-from evaluation.report import Row, format_case_table, read_case_table, write_case_table
-from lightning_modules.wandb_media import log_fold_media
+from evaluation.report import format_case_table, read_case_table, write_case_table
 
 log = logging.getLogger(__name__)
-
-
-class TwoStageFinetuning(BackboneFinetuning):
-    """Seed 003's transfer learning (arXiv:1811.01085 §4.3) on top of ``BackboneFinetuning``.
-
-    Stage 1 (epochs ``< unfreeze_at_epoch``): the pretrained modules (``module.backbone``,
-    i.e. ``net.pretrained_modules()``) are frozen, BatchNorm included, and only the new layers
-    train at the optimiser's learning rate (the paper: 1e-2). Stage 2: everything is unfrozen
-    and *every* parameter group is set to ``stage2_lr`` (the paper: 1e-4). Unlike the parent
-    class there is no per-epoch backbone learning-rate ramp; a plateau scheduler takes over.
-
-    Args:
-        unfreeze_at_epoch: First epoch of stage 2 (the paper does not give it).
-        stage2_lr: Learning rate of all parameters in stage 2.
-        train_bn: Train the frozen modules' BatchNorm layers in stage 1 (the paper freezes
-            all pretrained weights, so the default is False).
-        verbose: Log the learning rates at each epoch (``BackboneFinetuning``'s option).
-    """
-
-    def __init__(
-        self,
-        unfreeze_at_epoch: int = 10,
-        stage2_lr: float = 1e-4,
-        train_bn: bool = False,
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(
-            unfreeze_backbone_at_epoch=unfreeze_at_epoch, train_bn=True, verbose=verbose
-        )
-        self.stage2_lr = stage2_lr
-        self.stage1_train_bn = train_bn
-
-    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
-        self.freeze(pl_module.backbone, train_bn=self.stage1_train_bn)
-
-    def finetune_function(
-        self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer
-    ) -> None:
-        if epoch != self.unfreeze_backbone_at_epoch:
-            return
-        for group in optimizer.param_groups:
-            group["lr"] = self.stage2_lr
-        self.unfreeze_and_add_param_group(
-            pl_module.backbone, optimizer, self.stage2_lr, train_bn=True
-        )
-        log.info("Fine-tuning stage 2 from epoch %d: all layers at lr %g", epoch, self.stage2_lr)
 
 
 class CaseReport(pl.Callback):
@@ -83,7 +39,9 @@ class CaseReport(pl.Callback):
         mode: ``"max"`` or ``"min"``.
     """
 
-    def __init__(self, monitor: str = "val/dice", mode: Literal["max", "min"] = "max") -> None:
+    def __init__(
+        self, monitor: str = DEFAULT_MONITOR, mode: MonitorMode = DEFAULT_MONITOR_MODE
+    ) -> None:
         self.monitor = monitor
         self.mode = mode
         self.best: float | None = None
@@ -94,6 +52,11 @@ class CaseReport(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
+
+    @staticmethod
+    def _rows(pl_module: pl.LightningModule) -> list[Row]:
+        """The module's per-case rows of its last evaluation epoch (none for other modules)."""
+        return pl_module.case_table if isinstance(pl_module, CaseTableSource) else []
 
     def _improved(self, value: float) -> bool:
         if math.isnan(value):
@@ -108,29 +71,28 @@ class CaseReport(pl.Callback):
         log_dir = trainer.log_dir  # a collective under DDP: asked on every rank
         if log_dir is None or not trainer.is_global_zero:
             return
-        rows = getattr(pl_module, "case_table", [])
-        write_case_table(Path(log_dir) / "val_cases_last.csv", rows)
+        run, rows = RunLayout(Path(log_dir)), self._rows(pl_module)
+        write_case_table(run.val_cases_last, rows)
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and self._improved(float(value)):
             self.best, self.best_epoch = float(value), trainer.current_epoch
-            write_case_table(Path(log_dir) / "val_cases_best.csv", rows)
+            write_case_table(run.val_cases_best, rows)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: asked on every rank
         if log_dir is None or not trainer.is_global_zero:
             return
-        rows = getattr(pl_module, "case_table", [])
-        write_case_table(Path(log_dir) / "test_cases.csv", rows)
+        rows = self._rows(pl_module)
+        write_case_table(RunLayout(Path(log_dir)).test_cases, rows)
         log.info("%s", format_case_table(rows, title="Per-case test metrics"))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: asked on every rank
         if log_dir is not None and trainer.is_global_zero:
-            self._report(trainer, Path(log_dir))
+            self._report(trainer, RunLayout(Path(log_dir)))
 
-    def _report(self, trainer: pl.Trainer, run_dir: Path) -> None:
-        best_table = run_dir / "val_cases_best.csv"
-        best_rows = read_case_table(best_table) if best_table.is_file() else []
+    def _report(self, trainer: pl.Trainer, run: RunLayout) -> None:
+        best_rows = read_case_table(run.val_cases_best) if run.val_cases_best.is_file() else []
         if best_rows and self.best is not None:
             title = (
                 f"Per-case validation metrics, best epoch {self.best_epoch} "
@@ -138,16 +100,16 @@ class CaseReport(pl.Callback):
             )
             log.info("%s", format_case_table(best_rows, title=title))
         checkpoint = trainer.checkpoint_callback
-        best_path = getattr(checkpoint, "best_model_path", "") if checkpoint else ""
-        curves = self._plot(trainer, run_dir)
+        best_path = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        curves = self._plot(trainer, run)
         self._log_to_wandb(trainer, best_rows, curves)
         log.info(
             "Run directory: %s\n  best checkpoint: %s\n  metrics: %s\n  curves: %s\n  split: %s",
-            run_dir,
+            run.root,
             best_path or "-",
-            run_dir / "metrics.csv",
+            run.metrics,
             curves or "-",
-            run_dir / "split.json",
+            run.split,
         )
 
     def _log_to_wandb(self, trainer: pl.Trainer, best_rows: list[Row], curves: Path | None) -> None:
@@ -158,13 +120,11 @@ class CaseReport(pl.Callback):
             if isinstance(logger, WandbLogger):
                 log_fold_media(logger.experiment, best_rows, curves, summary)
 
-    def _plot(self, trainer: pl.Trainer, run_dir: Path) -> Path | None:
+    def _plot(self, trainer: pl.Trainer, run: RunLayout) -> Path | None:
         # The CSV logger flushes only every 100 rows until it is finalized, after on_fit_end.
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
                 logger.save()
-        if not (run_dir / "metrics.csv").is_file():
+        if not run.metrics.is_file():
             return None
-        return plot_learning_curves(
-            run_dir / "metrics.csv", run_dir / "curves.png", self.monitor, self.mode
-        )
+        return plot_learning_curves(run.metrics, run.curves, self.monitor, self.mode)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_lightning import _common, _configs
+from tests.cli.test_lightning_3d import _rows
 from tests.conftest import run_cli
-from tests.lightning_modules.test_cli import _common, _configs
-from tests.lightning_modules.test_cli_3d import _rows
 
 NARROW = [
     "--data.init_args.image_size", "128",

@@ -251,7 +251,7 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, tmp_path):
 def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_folder(
     tiny_twin, tmp_path, monkeypatch
 ):
-    from lightning_modules.cli import SuiteCLI
+    from cli.lightning import SuiteCLI
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -1,0 +1,140 @@
+"""Writes predicted cases as NIfTI files on their source grid, named for the challenge evaluators."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+from core.errors import ConfigurationError
+from core.io import replace_folder, write_text
+from core.protocols import CaseTableSource
+from core.run_layout import RunLayout
+from datamodules.nifti import write_like
+from evaluation.report import format_case_table, write_case_table
+
+log = logging.getLogger(__name__)
+
+
+def _staging(folder: Path) -> Path:
+    """Where a predict run writes ``folder`` before it is complete (the same name on every
+    rank, so that all ranks of a DDP run write into one folder)."""
+    return folder.with_name(f".{folder.name}.partial")
+
+
+class NiftiPredictionWriter(BasePredictionWriter):
+    """Writes each predicted case as a NIfTI mask (uint8 {0, 1}) on its source image's grid.
+
+    Everything comes from the predicted case (the batch, see
+    :class:`datamodules.datasets.CaseDataset`, and ``CaseEvaluationModule.predict_step``): the
+    case's geometry maps the ``(D, H, W)`` mask back to the source array order, the
+    source image's header (qform, sform, pixdim and their codes, the ISLES identity-sform
+    quirk included) is copied, and the file goes to the case's prediction target: ISLES 2018
+    ``SMIR.strokeseg.<MTT id>.nii``, ATLAS R2.0 a BIDS derivative
+    ``derivatives/atlas2_prediction/sub-…/ses-1/anat/…_label-L_desc-T1lesion_mask.nii.gz``
+    with its ``dataset_description.json`` files. Memory holds one case. When the predicted
+    cases have labels, the module scores them as it predicts, and the per-case table is written
+    to ``<output_dir>/../predict_cases.csv``.
+
+    A predict run owns its output: the masks are written into a hidden staging folder beside
+    ``output_dir`` and replace the folder only when every case is written, so the folder a
+    challenge evaluator reads holds the masks of exactly one complete run (never stale masks
+    of an earlier run, never half a run after a crash). An ``output_dir`` outside the run
+    folder (an absolute path) must be empty or absent: the writer does not replace folders
+    it did not make.
+
+    Args:
+        output_dir: Folder of the masks; relative paths are inside the run's stage folder
+            (``runs/<experiment>/fold<k>/predict/``).
+        save_probability: Also write the lesion probability (float32) under
+            ``<output_dir>/../probabilities/`` with the same relative names, outside the
+            folder a challenge evaluator reads.
+    """
+
+    def __init__(
+        self, output_dir: str = RunLayout.PREDICTIONS, save_probability: bool = False
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.save_probability = save_probability
+        self._out: Path | None = None
+        self._sidecars: set[str] = set()
+        self._written = 0
+
+    def _folders(self, trainer: pl.Trainer) -> tuple[Path, Path, Path]:
+        """The masks', the probabilities' and the case table's final places."""
+        out = Path(self.output_dir)
+        if not out.is_absolute():
+            out = RunLayout(Path(trainer.log_dir or ".")).root / out
+        run = RunLayout(out.parent)
+        return out, run.probabilities_beside(out), run.predict_cases_beside(out)
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resolved on every rank: trainer.log_dir is a collective under DDP.
+        out, probabilities, _ = self._folders(trainer)
+        if trainer.is_global_zero:
+            if Path(self.output_dir).is_absolute():
+                for folder in (out, probabilities) if self.save_probability else (out,):
+                    if folder.is_dir() and any(folder.iterdir()):
+                        raise ConfigurationError(
+                            f"prediction_writer.output_dir {folder} is not empty. A predict run "
+                            "writes into an empty folder (or its own folder inside the run, the "
+                            "default), so the folder never mixes runs: empty it, or choose another."
+                        )
+            for folder in (out, probabilities):
+                shutil.rmtree(_staging(folder), ignore_errors=True)  # a crashed run's leftovers
+                _staging(folder).mkdir(parents=True)
+        trainer.strategy.barrier("prediction_writer_staging")
+        self._out, self._sidecars, self._written = out, set(), 0
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        assert self._out is not None, "on_predict_start sets the output folder"
+        staging = _staging(self._out)
+        target, geometry, source = batch["prediction"], batch["geometry"], Path(batch["source"])
+        for relative, text in target.sidecars:
+            if relative not in self._sidecars:
+                write_text(staging / relative, text)
+                self._sidecars.add(relative)
+        mask = geometry.to_source(prediction["mask"].numpy())
+        write_like(mask, source, staging / target.path, np.uint8)
+        if self.save_probability:
+            probability = geometry.to_source(prediction["probability"].numpy())
+            probabilities = _staging(RunLayout(self._out.parent).probabilities_beside(self._out))
+            write_like(probability, source, probabilities / target.path, np.float32)
+        self._written += 1
+        log.info("%s -> %s", prediction["case"], self._out / target.path)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.strategy.barrier("prediction_writer_done")
+        if not trainer.is_global_zero or self._out is None:
+            return
+        out, probabilities, table = self._folders(trainer)
+        replace_folder(_staging(out), out)
+        if self.save_probability:
+            replace_folder(_staging(probabilities), probabilities)
+        else:  # an earlier run's probabilities would not belong to these masks
+            shutil.rmtree(_staging(probabilities), ignore_errors=True)
+            shutil.rmtree(probabilities, ignore_errors=True)
+        written = sum(1 for path in out.rglob("*.nii*") if path.is_file())
+        log.info("Wrote %d predicted case(s) to %s", written, out)
+        rows = pl_module.case_table if isinstance(pl_module, CaseTableSource) else []
+        table.unlink(missing_ok=True)
+        if rows:
+            # Labelled cases were scored as they were predicted (CaseEvaluationModule).
+            write_case_table(table, rows)
+            title = f"Per-case metrics of the predicted labelled cases ({table})"
+            log.info("%s", format_case_table(rows, title=title))

@@ -1,0 +1,391 @@
+"""``lightning-cv``: every fold of an experiment, its report beside the paper, ensembles.
+
+Usage::
+
+    lightning-cv fit --config experiments/pspnet_focal.yaml [--config ...] [--folds 0,1,2,3,4]
+                     [--overwrite] [--launcher local|slurm|submitit-local] [slurm options]
+                     [lightning options]
+    lightning-cv report runs/pspnet_focal [--wandb]
+    lightning-cv compare runs/pspnet_focal runs/pspnet_ce [--metric dice] [--shared-cases]
+    lightning-cv predict runs/pspnet_focal [runs/pspnet_ce ...] [--name NAME]
+                         [--split TESTING] [--save-probability] [lightning options]
+
+``fit`` composes the configuration once (``lightning fit ... --print_config``), keeps it as
+``runs/<experiment>/cv_config.yaml`` and runs ``lightning fit`` with it for each fold: a fold
+that finished (``fold<k>/fit_done.json``) is skipped, one that was interrupted resumes from its
+``last.ckpt`` in its own folder. An experiment never mixes recipes: folds that hold runs of
+another configuration are refused unless every one of them is started over (``--overwrite``),
+and the report refuses folds of different recipes. Locally the folds run one after another;
+``--launcher slurm`` submits one SLURM job array through submitit (:mod:`cli.launchers`). When
+every fold has finished, the report is written. Any option that is not one of this command's is
+passed on to ``lightning fit`` (or ``lightning predict``), e.g.
+``--data.init_args.data_dir data/isles2018``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cli.errors import exit_if_user_error
+from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
+from cli.runs import OVERWRITE
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
+from core.errors import ConfigurationError
+from core.io import write_text
+from core.recipe import recipe_differences, recipe_of
+from core.run_layout import ExperimentLayout, RunLayout
+from evaluation.cv_report import CVReport, build_report, format_report, write_report
+from evaluation.published import get_published
+
+log = logging.getLogger(__name__)
+
+
+# -- composing the configuration ---------------------------------------------------------------
+def compose_config(configs: list[str], extra: list[str]) -> dict[str, Any]:
+    """The configuration ``lightning fit`` would run, composed by the ``lightning`` command
+    itself (so defaults, overlays and overrides are resolved exactly as for one fold).
+
+    Raises:
+        ConfigurationError: With the ``lightning`` command's own one-line error.
+    """
+    args = [a for c in configs for a in ("--config", c)]
+    done = subprocess.run(
+        lightning_command("fit", *args, *extra, "--print_config"), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        message = done.stderr.strip().splitlines()
+        first = next((line for line in message if line.startswith("error:")), None)
+        raise ConfigurationError(
+            (first[len("error:") :].strip() if first else "\n".join(message[-5:]))
+            + " (while composing the configuration of the folds)"
+        )
+    config = recipe_of(yaml.safe_load(done.stdout))
+    if config.get("paper"):
+        get_published(config["paper"])  # an unknown key fails before any fold starts
+    return config
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:6]) + (" …" if len(keys) > 6 else "")
+
+
+def _check_recipes(
+    config: dict[str, Any], experiment: ExperimentLayout, folds: list[int], overwrite: bool
+) -> None:
+    """Refuse to run folds that would leave the experiment with folds of different recipes.
+
+    Raises:
+        ConfigurationError: For a changed configuration without ``--overwrite``, or folds of
+            another recipe that this run would not start over.
+    """
+    saved = experiment.cv_config
+    if saved.is_file() and not overwrite:
+        changed = recipe_differences(recipe_of(read_config(saved)), recipe_of(config))
+        if changed:
+            raise ConfigurationError(
+                f"{experiment.root} holds folds of another configuration ({saved}); the new "
+                f"one differs in {_listed(changed)}. Use another --experiment name, or "
+                f"{OVERWRITE} to start every fold over."
+            )
+    stale = {
+        fold: changes
+        for fold, run in experiment.folds().items()
+        if (changes := _changes_against(config, run))
+    }
+    left = sorted(set(stale) - set(folds)) if overwrite else sorted(stale)
+    if left:
+        raise ConfigurationError(
+            f"Fold(s) {', '.join(map(str, left))} of {experiment.root} hold runs of another "
+            f"recipe (fold {left[0]} differs in {_listed(stale[left[0]])}); the experiment would "
+            f"mix recipes, and its report would average them. Start every fold over "
+            f"({OVERWRITE} without --folds), or use another --experiment name."
+        )
+
+
+def _changes_against(config: dict[str, Any], run: RunLayout) -> list[str]:
+    return recipe_differences(recipe_of(read_config(run.config)), recipe_of(config))
+
+
+# -- commands ----------------------------------------------------------------------------------
+def _parse_folds(text: str | None, num_folds: int) -> list[int]:
+    if text is None:
+        return list(range(num_folds))
+    try:
+        folds = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigurationError(f"--folds {text!r}: give fold numbers like 0,1,2.") from None
+    wrong = [k for k in folds if not 0 <= k < num_folds]
+    if wrong or not folds:
+        raise ConfigurationError(
+            f"--folds {text!r}: folds must be in 0..{num_folds - 1} (num_folds = {num_folds})."
+        )
+    return folds
+
+
+def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
+    config = compose_config(args.config, extra)
+    runs_dir = Path(str(config.get("runs_dir", "runs")))
+    experiment = ExperimentLayout(
+        (runs_dir / str(config.get("experiment", "experiment"))).absolute()
+    )
+    num_folds = int(config["data"]["init_args"]["num_folds"])
+    folds = _parse_folds(args.folds, num_folds)
+    jobs = [
+        FoldJob(
+            str(experiment.cv_config),
+            k,
+            str(experiment.fold(k).root),
+            tuple(extra),
+            overwrite=args.overwrite,
+        )
+        for k in folds
+    ]
+    _check_recipes(config, experiment, folds, args.overwrite)
+    write_text(experiment.cv_config, yaml.safe_dump(config, sort_keys=False))
+    log.info(
+        "%s: folds %s of %d → %s",
+        experiment.name,
+        ", ".join(map(str, folds)),
+        num_folds,
+        experiment.root,
+    )
+    if args.launcher == "local":
+        run_local(jobs)
+    else:
+        submitted = submit(args, jobs, experiment)
+        if args.launcher == "slurm" and not args.wait:
+            log.info(
+                "Submitted %d fold(s). When they have finished: lightning-cv report %s",
+                len(submitted),
+                experiment.root,
+            )
+            return 0
+        for handle in submitted:
+            handle.result()  # raises with the task's traceback if the fold failed
+    return _report(experiment, wandb=args.wandb)
+
+
+def _report(experiment: ExperimentLayout, wandb: bool = False) -> int:
+    report = build_report(experiment.root)
+    files = write_report(report)
+    log.info("%s", format_report(report))
+    log.info("Report files: %s", experiment.report.root)
+    if wandb:
+        _log_report_to_wandb(report, files)
+    return 0 if report.complete else 1
+
+
+def _log_report_to_wandb(report: CVReport, files: dict[str, Path]) -> None:
+    from callbacks.wandb_media import cv_summary_payload, log_cv_summary, wandb_settings_of
+
+    config = read_config(RunLayout(report.folds[0].run_dir).config)
+    settings = wandb_settings_of(config)
+    tables, images, summary = cv_summary_payload(report, files)
+    run = log_cv_summary(
+        files["report"].parent,
+        report.experiment,
+        project=settings.get("project") or "strokeseg-repro",
+        entity=settings.get("entity"),
+        offline=bool(settings.get("offline", True)),
+        tables=tables,
+        images=images,
+        summary=summary,
+    )
+    log.info("W&B summary run: %s", run)
+
+
+def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise ConfigurationError(f"report takes no option {extra[0]!r}.")
+    return _report(ExperimentLayout(Path(args.experiment_dir)), wandb=args.wandb)
+
+
+def _display_names(a: Path, b: Path) -> tuple[str, str]:
+    """Names that tell two experiment folders apart: their own names, or as much of their
+    paths as differs (``runs_a/pspnet`` and ``runs_b/pspnet``)."""
+    parts_a, parts_b = a.absolute().parts, b.absolute().parts
+    for depth in range(1, max(len(parts_a), len(parts_b)) + 1):
+        name_a, name_b = "/".join(parts_a[-depth:]), "/".join(parts_b[-depth:])
+        if name_a != name_b:
+            return name_a, name_b
+    return str(a), str(b)
+
+
+def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from evaluation.compare import compare_experiments, write_comparison
+
+    if extra:
+        raise ConfigurationError(f"compare takes no option {extra[0]!r}.")
+    first, second = Path(args.a), Path(args.b)
+    if first.resolve() == second.resolve():
+        raise ConfigurationError(
+            f"compare needs two different experiment folders; both arguments are "
+            f"{first.resolve()}. Pass the folders of the two experiments to compare, e.g. "
+            "lightning-cv compare runs/pspnet_ce runs/pspnet_focal."
+        )
+    tables = []
+    for folder in (first, second):
+        report = build_report(folder)
+        tables.append([row for fold in report.folds for row in fold.cases])
+    names = _display_names(first, second)
+    comparison = compare_experiments(
+        *tables, metric=args.metric, names=names, allow_subset=args.shared_cases
+    )
+    out = Path(args.out) if args.out else first.parent / f"compare_{first.name}_vs_{second.name}"
+    files = write_comparison(comparison, out)
+    log.info("%s", files["md"].read_text())
+    log.info("Comparison files: %s", out)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+    from lightning_modules.ensemble import EnsembleModule, resolve_members
+
+    members = [str(Path(m).absolute()) for m in args.members]
+    checkpoints = resolve_members(members)  # fails now for a fold without a checkpoint
+    first = Path(args.members[0]).absolute()
+    runs = list(ExperimentLayout(first).folds().values()) or [RunLayout(first)]
+    fold_config = runs[0].config
+    if not fold_config.is_file():
+        raise ConfigurationError(
+            f"{first} holds no fold configuration (fold<k>/config.yaml): pass experiment or "
+            "fold folders written by lightning-cv fit / lightning fit."
+        )
+    config = read_config(fold_config)
+    name = args.name or (first.name if len(args.members) == 1 else None)
+    if name is None:
+        raise ConfigurationError(
+            "An ensemble of several experiments needs a name: --name <experiment> (its "
+            "predictions go to runs/<name>/ensemble/predict/)."
+        )
+    model_args = (config.get("model") or {}).get("init_args") or {}
+    ensemble = {
+        "experiment": name,
+        "runs_dir": str(Path(args.runs_dir or first.parent).absolute()),
+        "seed_everything": config.get("seed_everything"),
+        "paper": None,
+        "trainer": {
+            "accelerator": config.get("trainer", {}).get("accelerator", "auto"),
+            "devices": 1,
+            "precision": config.get("trainer", {}).get("precision"),
+            "logger": False,
+        },
+        "model": {
+            "class_path": f"{EnsembleModule.__module__}.{EnsembleModule.__qualname__}",
+            "init_args": {
+                "members": [str(p) for p in checkpoints],
+                "metrics": model_args.get("metrics", DEFAULT_PRESET),
+                "monitor": model_args.get("monitor", DEFAULT_MONITOR),
+                "monitor_mode": model_args.get("monitor_mode", DEFAULT_MONITOR_MODE),
+                "threshold": model_args.get("threshold", 0.5),
+            },
+        },
+        "data": config["data"],
+        "prediction_writer": {"save_probability": args.save_probability},
+    }
+    if args.split:
+        ensemble["data"]["init_args"]["predict_split"] = args.split
+    home = ExperimentLayout(Path(ensemble["runs_dir"]) / name).run(EnsembleModule.run_folder())
+    path = write_text(home.predict_config, yaml.safe_dump(ensemble, sort_keys=False))
+    log.info("Ensemble of %d model(s) → %s", len(checkpoints), home.stage("predict").root)
+    return subprocess.run(lightning_command("predict", "--config", str(path), *extra)).returncode
+
+
+def _flag(text: str) -> bool:
+    """``--overwrite`` alone, or with a value as ``lightning`` takes it (``--overwrite true``)."""
+    value = text.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-cv",
+        description="Cross-validation of an experiment: all folds, the report, ensembles.",
+        epilog="Options not listed are passed on to `lightning fit` / `lightning predict`.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="run (or resume) every fold, then write the report")
+    fit.add_argument("--config", action="append", required=True, help="experiment YAML(s)")
+    fit.add_argument("--folds", help="comma-separated folds (default: all)")
+    fit.add_argument(
+        "--launcher",
+        choices=("local", "slurm", "submitit-local"),
+        default="local",
+        help="local: one fold after another here; slurm: a SLURM job array (submitit); "
+        "submitit-local: the job-array path run on this machine",
+    )
+    fit.add_argument(
+        OVERWRITE,
+        nargs="?",
+        const=True,
+        default=False,
+        type=_flag,
+        help="start the folds over (as `lightning fit --overwrite`: a fold's old run is deleted "
+        "once its new fit starts training)",
+    )
+    fit.add_argument("--wandb", action="store_true", help="log the report as a W&B summary run")
+    slurm = fit.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--partition")
+    slurm.add_argument("--account")
+    slurm.add_argument("--timeout-min", type=int, default=24 * 60, help="per array task")
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes per fold (DDP)")
+    slurm.add_argument("--gpus-per-node", type=int, default=0, help="GPUs (= tasks) per node")
+    slurm.add_argument("--cpus-per-task", type=int, default=4)
+    slurm.add_argument("--array-parallelism", type=int, default=5, help="folds at once")
+    slurm.add_argument("--wait", action="store_true", help="wait for the array, then report")
+    report = commands.add_parser("report", help="write the report of runs/<experiment>")
+    report.add_argument("experiment_dir")
+    report.add_argument("--wandb", action="store_true", help="also log a W&B summary run")
+    compare = commands.add_parser("compare", help="paired per-case comparison (Wilcoxon)")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--metric", default="dice")
+    compare.add_argument(
+        "--shared-cases",
+        action="store_true",
+        help="compare the cases both experiments scored, dropping the others (listed)",
+    )
+    compare.add_argument("--out", help="output folder (default: runs/compare_<a>_vs_<b>)")
+    predict = commands.add_parser("predict", help="ensemble prediction of experiments' folds")
+    predict.add_argument("members", nargs="+", help="experiment folders, fold folders or .ckpt")
+    predict.add_argument("--name", help="experiment name of the ensemble's folder")
+    predict.add_argument("--runs-dir", help="root of the ensemble's folder (default: the first's)")
+    predict.add_argument("--split", help="the split to predict (default: the DataModule's)")
+    predict.add_argument("--save-probability", action="store_true")
+    return parser
+
+
+_COMMANDS = {"fit": cmd_fit, "report": cmd_report, "compare": cmd_compare, "predict": cmd_predict}
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lightning-cv`` console script."""
+    _configure_logging()
+    args, extra = _parser().parse_known_args(argv)
+    try:
+        code = _COMMANDS[args.command](args, extra)
+    except Exception as error:
+        exit_if_user_error(error)
+        raise
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

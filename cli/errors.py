@@ -1,0 +1,52 @@
+"""The error policy of the suite's commands (``lightning``, ``lightning-data``, ``lightning-cv``).
+
+A user's mistake is a :class:`core.errors.UserError` somewhere in the exception's chain
+(jsonargparse and Lightning may wrap it several times before it reaches the command): it is
+printed as one paragraph, ``error: <what, where, what to do>``, and the command exits with
+status 2, without a traceback. Anything else is a bug: it keeps its traceback (a plain
+``ValueError`` raised deep inside is *not* taken for a user mistake). The ``lightning``
+command's parse errors are shortened by :mod:`cli.parse_errors`.
+
+This module imports nothing heavy: ``lightning-data`` answers without loading Lightning.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from core.errors import UserError
+
+#: Exit status of a user's mistake (argparse's for usage errors).
+USER_ERROR_STATUS = 2
+
+
+def find_user_error(error: BaseException) -> BaseException | None:
+    """The first user error in ``error``'s chain of causes and contexts, if any."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [error]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return current
+        stack += [current.__context__, current.__cause__]
+    return None
+
+
+def report_user_error(error: BaseException, prog: str | None = None) -> bool:
+    """For a user mistake in ``error``'s chain: print it as one ``error:`` paragraph on stderr
+    (``<prog>: error: …`` when ``prog`` is given) and return True; anything else: False."""
+    user_error = find_user_error(error)
+    if user_error is None:
+        return False
+    sys.stderr.write(f"{prog + ': ' if prog else ''}error: {user_error}\n")
+    return True
+
+
+def exit_if_user_error(error: BaseException, prog: str | None = None) -> None:
+    """For a user mistake in ``error``'s chain: print it (:func:`report_user_error`) and exit
+    with status 2. Anything else returns, for the caller to re-raise with its traceback."""
+    if report_user_error(error, prog):
+        sys.exit(USER_ERROR_STATUS)

@@ -1,0 +1,187 @@
+"""Running the folds of an experiment: one after another here, or as a SLURM job array.
+
+A :class:`FoldJob` is one fold's ``lightning fit`` with the experiment's composed configuration.
+Locally (:func:`run_local`) each fold is a ``lightning`` process; on SLURM (:func:`submit`,
+through submitit) each fold is one task of a job array, which may span several GPUs and nodes
+(Lightning DDP) and is requeued on preemption by Lightning's
+``SLURMEnvironment(auto_requeue=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cli.runs import OVERWRITE
+from core.errors import FoldFailedError
+from core.legacy import upgrade_config
+from core.recipe import recipe_differences, recipe_of
+from core.run_layout import ExperimentLayout, RunLayout
+
+log = logging.getLogger(__name__)
+
+FoldState = Literal["done", "resume", "start", "stale"]
+
+
+def lightning_command(*args: str) -> list[str]:
+    """The ``lightning`` command of this interpreter (works without the console script)."""
+    return [sys.executable, "-m", "cli.lightning", *args]
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A configuration file as today's release reads it (see :mod:`core.legacy`)."""
+    config, _ = upgrade_config(yaml.safe_load(path.read_text()) or {})
+    return config
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """What one fold runs: the composed configuration, the fold, and passed-on options.
+
+    Attributes:
+        config: The experiment's ``cv_config.yaml``.
+        fold: The fold number.
+        run_dir: The fold's folder.
+        extra: Options passed on to ``lightning fit``.
+        overwrite: Start the fold over (``lightning fit --overwrite``) whatever it holds.
+    """
+
+    config: str
+    fold: int
+    run_dir: str
+    extra: tuple[str, ...] = ()
+    overwrite: bool = False
+
+    @property
+    def run(self) -> RunLayout:
+        return RunLayout(Path(self.run_dir))
+
+    def recipe_changes(self) -> list[str]:
+        """The recipe keys in which the fold's run differs from the experiment's configuration
+        (none for a fold without a run)."""
+        if not self.run.config.is_file():
+            return []
+        ours = recipe_of(read_config(Path(self.config)))
+        theirs = recipe_of(read_config(self.run.config))
+        return recipe_differences(theirs, ours)
+
+    def state(self) -> FoldState:
+        """``stale`` (a run of another recipe), ``done``, ``resume`` (an interrupted fit with a
+        ``last.ckpt``) or ``start``."""
+        if self.recipe_changes():
+            return "stale"
+        if self.run.fit_done.is_file():
+            return "done"
+        if self.run.last_checkpoint.is_file():
+            return "resume"
+        return "start"
+
+    def arguments(self) -> list[str]:
+        """The ``lightning fit`` arguments of the fold in its current state."""
+        args = ["fit", "--config", self.config, "--data.init_args.fold", str(self.fold)]
+        if self.overwrite:
+            return [*args, OVERWRITE, *self.extra]
+        requeued = os.environ.get("SLURM_JOB_ID") and self.run.hpc_checkpoints()
+        if self.state() == "resume" and not requeued:  # a requeued job resumes by itself
+            args += ["--ckpt_path", "last"]
+        return [*args, *self.extra]
+
+    def pending(self) -> bool:
+        """Whether the fold has work to do."""
+        return self.overwrite or self.state() != "done"
+
+    def __call__(self) -> int:
+        """Run the fold in this process (a submitit task: one of the job array's folds)."""
+        if not self.pending():
+            return 0
+        if os.environ.get("SLURM_JOB_ID"):
+            # submitit catches the preemption signal; hand it to Lightning, whose
+            # SLURMEnvironment(auto_requeue=True) saves hpc_ckpt_<n>.ckpt and requeues.
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        from cli.lightning import main as lightning_main
+
+        try:
+            lightning_main(self.arguments())
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise
+        return 0
+
+
+def _failed(job: FoldJob, code: int) -> FoldFailedError:
+    return FoldFailedError(
+        f"fold {job.fold} failed (lightning fit exited with status {code}; its message is "
+        f"above, its files are in {job.run_dir}). Fix it and run the same command again: "
+        "finished folds are skipped and this one resumes from its last checkpoint."
+    )
+
+
+def run_local(jobs: list[FoldJob]) -> None:
+    """Run the folds one after another, each as a ``lightning fit`` process.
+
+    Raises:
+        FoldFailedError: When a fold's ``lightning fit`` fails (its own message came first).
+    """
+    for number, job in enumerate(jobs, start=1):
+        head = f"fold {job.fold} ({number}/{len(jobs)})"
+        if not job.pending():
+            log.info("── %s: finished before, skipped (%s)", head, job.run.fit_done)
+            continue
+        state = "starting over" if job.overwrite else job.state()
+        what = {"resume": "resuming from last.ckpt", "start": "fitting"}.get(state, state)
+        log.info("── %s: %s", head, what)
+        code = subprocess.run(lightning_command(*job.arguments())).returncode
+        if code != 0:
+            raise _failed(job, code)
+
+
+def _executor(args: argparse.Namespace, experiment: ExperimentLayout) -> Any:
+    os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", "USR1")  # Lightning's requeue signal
+    import submitit
+
+    cluster = "local" if args.launcher == "submitit-local" else "slurm"
+    executor = submitit.AutoExecutor(folder=experiment.submitit / "%j", cluster=cluster)
+    parameters: dict[str, Any] = {
+        "name": f"cv-{experiment.name}",
+        "timeout_min": args.timeout_min,
+        "nodes": args.nodes,
+        "tasks_per_node": args.gpus_per_node or 1,  # Lightning DDP: one task per GPU
+        "cpus_per_task": args.cpus_per_task,
+    }
+    if args.gpus_per_node:
+        parameters["gpus_per_node"] = args.gpus_per_node
+    if cluster == "slurm":
+        parameters["slurm_array_parallelism"] = args.array_parallelism
+        if args.partition:
+            parameters["slurm_partition"] = args.partition
+        if args.account:
+            parameters["slurm_account"] = args.account
+        parameters["slurm_additional_parameters"] = {"requeue": True}
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit(
+    args: argparse.Namespace, jobs: list[FoldJob], experiment: ExperimentLayout
+) -> list[Any]:
+    """Submit the pending folds as one job array (submitit); return the job handles."""
+    pending = [job for job in jobs if job.pending()]
+    for job in jobs:
+        if job not in pending:
+            log.info("── fold %d: finished before, skipped", job.fold)
+    if not pending:
+        return []
+    executor = _executor(args, experiment)
+    submitted = executor.map_array(FoldJob.__call__, pending)
+    for job, handle in zip(pending, submitted):
+        log.info("── fold %d: job %s (%s)", job.fold, handle.job_id, job.state())
+    return submitted

@@ -1,0 +1,86 @@
+"""Reading Lightning checkpoints with an error a user can act on."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import CheckpointError
+from core.run_layout import RunLayout
+
+
+def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
+    """The content of a Lightning checkpoint, memory-mapped (the weights stay on disk).
+
+    Raises:
+        CheckpointError: For a missing, empty or truncated file, or one that is not a
+            checkpoint, naming the file and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file. Pass an existing .ckpt file.")
+    size = path.stat().st_size
+    advice = (
+        "It was probably cut off while being written or copied (a full disk, a killed copy): "
+        "copy it again, or use another checkpoint of the run (--ckpt_path last or best)."
+    )
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint. {advice}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+    ) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable checkpoint ({reason}). {advice}"
+        ) from error
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint (it holds a {type(state).__name__}"
+            f"{' without an epoch' if isinstance(state, dict) else ''}). Pass a .ckpt file "
+            "written by lightning fit."
+        )
+    return state
+
+
+def best_checkpoint(run: RunLayout) -> Path | None:
+    """The best checkpoint of a run, as ``ModelCheckpoint`` recorded it in ``last.ckpt``.
+
+    Only the file's name is taken from the record, and it is looked up in this run's own
+    ``checkpoints/`` folder: the record holds the absolute path the run was trained at, so a
+    copied or moved run folder would otherwise use the original's weights.
+
+    Returns:
+        The checkpoint in ``run.checkpoints``, or ``None`` when the run has no ``last.ckpt``,
+        records no best checkpoint, or does not hold the recorded file.
+
+    Raises:
+        CheckpointError: For an unreadable ``last.ckpt``.
+    """
+    if not run.last_checkpoint.is_file():
+        return None
+    state = read_checkpoint(run.last_checkpoint)
+    for key, value in state.get("callbacks", {}).items():
+        monitored = "'monitor': None" not in key  # not the every-epoch last.ckpt writer
+        if key.startswith("ModelCheckpoint") and monitored and value.get("best_model_path"):
+            best = run.checkpoint(Path(value["best_model_path"]).name)
+            return best if best.is_file() else None
+    return None
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a Lightning checkpoint was saved in.
+
+    Raises:
+        CheckpointError: For an unreadable checkpoint.
+    """
+    return int(read_checkpoint(path)["epoch"])

@@ -1,0 +1,46 @@
+"""What makes two runs "the same recipe": their configuration without the keys that differ
+from run to run of one experiment (the fold, folders, loggers, the checkpoint to resume from).
+
+The fold workflow refuses to run folds of one experiment with different recipes, and the
+cross-validation report refuses to average folds whose recipes differ.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: Dotted keys of a run's configuration that may differ between runs of one experiment.
+PER_RUN_KEYS: tuple[str, ...] = (
+    "config",
+    "ckpt_path",
+    "overwrite",
+    "print_config",
+    "data.init_args.fold",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+    "checkpoint.dirpath",
+    "last_checkpoint.dirpath",
+)
+
+
+def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` without :data:`PER_RUN_KEYS`."""
+    recipe = copy.deepcopy(config)
+    for dotted in PER_RUN_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = recipe
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return recipe
+
+
+def recipe_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two recipes, sorted."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [d for k in keys for d in recipe_differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]

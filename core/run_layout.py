@@ -1,0 +1,243 @@
+"""Every file of a run folder and of an experiment folder, named once.
+
+A fold of an experiment lives in ``runs/<experiment>/fold<k>/`` (:class:`RunLayout`): its
+``fit`` writes there, and ``validate``/``test``/``predict`` write into ``fold<k>/<stage>/``,
+a folder with the same file names (:meth:`RunLayout.stage`). The experiment's folder
+(:class:`ExperimentLayout`) holds its folds, the composed configuration of ``lightning-cv``,
+the cross-validation report and the ensemble's folder. Writers and readers of these files
+(the command line, the callbacks, the DataModule's split, the report) ask these objects for the
+paths; no other module spells a file name of a run.
+
+::
+
+    runs/<experiment>/
+        cv_config.yaml                 the composed configuration every fold ran with
+        fold<k>/                       RunLayout
+            config.yaml  split.json  metrics.csv  hparams.yaml
+            checkpoints/last.ckpt  checkpoints/best-….ckpt  hpc_ckpt_<n>.ckpt
+            val_cases_last.csv  val_cases_best.csv  curves.png  fit_done.json
+            wandb_run_id  wandb/  dwi_samples/epoch<k>.png
+            validate/ test/ predict/   the same names; predict/: predictions/ probabilities/
+                                       predict_cases.csv
+        ensemble/                      RunLayout of the ensemble (predict_config.yaml, predict/)
+        report/                        ReportLayout
+        submitit/                      the SLURM job array's scripts and logs
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Stage = Literal["fit", "validate", "test", "predict"]
+
+_FOLD = "fold"
+
+
+def fold_name(fold: int) -> str:
+    """``fold<k>``: the folder name of fold ``k``."""
+    return f"{_FOLD}{fold}"
+
+
+def fold_number(name: str) -> int | None:
+    """``k`` for a folder named ``fold<k>``, else ``None``."""
+    suffix = name[len(_FOLD) :] if name.startswith(_FOLD) else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one run folder: a fold's ``fit`` (``runs/<experiment>/fold<k>/``) or a later
+    stage's (``…/fold<k>/<stage>/``), which uses the same names."""
+
+    root: Path
+
+    # -- written by the command line and Lightning ----------------------------------------
+    @property
+    def config(self) -> Path:
+        """The fully resolved configuration of the run (LightningCLI's ``SaveConfigCallback``)."""
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        """The CSV logger's per-step and per-epoch values."""
+        return self.root / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of the run's checkpoints."""
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """``checkpoints/last.ckpt``, written after every epoch."""
+        return self.checkpoints / "last.ckpt"
+
+    #: The stem of the every-epoch checkpoint (``ModelCheckpoint(filename=…)``).
+    LAST_CHECKPOINT_STEM = "last"
+
+    def checkpoint(self, name: str) -> Path:
+        """A checkpoint of this run by file name (e.g. the best one recorded in ``last.ckpt``)."""
+        return self.checkpoints / Path(name).name
+
+    def checkpoint_files(self) -> list[Path]:
+        """The run's ``*.ckpt`` files, sorted by name."""
+        return sorted(self.checkpoints.glob("*.ckpt")) if self.checkpoints.is_dir() else []
+
+    def hpc_checkpoints(self) -> list[Path]:
+        """The ``hpc_ckpt_<n>.ckpt`` files Lightning saved before SLURM requeued the job, oldest
+        first."""
+        if not self.root.is_dir():
+            return []
+        found = self.root.glob("hpc_ckpt_*.ckpt")
+        return sorted(found, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+
+    @property
+    def fit_done(self) -> Path:
+        """Written when a ``fit`` finished normally; the fold workflow skips such folds."""
+        return self.root / "fit_done.json"
+
+    @property
+    def wandb_run_id(self) -> Path:
+        """The W&B run id of the fold, kept so that a resumed run continues the same W&B run."""
+        return self.root / "wandb_run_id"
+
+    # -- written by the DataModule and the callbacks --------------------------------------
+    @property
+    def split(self) -> Path:
+        """The fold's training and validation cases (the DataModule's ``setup``)."""
+        return self.root / "split.json"
+
+    @property
+    def val_cases_last(self) -> Path:
+        """Per-case validation metrics of the latest epoch."""
+        return self.root / "val_cases_last.csv"
+
+    @property
+    def val_cases_best(self) -> Path:
+        """Per-case validation metrics of the best epoch (the best checkpoint's)."""
+        return self.root / "val_cases_best.csv"
+
+    @property
+    def test_cases(self) -> Path:
+        """Per-case test metrics."""
+        return self.root / "test_cases.csv"
+
+    @property
+    def curves(self) -> Path:
+        """Losses and validation metrics per epoch, drawn at the end of ``fit``."""
+        return self.root / "curves.png"
+
+    @property
+    def dwi_samples(self) -> Path:
+        """The GAN's per-epoch figures of a validation case (``epoch<k>.png``)."""
+        return self.root / "dwi_samples"
+
+    # -- prediction -----------------------------------------------------------------------
+    #: The default folder of predicted masks, relative to the ``predict`` stage folder.
+    PREDICTIONS = "predictions"
+
+    @property
+    def predictions(self) -> Path:
+        """Predicted masks under the challenge's names (what an evaluator reads)."""
+        return self.root / self.PREDICTIONS
+
+    def probabilities_beside(self, predictions: Path) -> Path:
+        """The float probabilities of the masks in ``predictions``, outside that folder."""
+        return predictions.parent / "probabilities"
+
+    def predict_cases_beside(self, predictions: Path) -> Path:
+        """Per-case metrics of predicted labelled cases, beside the masks' folder."""
+        return predictions.parent / "predict_cases.csv"
+
+    @property
+    def predict_config(self) -> Path:
+        """The configuration ``lightning-cv predict`` writes for an ensemble."""
+        return self.root / "predict_config.yaml"
+
+    # -- stages ---------------------------------------------------------------------------
+    def stage(self, stage: str) -> RunLayout:
+        """Where a stage of this run writes: the run folder for ``fit``, else ``<run>/<stage>``."""
+        return self if stage == "fit" else RunLayout(self.root / stage)
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path) -> RunLayout | None:
+        """The run a checkpoint was written by (``…/fold<k>/checkpoints/x.ckpt`` beside its
+        ``config.yaml``), or ``None`` for a checkpoint outside a run folder."""
+        run = cls(checkpoint.parent.parent)
+        if checkpoint.parent.name == run.checkpoints.name and run.config.is_file():
+            return run
+        return None
+
+
+@dataclass(frozen=True)
+class ReportLayout:
+    """The files of an experiment's cross-validation report (``runs/<experiment>/report/``)."""
+
+    root: Path
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def cases_oof(self) -> Path:
+        return self.root / "cases_oof.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def dice_boxplot(self) -> Path:
+        return self.root / "dice_boxplot.png"
+
+    @property
+    def curves_all(self) -> Path:
+        return self.root / "curves_all.png"
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """The folder of one experiment: its folds, its composed configuration, report and ensemble."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def cv_config(self) -> Path:
+        """The configuration ``lightning-cv fit`` composed once and ran every fold with."""
+        return self.root / "cv_config.yaml"
+
+    def fold(self, fold: int) -> RunLayout:
+        return RunLayout(self.root / fold_name(fold))
+
+    def run(self, folder: str) -> RunLayout:
+        """A run folder by name: ``fold<k>``, or a module's own (``ensemble``)."""
+        return RunLayout(self.root / folder)
+
+    def folds(self) -> dict[int, RunLayout]:
+        """The folds that hold a run (``fold<k>/config.yaml``), by fold number."""
+        found: dict[int, RunLayout] = {}
+        for path in self.root.glob(f"{_FOLD}*"):
+            number = fold_number(path.name)
+            if number is not None and RunLayout(path).config.is_file():
+                found[number] = RunLayout(path)
+        return dict(sorted(found.items()))
+
+    @property
+    def report(self) -> ReportLayout:
+        return ReportLayout(self.root / "report")
+
+    @property
+    def submitit(self) -> Path:
+        """The SLURM job array's folder (submitit's scripts and the tasks' logs)."""
+        return self.root / "submitit"

@@ -1,0 +1,40 @@
+"""Ensemble members are resolved inside the folders given (run folders may be copied or moved)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.errors import ConfigurationError
+from lightning_modules.ensemble import resolve_members
+
+
+def _fold(root: Path) -> Path:
+    """A fold folder whose last.ckpt records its best checkpoint by absolute path."""
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "config.yaml").write_text("experiment: exp\n")
+    best = root / "checkpoints" / "best-epoch001-dice0.5000.ckpt"
+    torch.save({"epoch": 1}, best)
+    record = {"ModelCheckpoint{'monitor': 'val/dice'}": {"best_model_path": str(best)}}
+    torch.save({"epoch": 3, "callbacks": record}, root / "checkpoints" / "last.ckpt")
+    return root
+
+
+def test_a_copied_experiment_uses_its_own_weights_while_the_original_exists(tmp_path):
+    original = _fold(tmp_path / "runs" / "exp" / "fold0")
+    copy = Path(shutil.copytree(original.parent, tmp_path / "copies" / "exp"))
+    (member,) = resolve_members([str(copy)])
+    assert member == (copy / "fold0" / "checkpoints" / "best-epoch001-dice0.5000.ckpt").resolve()
+    (member,) = resolve_members([str(copy / "fold0")])
+    assert member.is_relative_to(copy.resolve())
+
+
+def test_a_copy_without_its_best_checkpoint_is_refused_not_filled_from_the_original(tmp_path):
+    original = _fold(tmp_path / "runs" / "exp" / "fold0")
+    copy = Path(shutil.copytree(original, tmp_path / "copies" / "fold0"))
+    next(copy.glob("checkpoints/best-*.ckpt")).unlink()
+    with pytest.raises(ConfigurationError, match="has no best checkpoint"):
+        resolve_members([str(copy)])
