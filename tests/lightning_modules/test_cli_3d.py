@@ -95,6 +95,13 @@ def test_seed001_classic_and_its_modloss_switch_compose_as_documented(tmp_path):
 
 
 @pytest.mark.slow
+def test_seed003_3d_baselines_flip_sagittally_and_coronally(tmp_path):
+    for configs in (RECIPES_3D["unet3d_isles"][0], RECIPES_3D["vnet_isles"][0]):
+        augmentation = _resolved(configs, tmp_path)["data"]["init_args"]["augmentation"]
+        assert augmentation["flip_axes"] == [0, 1]  # rows (NIfTI x) and columns (NIfTI y)
+
+
+@pytest.mark.slow
 def test_2d_and_3d_runs_of_a_fold_hold_out_the_same_patients(tiny_twin, tmp_path):
     grid = ["--data.init_args.image_size", "32"]
     run_cli("lightning", "fit", *_omarov(tiny_twin, tmp_path), *grid, cwd=tmp_path)
