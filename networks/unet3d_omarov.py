@@ -50,40 +50,43 @@ class OmarovUNet3D(VolumeNet):
     """Modified 3D U-Net: instance norm, LeakyReLU, dilation and spatial dropout (seed 001).
 
     Omarov, Tursynova et al., *Modified UNet Model for Brain Stroke Lesion Segmentation on CT
-    Images*, CMC 71(3), 2022; docs/papers.md §5, "Reading A" (the paper publishes no code).
+    Images*, CMC 71(3), 2022, §4.1 (the proposed method); docs/papers.md §5, "Reading A" (the
+    paper publishes no code).
 
     Five levels of widths F·(1, 2, 4, 8, 16), each [conv 3×3×3 → InstanceNorm3d (affine) →
     LeakyReLU] × 2, max-pool 2×2×2 between levels; ``Dropout3d(0.5)`` (Keras's
     SpatialDropout3D) on the outputs of levels 4 and 5. Decoder: four times nearest ×2
     upsampling → conv 2×2×2 'same' halving the channels → LeakyReLU, concat [skip, up],
     [conv 3×3×3 → IN → LeakyReLU] × 2; conv 1×1×1 to ``out_channels``. That is 10 + 4·3 + 1 =
-    **23 conv layers**, as the text says.
+    **23 conv layers**, as §4.1 says.
 
     How the ambiguous points are read (each is an argument):
 
     * every conv has a bias (Keras's default), IN has affine γ/β (keras-contrib's default) and
-      the 2×2×2 up-convs are not normalised. With these the parameter counts of docs/papers.md
-      §5 come out exactly: F = 64 → 90,311,361; F = 32 → 22,584,673; F = 16 → 5,649,585
-      (``in_channels=5``, ``out_channels=1``);
-    * "some convolutions are dilated": the second conv of levels 3–5, dilation 2 (padding 2);
+      the 2×2×2 up-convs are not normalised. The paper prints no parameter count; these
+      choices give the suite's own counts, recorded in docs/papers.md §5: F = 64 → 90,311,361;
+      F = 32 → 22,584,673; F = 16 → 5,649,585 (``in_channels=5``, ``out_channels=1``);
+    * "some convolutions" are dilated (§4.1): the second conv of levels 3–5, dilation 2
+      (padding 2);
     * the up-convolution is upsampling + conv 2×2×2 as in the Keras U-Nets the text follows;
       a ``ConvTranspose3d`` 2×2×2 would have the same parameter count;
     * LeakyReLU slope 0.01 (Isensee et al., whose sentences the text paraphrases; Keras's
       default would be 0.3); norm eps 1e-3 (keras-contrib / Keras defaults);
     * Glorot-uniform weights and zero biases (Keras's defaults; the text names no init);
-    * one logit channel: the paper's sigmoid is left to the module / loss.
+    * one logit channel, read through a sigmoid by the loss and at inference: the paper names
+      no output layer or activation, only a binary voxel label (§4.2).
 
-    The classic 3D U-Net the paper compares against is the same skeleton with
+    The classic 3D U-Net the paper compares against (§4.1, Tab. 1) is the same skeleton with
     ``norm="batch", act="relu", dilation=1, dropout=0.0`` (:func:`classic_unet3d`); BatchNorm
     has as many parameters as affine IN, so its counts equal the ones above.
 
     Args:
         in_channels: input maps (5: CT, CBF, CBV, MTT, Tmax).
-        out_channels: output logit channels (1, for the paper's sigmoid).
-        base_width: F, the width of level 1 (64 by the text's "64-component feature vector").
-        norm: ``"instance"`` (affine InstanceNorm3d, the paper) or ``"batch"`` (BatchNorm3d,
+        out_channels: output logit channels (1: one lesion logit, for a sigmoid).
+        base_width: F, the width of level 1 (64 by §4.1's "64-component feature vector").
+        norm: ``"instance"`` (affine InstanceNorm3d, §4.1) or ``"batch"`` (BatchNorm3d,
             the classic U-Net, with Keras's momentum 0.99 = PyTorch's 0.01).
-        act: ``"leakyrelu"`` (the paper) or ``"relu"`` (the classic U-Net).
+        act: ``"leakyrelu"`` (§4.1) or ``"relu"`` (the classic U-Net).
         negative_slope: LeakyReLU slope (ignored for ``"relu"``).
         dilation: dilation of the second conv of each level in ``dilated_levels``; 1 for none.
         dilated_levels: 1-based encoder levels whose second conv is dilated ((3, 4, 5)).
@@ -93,7 +96,7 @@ class OmarovUNet3D(VolumeNet):
     Shape:
         Input (B, in_channels, D, H, W), any D, H, W (zero-padded, centred, to multiples of 16
         and cropped back); output raw logits (B, out_channels, D, H, W). The paper's input is
-        (B, 5, 32, 128, 128).
+        (B, 5, 32, 128, 128) (§4.1: "input form = [5, 128, 128, 32]", depth last).
 
     Raises:
         ValueError: for invalid arguments, or an input that is not (B, in_channels, D, H, W).
@@ -199,8 +202,10 @@ def classic_unet3d(
     """The plain 3D U-Net Omarov et al. compare against (docs/papers.md §5, Reading A).
 
     The same 23-conv skeleton as :class:`OmarovUNet3D` with BatchNorm3d and ReLU, no dilation
-    and no dropout; the paper trains it for 200 epochs. Same parameter count as the modified
-    network (BatchNorm and affine IN both have 2 parameters per channel).
+    and no dropout (§4.1 lists instance norm, leaky ReLU, dilation and dropout among its
+    modifications); the paper trains it for 200 epochs (§4.1, §5). Same parameter count as the
+    modified network as built here (BatchNorm and affine IN both have 2 parameters per
+    channel); the paper prints no count.
 
     Args:
         in_channels: input maps (5).

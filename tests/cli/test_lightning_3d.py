@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from tests.cli.test_lightning import _common, _configs
 from tests.conftest import REPO, run_cli
@@ -21,11 +22,18 @@ OMAROV_SMALL = ["--model.init_args.net.init_args.base_width", "2", "--data.init_
 RECIPES_3D = {
     "unet3d_omarov": (["unet3d_omarov.yaml"], OMAROV_SMALL),
     "unet3d_classic_omarov": (["unet3d_omarov.yaml", "unet3d_classic_omarov.yaml"], OMAROV_SMALL),
+    # The classic network with the proposed model's IoU loss, L2 term and Adam (a third delta).
+    "unet3d_classic_omarov_modloss": (
+        ["unet3d_omarov.yaml", "unet3d_classic_omarov.yaml", "unet3d_classic_omarov_modloss.yaml"],
+        OMAROV_SMALL,
+    ),
     # Seed 003's in-plane augmentation, here on the training device (the CPU).
     "unet3d_isles": (["unet3d_isles.yaml"], ["--data.init_args.augment_on_device", "true"]),
     "vnet_isles": (["unet3d_isles.yaml", "vnet_isles.yaml"], []),
     "demo_3d": (["unet3d_omarov.yaml", "demo_3d.yaml"], ["--data.init_args.image_size", "16"]),
 }
+# Recipes whose training loss carries seed 001's kernel L2 term (§1: 1e-3); the classic has none.
+L2_RECIPES = {"unet3d_omarov", "unet3d_classic_omarov_modloss"}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -52,9 +60,45 @@ def test_3d_recipe_trains_and_validates_one_step(recipe, tiny_twin, tmp_path):
     split = json.loads((run_dir / "split.json").read_text())
     assert sorted(row["case"] for row in table) == sorted(split["val_cases"])
     assert {"dice", "precision", "recall", "jaccard"} <= set(table[0])
-    if "omarov" in recipe:  # the kernel L2 term is part of the training loss and logged
-        l2 = [float(r["train/l2"]) for r in _rows(run_dir / "metrics.csv") if r.get("train/l2")]
+    l2 = [float(r["train/l2"]) for r in _rows(run_dir / "metrics.csv") if r.get("train/l2")]
+    if recipe in L2_RECIPES:  # the kernel L2 term is part of the training loss and logged
         assert l2 and l2[0] > 0
+    elif "omarov" in recipe:  # seed 001's classic network: no L2 term (§4.1, a modification)
+        assert not l2
+
+
+def _resolved(configs: list[str], tmp: Path) -> dict:
+    result = run_cli("lightning", "fit", *_configs(configs), "--print_config", cwd=tmp)
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.mark.slow
+def test_seed001_classic_and_its_modloss_switch_compose_as_documented(tmp_path):
+    proposed = _resolved(["unet3d_omarov.yaml"], tmp_path)
+    assert proposed["data"]["init_args"]["augmentation"]["flip_axes"] == [0]
+    assert proposed["model"]["init_args"]["loss"]["class_path"] == "losses.SoftJaccardLoss"
+    classic = _resolved(["unet3d_omarov.yaml", "unet3d_classic_omarov.yaml"], tmp_path)
+    model = classic["model"]["init_args"]
+    assert model["loss"]["class_path"] == "losses.CrossEntropyLoss"
+    assert model["loss"]["init_args"]["lesion_weight"] is None
+    assert model["kernel_l2"] == 0.0
+    assert model["optimizer"]["class_path"] == "torch.optim.SGD"
+    assert classic["data"]["init_args"]["augmentation"] is None
+    assert classic["trainer"]["max_epochs"] == 200
+    modloss = _resolved(RECIPES_3D["unet3d_classic_omarov_modloss"][0], tmp_path)
+    # Exactly the classic recipe with the proposed model's loss, L2 term and optimiser.
+    for key in ("loss", "kernel_l2", "optimizer"):
+        assert modloss["model"]["init_args"][key] == proposed["model"]["init_args"][key]
+    assert modloss["model"]["init_args"]["net"] == model["net"]
+    assert modloss["data"] == classic["data"] and modloss["trainer"] == classic["trainer"]
+    assert modloss["experiment"] == "unet3d_classic_omarov_modloss"
+
+
+@pytest.mark.slow
+def test_seed003_3d_baselines_flip_sagittally_and_coronally(tmp_path):
+    for configs in (RECIPES_3D["unet3d_isles"][0], RECIPES_3D["vnet_isles"][0]):
+        augmentation = _resolved(configs, tmp_path)["data"]["init_args"]["augmentation"]
+        assert augmentation["flip_axes"] == [0, 1]  # rows (NIfTI x) and columns (NIfTI y)
 
 
 @pytest.mark.slow
