@@ -14,7 +14,8 @@ from __future__ import annotations
 import inspect
 import logging
 import pydoc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,29 @@ def log_fold_media(
     run.summary.update(dict(summary))
 
 
+@contextmanager
+def _process_offline() -> Iterator[None]:
+    """W&B offline for the whole process while the block runs; the previous mode after it.
+
+    ``wandb.init(mode="offline")`` makes only the *run* offline. W&B 0.31 builds its own usage
+    telemetry (``wandb.analytics``, an OpenTelemetry exporter to ``<base_url>/sdk/otel/v1/``)
+    from the *process-wide* settings, which are online unless ``WANDB_MODE`` says otherwise:
+    the run's first ``run.log()`` starts that exporter, and at its first export (at the latest
+    when the process exits) it looks up the server's host name and POSTs to it. With the
+    process-wide mode offline, W&B builds no exporter. (Lightning's ``WandbLogger(offline=True)``
+    sets ``WANDB_MODE`` itself before its ``wandb.init``, so the folds' runs were not affected.)
+    """
+    import wandb
+
+    previous = wandb.setup().settings.mode
+    wandb.setup(settings=wandb.Settings(mode="offline"))
+    try:
+        yield
+    finally:
+        if previous != "offline":
+            wandb.setup(settings=wandb.Settings(mode=previous))
+
+
 def log_cv_summary(
     report_dir: Path,
     experiment: str,
@@ -100,7 +124,8 @@ def log_cv_summary(
         experiment: Experiment name, the W&B group of its folds.
         project: W&B project (the folds' project, for the group to be shared).
         entity: W&B entity, or None for the default one.
-        offline: Write the run locally only (``wandb sync <run folder>`` uploads it later).
+        offline: Write the run locally only (``wandb sync <run folder>`` uploads it later),
+            whatever ``WANDB_MODE`` says, and make no network connection at all.
         tables: Tables by key (e.g. ``"folds"``, ``"paper_vs_ours"``, ``"cases_oof"``), each a
             list of row dicts whose keys are the columns; an empty table is skipped.
         images: Image files by key (e.g. ``"dice_boxplot"``, ``"curves_all"``).
@@ -126,23 +151,24 @@ def log_cv_summary(
         if not rows:
             log.warning("W&B report of %s: table %r has no rows; not logged", experiment, key)
     report_dir.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(
-        project=project,
-        entity=entity,
-        group=experiment,
-        name=f"{experiment}-cv",
-        job_type="cv-report",
-        dir=report_dir,
-        mode="offline" if offline else None,
-        # Never finish or reuse a run that the calling process may have open.
-        reinit="create_new",
-    )
-    run_dir = Path(run.sync_dir)
-    try:
-        _log_media(run, tables, dict(images))
-        run.summary.update(dict(summary))
-    finally:
-        run.finish()
+    with _process_offline() if offline else nullcontext():
+        run = wandb.init(
+            project=project,
+            entity=entity,
+            group=experiment,
+            name=f"{experiment}-cv",
+            job_type="cv-report",
+            dir=report_dir,
+            mode="offline" if offline else None,
+            # Never finish or reuse a run that the calling process may have open.
+            reinit="create_new",
+        )
+        run_dir = Path(run.sync_dir)
+        try:
+            _log_media(run, tables, dict(images))
+            run.summary.update(dict(summary))
+        finally:
+            run.finish()
     return run_dir
 
 

@@ -33,6 +33,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -263,12 +264,20 @@ def _mask_hint(release: str, scan: ATLASScan) -> str:
 
 # ----------------------------------------------------------------------------- predictions
 
-_R20_PREDICTIONS = "derivatives/atlas2_prediction"
+_R20_DERIVATIVE = "atlas2_prediction"
+_R20_PREDICTIONS = f"derivatives/{_R20_DERIVATIVE}"
 
 
 def _description(name: str, dataset_type: str, **extra: object) -> str:
     fields = {"Name": name, "BIDSVersion": "1.6.0", "DatasetType": dataset_type, **extra}
     return json.dumps(fields, indent=2) + "\n"
+
+
+def _suite_version() -> str:
+    try:
+        return version("strokeseg-repro")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def prediction_target(scan: ATLASScan) -> PredictionTarget:
@@ -277,8 +286,11 @@ def prediction_target(scan: ATLASScan) -> PredictionTarget:
     R2.0 scans follow the ATLAS R2.0 challenge's submission (docs/datasets.md §3.5): a BIDS
     derivative ``derivatives/atlas2_prediction/`` holding
     ``sub-…/ses-1/anat/sub-…_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz``,
-    with a ``dataset_description.json`` beside it and at the root. R1.x has no challenge
-    format: ``<release>_<site or cohort>_…_mask.nii.gz``.
+    with a ``dataset_description.json`` beside it and at the root. The challenge's evaluator
+    finds the derivative through pybids, which names a derivative after
+    ``GeneratedBy[0].Name`` (``PipelineDescription.Name`` only when GeneratedBy has none), so
+    both say ``atlas2_prediction``; the suite names itself in GeneratedBy's ``Description``.
+    R1.x has no challenge format: ``<release>_<site or cohort>_…_mask.nii.gz``.
     """
     if scan.name.startswith("R2.0/"):
         sub = scan.subject.split("/")[-1]
@@ -288,10 +300,16 @@ def prediction_target(scan: ATLASScan) -> PredictionTarget:
             (
                 f"{_R20_PREDICTIONS}/dataset_description.json",
                 _description(
-                    "atlas2_prediction",
+                    _R20_DERIVATIVE,
                     "derivative",
-                    PipelineDescription={"Name": "atlas2_prediction"},
-                    GeneratedBy=[{"Name": "strokeseg-repro"}],
+                    PipelineDescription={"Name": _R20_DERIVATIVE},
+                    GeneratedBy=[
+                        {
+                            "Name": _R20_DERIVATIVE,
+                            "Version": _suite_version(),
+                            "Description": "Lesion masks predicted by strokeseg-repro",
+                        }
+                    ],
                 ),
             ),
         )

@@ -13,10 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ import matplotlib
 import pytest
 
 from evaluation.report import read_case_table
-from tests.conftest import REPO, run_cli
+from tests.conftest import BIN, REPO, run_cli
 
 matplotlib.use("Agg", force=True)
 
@@ -222,3 +226,113 @@ def test_cv_summary_refuses_a_missing_image_before_creating_a_run(tmp_path, wand
             summary={},
         )
     assert not (tmp_path / "report").exists()
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 that records the first line of every connection it accepts
+    (an HTTP request line, or ``CONNECT host:443`` when it serves as a proxy) and answers 404."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self.port = self._socket.getsockname()[1]
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(2.0)
+                try:
+                    head = connection.recv(4096)
+                except OSError:
+                    head = b""
+                self.seen.append(head.split(b"\r\n", 1)[0].decode("latin-1") or "(no bytes)")
+                try:
+                    connection.sendall(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._socket.close()
+
+
+def _fake_folds(experiment_dir: Path) -> None:
+    """Two finished folds of a W&B-logged experiment, as much as ``lightning-cv report`` reads."""
+    config = {
+        "experiment": experiment_dir.name,
+        "data": {"init_args": {"num_folds": 2}},
+        "model": {"init_args": {"metrics": "atlas2_challenge"}},
+        "trainer": {
+            "logger": [
+                {
+                    "class_path": "pytorch_lightning.loggers.WandbLogger",
+                    "init_args": {"project": "strokeseg-repro", "offline": True},
+                }
+            ]
+        },
+    }
+    for fold, (case, dice) in enumerate((("case_1", 0.5), ("case_2", 0.7))):
+        run_dir = experiment_dir / f"fold{fold}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(json.dumps(config))  # JSON is YAML
+        (run_dir / "split.json").write_text(json.dumps({"val_cases": [case]}))
+        (run_dir / "metrics.csv").write_text(f"epoch,step,val/dice\n0,1,{dice}\n")
+        (run_dir / "val_cases_best.csv").write_text(
+            "case,dice,volume_difference,lesion_f1,lesion_count_difference\n"
+            f"{case},{dice},12.0,1.0,0.0\n"
+        )
+        (run_dir / "fit_done.json").write_text("{}\n")
+
+
+@pytest.mark.slow
+def test_an_offline_report_to_wandb_connects_nowhere_with_wandb_mode_unset(tmp_path):
+    """``offline: true`` in the folds' WandbLogger must be enough: no WANDB_MODE in the
+    environment. Every address W&B knows of points at a local listener (its server through
+    WANDB_BASE_URL, any other host through the HTTP(S) proxy variables), and it must see no
+    connection."""
+    experiment_dir = tmp_path / "runs" / "netcheck"
+    _fake_folds(experiment_dir)
+    listener = _Listener()
+    here = f"http://127.0.0.1:{listener.port}"
+    proxies = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WANDB_") and k.lower() not in proxies
+    }
+    env |= {
+        "PYTHONWARNINGS": "ignore",
+        "WANDB_BASE_URL": here,
+        "HTTP_PROXY": here,
+        "HTTPS_PROXY": here,
+        "WANDB_SILENT": "true",
+        "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
+    }
+    try:
+        result = subprocess.run(
+            [str(BIN / "lightning-cv"), "report", str(experiment_dir), "--wandb"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        time.sleep(2.0)  # W&B's service process may outlive the command by a moment
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert list((experiment_dir / "report" / "wandb").glob("offline-run-*"))
+    assert listener.seen == [], f"connections to {here} (server or proxy): {listener.seen}"

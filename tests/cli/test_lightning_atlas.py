@@ -150,12 +150,19 @@ def tiny_r20(tmp_path_factory):
     return write_atlas_twin(root, "R2.0", subjects=8, testing_subjects=2, seed=0, size="tiny")
 
 
-@pytest.mark.slow
-def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_path):
-    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_r20, tmp_path)
+@pytest.fixture(scope="module")
+def r20_run(tiny_r20, tmp_path_factory):
+    """One D-UNet demo step fitted on the tiny R2.0 twin, shared by the tests that predict with it:
+    its fold0 folder (each predict logs into its predict/, and writes masks where it is told)."""
+    tmp = tmp_path_factory.mktemp("r20-fit")
+    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_r20, tmp)
     args[args.index("R1.1")] = "R2.0"
-    run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600)
-    run_dir = tmp_path / "runs" / "dunet_demo" / "fold0"
+    run_cli("lightning", "fit", *args, cwd=tmp, timeout=600)
+    return tmp / "runs" / "dunet_demo" / "fold0"
+
+
+def _predict_r20(run_dir: Path, out: Path, *extra: str) -> Path:
+    """Predict with the fitted run, a threshold of ~0, into ``out/predictions``: the folder."""
     # A threshold of ~0: the mask is 1 exactly where the network sees the slice (the 32×32 window of
     # rows = y 0:32, cols = x 0:32), so its place in the written file shows the orientation.
     run_cli(
@@ -164,13 +171,20 @@ def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_pat
         "--config",
         str(run_dir / "config.yaml"),
         "--ckpt_path",
-        "last",
+        "last",  # a checkpoint *file* would bring its hparams back over the overrides below
         "--model.init_args.threshold",
         "1e-12",
-        "--trainer.callbacks+=callbacks.NiftiPredictionWriter",
-        cwd=tmp_path,
+        "--prediction_writer.output_dir",
+        str(out / "predictions"),
+        *extra,
+        cwd=out.parent,
     )
-    out = run_dir / "predict" / "predictions"
+    return out / "predictions"
+
+
+@pytest.mark.slow
+def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, r20_run, tmp_path):
+    out = _predict_r20(r20_run, tmp_path / "predict")
     masks = sorted(
         out.glob(
             "derivatives/atlas2_prediction/sub-*/ses-1/anat/*_label-L_desc-T1lesion_mask.nii.gz"
@@ -192,6 +206,83 @@ def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, tmp_pat
         expected = np.zeros(source.shape, dtype=np.uint8)
         expected[0:32, 0:32, :] = 1  # x = cols 0:32, y = rows 0:32
         assert np.array_equal(np.asarray(written.dataobj), expected)
+
+
+def _evaluator_dice(prediction: np.ndarray, truth: np.ndarray, dtype: type = np.float32) -> float:
+    """The ATLAS R2.0 evaluator's Dice as docs/datasets.md §3.5 describes it: volumes as its loader
+    holds them (float32), clipped to [0, 1], flattened, 2·(p·t) / (Σp + Σt), 1.0 when the
+    denominator is 0. ``dtype=np.float64``: the same formula without the float32 rounding."""
+    p = np.clip(prediction.astype(dtype).reshape(1, -1), 0, 1)
+    t = np.clip(truth.astype(dtype).reshape(1, -1), 0, 1)
+    denominator = np.sum(p) + np.sum(t)
+    if denominator == 0:
+        return 1.0
+    return float((2 * (p @ t.T) / denominator).item())
+
+
+@pytest.mark.slow
+def test_the_challenge_evaluator_finds_every_mask_and_scores_it_as_the_suite_did(
+    tiny_r20, r20_run, tmp_path
+):
+    import bids  # pybids, the evaluator's way into a prediction folder
+
+    extra = ["--data.init_args.predict_split", "Training"]
+    extra += ["--model.init_args.metrics", "atlas2_challenge"]
+    out = _predict_r20(r20_run, tmp_path / "predict", *extra)
+    training = tiny_r20 / "ATLAS_2" / "Training"
+    subjects = sorted(p.name.removeprefix("sub-") for p in training.glob("R*/sub-*"))
+    assert len(subjects) == 8
+
+    # The evaluator opens the folder with pybids, takes the derivative by its pipeline name
+    # (pybids: GeneratedBy[0].Name), asks it for every file with suffix "mask", and pairs each
+    # with the ground truth of the same subject and session.
+    layout = bids.BIDSLayout(str(out), derivatives=True, validate=False)
+    files = layout.derivatives["atlas2_prediction"].get(suffix="mask", extension=".nii.gz")
+    assert sorted(f.entities["subject"] for f in files) == subjects
+    assert all(f.entities["session"] == "1" and f.entities["label"] == "L" for f in files)
+    # The evaluator's own call (BIDSLayout's default validate=True) lists the same files.
+    strict = bids.BIDSLayout(str(out), derivatives=True).derivatives["atlas2_prediction"]
+    assert sorted(f.path for f in strict.get(suffix="mask")) == sorted(f.path for f in files)
+
+    with (out.parent / "predict_cases.csv").open() as handle:
+        suite = {row["case"].split("/")[-1]: row for row in csv.DictReader(handle)}
+    assert sorted(suite) == [f"sub-{s}" for s in subjects]
+    relative_gaps, absolute_gaps, soft = [], [], []
+    for file in files:
+        subject, session = file.entities["subject"], file.entities["session"]
+        pattern = f"R*/sub-{subject}/ses-{session}/anat/sub-{subject}_ses-{session}_*_mask.nii.gz"
+        (truth_file,) = training.glob(pattern)
+        # As the evaluator's loader reads them: get_fdata() into float32 arrays.
+        image = file.get_image()
+        prediction = np.asarray(image.get_fdata(), dtype=np.float32)
+        truth = np.asarray(nib.load(truth_file).get_fdata(), dtype=np.float32)
+        assert image.get_data_dtype() == np.uint8 and set(np.unique(prediction)) <= {0.0, 1.0}
+        row = suite[f"sub-{subject}"]
+        if not set(np.unique(truth)) <= {0.0, 1.0}:
+            # sub-r039s002's mask (max 0.01): the evaluator only clips, so it scores this truth
+            # softly, where the suite binarises it (> 0). Binarised, the evaluator agrees.
+            soft.append(subject)
+            volume = float(np.abs(np.sum(prediction) - np.sum(truth)))
+            assert volume != float(row["volume_difference"])
+            assert _evaluator_dice(prediction, truth) < float(row["dice"]) / 10
+            truth = (truth > 0).astype(np.float32)
+        ours = float(row["dice"])
+        gap = abs(_evaluator_dice(prediction, truth) - ours)
+        absolute_gaps.append(gap)
+        relative_gaps.append(gap / ours if ours else gap)
+        # Without the float32 rounding the two are the same number.
+        assert _evaluator_dice(prediction, truth, np.float64) == ours, subject
+        volume_difference = float(np.abs(np.sum(prediction) - np.sum(truth)))
+        assert volume_difference == float(row["volume_difference"]), subject
+    assert soft == ["r039s002"]
+    print(
+        f"evaluator (float32) Dice vs predict_cases.csv: max |difference| {max(absolute_gaps):.3g},"
+        f" max relative {max(relative_gaps):.3g}"
+    )
+    # Counts below 2**24 are exact in float32; the one rounding is the quotient's, half an ulp:
+    # 2**-24 relative. The twin's Dice values are below 0.02, hence below 1e-9 absolute too.
+    assert max(relative_gaps) <= 2.0**-24
+    assert max(absolute_gaps) <= 1e-9
 
 
 @pytest.mark.slow
