@@ -110,6 +110,12 @@ RECIPES: dict[str, Recipe] = {
     "unet3d_classic_omarov": Recipe(
         ("unet3d_omarov.yaml", "unet3d_classic_omarov.yaml"), "isles2018", _OMAROV
     ),
+    # The classic network with the proposed model's IoU loss, L2 term and Adam (a third delta).
+    "unet3d_classic_omarov_modloss": Recipe(
+        ("unet3d_omarov.yaml", "unet3d_classic_omarov.yaml", "unet3d_classic_omarov_modloss.yaml"),
+        "isles2018",
+        _OMAROV,
+    ),
     "demo_3d": Recipe(
         ("unet3d_omarov.yaml", "demo_3d.yaml"), "isles2018", ("--data.init_args.image_size", "16")
     ),
