@@ -186,10 +186,10 @@ def wandb_settings_of(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def cv_summary_payload(
     report: CVReport, files: Mapping[str, Path]
-) -> tuple[dict[str, list[Row]], dict[str, Path], dict[str, float]]:
+) -> tuple[dict[str, Sequence[Row]], dict[str, Path], dict[str, float]]:
     """The tables, figures and summary values of a cross-validation report for
     :func:`log_cv_summary`, from the report and the files it wrote."""
-    tables: dict[str, list[Row]] = {"folds": read_case_table(files["folds"])}
+    tables: dict[str, Sequence[Row]] = {"folds": read_case_table(files["folds"])}
     if "cases_oof" in files:
         tables["cases_oof"] = read_case_table(files["cases_oof"])
     if report.comparison:

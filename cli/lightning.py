@@ -67,8 +67,10 @@ from evaluation.published import get_published
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("core", "datamodules", "lightning_modules", "callbacks", "cli", "networks", "losses")
-_PACKAGES = (*_PACKAGES, "evaluation")
+_PACKAGES = (
+    "core", "networks", "losses", "datamodules", "evaluation", "lightning_modules", "callbacks",
+    "cli",
+)  # fmt: skip
 
 
 def _class_of(section: Any) -> type | None:
@@ -179,6 +181,17 @@ class SuiteCLI(LightningCLI):
         parser.link_arguments(
             "model.init_args.monitor", "checkpoint.filename", compute_fn=_checkpoint_filename
         )
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning re-parses a checkpoint file's hyperparameters over the configuration, which
+        # silently undoes command-line overrides (--model.init_args.threshold of a predict) and
+        # ends in a traceback for a damaged file. A run's own config.yaml is the suite's record of
+        # its settings, so the file is only checked here, with an error that names it.
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path and Path(ckpt_path).is_file():
+            read_checkpoint(Path(ckpt_path))
 
     def _config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -395,6 +408,10 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning`` console script."""
     _configure_logging()
     argv = list(sys.argv[1:] if args is None else args)
+    upgraded = _upgrade_configs(argv)
+    # The arguments are passed explicitly (they may hold upgraded configurations); Lightning
+    # warns about that whenever the process also has command-line arguments, as it always has.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     plans: list[RunPlan] = []
     try:
         SuiteCLI(
@@ -403,7 +420,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
-            args=_upgrade_configs(argv),
+            args=None if args is None and upgraded == argv else upgraded,
             home=_run_home(argv),
             plans=plans,
         )

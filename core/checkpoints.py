@@ -35,6 +35,7 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     except (
         RuntimeError,
         EOFError,
+        OSError,  # memory-mapping a truncated file: EINVAL
         pickle.UnpicklingError,
         zipfile.BadZipFile,
         ValueError,

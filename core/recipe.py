@@ -1,5 +1,6 @@
 """What makes two runs "the same recipe": their configuration without the keys that differ
-from run to run of one experiment (the fold, folders, loggers, the checkpoint to resume from).
+from run to run of one experiment (the fold, folders, loggers, the checkpoint to resume from,
+loader processes: nothing that changes a number of the result).
 
 The fold workflow refuses to run folds of one experiment with different recipes, and the
 cross-validation report refuses to average folds whose recipes differ.
@@ -16,7 +17,10 @@ PER_RUN_KEYS: tuple[str, ...] = (
     "ckpt_path",
     "overwrite",
     "print_config",
+    "runs_dir",
     "data.init_args.fold",
+    "data.init_args.cache_dir",
+    "data.init_args.num_workers",
     "trainer.default_root_dir",
     "trainer.logger",
     "trainer.enable_progress_bar",

@@ -113,7 +113,8 @@ class CaseEvaluationModule(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
-        self.check_data(self.trainer.datamodule)
+        # Lightning's data connector sets trainer.datamodule; the Trainer does not declare it.
+        self.check_data(self.trainer.datamodule)  # type: ignore[attr-defined]
 
     # -- evaluation -----------------------------------------------------------------------
     def _score(self, case: dict[str, Any], probability: torch.Tensor, metrics: CaseMetrics) -> None:
@@ -137,10 +138,16 @@ class CaseEvaluationModule(pl.LightningModule):
         self._score(case, prediction.probability, metrics)
         return prediction
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> CasePrediction:
+    # The case's prediction goes to the callbacks as the step's output (Lightning passes any
+    # object through; its annotation names only tensors and mappings).
+    def validation_step(  # type: ignore[override]
+        self, batch: dict[str, Any], batch_idx: int
+    ) -> CasePrediction:
         return self._evaluate_case(batch, self.val_metrics, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> CasePrediction:
+    def test_step(  # type: ignore[override]
+        self, batch: dict[str, Any], batch_idx: int
+    ) -> CasePrediction:
         return self._evaluate_case(batch, self.test_metrics, "test")
 
     def _case_rows(self, metrics: CaseMetrics) -> dict[str, float]:

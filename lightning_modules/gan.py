@@ -157,7 +157,7 @@ class CTPToDWIGAN(CaseEvaluationModule):
     # -- the three networks ---------------------------------------------------------------
     def segment(self, fake_dwi: torch.Tensor, ctp: torch.Tensor) -> torch.Tensor:
         """S's logits ``(B, 2, H, W)`` for a synthetic DWI (and the CTP, if S sees it)."""
-        inputs = torch.cat([fake_dwi, ctp], dim=1) if self.hparams.segment_with_ctp else fake_dwi
+        inputs = torch.cat([fake_dwi, ctp], dim=1) if self.hparams["segment_with_ctp"] else fake_dwi
         return self.segmentator(inputs)
 
     def forward(self, ctp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,8 +167,8 @@ class CTPToDWIGAN(CaseEvaluationModule):
 
     # -- training -------------------------------------------------------------------------
     def _clip(self, optimizer: Any) -> None:
-        if self.hparams.gradient_clip is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip)
+        if self.hparams["gradient_clip"] is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams["gradient_clip"])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         ctp, dwi = batch["image"], batch.get("target")
@@ -196,14 +196,14 @@ class CTPToDWIGAN(CaseEvaluationModule):
 
         # 2. G + S: reconstruct the DWI, fool D, segment the lesion on the synthetic DWI.
         self.toggle_optimizer(opt_gs)
-        weights = self.hparams
+        weight = self.hparams
         g_mse = F.mse_loss(fake.float(), dwi.float())
         g_adv = lsgan_loss(self.discriminator(fake), 1.0)
         seg = self.seg_loss(self.segment(fake, ctp), label)
         loss = (
-            weights.mse_weight * g_mse
-            + weights.adversarial_weight * g_adv
-            + weights.seg_weight * seg
+            weight["mse_weight"] * g_mse
+            + weight["adversarial_weight"] * g_adv
+            + weight["seg_weight"] * seg
         )
         opt_gs.zero_grad()
         self.manual_backward(loss)
@@ -253,7 +253,7 @@ class CTPToDWIGAN(CaseEvaluationModule):
         synthetic DWI ``(N, 1, h, w)`` on the network grid (``images["dwi"]``)."""
         image, geometry = case["image"], case["geometry"]
         depth, height, width = case["native_shape"]
-        slice_batch = self.hparams.slice_batch
+        slice_batch = self.hparams["slice_batch"]
         out = image.new_empty((depth, height, width), dtype=torch.float32)
         generated = []
         for start in range(0, depth, slice_batch):
@@ -263,7 +263,9 @@ class CTPToDWIGAN(CaseEvaluationModule):
             geometry.to_native(probability, (height, width), out=out[start : start + slice_batch])
         return CasePrediction(out, {SYNTHETIC_DWI: torch.cat(generated)})
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> CasePrediction:
+    def validation_step(  # type: ignore[override]
+        self, batch: dict[str, Any], batch_idx: int
+    ) -> CasePrediction:
         prediction = super().validation_step(batch, batch_idx)
         real, fake = batch.get("target"), prediction.images[SYNTHETIC_DWI]
         if real is not None:

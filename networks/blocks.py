@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import EllipsisType
 
 import torch
 from monai.networks.layers.convutils import same_padding
@@ -147,7 +148,8 @@ class VolumeNet(nn.Module):
         """
         check_volume(type(self).__name__, x, self.in_channels)
         x, crop = pad_to_multiples(x, self.multiples)
-        return self.segment(x)[(..., *crop)]
+        index: tuple[EllipsisType | slice, ...] = (Ellipsis, *crop)
+        return self.segment(x)[index]
 
 
 def volume_settings(
