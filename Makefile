@@ -37,13 +37,13 @@ twin: $(TWIN)/SYNTHETIC_TWIN.json
 demo: install twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/pspnet_focal.yaml --config experiments/demo.yaml \
-	  --data.init_args.data_dir $(TWIN) --overwrite true && \
+	  --data.init_args.data_dir $(TWIN) --overwrite && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 demo-3d: install twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/unet3d_omarov.yaml --config experiments/demo_3d.yaml \
-	  --data.init_args.data_dir $(TWIN) --overwrite true && \
+	  --data.init_args.data_dir $(TWIN) --overwrite && \
 	$(BIN)/lightning predict --config runs/unet3d_omarov_demo/fold0/config.yaml --ckpt_path best \
 	  --data.init_args.data_dir $(TWIN) && \
 	echo "3D demo wall time (training incl. cache build, then TESTING masks): $$(( $$(date +%s) - start )) s"
@@ -51,7 +51,7 @@ demo-3d: install twin
 demo-gan: install twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/liu_stage3.yaml --config experiments/liu_stage4.yaml \
-	  --config experiments/demo_gan.yaml --data.init_args.data_dir $(TWIN) --overwrite true && \
+	  --config experiments/demo_gan.yaml --data.init_args.data_dir $(TWIN) --overwrite && \
 	echo "GAN demo wall time (training incl. cache build): $$(( $$(date +%s) - start )) s"
 
 $(ATLAS_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
@@ -62,7 +62,7 @@ atlas-twin: $(ATLAS_TWIN)/SYNTHETIC_TWIN.json
 demo-atlas: install atlas-twin
 	@start=$$(date +%s); \
 	$(BIN)/lightning fit --config experiments/dunet.yaml --config experiments/dunet_demo.yaml \
-	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite true && \
+	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 cv-demo: install twin

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE
+
 
 def read_metrics_rows(metrics_csv: str | Path) -> list[dict[str, str]]:
     """The rows of a ``metrics.csv``."""
@@ -52,7 +54,10 @@ def epoch_series(rows: list[dict[str, str]], column: str) -> tuple[list[int], li
 
 
 def plot_learning_curves(
-    metrics_csv: str | Path, output: str | Path, monitor: str = "val/dice", mode: str = "max"
+    metrics_csv: str | Path,
+    output: str | Path,
+    monitor: str = DEFAULT_MONITOR,
+    mode: str = DEFAULT_MONITOR_MODE,
 ) -> Path | None:
     """Draw losses (left) and validation metrics (right) per epoch into a PNG.
 
