@@ -35,7 +35,7 @@ import yaml
 
 from cli.errors import exit_if_user_error
 from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
-from cli.runs import OVERWRITE
+from cli.options import OVERWRITE
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from cli.runs import OVERWRITE
+from cli.options import OVERWRITE
 from core.errors import FoldFailedError
 from core.legacy import upgrade_config
 from core.recipe import recipe_differences, recipe_of

@@ -38,15 +38,13 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from cli.options import OVERWRITE
 from core.checkpoints import best_checkpoint, checkpoint_epoch
 from core.errors import ConfigurationError
 from core.io import temporary_sibling
 from core.run_layout import ExperimentLayout, RunLayout, fold_name
 
 log = logging.getLogger(__name__)
-
-#: How ``lightning`` and ``lightning-cv`` spell the option that replaces an existing run.
-OVERWRITE = "--overwrite"
 
 
 def _global_rank() -> int:
