@@ -1,6 +1,7 @@
 # make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
 # make test  - run the whole test suite (CPU only)
 # make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin
+# make demo-vcanet - a narrow VCA-Net (seed 000) CPU demo on the same ATLAS R2.0 twin
 # make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
 # make demo-3d - a narrow modified 3D U-Net (seed 001) on the synthetic ISLES 2018 twin, then
 #                its masks of the TESTING cases
@@ -20,7 +21,8 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo demo-3d demo-gan twin demo-atlas atlas-twin cv-demo test lint bench clean-runs
+.PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test lint \
+        bench clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +66,12 @@ demo-atlas: install atlas-twin
 	$(BIN)/lightning fit --config experiments/dunet.yaml --config experiments/dunet_demo.yaml \
 	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite && \
 	echo "Demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+demo-vcanet: install atlas-twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/vcanet.yaml --config experiments/vcanet_demo.yaml \
+	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite && \
+	echo "VCA-Net demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 cv-demo: install twin
 	@start=$$(date +%s); \

@@ -11,6 +11,18 @@ from networks.blocks import ConvNormAct
 # The encoder halves the size four times (three pools in V1, one after V4; IT's stride 2 runs
 # parallel to the last pool), and the decoder doubles it four times.
 _DOWNSAMPLING = 16
+# The reference's first width (V1's conv1); ``base_width`` scales every width by base_width / 64.
+_REFERENCE_BASE_WIDTH = 64
+
+
+class _Widths:
+    """The reference's channel counts scaled by ``base_width / 64`` (rounded, at least 1)."""
+
+    def __init__(self, base_width: int) -> None:
+        self.base_width = base_width
+
+    def __call__(self, reference: int) -> int:
+        return max(1, round(reference * self.base_width / _REFERENCE_BASE_WIDTH))
 
 
 class _CBL(ConvNormAct):
@@ -50,21 +62,25 @@ class _FactorizedPair(nn.Module):
 
 
 class _InceptionE(nn.Module):
-    """V1's InceptionE-like block, 128 → 32 + 2·52 + 2·52 + 16 = 256 channels."""
+    """V1's InceptionE-like block, 128 → 32 + 2·52 + 2·52 + 16 = 256 channels (reference widths)."""
 
-    def __init__(self, in_channels: int, negative_slope: float) -> None:
+    def __init__(self, in_channels: int, negative_slope: float, w: _Widths) -> None:
         super().__init__()
         slope = negative_slope
-        self.branch1 = _CBL(in_channels, 32, 1, slope)
-        self.branch2 = nn.Sequential(_CBL(in_channels, 52, 1, slope), _FactorizedPair(52, slope))
+        self.branch1 = _CBL(in_channels, w(32), 1, slope)
+        self.branch2 = nn.Sequential(
+            _CBL(in_channels, w(52), 1, slope), _FactorizedPair(w(52), slope)
+        )
         self.branch3 = nn.Sequential(
-            _CBL(in_channels, 64, 1, slope), _CBL(64, 52, 3, slope), _FactorizedPair(52, slope)
+            _CBL(in_channels, w(64), 1, slope),
+            _CBL(w(64), w(52), 3, slope),
+            _FactorizedPair(w(52), slope),
         )
         self.branch4 = nn.Sequential(
             nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=True),
-            _CBL(in_channels, 16, 1, slope),
+            _CBL(in_channels, w(16), 1, slope),
         )
-        self.out_channels = 32 + 2 * 52 + 2 * 52 + 16
+        self.out_channels = w(32) + 2 * w(52) + 2 * w(52) + w(16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
@@ -74,16 +90,18 @@ class _InceptionE(nn.Module):
 class _V1(nn.Module):
     """Area V1: three CBL stages with max-pooling; returns x_v1 and the skips c1, c2, c3."""
 
-    def __init__(self, in_channels: int, negative_slope: float) -> None:
+    def __init__(self, in_channels: int, negative_slope: float, w: _Widths) -> None:
         super().__init__()
         slope = negative_slope
-        self.conv1 = _CBL(in_channels, 64, 3, slope)
-        self.conv2 = _CBL(64, 64, 1, slope)
-        self.conv3 = _CBL(64, 128, 3, slope)
-        self.inception = _InceptionE(128, slope)
-        self.conv5 = _CBL(self.inception.out_channels, 512, 3, slope)
-        self.conv6 = _CBL(512, 512, 1, slope)
+        self.conv1 = _CBL(in_channels, w(64), 3, slope)
+        self.conv2 = _CBL(w(64), w(64), 1, slope)
+        self.conv3 = _CBL(w(64), w(128), 3, slope)
+        self.inception = _InceptionE(w(128), slope, w)
+        self.conv5 = _CBL(self.inception.out_channels, w(512), 3, slope)
+        self.conv6 = _CBL(w(512), w(512), 1, slope)
         self.pool = nn.MaxPool2d(2)
+        self.skip_channels = (w(64), self.inception.out_channels, w(512))
+        self.out_channels = w(512)
 
     def forward(
         self, x: torch.Tensor
@@ -98,18 +116,23 @@ class _V1(nn.Module):
 class _V2(nn.Module):
     """Area V2: InceptionA-like block, 512 → 128 + 64 + 64 + 256 = 512 channels."""
 
-    def __init__(self, in_channels: int, negative_slope: float) -> None:
+    def __init__(self, in_channels: int, negative_slope: float, w: _Widths) -> None:
         super().__init__()
         slope = negative_slope
-        self.branch1 = _CBL(in_channels, 128, 1, slope)
-        self.branch2 = nn.Sequential(_CBL(in_channels, 48, 1, slope), _CBL(48, 64, 5, slope))
+        self.branch1 = _CBL(in_channels, w(128), 1, slope)
+        self.branch2 = nn.Sequential(
+            _CBL(in_channels, w(48), 1, slope), _CBL(w(48), w(64), 5, slope)
+        )
         self.branch3 = nn.Sequential(
-            _CBL(in_channels, 64, 1, slope), _CBL(64, 96, 3, slope), _CBL(96, 64, 3, slope)
+            _CBL(in_channels, w(64), 1, slope),
+            _CBL(w(64), w(96), 3, slope),
+            _CBL(w(96), w(64), 3, slope),
         )
         # The reference hard-codes 256 here and ignores its pool_features argument.
         self.branch4 = nn.Sequential(
-            nn.AvgPool2d(3, stride=1, padding=1), _CBL(in_channels, 256, 1, slope)
+            nn.AvgPool2d(3, stride=1, padding=1), _CBL(in_channels, w(256), 1, slope)
         )
+        self.out_channels = w(128) + w(64) + w(64) + w(256)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branches = [self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)]
@@ -119,13 +142,17 @@ class _V2(nn.Module):
 class _V4(nn.Module):
     """Area V4: a 3×3 → 1×1 path on x_v2 and a 1×1 path on x_v1, concatenated (skip c4)."""
 
-    def __init__(self, channels: int, negative_slope: float) -> None:
+    def __init__(
+        self, v1_channels: int, v2_channels: int, negative_slope: float, w: _Widths
+    ) -> None:
         super().__init__()
         slope = negative_slope
-        self.branch_v2 = nn.Sequential(_CBL(channels, 1024, 3, slope), _CBL(1024, 1024, 1, slope))
-        self.branch_v1 = _CBL(channels, 1024, 1, slope)
+        self.branch_v2 = nn.Sequential(
+            _CBL(v2_channels, w(1024), 3, slope), _CBL(w(1024), w(1024), 1, slope)
+        )
+        self.branch_v1 = _CBL(v1_channels, w(1024), 1, slope)
         self.pool = nn.MaxPool2d(2)
-        self.out_channels = 1024 + 1024
+        self.out_channels = w(1024) + w(1024)
 
     def forward(self, x_v1: torch.Tensor, x_v2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c4 = torch.cat([self.branch_v2(x_v2), self.branch_v1(x_v1)], dim=1)  # (B, 2048, h, w)
@@ -136,19 +163,26 @@ class _IT(nn.Module):
     """Inferior temporal bottleneck: V1 and V2 gate the V4 path, joined by a dilated conv."""
 
     def __init__(
-        self, channels: int, v4_channels: int, negative_slope: float, keep_unused_bn: bool
+        self,
+        v1_channels: int,
+        v2_channels: int,
+        v4_channels: int,
+        negative_slope: float,
+        keep_unused_bn: bool,
+        w: _Widths,
     ) -> None:
         super().__init__()
         slope = negative_slope
-        self.conv_v1 = _CBL(channels, 1024, 5, slope, stride=2)
-        self.conv_v2 = _CBL(channels, 1024, 5, slope, stride=2)
-        self.conv_v4 = _CBL(v4_channels, 2048, 3, slope)
+        self.conv_v1 = _CBL(v1_channels, w(1024), 5, slope, stride=2)
+        self.conv_v2 = _CBL(v2_channels, w(1024), 5, slope, stride=2)
+        # t4 (2048) multiplies v12 = [t1, t2] element-wise, so its width is their sum.
+        self.conv_v4 = _CBL(v4_channels, 2 * w(1024), 3, slope)
         # The paper's dilated "block" is a bare conv in the reference: no BN, no activation.
-        self.conv_dilated = nn.Conv2d(2048, 1024, 3, padding=2, dilation=2)
-        self.out_channels = 1024 + 2048
+        self.conv_dilated = nn.Conv2d(2 * w(1024), w(1024), 3, padding=2, dilation=2)
+        self.out_channels = w(1024) + 2 * w(1024)
         if keep_unused_bn:
             # Defined but never called in the reference; kept so the parameter count matches.
-            self.norm_v12 = nn.BatchNorm2d(1024)
+            self.norm_v12 = nn.BatchNorm2d(w(1024))
 
     def forward(self, x_v1: torch.Tensor, x_v2: torch.Tensor, x_v4p: torch.Tensor) -> torch.Tensor:
         t1 = self.conv_v1(x_v1)  # (B, 1024, h/2, w/2)
@@ -198,11 +232,18 @@ class VCANet(nn.Module):
       reference's 120,997,673; it never receives a gradient. ``False`` gives 120,995,625;
     * the reference's unused max-pool in IT holds no parameters and is omitted.
 
+    The channel counts above are those of the default ``base_width=64``.
+
     Args:
         in_channels: input maps (1: a T1-weighted ATLAS slice).
         num_classes: output channels (1: lesion logit).
         keep_unused_bn: keep the reference's unused ``it.norm_v12`` (2,048 parameters).
         negative_slope: LeakyReLU slope of every CBL (PyTorch's default 0.01 in the reference).
+        base_width: the width of V1's first CBL, 64 in the reference (the default). Every
+            width of the network is the reference's times ``base_width / 64``, rounded (at
+            least 1 channel), so the layout above is kept and only the widths shrink or grow;
+            a multiple of 16 scales every width exactly (16: 7,569,527 parameters, ~1/16 of
+            the reference's). Not a setting of the paper: for CPU demos.
 
     Shape:
         Input (B, in_channels, H, W) with H and W multiples of 16 (224 × 192, the reference's
@@ -220,6 +261,7 @@ class VCANet(nn.Module):
         num_classes: int = 1,
         keep_unused_bn: bool = True,
         negative_slope: float = 0.01,
+        base_width: int = _REFERENCE_BASE_WIDTH,
     ) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 1:
@@ -229,23 +271,38 @@ class VCANet(nn.Module):
             )
         if negative_slope < 0:
             raise ConfigurationError(f"VCANet got negative_slope={negative_slope!r}; expected ≥ 0.")
+        if base_width < 1:
+            raise ConfigurationError(
+                f"VCANet got base_width={base_width!r}; expected ≥ 1 (64 is the reference's)."
+            )
         self.in_channels = in_channels
         slope = negative_slope
 
-        self.v1 = _V1(in_channels, slope)
-        self.v2 = _V2(512, slope)
-        self.v4 = _V4(512, slope)
-        self.it = _IT(512, self.v4.out_channels, slope, keep_unused_bn)
+        self.base_width = base_width
+        w = _Widths(base_width)
 
-        self.up1 = _Up(self.it.out_channels, 512, slope)
-        self.upconv1 = _CBL(self.v4.out_channels + 512, 512, 3, slope)
-        self.up2 = _Up(512, 256, slope)
-        self.upconv2 = _CBL(512 + 256, 256, 3, slope)
-        self.up3 = _Up(256, 128, slope)
-        self.upconv3 = _CBL(256 + 128, 128, 3, slope)
-        self.up4 = _Up(128, 64, slope)
-        self.upconv4 = _CBL(64 + 64, 64, 3, slope)
-        self.outconv = nn.Conv2d(64, num_classes, kernel_size=1)
+        self.v1 = _V1(in_channels, slope, w)
+        self.v2 = _V2(self.v1.out_channels, slope, w)
+        self.v4 = _V4(self.v1.out_channels, self.v2.out_channels, slope, w)
+        self.it = _IT(
+            self.v1.out_channels,
+            self.v2.out_channels,
+            self.v4.out_channels,
+            slope,
+            keep_unused_bn,
+            w,
+        )
+
+        c1, c2, c3 = self.v1.skip_channels
+        self.up1 = _Up(self.it.out_channels, w(512), slope)
+        self.upconv1 = _CBL(self.v4.out_channels + w(512), w(512), 3, slope)
+        self.up2 = _Up(w(512), w(256), slope)
+        self.upconv2 = _CBL(c3 + w(256), w(256), 3, slope)
+        self.up3 = _Up(w(256), w(128), slope)
+        self.upconv3 = _CBL(c2 + w(128), w(128), 3, slope)
+        self.up4 = _Up(w(128), w(64), slope)
+        self.upconv4 = _CBL(c1 + w(64), w(64), 3, slope)
+        self.outconv = nn.Conv2d(w(64), num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment a batch of slices.

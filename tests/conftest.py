@@ -67,7 +67,7 @@ _LIU_GAN = (
     "--model.init_args.segmentator.init_args.widths", "[16, 32]",
     "--model.init_args.discriminator.init_args.widths", "[16, 16, 16, 16, 16]",
 )  # fmt: skip
-_DUNET = ["dunet.yaml"]
+_VCANET_8 = ("--model.init_args.net.init_args.base_width", "8")
 
 #: Every YAML of ``experiments/`` appears in at least one recipe (tests/test_recipes.py checks).
 RECIPES: dict[str, Recipe] = {
@@ -142,7 +142,8 @@ RECIPES: dict[str, Recipe] = {
     "deeplabv3plus_atlas": Recipe(("dunet.yaml", "deeplabv3plus_atlas.yaml"), "atlas", _PSPNET_18),
     "pspnet_atlas": Recipe(("dunet.yaml", "pspnet_atlas.yaml"), "atlas", _PSPNET_18),
     # Seed 000 (VCA-Net, ATLAS)
-    "vcanet": Recipe(("vcanet.yaml",), "atlas"),
+    "vcanet": Recipe(("vcanet.yaml",), "atlas", _VCANET_8),
+    "vcanet_demo": Recipe(("vcanet.yaml", "vcanet_demo.yaml"), "atlas"),
 }
 
 

@@ -32,6 +32,7 @@ ATLAS_RECIPES = {
     "deeplabv3plus_atlas": ["dunet.yaml", "deeplabv3plus_atlas.yaml"],
     "pspnet_atlas": ["dunet.yaml", "pspnet_atlas.yaml"],
     "vcanet": ["vcanet.yaml"],
+    "vcanet_demo": ["vcanet.yaml", "vcanet_demo.yaml"],
 }
 
 
@@ -46,7 +47,7 @@ def _tiny_args(configs: list[str], tiny_atlas, tmp_path) -> list[str]:
         "--data.init_args.cache_dir",
         str(tmp_path / "cache"),
         "--data.init_args.release",
-        "R1.1",  # the tiny twin's layout (dunet_demo.yaml says R2.0)
+        "R1.1",  # the tiny twin's layout (dunet_demo.yaml and vcanet_demo.yaml say R2.0)
         # The tiny twin's slices are 47x40: a 32x32 window replaces the papers' crops.
         "--data.init_args.crop",
         "[0, 32, 0, 32]",

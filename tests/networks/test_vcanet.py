@@ -74,9 +74,41 @@ def test_negative_slope_reaches_every_activation():
     assert slopes == {0.2}
 
 
+def test_base_width_16_quarters_every_width_of_the_reference(tester):
+    reference, narrow = _on_meta(), _on_meta(base_width=16)
+    assert tester.count_parameters(narrow) == 7_569_527
+    ref_layers = {n: m for n, m in reference.named_modules() if isinstance(m, nn.Conv2d)}
+    narrow_layers = {n: m for n, m in narrow.named_modules() if isinstance(m, nn.Conv2d)}
+    assert narrow_layers.keys() == ref_layers.keys()  # the same layout, layer for layer
+    for name, ref in ref_layers.items():
+        conv = narrow_layers[name]
+        expected_in = 1 if name == "v1.conv1.0" else ref.in_channels // 4
+        expected_out = 1 if name == "outconv" else ref.out_channels // 4
+        assert (conv.in_channels, conv.out_channels) == (expected_in, expected_out), name
+        assert (conv.kernel_size, conv.stride, conv.dilation) == (
+            ref.kernel_size,
+            ref.stride,
+            ref.dilation,
+        ), name
+    assert narrow.it.norm_v12.num_features == 256
+
+
+def test_narrow_demo_width_trains_and_keeps_the_output_shape(tester):
+    # vcanet_demo.yaml's widths: the reference's / 8, rounded (InceptionE's 52 -> 6); without
+    # the unused BatchNorm, which gets no gradient, 1,893,205 - 2 * 128 parameters.
+    net = VCANet(base_width=8, keep_unused_bn=False)
+    assert tester.count_parameters(net) == 1_892_949
+    assert net.v1.inception.out_channels == 4 + 2 * 6 + 2 * 6 + 2
+    assert net.it.out_channels == 384
+    (logits,) = tester.check_segmentation(net, INPUT_SHAPE, num_classes=1)
+    assert logits.shape == (2, 1, 32, 32)
+
+
 def test_invalid_arguments_and_inputs_are_reported():
     with pytest.raises(ValueError, match="in_channels ≥ 1"):
         VCANet(in_channels=0)
+    with pytest.raises(ValueError, match="base_width=0; expected ≥ 1"):
+        VCANet(base_width=0)
     net = _on_meta()  # the input is checked before any weight is touched
     with pytest.raises(ValueError, match=r"divisible by 16; got \(1, 1, 224, 190\)"):
         net(torch.zeros(1, 1, 224, 190))
