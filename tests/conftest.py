@@ -5,7 +5,9 @@ process, exactly as a user types it (exit codes, DDP, ``kill -9``, import-time b
 :func:`run_in_process` calls the same entry point in the test's process, with the same
 arguments, working folder and environment, and captures what it prints: it pays Python's and
 Lightning's start-up (~6 s) once per test session instead of once per command, which is what
-keeps the suite within its time budget.
+keeps the suite within its time budget. ``lightning-cv`` run in process also runs its own
+calls of ``lightning`` (composing the configuration, an ensemble's ``predict``) in process; each
+fold's ``lightning fit`` stays a process of its own, as for a user.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
@@ -68,6 +72,8 @@ _LIU_GAN = (
     "--model.init_args.discriminator.init_args.widths", "[16, 16, 16, 16, 16]",
 )  # fmt: skip
 _VCANET_8 = ("--model.init_args.net.init_args.base_width", "8")
+# The CPU demos resize the twin's 32×32 slices to 128×128: keep them at 32×32.
+_DEMO_GRID = ("--data.init_args.image_size", "32")
 
 #: Every YAML of ``experiments/`` appears in at least one recipe (tests/test_recipes.py checks).
 RECIPES: dict[str, Recipe] = {
@@ -83,11 +89,14 @@ RECIPES: dict[str, Recipe] = {
         "isles2018",
         ("--model.init_args.net.init_args.channels", "[4, 8, 16, 32, 64]"),
     ),
-    "demo": Recipe(("pspnet_focal.yaml", "demo.yaml"), "isles2018"),
-    "wandb": Recipe(("pspnet_focal.yaml", "demo.yaml", "wandb.yaml"), "isles2018"),
-    "cv_demo": Recipe(("pspnet_focal.yaml", "demo.yaml", "cv_demo.yaml"), "isles2018"),
+    "demo": Recipe(("pspnet_focal.yaml", "demo.yaml"), "isles2018", _DEMO_GRID),
+    "wandb": Recipe(("pspnet_focal.yaml", "demo.yaml", "wandb.yaml"), "isles2018", _DEMO_GRID),
+    "cv_demo": Recipe(("pspnet_focal.yaml", "demo.yaml", "cv_demo.yaml"), "isles2018", _DEMO_GRID),
     "pspnet_ensemble": Recipe(
-        ("pspnet_focal.yaml", "demo.yaml", "pspnet_ensemble.yaml"), "isles2018", stage="predict"
+        ("pspnet_focal.yaml", "demo.yaml", "pspnet_ensemble.yaml"),
+        "isles2018",
+        _DEMO_GRID,
+        stage="predict",
     ),
     # Seed 003's 3D baselines; seed 001 (3D U-Nets)
     "unet3d_isles": Recipe(
@@ -163,6 +172,7 @@ def isles_args(twin: Path, tmp: Path, epochs: int = 1, cache: Path | None = None
         "--runs_dir", str(tmp / "runs"),
         "--trainer.max_epochs", str(epochs),
         "--trainer.limit_train_batches", "2",
+        "--trainer.num_sanity_val_steps", "0",
         "--trainer.accelerator", "cpu",
         "--trainer.devices", "1",
         "--trainer.enable_progress_bar", "false",
@@ -282,6 +292,62 @@ def _isolated(cwd: Path, env: dict[str, str]) -> Iterator[None]:
             package.handlers, package.propagate = [], True
             package.setLevel(logging.NOTSET)
         set_track_meta(True)  # the DataModules turn MONAI's metadata tracking off
+        _exit_wandb()
+
+
+def _exit_wandb() -> None:
+    """What a process's exit does to W&B: finish the run left open (Lightning's WandbLogger
+    leaves it to the exit) and flush it; a later command would otherwise log into that run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is None:
+        return
+    if wandb.run is not None:
+        wandb.run.finish()
+    wandb.teardown()
+
+
+@contextlib.contextmanager
+def _argv(argv: list[str]) -> Iterator[None]:
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _cv_steps_in_process() -> Iterator[None]:
+    """``lightning-cv``'s calls of ``lightning`` other than a fold's ``fit`` (``--print_config``
+    to compose the configuration, an ensemble's ``predict``) in this process, through
+    :func:`run_in_process`; a fold's ``fit`` (and anything else) still starts a process."""
+    import cli.crossval
+    from cli.launchers import lightning_command
+
+    prefix = lightning_command()
+    real = cli.crossval.subprocess
+
+    def run(command: list[str], *, capture_output: bool = False, text: bool = False, **kw):
+        args = list(command)[len(prefix) :]
+        composes = args[:1] == ["fit"] and "--print_config" in args
+        if (
+            list(command)[: len(prefix)] != prefix
+            or kw
+            or not (composes or args[:1] == ["predict"])
+        ):
+            return real.run(command, capture_output=capture_output, text=text, **kw)
+        done = run_in_process("lightning", *args, cwd=Path.cwd(), check=False)
+        if capture_output:
+            return subprocess.CompletedProcess(command, done.returncode, done.stdout, done.stderr)
+        sys.stdout.write(done.stdout)  # a process would have printed into the caller's output
+        sys.stderr.write(done.stderr)
+        return subprocess.CompletedProcess(command, done.returncode)
+
+    cli.crossval.subprocess = SimpleNamespace(run=run)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        cli.crossval.subprocess = real
 
 
 def run_in_process(
@@ -296,7 +362,13 @@ def run_in_process(
     main: Callable[[list[str]], object] = import_module(_ENTRY_POINTS[command]).main
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with _isolated(cwd, {**_environment(cwd), **(env or {})}):
+    # The command line the process would have (Lightning warns when it differs from the args).
+    argv = [str(BIN / command), *rest]
+    full_env = {**_environment(cwd), **(env or {})}
+    steps = _cv_steps_in_process() if command == "lightning-cv" else contextlib.nullcontext()
+    with _isolated(cwd, full_env), _argv(argv), warnings.catch_warnings(), steps:
+        if full_env.get("PYTHONWARNINGS") == "ignore":  # as the process would
+            warnings.simplefilter("ignore")
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 returned = main(list(rest))

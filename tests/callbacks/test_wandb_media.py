@@ -29,11 +29,10 @@ import matplotlib
 import pytest
 
 from evaluation.report import read_case_table
-from tests.conftest import BIN, REPO, run_cli
+from tests.conftest import BIN, RECIPES, REPO, configs, isles_args, run_in_process
 
 matplotlib.use("Agg", force=True)
 
-EXPERIMENTS = REPO / "experiments"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 _HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)  # ident, magic, version 0
@@ -103,22 +102,10 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     return env
 
 
-def _fit_args(twin: Path, tmp: Path) -> list[str]:
-    configs = ["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]
-    return [arg for name in configs for arg in ("--config", str(EXPERIMENTS / name))] + [
-        "--data.init_args.data_dir", str(twin),
-        "--data.init_args.cache_dir", str(tmp / "cache"),
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.num_folds", "3",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.image_size", "32",
-        "--runs_dir", str(tmp / "runs"),
-        "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "2",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
+def _fit_args(twin: Path, tmp: Path, cache: Path) -> list[str]:
+    """Two epochs of the demo recipe logged to W&B (on 32×32 slices of the tiny twin)."""
+    recipe = RECIPES["wandb"]
+    return [*configs(*recipe.configs), *isles_args(twin, tmp, epochs=2, cache=cache), *recipe.tiny]
 
 
 def test_importing_the_callbacks_does_not_import_wandb():
@@ -127,8 +114,11 @@ def test_importing_the_callbacks_does_not_import_wandb():
 
 
 @pytest.mark.slow
-def test_fold_logs_its_best_case_table_curves_and_best_to_wandb(tiny_twin, tmp_path, wandb_env):
-    run_cli("lightning", "fit", *_fit_args(tiny_twin, tmp_path), cwd=tmp_path, env=wandb_env)
+def test_fold_logs_its_best_case_table_curves_and_best_to_wandb(
+    tiny_twin, shared_cache, tmp_path, wandb_env
+):
+    args = _fit_args(tiny_twin, tmp_path, shared_cache)
+    run_in_process("lightning", "fit", *args, cwd=tmp_path, env=wandb_env)
     fold_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
     (run_dir,) = (fold_dir / "wandb").glob("offline-run-*")
     run, summary = _read_run(run_dir)

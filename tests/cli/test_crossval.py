@@ -1,10 +1,17 @@
 """The fold workflow through the real commands: lightning-cv fit / report / compare / predict,
-the SLURM job-array path on submitit's local executor, and exact resume after kill -9."""
+the SLURM job-array path on submitit's local executor, and exact resume after kill -9.
+
+``lightning-cv`` runs in the test's process (:func:`tests.conftest.run_in_process`); the
+``lightning`` processes it starts (the composition, each fold, each ensemble's predict) are
+real processes, as for a user.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -12,30 +19,31 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import (
+    EXPERIMENTS,
+    RECIPES,
+    REPO,
+    Result,
+    atlas_args,
+    configs,
+    isles_args,
+    run_cli,
+    run_in_process,
+)
 
-EXPERIMENTS = REPO / "experiments"
-# Recipes that predict rather than fit (configs composed in order); run below.
-PREDICT_RECIPES = {"pspnet_ensemble": ["pspnet_focal.yaml", "demo.yaml", "pspnet_ensemble.yaml"]}
 
-
-def _recipe(*names: str) -> list[str]:
-    return [a for name in names for a in ("--config", str(EXPERIMENTS / name))]
-
-
-def _tiny(twin: Path, tmp: Path, folds: int = 3, epochs: int = 2) -> list[str]:
+def _data(twin: Path, tmp: Path, cache: Path | None = None, folds: int = 2, epochs: int = 2):
+    """CPU steps on 32×32 slices of the tiny twin, ``folds`` folds of ``epochs`` epochs."""
     return [
-        "--data.init_args.data_dir", str(twin),
-        "--data.init_args.cache_dir", str(tmp / "cache"),
-        "--data.init_args.num_workers", "0",
+        *isles_args(twin, tmp, epochs=epochs, cache=cache),
         "--data.init_args.num_folds", str(folds),
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.image_size", "32",
-        "--runs_dir", str(tmp / "runs"),
-        "--trainer.max_epochs", str(epochs),
-        "--trainer.limit_train_batches", "2",
-        "--trainer.enable_progress_bar", "false",
+        *RECIPES["demo"].tiny,
     ]  # fmt: skip
+
+
+def _demo(twin: Path, tmp: Path, cache: Path | None = None, folds: int = 2, epochs: int = 2):
+    """The CPU demo recipe (PSPNet-18) on the tiny twin (:func:`_data`)."""
+    return [*configs(*RECIPES["demo"].configs), *_data(twin, tmp, cache, folds, epochs)]
 
 
 def _best_per_fold(experiment_dir: Path) -> dict[int, float]:
@@ -48,22 +56,63 @@ def _best_per_fold(experiment_dir: Path) -> dict[int, float]:
     return best
 
 
+@dataclass(frozen=True)
+class TrainedExperiment:
+    """An experiment whose folds ``lightning-cv fit`` trained, and what that command printed."""
+
+    cwd: Path
+    args: tuple[str, ...]
+    fit: Result
+
+    @property
+    def runs(self) -> Path:
+        return self.cwd / "runs"
+
+    @property
+    def dir(self) -> Path:
+        return self.runs / "pspnet_focal_demo"
+
+    def copy_to(self, tmp_path: Path) -> Path:
+        """A private copy of the experiment's ``runs/`` folder: its experiment folder."""
+        shutil.copytree(self.runs, tmp_path / "runs")
+        return tmp_path / "runs" / self.dir.name
+
+
+@pytest.fixture(scope="module")
+def focal_cv(tiny_twin, shared_cache, tmp_path_factory) -> TrainedExperiment:
+    """The demo recipe's two folds, two epochs each, trained once for the report, ensemble and
+    compare tests (read-only: a test that writes into it works on a copy)."""
+    tmp = tmp_path_factory.mktemp("focal-cv")
+    args = _demo(tiny_twin, tmp, shared_cache)
+    fit = run_in_process("lightning-cv", "fit", *args, cwd=tmp)
+    return TrainedExperiment(tmp, tuple(args), fit)
+
+
+def _snapshot(experiment_dir: Path) -> dict[str, int]:
+    """The modification times of every file in the experiment's fold folders."""
+    return {
+        str(p.relative_to(experiment_dir)): p.stat().st_mtime_ns
+        for p in experiment_dir.glob("fold*/**/*")
+        if p.is_file()
+    }
+
+
 @pytest.mark.slow
-def test_all_folds_then_a_report_beside_the_paper_then_an_ensemble(tiny_twin, tmp_path):
-    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path)
-    first = run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
-    experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
-    for k in range(3):
+def test_all_folds_then_a_report_beside_the_paper_then_an_ensemble(
+    focal_cv, tiny_twin, capfd, tmp_path
+):
+    experiment_dir = focal_cv.dir
+    for k in range(2):
         assert (experiment_dir / f"fold{k}" / "fit_done.json").is_file()
     assert sorted(p.name for p in experiment_dir.iterdir() if p.name.startswith("fold")) == [
-        "fold0", "fold1", "fold2",
+        "fold0", "fold1",
     ]  # fmt: skip
     report = experiment_dir / "report"
     for name in ("summary.json", "folds.csv", "cases_oof.csv", "report.md"):
         assert (report / name).is_file(), name
     for name in ("dice_boxplot.png", "curves_all.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Beside the paper" in first.stdout
+    assert "Beside the paper" in focal_cv.fit.stdout
 
     # The report's mean ± sd is the mean and sample sd of the folds' best val/dice.
     summary = json.loads((report / "summary.json").read_text())
@@ -91,21 +140,27 @@ def test_all_folds_then_a_report_beside_the_paper_then_an_ensemble(tiny_twin, tm
     text = (report / "report.md").read_text()
     assert "0.5400 ± 0.0900" in text and "Table 1" in text
 
+    # Run again: finished folds are skipped, nothing is trained (no fold process, no file of a
+    # fold touched).
+    before = _snapshot(experiment_dir)
+    capfd.readouterr()
+    again = run_in_process("lightning-cv", "fit", *focal_cv.args, cwd=focal_cv.cwd)
+    assert again.stdout.count("finished before, skipped") == 2
+    assert "Epoch" not in again.stdout + capfd.readouterr().out
+    assert _snapshot(experiment_dir) == before
+
     # The report as a W&B summary run in the experiment's group (offline), beside the folds.
-    run_cli("lightning-cv", "report", str(experiment_dir), "--wandb", cwd=tmp_path)
+    experiment_dir = focal_cv.copy_to(tmp_path)
+    report = experiment_dir / "report"
+    run_in_process("lightning-cv", "report", str(experiment_dir), "--wandb", cwd=tmp_path)
     (summary_run,) = (report / "wandb").glob("offline-run-*")
     assert list(summary_run.glob("files/media/table/**/*.table.json"))
     assert list(summary_run.glob("files/media/images/**/*.png"))
 
-    # Run again: finished folds are skipped, nothing is trained.
-    again = run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=300)
-    assert again.stdout.count("finished before, skipped") == 3
-    assert "Epoch" not in again.stdout
-
-    # Ensemble of the three folds on TESTING: masks on the source grids, probabilities float32.
-    run_cli(
+    # Ensemble of the folds on TESTING: masks on the source grids, probabilities float32.
+    run_in_process(
         "lightning-cv", "predict", str(experiment_dir), "--save-probability",
-        "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=300,
+        "--trainer.enable_progress_bar", "false", cwd=tmp_path,
     )  # fmt: skip
     out = experiment_dir / "ensemble" / "predict"
     masks = sorted((out / "predictions").glob("SMIR.strokeseg.*.nii"))
@@ -125,17 +180,17 @@ def test_all_folds_then_a_report_beside_the_paper_then_an_ensemble(tiny_twin, tm
 
 
 @pytest.mark.slow
-def test_the_ensemble_is_the_mean_of_its_members_and_scores_labelled_cases(tiny_twin, tmp_path):
-    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2)
-    run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
-    experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
+def test_the_ensemble_is_the_mean_of_its_members_and_scores_labelled_cases(
+    focal_cv, tiny_twin, tmp_path
+):
+    experiment_dir = focal_cv.dir  # read only: the ensembles go to tmp_path/ens
     common = ["--save-probability", "--split", "TRAINING", "--trainer.enable_progress_bar", "false"]
     probabilities = {}
     for name, members in (
         ("both", [experiment_dir]),
         *((f"f{k}", [experiment_dir / f"fold{k}"]) for k in (0, 1)),
     ):
-        run_cli("lightning-cv", "predict", *map(str, members), "--name", name, "--runs-dir", str(tmp_path / "ens"), *common, cwd=tmp_path, timeout=300)  # fmt: skip
+        run_in_process("lightning-cv", "predict", *map(str, members), "--name", name, "--runs-dir", str(tmp_path / "ens"), *common, cwd=tmp_path)  # fmt: skip
         out = tmp_path / "ens" / name / "ensemble" / "predict"
         probabilities[name] = {
             p.name: np.asarray(nib.load(p).dataobj) for p in (out / "probabilities").glob("*.nii")
@@ -148,13 +203,40 @@ def test_the_ensemble_is_the_mean_of_its_members_and_scores_labelled_cases(tiny_
     for name, both in probabilities["both"].items():
         mean = (probabilities["f0"][name] + probabilities["f1"][name]) / 2
         np.testing.assert_allclose(both, mean, atol=1e-6)
+    assert not (experiment_dir / "ensemble").exists()
 
 
 @pytest.mark.slow
-def test_the_job_array_path_on_submitits_local_executor(tiny_twin, tmp_path):
-    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2, epochs=1)
-    done = run_cli(
-        "lightning-cv", "fit", *args, "--launcher", "submitit-local", cwd=tmp_path, timeout=600
+def test_compare_two_experiments_case_by_case(focal_cv, tiny_twin, shared_cache, tmp_path):
+    focal = focal_cv.copy_to(tmp_path)
+    runs = focal.parent
+    # A second experiment of the same folds: cross-entropy instead of the focal loss.
+    ce = _demo(tiny_twin, tmp_path, shared_cache, epochs=1)
+    ce += ["--config", str(EXPERIMENTS / "pspnet_ce.yaml"), "--experiment", "ce"]
+    run_in_process("lightning-cv", "fit", *ce, cwd=tmp_path)
+    done = run_in_process("lightning-cv", "compare", str(focal), str(runs / "ce"), cwd=tmp_path)
+    out = runs / "compare_pspnet_focal_demo_vs_ce"
+    assert (out / "comparison.png").is_file() and "Wilcoxon" in done.stdout
+    with (out / "comparison.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) <= len(list((tiny_twin / "TRAINING").glob("case_*")))
+    for row in rows:
+        assert float(row["difference"]) == pytest.approx(float(row["b"]) - float(row["a"]))
+
+    # Seed 003's ensemble recipe over both experiments' folds (2 + 2 here, 5 + 5 in the paper).
+    members = f"[{focal}, {runs / 'ce'}]"
+    recipe = [*configs(*RECIPES["pspnet_ensemble"].configs), *_data(tiny_twin, tmp_path)]
+    done = run_in_process("lightning", "predict", *recipe, "--model.init_args.members", members, cwd=tmp_path)  # fmt: skip
+    assert done.stdout.count("/checkpoints/best-") == 4, "four members"
+    masks = list((runs / "pspnet_ensemble" / "ensemble" / "predict" / "predictions").glob("*.nii"))
+    assert len(masks) == len(list((tiny_twin / "TESTING").glob("case_*")))
+
+
+@pytest.mark.slow
+def test_the_job_array_path_on_submitits_local_executor(tiny_twin, shared_cache, tmp_path):
+    args = _demo(tiny_twin, tmp_path, shared_cache, epochs=1)
+    done = run_in_process(
+        "lightning-cv", "fit", *args, "--launcher", "submitit-local", cwd=tmp_path
     )
     experiment_dir = tmp_path / "runs" / "pspnet_focal_demo"
     assert "fold 0: job" in done.stdout and "fold 1: job" in done.stdout
@@ -170,16 +252,19 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_a_fold_killed_after_an_epoch_resumes_to_the_same_weights(tiny_twin, tmp_path):
+def test_a_fold_killed_after_an_epoch_resumes_to_the_same_weights(
+    tiny_twin, shared_cache, tmp_path
+):
     # Augmentation, dropout and a worker process: every random draw must repeat after resume.
-    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, epochs=3)
+    args = _demo(tiny_twin, tmp_path, shared_cache, folds=3, epochs=3)
     args += ["--data.init_args.num_workers", "1", "--data.init_args.foreground_fraction", "0.5"]
-    run_cli("lightning", "fit", *args, "--experiment", "straight", cwd=tmp_path, timeout=600)
+    run_in_process("lightning", "fit", *args, "--experiment", "straight", cwd=tmp_path)
     kill = [
         "--trainer.callbacks+=tests.helpers.kill.KillAtEpochStart",
         "--trainer.callbacks.epoch=2",
     ]
     env = {"PYTHONPATH": str(REPO)}
+    # kill -9 needs a process of its own.
     killed = run_cli(
         "lightning", "fit", *args, *kill, "--experiment", "killed", cwd=tmp_path, env=env,
         check=False, timeout=600,
@@ -189,7 +274,7 @@ def test_a_fold_killed_after_an_epoch_resumes_to_the_same_weights(tiny_twin, tmp
     assert not (run_dir / "fit_done.json").exists()
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, mmap=True)
     assert saved["epoch"] == 1
-    run_cli("lightning", "fit", *args, "--experiment", "killed", "--ckpt_path", "last", cwd=tmp_path, timeout=600)  # fmt: skip
+    run_in_process("lightning", "fit", *args, "--experiment", "killed", "--ckpt_path", "last", cwd=tmp_path)  # fmt: skip
     straight = _weights(tmp_path / "runs" / "straight" / "fold0" / "checkpoints" / "last.ckpt")
     resumed = _weights(run_dir / "checkpoints" / "last.ckpt")
     assert straight.keys() == resumed.keys()
@@ -202,49 +287,25 @@ def test_a_fold_killed_after_an_epoch_resumes_to_the_same_weights(tiny_twin, tmp
     assert (run_dir / "fit_done.json").is_file()
 
 
-@pytest.mark.slow
-def test_compare_two_experiments_case_by_case(tiny_twin, tmp_path):
-    base = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path, folds=2, epochs=1)
-    run_cli("lightning-cv", "fit", *base, cwd=tmp_path, timeout=600)
-    run_cli("lightning-cv", "fit", *base, "--config", str(EXPERIMENTS / "pspnet_ce.yaml"), "--experiment", "ce", cwd=tmp_path, timeout=600)  # fmt: skip
-    runs = tmp_path / "runs"
-    done = run_cli("lightning-cv", "compare", str(runs / "pspnet_focal_demo"), str(runs / "ce"), cwd=tmp_path)  # fmt: skip
-    out = runs / "compare_pspnet_focal_demo_vs_ce"
-    assert (out / "comparison.png").is_file() and "Wilcoxon" in done.stdout
-    with (out / "comparison.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) <= len(list((tiny_twin / "TRAINING").glob("case_*")))
-    for row in rows:
-        assert float(row["difference"]) == pytest.approx(float(row["b"]) - float(row["a"]))
-
-    # Seed 003's ensemble recipe over both experiments' folds (2 + 2 here, 5 + 5 in the paper).
-    members = f"[{runs / 'pspnet_focal_demo'}, {runs / 'ce'}]"
-    recipe = _recipe(*PREDICT_RECIPES["pspnet_ensemble"]) + _tiny(tiny_twin, tmp_path)
-    done = run_cli("lightning", "predict", *recipe, "--model.init_args.members", members, cwd=tmp_path)  # fmt: skip
-    assert done.stdout.count("/checkpoints/best-") == 4, "four members"
-    masks = list((runs / "pspnet_ensemble" / "ensemble" / "predict" / "predictions").glob("*.nii"))
-    assert len(masks) == len(list((tiny_twin / "TESTING").glob("case_*")))
-
-
 def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
-    args = _recipe("pspnet_focal.yaml", "demo.yaml") + _tiny(tiny_twin, tmp_path)
-    wrong_fold = run_cli("lightning-cv", "fit", *args, "--folds", "0,7", cwd=tmp_path, check=False)
+    args = _demo(tiny_twin, tmp_path, folds=3)
+    wrong_fold = run_in_process("lightning-cv", "fit", *args, "--folds", "0,7", cwd=tmp_path, check=False)  # fmt: skip
     assert wrong_fold.returncode == 2
     assert wrong_fold.stderr.startswith("error: --folds '0,7': folds must be in 0..2")
-    nothing = run_cli("lightning-cv", "report", str(tmp_path / "runs" / "nope"), cwd=tmp_path, check=False)  # fmt: skip
+    nothing = run_in_process("lightning-cv", "report", str(tmp_path / "runs" / "nope"), cwd=tmp_path, check=False)  # fmt: skip
     assert nothing.returncode == 2 and "holds no fold folder" in nothing.stderr.splitlines()[0]
-    paper = run_cli("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
+    paper = run_in_process("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
 
 
 @pytest.mark.slow
-def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(tiny_atlas, tmp_path):
-    from tests.cli.test_lightning_atlas import _tiny_args
-
-    args = _tiny_args(["dunet.yaml"], tiny_atlas, tmp_path)
+def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(
+    tiny_atlas, shared_cache, tmp_path
+):
+    args = [*configs(*RECIPES["dunet"].configs), *atlas_args(tiny_atlas, tmp_path, shared_cache)]
     args += ["--data.init_args.num_folds", "2", "--trainer.limit_val_batches", "1.0"]
-    run_cli("lightning-cv", "fit", *args, cwd=tmp_path, timeout=600)
+    run_in_process("lightning-cv", "fit", *args, cwd=tmp_path)
     summary = json.loads((tmp_path / "runs" / "dunet" / "report" / "summary.json").read_text())
     assert summary["complete"] and not summary["notes"]
     rows = {row["metric"]: row for row in summary["comparison"]}

@@ -1,74 +1,25 @@
-"""Every experiment through the real ``lightning`` console script, on a tiny synthetic twin."""
+"""The ``lightning`` command on the tiny synthetic ISLES 2018 twin: its stages, run folders,
+resume, DDP and the user's mistakes. Every recipe's one step is in ``tests/test_recipes.py``."""
 
 from __future__ import annotations
 
 import csv
 import json
-import time
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import pytorch_lightning as pl
-import torch
 
-from networks import PSPNet
-from tests.conftest import REPO, run_cli
-
-EXPERIMENTS = REPO / "experiments"
-# (configs composed in order, extra overrides); every YAML of experiments/ must appear here.
-RECIPES = {
-    "pspnet_focal": (["pspnet_focal.yaml"], []),
-    "pspnet_ce": (["pspnet_focal.yaml", "pspnet_ce.yaml"], []),
-    "pspnet_wce": (["pspnet_focal.yaml", "pspnet_wce.yaml"], []),
-    "pspnet_scratch_focal": (["pspnet_focal.yaml", "pspnet_scratch_focal.yaml"], []),
-    "unet2d_isles": (["unet2d_isles.yaml"], []),
-    "demo": (["pspnet_focal.yaml", "demo.yaml"], []),
-    "wandb": (["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"], []),
-    "cv_demo": (["pspnet_focal.yaml", "demo.yaml", "cv_demo.yaml"], []),
-}
-PSPNET_SMALL = ["--model.init_args.net.init_args.backbone_depth", "18"]
+from tests.conftest import RECIPES, configs, isles_args, run_cli, run_in_process
 
 
-@pytest.fixture(scope="module")
-def voc_like_weights(tmp_path_factory) -> Path:
-    """A stand-in for the converted VOC checkpoint: 3 input channels, 21 classes, ResNet-18."""
-    path = tmp_path_factory.mktemp("weights") / "pspnet18_voc.pth"
-    net = PSPNet(in_channels=3, num_classes=21, backbone_depth=18, init_layer=False)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
-
-
-def _common(twin: Path, tmp: Path, epochs: int = 1) -> list[str]:
-    return [
-        "--data.init_args.data_dir",
-        str(twin),
-        "--data.init_args.cache_dir",
-        str(tmp / "cache"),
-        "--data.init_args.num_workers",
-        "0",
-        "--data.init_args.num_folds",
-        "3",
-        "--data.init_args.batch_size",
-        "4",
-        "--runs_dir",
-        str(tmp / "runs"),
-        "--trainer.max_epochs",
-        str(epochs),
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-
-
-def _configs(names: list[str]) -> list[str]:
-    return [arg for name in names for arg in ("--config", str(EXPERIMENTS / name))]
+def _demo(twin: Path, tmp: Path, cache: Path | None = None) -> list[str]:
+    """The CPU demo recipe (PSPNet-18) on 32×32 slices of the tiny twin, run in ``tmp``."""
+    recipe = RECIPES["demo"]
+    return [*configs(*recipe.configs), *isles_args(twin, tmp, cache=cache), *recipe.tiny]
 
 
 def _metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -76,51 +27,41 @@ def _metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.fixture(scope="module")
+def demo_runs(tiny_twin, shared_cache, tmp_path_factory) -> Path:
+    """One epoch of the demo recipe's fold 0: the ``runs/`` folder holding it (read-only: a
+    test that writes into the run copies it with :func:`_copy_runs`)."""
+    tmp = tmp_path_factory.mktemp("demo-fold")
+    run_in_process("lightning", "fit", *_demo(tiny_twin, tmp, shared_cache), cwd=tmp)
+    return tmp / "runs"
+
+
+def _copy_runs(runs: Path, tmp_path: Path) -> Path:
+    """A private copy of a ``runs/`` folder in the test's folder: its fold0 folder."""
+    shutil.copytree(runs, tmp_path / "runs")
+    return tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+
+
 def test_missing_dataset_fails_fast_with_instructions(tmp_path):
-    start = time.perf_counter()
-    result = run_cli(
-        "lightning", "fit", *_configs(["pspnet_focal.yaml"]), cwd=tmp_path, check=False
+    result = run_in_process(
+        "lightning", "fit", *configs("pspnet_focal.yaml"), cwd=tmp_path, check=False
     )
-    elapsed = time.perf_counter() - start
     assert result.returncode == 2
-    assert elapsed < 10, f"took {elapsed:.1f} s"
     assert "Traceback" not in result.stderr
     assert "ISLES 2018 data not found" in result.stderr
     assert str(tmp_path / "data" / "isles2018") in result.stderr
     assert "TRAINING/case_<N>/SMIR.Brain.XX.O.<MOD>.<id>" in result.stderr
     assert "lightning-data synth isles2018 data/isles2018" in result.stderr
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_experiment_trains_and_validates_one_step(recipe, tiny_twin, tmp_path, voc_like_weights):
-    configs, extra = RECIPES[recipe]
-    args = _configs(configs) + _common(tiny_twin, tmp_path) + extra
-    if "pspnet" in configs[0]:
-        args += PSPNET_SMALL
-        if recipe not in ("pspnet_scratch_focal", "demo", "wandb", "cv_demo"):
-            args += ["--model.init_args.net.init_args.pretrained_weights", str(voc_like_weights)]
-    run_cli("lightning", "fit", *args, cwd=tmp_path)
-    runs = tmp_path / "runs"
-    (experiment,) = runs.iterdir()  # one folder per experiment, nothing else in runs/
-    (run_dir,) = experiment.iterdir()  # one folder per fold, whatever the loggers
-    assert run_dir.name == "fold0"
-    assert {"config.yaml", "split.json", "val_cases_last.csv", "metrics.csv", "curves.png"} <= {
-        p.name for p in run_dir.iterdir()
-    }
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    dice = [float(row["val/dice"]) for row in _metrics(run_dir) if row.get("val/dice")]
-    assert dice and 0.0 <= dice[-1] <= 1.0
-    if recipe == "wandb":
-        assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run was not written"
+    # It failed before anything was built: no run folder, no cache, nothing in the folder.
+    assert list(tmp_path.iterdir()) == [], sorted(p.name for p in tmp_path.iterdir())
 
 
 @pytest.mark.slow
 def test_print_config_resolves_the_composition(tmp_path):
-    result = run_cli(
+    result = run_in_process(
         "lightning",
         "fit",
-        *_configs(["pspnet_focal.yaml", "pspnet_ce.yaml"]),
+        *configs("pspnet_focal.yaml", "pspnet_ce.yaml"),
         "--print_config",
         cwd=tmp_path,
     )
@@ -129,13 +70,12 @@ def test_print_config_resolves_the_composition(tmp_path):
 
 
 @pytest.mark.slow
-def test_bf16_mixed_precision_fit(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
-    run_cli("lightning", "fit", *args, "--trainer.precision", "bf16-mixed", cwd=tmp_path)
+def test_bf16_mixed_precision_fit(tiny_twin, shared_cache, tmp_path):
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    run_in_process("lightning", "fit", *args, "--trainer.precision", "bf16-mixed", cwd=tmp_path)
     rows = _metrics(tmp_path / "runs" / "pspnet_focal_demo" / "fold0")
-    assert np.isfinite(
-        [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
-    ).all()
+    losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert losses and np.isfinite(losses).all()
 
 
 def _val_table(run_dir: Path) -> list[dict[str, str]]:
@@ -144,13 +84,14 @@ def _val_table(run_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
+def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, shared_cache, tmp_path):
+    # Two processes need real ones (DDP spawns the second rank as a copy of the command).
+    args = _demo(tiny_twin, tmp_path, shared_cache)
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
     run_cli("lightning", "fit", *args, *ddp, cwd=tmp_path)
     run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    run_cli("lightning", "validate", *args, "--ckpt_path", "last", cwd=tmp_path)
+    run_in_process("lightning", "validate", *args, "--ckpt_path", "last", cwd=tmp_path)
     one = _val_table(run_dir / "validate")
     run_cli("lightning", "validate", *args, *ddp, "--ckpt_path", "last", cwd=tmp_path)
     two = _val_table(run_dir / "validate")
@@ -159,11 +100,12 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, tmp_path):
 
 
 @pytest.mark.slow
-def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
-    run_cli("lightning", "fit", *args, cwd=tmp_path)
-    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
-    run_cli("lightning", "test", *args, "--ckpt_path", "best", cwd=tmp_path)
+def test_test_and_predict_from_the_run_write_into_its_folder(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    run_dir = _copy_runs(demo_runs, tmp_path)
+    run_in_process("lightning", "test", *args, "--ckpt_path", "best", cwd=tmp_path)
     assert any(r.get("test/dice") for r in _metrics(run_dir / "test"))
     with (run_dir / "test" / "test_cases.csv").open() as handle:
         assert {row["case"] for row in csv.DictReader(handle)} <= set(
@@ -173,7 +115,7 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
     fit_rows = _metrics(run_dir)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     writer = ["--prediction_writer.save_probability=true"]
-    run_cli(
+    run_in_process(
         "lightning",
         "predict",
         "--config",
@@ -210,40 +152,47 @@ def test_test_and_predict_from_the_run_write_into_its_folder(tiny_twin, tmp_path
     assert not list((tmp_path / "runs").glob("*/fold0-*")), "no second folder for the fold"
     # The run's config.yaml holds its fit's CSV logger: predicting left the fit's log alone.
     assert _metrics(run_dir) == fit_rows
+    # Nothing of this test reached the shared run it was copied from.
+    assert {p.name for p in (demo_runs / "pspnet_focal_demo" / "fold0").iterdir()}.isdisjoint(
+        {"test", "predict"}
+    )
 
 
 @pytest.mark.slow
-def test_predict_refuses_a_checkpoint_trained_on_another_grid(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
-    run_cli("lightning", "fit", *args, "--data.init_args.image_size", "16", cwd=tmp_path)
-    checkpoint = tmp_path / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
-    result = run_cli(
+def test_predict_refuses_a_checkpoint_trained_on_another_grid(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    # The shared run was trained on 32×32 slices; predicting on 16×16 ones is refused.
+    args = _demo(tiny_twin, tmp_path, shared_cache) + ["--data.init_args.image_size", "16"]
+    checkpoint = _copy_runs(demo_runs, tmp_path) / "checkpoints" / "last.ckpt"
+    result = run_in_process(
         "lightning", "predict", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path, check=False
     )
     assert result.returncode == 2, result.stderr[-3000:]
     first = result.stderr.strip().splitlines()[0]
     assert first.startswith("error: The data settings differ from those")
-    assert "'size': [16, 16]" in first and "runs/<experiment>/fold<k>/config.yaml" in first
+    assert "'size': [32, 32]" in first and "'size': [16, 16]" in first
+    assert "runs/<experiment>/fold<k>/config.yaml" in first
     assert "Traceback" not in result.stderr
     assert not (checkpoint.parents[1] / "predict" / "predictions").exists()
 
 
 @pytest.mark.slow
-def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
-    run_cli("lightning", "fit", *args, cwd=tmp_path)
-    again = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, demo_runs, tmp_path):
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    run_dir = _copy_runs(demo_runs, tmp_path)  # one epoch of fit, as the first session left it
+    again = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert again.returncode == 2
     assert "already holds a run of this fold" in again.stderr and "--ckpt_path last" in again.stderr
-    run_cli(
+    run_in_process(
         "lightning", "fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last", cwd=tmp_path
     )
-    (run_dir,) = (tmp_path / "runs" / "pspnet_focal_demo").iterdir()
+    assert [p.name for p in (tmp_path / "runs" / "pspnet_focal_demo").iterdir()] == ["fold0"]
     epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
     assert epochs == [0, 1]  # one metrics.csv for both sessions
     with (run_dir / "val_cases_best.csv").open() as handle:
         assert list(csv.DictReader(handle))
-    run_cli("lightning", "fit", *args, "--overwrite", "true", cwd=tmp_path)
+    run_in_process("lightning", "fit", *args, "--overwrite", cwd=tmp_path)
     epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
     assert epochs == [0]
 
@@ -255,7 +204,7 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    args = _configs(["pspnet_focal.yaml", "demo.yaml", "wandb.yaml"]) + [
+    args = configs("pspnet_focal.yaml", "demo.yaml", "wandb.yaml") + [
         "--data.init_args.data_dir",
         str(tiny_twin),
         "--data.init_args.fold",
@@ -282,8 +231,6 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "missing_folder", "non_binary_ot", "ot_spacing"])
 def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
-    import shutil
-
     case_dir = sorted((twin_copy / "TRAINING").iterdir())[1]
     if damage == "truncated":
         (target,) = case_dir.glob("SMIR.Brain.XX.O.CT_CBF.*/*.nii")
@@ -311,8 +258,8 @@ def test_bad_input_gives_one_error_naming_the_file(damage, twin_copy, tmp_path):
         moved.set_sform(image.header.get_sform(), 2)
         nib.save(moved, target)
         expected = f"{target}: its voxel grid does not match {ct}"
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(twin_copy, tmp_path)
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    args = _demo(twin_copy, tmp_path)  # its own cache folder, which must stay empty
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr[-3000:]
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -326,8 +273,8 @@ def _stderr_head(result) -> str:
 
 @pytest.mark.slow
 def test_headline_recipe_without_weights_is_one_paragraph(tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml"]) + ["--data.init_args.data_dir", str(tiny_twin)]
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    args = configs("pspnet_focal.yaml") + ["--data.init_args.data_dir", str(tiny_twin)]
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2
     head = _stderr_head(result)
     expected = f"error: PSPNet pretrained weights not found: {tmp_path / 'weights' / 'pspnet101_voc2012.pth'}"
@@ -355,9 +302,11 @@ def test_headline_recipe_without_weights_is_one_paragraph(tiny_twin, tmp_path):
         ),
     ],
 )
-def test_user_mistakes_exit_2_with_the_problem_first(override, expected, tiny_twin, tmp_path):
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path) + override
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+def test_user_mistakes_exit_2_with_the_problem_first(
+    override, expected, tiny_twin, shared_cache, tmp_path
+):
+    args = _demo(tiny_twin, tmp_path, shared_cache) + override
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2, result.stderr[-3000:]
     assert _stderr_head(result).startswith(expected), result.stderr
     assert "Traceback" not in result.stderr and "usage:" not in result.stderr
@@ -369,9 +318,9 @@ def test_user_mistakes_exit_2_with_the_problem_first(override, expected, tiny_tw
 @pytest.mark.slow
 def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
     (tmp_path / "blocker").write_text("")
-    args = _configs(["pspnet_focal.yaml", "demo.yaml"]) + _common(tiny_twin, tmp_path)
+    args = _demo(tiny_twin, tmp_path)
     args += ["--data.init_args.cache_dir", str(tmp_path / "blocker" / "cache")]
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False)
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2
     head = _stderr_head(result)
     assert head.startswith(

@@ -1,4 +1,6 @@
-"""Every ATLAS experiment (seed 004 D-UNet family, seed 000 VCA-Net) through the real CLI."""
+"""The ATLAS experiments (seed 004 D-UNet family, seed 000 VCA-Net) through the ``lightning``
+command: slice-level splits, DDP, BIDS predictions the challenge's evaluator reads, crops, a
+``kill -9`` during the cache build. Each recipe's one step is in ``tests/test_recipes.py``."""
 
 from __future__ import annotations
 
@@ -14,91 +16,23 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, REPO, run_cli
-
-EXPERIMENTS = REPO / "experiments"
-ATLAS_RECIPES = {
-    "dunet": ["dunet.yaml"],
-    "dunet_adam": ["dunet.yaml", "dunet_adam.yaml"],
-    "dunet_demo": ["dunet.yaml", "dunet_demo.yaml"],
-    **{
-        f"dunet_{v}": ["dunet.yaml", f"dunet_{v}.yaml"]
-        for v in ("add1", "add12", "add23", "add123", "seadd12", "seadd123")
-    },
-    "unet2d_original": ["dunet.yaml", "unet2d_original.yaml"],
-    "unet2d_transform": ["dunet.yaml", "unet2d_transform.yaml"],
-    "unet3d_transform": ["dunet.yaml", "unet3d_transform.yaml"],
-    "segnet_atlas": ["dunet.yaml", "segnet_atlas.yaml"],
-    "deeplabv3plus_atlas": ["dunet.yaml", "deeplabv3plus_atlas.yaml"],
-    "pspnet_atlas": ["dunet.yaml", "pspnet_atlas.yaml"],
-    "vcanet": ["vcanet.yaml"],
-    "vcanet_demo": ["vcanet.yaml", "vcanet_demo.yaml"],
-}
+from tests.conftest import BIN, RECIPES, atlas_args, configs, run_cli, run_in_process
 
 
-def _configs(names: list[str]) -> list[str]:
-    return [arg for name in names for arg in ("--config", str(EXPERIMENTS / name))]
-
-
-def _tiny_args(configs: list[str], tiny_atlas, tmp_path) -> list[str]:
-    return _configs(configs) + [
-        "--data.init_args.data_dir",
-        str(tiny_atlas),
-        "--data.init_args.cache_dir",
-        str(tmp_path / "cache"),
-        "--data.init_args.release",
-        "R1.1",  # the tiny twin's layout (dunet_demo.yaml and vcanet_demo.yaml say R2.0)
-        # The tiny twin's slices are 47x40: a 32x32 window replaces the papers' crops.
-        "--data.init_args.crop",
-        "[0, 32, 0, 32]",
-        "--data.init_args.image_size",
-        "32",
-        "--data.init_args.num_workers",
-        "0",
-        "--data.init_args.num_folds",
-        "4",
-        "--data.init_args.batch_size",
-        "2",
-        "--runs_dir",
-        str(tmp_path / "runs"),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "1",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.num_sanity_val_steps",
-        "0",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.devices",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+def _tiny_args(name: str, atlas: Path, tmp: Path, cache: Path | None = None) -> list[str]:
+    """A recipe of the table on the tiny ATLAS twin (R1.1 layout, a 32×32 window)."""
+    recipe = RECIPES[name]
+    return [*configs(*recipe.configs), *atlas_args(atlas, tmp, cache), *recipe.tiny]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", sorted(ATLAS_RECIPES))
-def test_atlas_experiment_trains_and_validates_one_step(recipe, tiny_atlas, tmp_path):
-    args = _tiny_args(ATLAS_RECIPES[recipe], tiny_atlas, tmp_path)
-    run_cli("lightning", "fit", *args, cwd=tmp_path, timeout=600)
-    (run_dir,) = (tmp_path / "runs").glob("*/fold0")
-    with (run_dir / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    dice = [float(r["val/dice"]) for r in rows if r.get("val/dice")]
-    assert dice and 0.0 <= dice[-1] <= 1.0
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-
-
-@pytest.mark.slow
-def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(tiny_atlas, tmp_path):
-    args = _tiny_args(["vcanet.yaml"], tiny_atlas, tmp_path)
+def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(
+    tiny_atlas, shared_cache, tmp_path
+):
+    args = _tiny_args("vcanet", tiny_atlas, tmp_path, shared_cache)
     args += ["--data.init_args.split_unit", "slice", "--trainer.limit_val_batches", "3"]
-    result = run_cli(
-        "lightning", "fit", *args, cwd=tmp_path, timeout=600, env={"PYTHONWARNINGS": "default"}
-    )
-    assert "neighbouring slices of one subject are in training and validation" in result.stderr
+    with pytest.warns(UserWarning, match="neighbouring slices of one subject are in training"):
+        run_in_process("lightning", "fit", *args, cwd=tmp_path, env={"PYTHONWARNINGS": "default"})
     (run_dir,) = (tmp_path / "runs").glob("*/fold0")
     split = json.loads((run_dir / "split.json").read_text())
     assert split["unit"] == "slice" and split["val_slices"]
@@ -107,8 +41,11 @@ def test_vcanet_slice_level_split_runs_and_records_the_held_out_slices(tiny_atla
 
 
 @pytest.mark.slow
-def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, tmp_path):
-    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_atlas, tmp_path)
+def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(
+    tiny_atlas, shared_cache, tmp_path
+):
+    # Two processes need real ones (DDP spawns the second rank as a copy of the command).
+    args = _tiny_args("dunet_demo", tiny_atlas, tmp_path, shared_cache)
     args += [
         "--trainer.strategy",
         "ddp",
@@ -128,20 +65,6 @@ def test_dunet_demo_with_foreground_sampling_under_two_process_ddp(tiny_atlas, t
     assert (run_dir / "curves.png").is_file()
 
 
-def test_every_atlas_yaml_is_covered():
-    from tests.cli.test_crossval import PREDICT_RECIPES
-    from tests.cli.test_lightning import RECIPES
-    from tests.cli.test_lightning_3d import RECIPES_3D
-    from tests.cli.test_lightning_gan import RECIPES_GAN
-
-    covered = {c for cs in ATLAS_RECIPES.values() for c in cs}
-    covered |= {c for cs, _ in RECIPES.values() for c in cs}
-    covered |= {c for cs, _ in RECIPES_3D.values() for c in cs}
-    covered |= {c for cs, _ in RECIPES_GAN.values() for c in cs}
-    covered |= {c for cs in PREDICT_RECIPES.values() for c in cs}
-    assert {p.name for p in EXPERIMENTS.glob("*.yaml")} == covered
-
-
 @pytest.fixture(scope="module")
 def tiny_r20(tmp_path_factory):
     """A tiny R2.0 twin with Testing subjects: 40×47×38 voxels, a non-square grid."""
@@ -156,9 +79,8 @@ def r20_run(tiny_r20, tmp_path_factory):
     """One D-UNet demo step fitted on the tiny R2.0 twin, shared by the tests that predict with it:
     its fold0 folder (each predict logs into its predict/, and writes masks where it is told)."""
     tmp = tmp_path_factory.mktemp("r20-fit")
-    args = _tiny_args(["dunet.yaml", "dunet_demo.yaml"], tiny_r20, tmp)
-    args[args.index("R1.1")] = "R2.0"
-    run_cli("lightning", "fit", *args, cwd=tmp, timeout=600)
+    args = _tiny_args("dunet_demo", tiny_r20, tmp) + ["--data.init_args.release", "R2.0"]
+    run_in_process("lightning", "fit", *args, cwd=tmp)
     return tmp / "runs" / "dunet_demo" / "fold0"
 
 
@@ -166,7 +88,7 @@ def _predict_r20(run_dir: Path, out: Path, *extra: str) -> Path:
     """Predict with the fitted run, a threshold of ~0, into ``out/predictions``: the folder."""
     # A threshold of ~0: the mask is 1 exactly where the network sees the slice (the 32×32 window of
     # rows = y 0:32, cols = x 0:32), so its place in the written file shows the orientation.
-    run_cli(
+    run_in_process(
         "lightning",
         "predict",
         "--config",
@@ -288,10 +210,9 @@ def test_the_challenge_evaluator_finds_every_mask_and_scores_it_as_the_suite_did
 
 @pytest.mark.slow
 def test_the_papers_crop_on_a_smaller_grid_exits_2_naming_the_case(tiny_atlas, tmp_path):
-    args = _tiny_args(["dunet.yaml"], tiny_atlas, tmp_path)
-    args = [a for a in args]
-    args[args.index("[0, 32, 0, 32]")] = "[40, 220, 10, 190]"  # D-UNet's window
-    result = run_cli("lightning", "fit", *args, cwd=tmp_path, check=False, timeout=600)
+    args = _tiny_args("dunet", tiny_atlas, tmp_path)
+    args += ["--data.init_args.crop", "[40, 220, 10, 190]"]  # D-UNet's window
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
     assert result.returncode == 2
     head = result.stderr.strip().splitlines()[0]
     assert head.startswith("error: R1.1/Site")
@@ -304,7 +225,7 @@ def test_kill_9_during_the_cache_build_leaves_nothing_after_the_next_run(tmp_pat
     from datamodules.synth.atlas import write_atlas_twin
 
     twin = write_atlas_twin(tmp_path / "atlas", "R2.0", subjects=3, seed=0, size="full")
-    args = _configs(["dunet.yaml", "dunet_demo.yaml"]) + [
+    args = configs("dunet.yaml", "dunet_demo.yaml") + [
         "--data.init_args.data_dir",
         str(twin),
         "--data.init_args.cache_dir",
@@ -341,7 +262,7 @@ def test_kill_9_during_the_cache_build_leaves_nothing_after_the_next_run(tmp_pat
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert list((tmp_path / "cache").glob("*.tmp-*")), "killed during the build"
-    run_cli("lightning", "fit", *args, "--overwrite", "true", cwd=tmp_path, timeout=600)
+    run_in_process("lightning", "fit", *args, "--overwrite", cwd=tmp_path)
     assert not list((tmp_path / "cache").glob("*.tmp-*"))
     (cache,) = (tmp_path / "cache").iterdir()
     assert (cache / "meta.json").is_file()
@@ -363,5 +284,5 @@ def test_a_mask_stored_flipped_is_reoriented_and_said_so(tiny_atlas, tmp_path):
     flipped.set_qform(image.affine @ flip, 1)
     flipped.set_sform(image.affine @ flip, 1)
     nib.save(flipped, scan.masks[0])
-    result = run_cli("lightning", "fit", *_tiny_args(["dunet.yaml"], copy, tmp_path), cwd=tmp_path)
+    result = run_in_process("lightning", "fit", *_tiny_args("dunet", copy, tmp_path), cwd=tmp_path)
     assert f"{scan.masks[0]}: reoriented onto the grid of {scan.t1}" in result.stdout
