@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import import_module
@@ -362,13 +361,11 @@ def run_in_process(
     main: Callable[[list[str]], object] = import_module(_ENTRY_POINTS[command]).main
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    # The command line the process would have (Lightning warns when it differs from the args).
-    argv = [str(BIN / command), *rest]
-    full_env = {**_environment(cwd), **(env or {})}
+    # The command's own name, not pytest's arguments (its arguments go to main, which Lightning
+    # would otherwise compare with sys.argv, and warn).
+    argv = [str(BIN / command)]
     steps = _cv_steps_in_process() if command == "lightning-cv" else contextlib.nullcontext()
-    with _isolated(cwd, full_env), _argv(argv), warnings.catch_warnings(), steps:
-        if full_env.get("PYTHONWARNINGS") == "ignore":  # as the process would
-            warnings.simplefilter("ignore")
+    with _isolated(cwd, {**_environment(cwd), **(env or {})}), _argv(argv), steps:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 returned = main(list(rest))
