@@ -6,8 +6,10 @@ process, exactly as a user types it (exit codes, DDP, ``kill -9``, import-time b
 arguments, working folder and environment, and captures what it prints: it pays Python's and
 Lightning's start-up (~6 s) once per test session instead of once per command, which is what
 keeps the suite within its time budget. ``lightning-cv`` run in process also runs its own
-calls of ``lightning`` (composing the configuration, an ensemble's ``predict``) in process; each
-fold's ``lightning fit`` stays a process of its own, as for a user.
+calls of ``lightning`` (composing the configuration, the folds' ``fit``, an ensemble's
+``predict``) in process; ``fold_processes=True`` keeps each fold's ``lightning fit`` a process
+of its own, as for a user (the fold-workflow fixture of ``tests/cli/test_crossval.py`` asks for
+it; the job-array test's folds are submitit's processes anyway).
 """
 
 from __future__ import annotations
@@ -271,12 +273,14 @@ _SUITE_LOGGERS = (
 
 @contextlib.contextmanager
 def _isolated(cwd: Path, env: dict[str, str]) -> Iterator[None]:
-    """The working folder, environment and the global state a command changes, restored."""
-    from monai.data import set_track_meta
+    """The working folder, environment and the global state a command changes, restored (a
+    command run inside another, as ``lightning-cv`` runs ``lightning``, gives the outer one its
+    state back)."""
+    from monai.data import get_track_meta, set_track_meta
 
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    root = logging.getLogger()
-    saved_root = (list(root.handlers), root.level)
+    saved_env, saved_cwd, saved_meta = dict(os.environ), os.getcwd(), get_track_meta()
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in _SUITE_LOGGERS)]
+    saved_loggers = [(list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
     os.environ.update(env)
     os.chdir(cwd)
     try:
@@ -285,12 +289,10 @@ def _isolated(cwd: Path, env: dict[str, str]) -> Iterator[None]:
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
-        root.handlers, root.level = saved_root[0], saved_root[1]
-        for name in _SUITE_LOGGERS:
-            package = logging.getLogger(name)
-            package.handlers, package.propagate = [], True
-            package.setLevel(logging.NOTSET)
-        set_track_meta(True)  # the DataModules turn MONAI's metadata tracking off
+        for logger, (handlers, level, propagate) in zip(loggers, saved_loggers, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        set_track_meta(saved_meta)  # the DataModules turn MONAI's metadata tracking off
         _exit_wandb()
 
 
@@ -316,23 +318,24 @@ def _argv(argv: list[str]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _cv_steps_in_process() -> Iterator[None]:
-    """``lightning-cv``'s calls of ``lightning`` other than a fold's ``fit`` (``--print_config``
-    to compose the configuration, an ensemble's ``predict``) in this process, through
-    :func:`run_in_process`; a fold's ``fit`` (and anything else) still starts a process."""
+def _cv_steps_in_process(fold_processes: bool) -> Iterator[None]:
+    """``lightning-cv``'s calls of ``lightning`` in this process, through :func:`run_in_process`:
+    composing the configuration (``--print_config``), an ensemble's ``predict`` and, unless
+    ``fold_processes``, each fold's ``fit``; anything else still starts a process."""
     import cli.crossval
-    from cli.launchers import lightning_command
+    import cli.launchers
 
-    prefix = lightning_command()
-    real = cli.crossval.subprocess
+    prefix = cli.launchers.lightning_command()
+    real = subprocess
 
     def run(command: list[str], *, capture_output: bool = False, text: bool = False, **kw):
         args = list(command)[len(prefix) :]
         composes = args[:1] == ["fit"] and "--print_config" in args
+        fits_a_fold = args[:1] == ["fit"] and not composes and not fold_processes
         if (
             list(command)[: len(prefix)] != prefix
             or kw
-            or not (composes or args[:1] == ["predict"])
+            or not (composes or fits_a_fold or args[:1] == ["predict"])
         ):
             return real.run(command, capture_output=capture_output, text=text, **kw)
         done = run_in_process("lightning", *args, cwd=Path.cwd(), check=False)
@@ -342,11 +345,14 @@ def _cv_steps_in_process() -> Iterator[None]:
         sys.stderr.write(done.stderr)
         return subprocess.CompletedProcess(command, done.returncode)
 
-    cli.crossval.subprocess = SimpleNamespace(run=run)  # type: ignore[assignment]
+    shim = SimpleNamespace(run=run)
+    cli.crossval.subprocess = shim  # type: ignore[assignment]
+    cli.launchers.subprocess = shim  # type: ignore[assignment]
     try:
         yield
     finally:
         cli.crossval.subprocess = real
+        cli.launchers.subprocess = real
 
 
 def run_in_process(
@@ -354,9 +360,11 @@ def run_in_process(
     cwd: Path,
     env: dict[str, str] | None = None,
     check: bool = True,
+    fold_processes: bool = False,
 ) -> Result:
     """Run a command's entry point in this process with the same arguments, working folder and
-    environment as :func:`run_cli`; returns its exit code and what it printed."""
+    environment as :func:`run_cli`; returns its exit code and what it printed.
+    ``fold_processes``: ``lightning-cv`` fits each fold in a process of its own, as for a user."""
     command, *rest = args
     main: Callable[[list[str]], object] = import_module(_ENTRY_POINTS[command]).main
     out, err = io.StringIO(), io.StringIO()
@@ -364,7 +372,11 @@ def run_in_process(
     # The command's own name, not pytest's arguments (its arguments go to main, which Lightning
     # would otherwise compare with sys.argv, and warn).
     argv = [str(BIN / command)]
-    steps = _cv_steps_in_process() if command == "lightning-cv" else contextlib.nullcontext()
+    steps = (
+        _cv_steps_in_process(fold_processes)
+        if command == "lightning-cv"
+        else contextlib.nullcontext()
+    )
     with _isolated(cwd, {**_environment(cwd), **(env or {})}), _argv(argv), steps:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -376,6 +388,18 @@ def run_in_process(
     if check and code != 0:
         _fail(tuple(args), result)
     return result
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs one worker per core), each worker and the commands
+    it starts use the cores left to it: oversubscribed threads would slow every test."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ["OMP_NUM_THREADS"] = threads  # read by the processes a test starts
+        torch.set_num_threads(int(threads))
 
 
 # -- fixtures ----------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def focal_cv(tiny_twin, shared_cache, tmp_path_factory) -> TrainedExperiment:
     compare tests (read-only: a test that writes into it works on a copy)."""
     tmp = tmp_path_factory.mktemp("focal-cv")
     args = _demo(tiny_twin, tmp, shared_cache)
-    fit = run_in_process("lightning-cv", "fit", *args, cwd=tmp)
+    fit = run_in_process("lightning-cv", "fit", *args, cwd=tmp, fold_processes=True)
     return TrainedExperiment(tmp, tuple(args), fit)
 
 
