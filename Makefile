@@ -80,10 +80,11 @@ cv-demo: install twin
 	$(BIN)/lightning-cv predict runs/pspnet_focal_cv_demo --split TESTING && \
 	echo "CV demo wall time (5 folds, report, ensemble): $$(( $$(date +%s) - start )) s"
 
-# One pytest-xdist worker per core; a test file stays on one worker, so the fixtures it trains
-# are trained once (tests/conftest.py gives each worker its share of the cores).
+# One pytest-xdist worker per core (at most 4: each holds its trained fixtures in memory); a
+# test file stays on one worker, so the fixtures it trains are trained once (tests/conftest.py
+# gives each worker its share of the cores).
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=10
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=10
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
