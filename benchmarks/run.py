@@ -1,4 +1,4 @@
-"""Measure the ratios P1–P6 of docs/performance.md in one run and print them as a table.
+"""Measure the ratios P1–P6 and P8 of docs/performance.md in one run and print them as a table.
 
     python benchmarks/run.py [--only P2,P5] [--quick] [--small-model] [--workdir DIR]
     python -m benchmarks ...                                      (the same)
@@ -37,6 +37,7 @@ from benchmarks import (  # noqa: E402
     p4_memory,
     p5_first_batch,
     p6_inference,
+    p8_batched_augmentation,
 )
 from benchmarks.common import CpuMeter, Options, Result, Workspace, seconds  # noqa: E402
 
@@ -47,6 +48,7 @@ BENCHMARKS = {
     "P4": p4_memory,
     "P5": p5_first_batch,
     "P6": p6_inference,
+    "P8": p8_batched_augmentation,
 }
 BUSY = 0.25  # cores used by other processes above which a ratio is flagged as noisy
 

@@ -59,8 +59,9 @@ class ATLASDataModule(SliceDataModule):
             (``None``: uniform over slices, as both papers do).
         augmentation: The random affine of training slices, or ``None`` (VCA-Net).
         predict_split: ``"Testing"`` (R2.0) or ``"Training"``.
-        augment_on_device: Augment training batches on the training device instead of in the
-            loader's workers (see :class:`~datamodules.base.SliceDataModule`).
+        augment_on_device: Augment training batches on the training device, in one resampling
+            per batch, instead of in the loader's workers; ``None``: on a GPU only (see
+            :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "atlas"
@@ -89,7 +90,7 @@ class ATLASDataModule(SliceDataModule):
             random_order=False,
         ),
         predict_split: Literal["Training", "Testing"] = "Testing",
-        augment_on_device: bool = False,
+        augment_on_device: bool | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,

@@ -35,6 +35,7 @@ from torch.utils.data import default_collate
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.run_layout import RunLayout
+from datamodules.batched_augmentation import BatchedAffine
 from datamodules.cache import CacheItem, DecodedCase, SliceCache, cache_key
 from datamodules.cache_build import build_slice_cache, check_cache_root
 from datamodules.datasets import (
@@ -42,7 +43,6 @@ from datamodules.datasets import (
     SliceDataset,
     VolumeCollate,
     VolumeDataset,
-    augment,
     single_case_collate,
     split_targets,
 )
@@ -100,10 +100,12 @@ class SliceDataModule(pl.LightningDataModule):
             lesion voxels (with replacement, like nnU-Net's oversampling); ``None``: every
             slice equally often, as the papers do.
         predict_split: The split ``predict`` runs on.
-        augment_on_device: Augment each training batch after it reached the training device
-            (:meth:`on_after_batch_transfer`: a GPU resamples volumes much faster than the
-            loader's CPU workers) instead of in the workers; the same per-sample seeds give the
-            same samples either way.
+        augment_on_device: Augment each training batch after it reached the training device,
+            all samples in one resampling (:meth:`on_after_batch_transfer`,
+            :class:`~datamodules.batched_augmentation.BatchedAffine`), instead of sample by sample
+            in the loader's workers; each sample's matrix is drawn from its own seed either way,
+            so the two paths give the same samples up to interpolation rounding. ``None``
+            (default): on the device when it is a GPU, in the workers on the CPU.
 
     Raises:
         ConfigurationError: On an invalid fold, fraction or cache folder (the message says
@@ -129,7 +131,7 @@ class SliceDataModule(pl.LightningDataModule):
         num_workers: int,
         foreground_fraction: float | None,
         predict_split: str,
-        augment_on_device: bool = False,
+        augment_on_device: bool | None = None,
         targets: Sequence[str] = (),
     ) -> None:
         super().__init__()
@@ -179,8 +181,8 @@ class SliceDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.foreground_fraction = foreground_fraction
         self.predict_split = predict_split
-        self.augment_on_device = augment_on_device and augmentation is not None
-        self._device_transform: Any = None
+        self.augment_on_device = augment_on_device
+        self._batched: BatchedAffine | None = None
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
         self.train_rows = np.empty(0, dtype=np.int64)
@@ -443,31 +445,37 @@ class SliceDataModule(pl.LightningDataModule):
         """The fold's training samples: slice stacks, or whole cases for a volume geometry."""
         cache = self.caches[self.train_split]
         transform = self.augmentation.transform() if self.augmentation is not None else None
-        defer = self.augment_on_device
+        defer = self._augments_on_device()
         inputs = self._inputs()
         if isinstance(self.geometry, VolumeGeometry):
             return VolumeDataset(cache, self.train_cases, self.geometry, transform, defer, inputs)
         return SliceDataset(cache, self.train_rows, self.geometry, transform, defer, inputs)
 
+    def _augments_on_device(self) -> bool:
+        """Whether training batches are augmented on the device (see ``augment_on_device``)."""
+        if self.augmentation is None:
+            return False
+        if self.augment_on_device is not None:
+            return self.augment_on_device
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """With ``augment_on_device``, augment a training batch where it now is: each sample
-        with its own seed, so the batch equals the one the workers would have made."""
+        """With augmentation on the device, augment a training batch where it now is, in one
+        resampling; each sample's matrix comes from its own seed, so the batch equals the one
+        the workers would have made. The seeds stay on the host (no device synchronisation)."""
         if not (isinstance(batch, dict) and "seed" in batch and self.augmentation is not None):
             return batch
-        if self._device_transform is None:
-            self._device_transform = self.augmentation.transform()
-        samples = [
-            split_targets(
-                augment(
-                    {"image": image, "label": label},
-                    self._device_transform,
-                    None if int(seed) < 0 else int(seed),
-                ),
-                self._inputs(),
-            )
-            for image, label, seed in zip(batch["image"], batch["label"], batch["seed"])
+        if self._batched is None:
+            self._batched = BatchedAffine(self.augmentation)
+        given = batch["seed"]  # a host list (transfer_batch_to_device), or the loader's tensor
+        seeds = [
+            None if seed < 0 else seed
+            for seed in (given.tolist() if isinstance(given, torch.Tensor) else given)
         ]
-        return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+        image, label = self._batched(batch["image"], batch["label"], seeds)
+        rest = {k: v for k, v in batch.items() if k not in ("image", "label", "seed")}
+        return {**rest, **split_targets({"image": image, "label": label}, self._inputs())}
 
     def _foreground_weights(self, dataset: SliceDataset | VolumeDataset) -> np.ndarray | None:
         """Sampling weights that draw ``foreground_fraction`` of the samples from those with
@@ -516,9 +524,15 @@ class SliceDataModule(pl.LightningDataModule):
         self, batch: Any, device: torch.device, dataloader_idx: int
     ) -> Any:
         # A case item carries its geometry and prediction target (frozen dataclasses, which
-        # Lightning's recursive mover refuses): move the tensors, pass the rest through.
+        # Lightning's recursive mover refuses): move the tensors, pass the rest through. The
+        # augmentation seeds of a batch stay on the host, as a list, where they are drawn from.
         if isinstance(batch, dict):
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            return {
+                k: (v.tolist() if k == "seed" else v.to(device, non_blocking=True))
+                if isinstance(v, torch.Tensor)
+                else v
+                for k, v in batch.items()
+            }
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def predict_dataloader(self) -> DataLoader:

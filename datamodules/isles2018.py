@@ -73,8 +73,9 @@ class ISLES2018DataModule(SliceDataModule):
         depth: With ``spatial_dims: 3``, the volumes' depth: cases are zero-padded (centred) to
             it, deeper ones windowed (seed 001: 32); ``None``: each case's own depth (seed 003's
             3D baselines, batch 1). See :class:`~datamodules.geometry.VolumeGeometry`.
-        augment_on_device: Augment training batches on the training device instead of in the
-            loader's workers (see :class:`~datamodules.base.SliceDataModule`).
+        augment_on_device: Augment training batches on the training device, in one resampling
+            per batch, instead of in the loader's workers; ``None``: on a GPU only (see
+            :class:`~datamodules.base.SliceDataModule`).
         targets: Image targets of the training cases, normalised like the inputs and served as
             ``"target"`` beside them (seed 002: ``[DWI]``, the real ``MR_DWI``); the testing
             cases have none.
@@ -109,7 +110,7 @@ class ISLES2018DataModule(SliceDataModule):
         predict_split: Split = "TESTING",
         spatial_dims: Literal[2, 3] = 2,
         depth: int | None = None,
-        augment_on_device: bool = False,
+        augment_on_device: bool | None = None,
         targets: tuple[Channel, ...] = (),
     ) -> None:
         geometry: SliceGeometry

@@ -73,12 +73,14 @@ class RandomOrderAffined(Randomizable, MapTransform):
         self.flip_axes = tuple(flip_axes)
         self._matrix = np.eye(3)
 
-    def randomize(self, data: Any = None) -> None:
-        size = np.asarray(data, dtype=float)[-2:]  # (H, W) of a slice or of a volume's slices
+    def draw_in_plane(self, size: Sequence[float]) -> np.ndarray:
+        """Draw one sample's in-plane ``(3, 3)`` matrix (output → input, pixel units about the
+        centre) for slices of ``size = (H, W)``; the batched path draws through this too."""
+        height, width = (float(s) for s in size)
         operations = [
             _rotation(self.R.uniform(-self.rotate, self.rotate)),
-            np.array([[1, 0, self.R.uniform(-self.translate, self.translate) * size[0]],
-                      [0, 1, self.R.uniform(-self.translate, self.translate) * size[1]],
+            np.array([[1, 0, self.R.uniform(-self.translate, self.translate) * height],
+                      [0, 1, self.R.uniform(-self.translate, self.translate) * width],
                       [0, 0, 1.0]]),
             # The matrix maps output to input coordinates: content zoom s samples at 1/s.
             np.diag([1.0 / self.R.uniform(*self.scale_range)] * 2 + [1.0]),
@@ -89,7 +91,11 @@ class RandomOrderAffined(Randomizable, MapTransform):
         order = self.R.permutation(len(operations)) if self.random_order else range(len(operations))
         for index in order:
             matrix = operations[index] @ matrix
-        self._matrix = _in_plane(matrix, len(data))
+        return matrix
+
+    def randomize(self, data: Any = None) -> None:
+        spatial = tuple(data)  # (H, W) of a slice, (D, H, W) of a volume
+        self._matrix = _in_plane(self.draw_in_plane(spatial[-2:]), len(spatial))
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, Any]:
         sample: dict[Hashable, Any] = dict(data)

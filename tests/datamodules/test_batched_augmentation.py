@@ -1,0 +1,69 @@
+"""The batched random affine equals the per-sample MONAI path on the same seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from datamodules.batched_augmentation import BatchedAffine
+from datamodules.datasets import augment
+from datamodules.transforms import Augmentation
+
+SEEDS = [3, 17, 256, 9001, 42, 7]
+
+
+def _batch(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(len(SEEDS), 4, *shape, generator=generator)
+    image = torch.nn.functional.avg_pool2d(image.flatten(0, -3)[:, None], 3, 1, 1).reshape(
+        image.shape
+    )  # smooth, so interpolation differences stay small
+    label = (image[:, :1] > 0.3).to(torch.uint8)
+    return image, label
+
+
+def _per_sample(augmentation, image, label):
+    transform = augmentation.transform()
+    samples = [
+        augment({"image": i, "label": m}, transform, seed) for i, m, seed in zip(image, label, SEEDS)
+    ]
+    return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        Augmentation(),  # seed 003: random order, left-right flips
+        Augmentation(20.0, 0.1, (0.8, 1.2), (1,), random_order=False),  # D-UNet's Keras order
+        Augmentation(10.0, 0.1, (0.9, 1.1), (0, 1)),  # sagittal and coronal flips
+    ],
+)
+@pytest.mark.parametrize("shape", [(48, 40), (6, 24, 32)], ids=["slices", "volumes"])
+def test_the_batch_equals_each_sample_resampled_alone(augmentation, shape):
+    image, label = _batch(shape)
+    expected_image, expected_label = _per_sample(augmentation, image, label)
+    got_image, got_label = BatchedAffine(augmentation)(image, label, SEEDS)
+    assert got_image.dtype == torch.float32 and got_label.dtype == torch.uint8
+    assert got_image.shape == image.shape and got_label.shape == label.shape
+    torch.testing.assert_close(got_image, expected_image, atol=1e-4, rtol=1e-4)
+    # Nearest neighbour: a voxel whose sampling point lies on a boundary between two source
+    # voxels may round either way; allow a handful along label edges, never inside.
+    differ = (got_label != expected_label).sum().item()
+    assert differ <= max(2, label.numel() // 2000), differ
+
+
+def test_the_draw_depends_on_the_seed_only():
+    augmentation = Augmentation()
+    batched = BatchedAffine(augmentation)
+    first = batched.matrices([5, 6], 32, 32)
+    batched.matrices([99], 32, 32)
+    again = batched.matrices([5, 6], 32, 32)
+    assert (first == again).all() and not (first[0] == first[1]).all()
+
+
+def test_identity_matrices_leave_the_batch_unchanged():
+    augmentation = Augmentation(0.0, 0.0, (1.0, 1.0), ())
+    image, label = _batch((20, 28))
+    got_image, got_label = BatchedAffine(augmentation)(image, label, SEEDS)
+    torch.testing.assert_close(got_image, image, atol=1e-5, rtol=0)
+    assert torch.equal(got_label, label)
