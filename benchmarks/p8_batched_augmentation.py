@@ -35,7 +35,8 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, list[int]]:
 def per_sample(image: torch.Tensor, label: torch.Tensor, seeds: list[int]) -> torch.Tensor:
     transform = DUNET_AUGMENTATION.transform()
     samples = [
-        augment({"image": i, "label": m}, transform, seed) for i, m, seed in zip(image, label, seeds)
+        augment({"image": i, "label": m}, transform, seed)
+        for i, m, seed in zip(image, label, seeds)
     ]
     return torch.stack([s["image"] for s in samples])
 

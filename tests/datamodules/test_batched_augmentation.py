@@ -25,7 +25,8 @@ def _batch(shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tensor, torch.T
 def _per_sample(augmentation, image, label):
     transform = augmentation.transform()
     samples = [
-        augment({"image": i, "label": m}, transform, seed) for i, m, seed in zip(image, label, SEEDS)
+        augment({"image": i, "label": m}, transform, seed)
+        for i, m, seed in zip(image, label, SEEDS)
     ]
     return torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples])
 
