@@ -10,7 +10,7 @@ import numpy as np
 
 from datamodules.atlas_layout import check_atlas_root
 from datamodules.atlas_reader import ATLASScan, prediction_target, read_scan, scan_atlas
-from datamodules.base import SliceDataModule, SplitUnit
+from datamodules.base import CacheDtype, SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
 from datamodules.geometry import SliceGeometry
 from datamodules.normalization import normalize_channels
@@ -62,6 +62,9 @@ class ATLASDataModule(SliceDataModule):
         augment_on_device: Augment training batches on the training device, in one resampling
             per batch, instead of in the loader's workers; ``None``: on a GPU only (see
             :class:`~datamodules.base.SliceDataModule`).
+        cache_on_device: Hold the fold's training slices on the training device and assemble
+            the batches there (see :mod:`datamodules.device_cache`).
+        device_cache_dtype: Their dtype there; ``None``: the training precision's.
     """
 
     dataset_name = "atlas"
@@ -91,6 +94,8 @@ class ATLASDataModule(SliceDataModule):
         ),
         predict_split: Literal["Training", "Testing"] = "Testing",
         augment_on_device: bool | None = None,
+        cache_on_device: bool = False,
+        device_cache_dtype: CacheDtype | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -107,6 +112,8 @@ class ATLASDataModule(SliceDataModule):
             foreground_fraction=foreground_fraction,
             predict_split=predict_split,
             augment_on_device=augment_on_device,
+            cache_on_device=cache_on_device,
+            device_cache_dtype=device_cache_dtype,
         )
         self.save_hyperparameters()
         self.release = release

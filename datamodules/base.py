@@ -46,6 +46,7 @@ from datamodules.datasets import (
     single_case_collate,
     split_targets,
 )
+from datamodules.device_cache import DeviceCache, SampleKeys, cache_dtype
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.nifti import read_shape
 from datamodules.samplers import EpochSampler
@@ -55,6 +56,7 @@ from datamodules.transforms import Augmentation
 log = logging.getLogger(__name__)
 
 SplitUnit = Literal["subject", "slice"]
+CacheDtype = Literal["float16", "bfloat16", "float32"]
 
 
 def _epoch_to_train(trainer: pl.Trainer) -> int:
@@ -106,6 +108,11 @@ class SliceDataModule(pl.LightningDataModule):
             in the loader's workers; each sample's matrix is drawn from its own seed either way,
             so the two paths give the same samples up to interpolation rounding. ``None``
             (default): on the device when it is a GPU, in the workers on the CPU.
+        cache_on_device: Copy the fold's training slices to the training device once and
+            assemble and augment every training batch there, without loader workers
+            (:mod:`datamodules.device_cache`); the same samples in the same order.
+        device_cache_dtype: The images' dtype in the device cache; ``None``: the training
+            precision's (bfloat16, float16, or float32 for a full-precision run).
 
     Raises:
         ConfigurationError: On an invalid fold, fraction or cache folder (the message says
@@ -133,6 +140,8 @@ class SliceDataModule(pl.LightningDataModule):
         predict_split: str,
         augment_on_device: bool | None = None,
         targets: Sequence[str] = (),
+        cache_on_device: bool = False,
+        device_cache_dtype: CacheDtype | None = None,
     ) -> None:
         super().__init__()
         if num_folds < 2:
@@ -182,7 +191,10 @@ class SliceDataModule(pl.LightningDataModule):
         self.foreground_fraction = foreground_fraction
         self.predict_split = predict_split
         self.augment_on_device = augment_on_device
+        self.cache_on_device = cache_on_device
+        self.device_cache_dtype = device_cache_dtype
         self._batched: BatchedAffine | None = None
+        self._device_cache: DeviceCache | None = None
         self.caches: dict[str, SliceCache] = {}
         self.train_cases = self.val_cases = np.empty(0, dtype=np.int64)
         self.train_rows = np.empty(0, dtype=np.int64)
@@ -354,6 +366,7 @@ class SliceDataModule(pl.LightningDataModule):
         # Plain tensors in the hot path: MONAI's MetaTensor bookkeeping costs far more than
         # the work itself (docs/performance.md), and nothing downstream reads its metadata.
         set_track_meta(False)
+        self._device_cache = None  # a new fold's cases
         for split in self._splits_for_stage():
             self.caches[split] = SliceCache(self.cache_path(split))
         if self.train_split in self.caches:
@@ -422,16 +435,19 @@ class SliceDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         sampler = EpochSampler(len(dataset), _run_seed(), self._foreground_weights(dataset))
-        trainer = self.trainer
-        if trainer is not None:
-            # Lightning creates the first iterator (and worker prefetching starts) before it
-            # calls set_epoch; a resumed run must start from its own epoch's draws, not epoch 0's.
-            sampler.set_epoch(_epoch_to_train(trainer))
+        if self.cache_on_device:  # keys only: the batch is assembled on the device
+            return DataLoader(
+                SampleKeys(len(dataset)),
+                batch_size=self.batch_size,
+                sampler=self._at_epoch(sampler),
+                num_workers=0,
+                drop_last=len(sampler) > self.batch_size,
+            )
         workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self._at_epoch(sampler),
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=VolumeCollate(dataset.geometry)
@@ -441,11 +457,19 @@ class SliceDataModule(pl.LightningDataModule):
             drop_last=len(sampler) > self.batch_size,
         )
 
+    def _at_epoch(self, sampler: EpochSampler) -> EpochSampler:
+        """The sampler told the epoch about to train: Lightning creates the first iterator (and
+        worker prefetching starts) before it calls set_epoch; a resumed run must start from its
+        own epoch's draws, not epoch 0's."""
+        if self.trainer is not None:
+            sampler.set_epoch(_epoch_to_train(self.trainer))
+        return sampler
+
     def train_dataset(self) -> SliceDataset | VolumeDataset:
         """The fold's training samples: slice stacks, or whole cases for a volume geometry."""
         cache = self.caches[self.train_split]
         transform = self.augmentation.transform() if self.augmentation is not None else None
-        defer = self._augments_on_device()
+        defer = self._augments_on_device() or self.cache_on_device
         inputs = self._inputs()
         if isinstance(self.geometry, VolumeGeometry):
             return VolumeDataset(cache, self.train_cases, self.geometry, transform, defer, inputs)
@@ -464,8 +488,13 @@ class SliceDataModule(pl.LightningDataModule):
         """With augmentation on the device, augment a training batch where it now is, in one
         resampling; each sample's matrix comes from its own seed, so the batch equals the one
         the workers would have made. The seeds stay on the host (no device synchronisation)."""
-        if not (isinstance(batch, dict) and "seed" in batch and self.augmentation is not None):
+        if isinstance(batch, dict) and "position" in batch:
+            batch = self._assemble_on_device(batch)
+        if not (isinstance(batch, dict) and "seed" in batch):
             return batch
+        if self.augmentation is None:
+            rest = {k: v for k, v in batch.items() if k != "seed"}
+            return split_targets(rest, self._inputs())
         if self._batched is None:
             self._batched = BatchedAffine(self.augmentation)
         given = batch["seed"]  # a host list (transfer_batch_to_device), or the loader's tensor
@@ -476,6 +505,27 @@ class SliceDataModule(pl.LightningDataModule):
         image, label = self._batched(batch["image"], batch["label"], seeds)
         rest = {k: v for k, v in batch.items() if k not in ("image", "label", "seed")}
         return {**rest, **split_targets({"image": image, "label": label}, self._inputs())}
+
+    def _assemble_on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch of keys → its samples, gathered from the device cache (copied there on the
+        first batch of a fit)."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self._device_cache is None:
+            precision = trainer.precision if trainer is not None else "32-true"
+            self._device_cache = DeviceCache(
+                self.caches[self.train_split],
+                self.train_cases,
+                self.geometry,
+                device,
+                cache_dtype(precision, self.device_cache_dtype),
+            )
+        positions, seeds = list(batch["position"]), list(batch["seed"])
+        if isinstance(self.geometry, VolumeGeometry):
+            samples = self._device_cache.volumes(self.train_cases[positions].tolist(), seeds)
+        else:
+            samples = self._device_cache.slices(self.train_rows[positions])
+        return {**samples, "seed": seeds}
 
     def _foreground_weights(self, dataset: SliceDataset | VolumeDataset) -> np.ndarray | None:
         """Sampling weights that draw ``foreground_fraction`` of the samples from those with
@@ -528,7 +578,7 @@ class SliceDataModule(pl.LightningDataModule):
         # augmentation seeds of a batch stay on the host, as a list, where they are drawn from.
         if isinstance(batch, dict):
             return {
-                k: (v.tolist() if k == "seed" else v.to(device, non_blocking=True))
+                k: (v.tolist() if k in ("seed", "position") else v.to(device, non_blocking=True))
                 if isinstance(v, torch.Tensor)
                 else v
                 for k, v in batch.items()

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.errors import ConfigurationError
-from datamodules.base import SliceDataModule, SplitUnit
+from datamodules.base import CacheDtype, SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 from datamodules.isles2018_reader import ISLESCase, check_root, read_case, scan_isles2018
@@ -76,6 +76,9 @@ class ISLES2018DataModule(SliceDataModule):
         augment_on_device: Augment training batches on the training device, in one resampling
             per batch, instead of in the loader's workers; ``None``: on a GPU only (see
             :class:`~datamodules.base.SliceDataModule`).
+        cache_on_device: Hold the fold's training slices on the training device and assemble
+            the batches there (see :mod:`datamodules.device_cache`).
+        device_cache_dtype: Their dtype there; ``None``: the training precision's.
         targets: Image targets of the training cases, normalised like the inputs and served as
             ``"target"`` beside them (seed 002: ``[DWI]``, the real ``MR_DWI``); the testing
             cases have none.
@@ -112,6 +115,8 @@ class ISLES2018DataModule(SliceDataModule):
         depth: int | None = None,
         augment_on_device: bool | None = None,
         targets: tuple[Channel, ...] = (),
+        cache_on_device: bool = False,
+        device_cache_dtype: CacheDtype | None = None,
     ) -> None:
         geometry: SliceGeometry
         if spatial_dims == 3:
@@ -139,6 +144,8 @@ class ISLES2018DataModule(SliceDataModule):
             foreground_fraction=foreground_fraction,
             predict_split=predict_split,
             augment_on_device=augment_on_device,
+            cache_on_device=cache_on_device,
+            device_cache_dtype=device_cache_dtype,
             targets=targets,
         )
         self.save_hyperparameters()
