@@ -494,7 +494,7 @@ class SliceDataModule(pl.LightningDataModule):
             return batch
         if self.augmentation is None:
             rest = {k: v for k, v in batch.items() if k != "seed"}
-            return split_targets(rest, self._inputs())
+            return split_targets(rest, self._inputs(), batched=True)
         if self._batched is None:
             self._batched = BatchedAffine(self.augmentation)
         given = batch["seed"]  # a host list (transfer_batch_to_device), or the loader's tensor
@@ -504,7 +504,10 @@ class SliceDataModule(pl.LightningDataModule):
         ]
         image, label = self._batched(batch["image"], batch["label"], seeds)
         rest = {k: v for k, v in batch.items() if k not in ("image", "label", "seed")}
-        return {**rest, **split_targets({"image": image, "label": label}, self._inputs())}
+        return {
+            **rest,
+            **split_targets({"image": image, "label": label}, self._inputs(), batched=True),
+        }
 
     def _assemble_on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """A batch of keys → its samples, gathered from the device cache (copied there on the

@@ -165,12 +165,20 @@ class VolumeCollate:
         return default_collate(padded)
 
 
-def split_targets(sample: dict[str, Any], inputs: int | None) -> dict[str, Any]:
-    """Move the image channels from ``inputs`` on to ``"target"`` (channels first)."""
+def split_targets(
+    sample: dict[str, Any], inputs: int | None, batched: bool = False
+) -> dict[str, Any]:
+    """Move the image channels from ``inputs`` on to ``"target"``: channels first in a sample,
+    second in a batch (``batched``)."""
     image = sample["image"]
-    if inputs is None or image.shape[0] <= inputs:
+    channels = 1 if batched else 0
+    if inputs is None or image.shape[channels] <= inputs:
         return sample
-    return {**sample, "image": image[:inputs], "target": image[inputs:]}
+    return {
+        **sample,
+        "image": image.narrow(channels, 0, inputs),
+        "target": image.narrow(channels, inputs, image.shape[channels] - inputs),
+    }
 
 
 def augment(
