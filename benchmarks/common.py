@@ -123,10 +123,13 @@ class Options:
     Attributes:
         quick: Fewer repetitions (about half the full run's time).
         small_model: P1, P3, P6 with a small stand-in instead of the recipe's network.
+        device_cache: P1's data path is the device cache (``cache_on_device: true``: batches
+            gathered and augmented where the model runs, no workers) instead of the workers.
     """
 
     quick: bool = False
     small_model: bool = False
+    device_cache: bool = False
 
 
 STANDIN_WIDTH = 16

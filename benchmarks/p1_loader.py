@@ -12,6 +12,12 @@ so that batches the workers prefetched while the other arm ran are not counted a
 The ratio depends on the model: a faster model leaves the loader less time per batch, and on
 a 2-core machine the workers share the cores with the model's threads. The loader's own
 throughput (no model running) is printed too: it bounds the step rate of any model.
+
+With ``--device-cache`` the data path is the device cache instead (``cache_on_device: true``):
+the loader yields each batch's sample keys only, and the DataModule gathers the samples from
+the fold's rows already on the device and augments them there in one resampling
+(``transfer_batch_to_device`` and ``on_after_batch_transfer``, as Lightning calls them; here
+the device is the CPU, so the assembly and augmentation share the cores with the model).
 """
 
 from __future__ import annotations
@@ -54,16 +60,29 @@ class _Batches:
             return next(self.iterator)
 
 
+class _Fetched:
+    """The batches as a training step receives them, through Lightning's two batch hooks
+    (with the device cache, this is where the batch is gathered and augmented)."""
+
+    def __init__(self, dm: Any, batches: _Batches) -> None:
+        self.dm, self.batches, self.device = dm, batches, torch.device("cpu")
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = self.dm.transfer_batch_to_device(next(self.batches), self.device, 0)
+        return self.dm.on_after_batch_transfer(batch, 0)
+
+
 def run(workspace: Workspace, options: Options) -> Result:
     blocks, steps, skipped = (2, 15, 3) if options.quick else (6, 40, 3)
     if not options.small_model:  # D-UNet's CPU steps take most of a second: fewer of them
         blocks, steps, skipped = (2, 3, 2) if options.quick else (2, 6, 2)
     recipe = Recipe(DUNET_DEMO)
-    dm = workspace.atlas_module(ONE_X, recipe)
+    cached = {"cache_on_device": True} if options.device_cache else {}
+    dm = workspace.atlas_module(ONE_X, recipe, **cached)
     dm.prepare_data()
     dm.setup("fit")
     loader = dm.train_dataloader()
-    batches = _Batches(loader)
+    batches = _Fetched(dm, _Batches(loader))
 
     torch.manual_seed(0)
     net, net_name = model(recipe, options, in_channels=len(dm.geometry.context))
@@ -101,6 +120,11 @@ def run(workspace: Workspace, options: Options) -> Result:
         next(batches)
     alone_rate = alone / (time.perf_counter() - start)
     workers, batch_size = loader.num_workers, loader.batch_size
+    path = (
+        "the device cache (batches gathered and augmented on the CPU)"
+        if cached
+        else (f"{workers} worker(s)")
+    )
     del batches, loader
 
     return Result(
@@ -111,8 +135,8 @@ def run(workspace: Workspace, options: Options) -> Result:
         setup=(
             f"{recipe.label} data, loss and optimiser; {net_name}; "
             f"{dm.geometry.size[0]}×{dm.geometry.size[1]} "
-            f"{len(dm.geometry.context)}-slice stacks, batch {batch_size}, {workers} "
-            f"worker(s), augmentation on; ATLAS R2.0 twin ({ONE_X} subjects); {blocks} "
+            f"{len(dm.geometry.context)}-slice stacks, batch {batch_size}, {path}, "
+            f"augmentation on; ATLAS R2.0 twin ({ONE_X} subjects); {blocks} "
             f"alternating blocks per arm, {steps} counted steps each"
         ),
         raw=[
@@ -121,7 +145,7 @@ def run(workspace: Workspace, options: Options) -> Result:
         ],
         info=[
             f"the loader alone (no model): {alone_rate:.1f} batches/s = "
-            f"{alone_rate * batch_size:.0f} samples/s with {workers} worker(s), "
+            f"{alone_rate * batch_size:.0f} samples/s with {path}, "
             f"{alone_rate / memory_rate:.1f}× this model's step rate",
             f"the workers' CPU time per batch while training: "
             f"{seconds(worker_cpu / (blocks * (skipped + steps)))} (on {os.cpu_count()} cores "

@@ -1,6 +1,7 @@
 """Measure the ratios P1–P6 and P8 of docs/performance.md in one run and print them as a table.
 
-    python benchmarks/run.py [--only P2,P5] [--quick] [--small-model] [--workdir DIR]
+    python benchmarks/run.py [--only P2,P5] [--quick] [--small-model] [--device-cache]
+                             [--workdir DIR]
     python -m benchmarks ...                                      (the same)
 
 Every ratio divides two measurements taken in the same run, on synthetic twins written into a
@@ -8,7 +9,9 @@ temporary folder (ATLAS R2.0 at 197×233×189, ISLES 2018 at 256×256; no real d
 disk). On 2 idle cores the full run takes about 3 minutes and ``--quick`` under 1.5, the twins
 included; expect two to three times that on a busy machine. P1, P3 and P6 run the recipe's
 D-UNet; ``--small-model`` runs them with a small stand-in whose steps are as short as a GPU's
-(a stress test of the fixed per-step costs; the ratios are then harsher).
+(a stress test of the fixed per-step costs; the ratios are then harsher). ``--device-cache``
+runs P1's data path through the device cache (``cache_on_device: true``) instead of the loader's
+workers.
 These are benchmarks, not tests: a missed target prints MISS and the exit status stays 0 (it
 is 1 only if a benchmark crashed, 2 for a wrong option).
 """
@@ -68,6 +71,11 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "D-UNet: GPU-short steps, a stress test of fixed costs",
     )
     parser.add_argument(
+        "--device-cache",
+        action="store_true",
+        help="P1 through the device cache (cache_on_device: true) instead of the workers",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=None,
@@ -110,7 +118,8 @@ def _header(options: Options) -> str:
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min); other processes "
         f"are using {now.others:.2f} cores right now"
         f"{'; --quick' if options.quick else ''}"
-        f"{'; --small-model' if options.small_model else ''}",
+        f"{'; --small-model' if options.small_model else ''}"
+        f"{'; --device-cache' if options.device_cache else ''}",
     ]
     if now.others > BUSY:
         lines.append(
@@ -162,7 +171,9 @@ def _details(result: Result, others: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args, keys = _parse(argv)
-    options = Options(quick=args.quick, small_model=args.small_model)
+    options = Options(
+        quick=args.quick, small_model=args.small_model, device_cache=args.device_cache
+    )
     _quiet()
     print(_header(options), flush=True)
     started = time.perf_counter()

@@ -112,7 +112,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
         mask = geometry.to_source(prediction["mask"].numpy())
         write_like(mask, source, staging / target.path, np.uint8)
         if self.save_probability:
-            probability = geometry.to_source(prediction["probability"].numpy())
+            probability = geometry.to_source(prediction["probability"].cpu().numpy())
             probabilities = _staging(RunLayout(self._out.parent).probabilities_beside(self._out))
             write_like(probability, source, probabilities / target.path, np.float32)
         self._written += 1

@@ -40,13 +40,19 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+)
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerStatus
 
 from callbacks.case_report import CaseReport
 from callbacks.prediction_writer import NiftiPredictionWriter
+from callbacks.progress import LoggedValuesBar
 from callbacks.seeding import StepSeed
 from cli.errors import exit_if_user_error
 from cli.parse_errors import SuiteArgumentParser
@@ -340,6 +346,10 @@ class SuiteCLI(LightningCLI):
     ) -> pl.Trainer:
         # An absent optional callback (early_stopping: null) arrives as None.
         callbacks = [c for c in callbacks if c is not None]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):  # Lightning's default bar reads the loss back from the GPU at every step
+            callbacks.append(LoggedValuesBar())
         if self.run_plan is not None and self.run_plan.replaced is not None:
             callbacks.append(_CommitReplacement(self.run_plan))
         return super()._instantiate_trainer(config, callbacks)

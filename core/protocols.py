@@ -107,6 +107,15 @@ class PartialBackward(Protocol):
     def ddp_finds_unused_parameters(cls) -> bool: ...
 
 
+@runtime_checkable
+class ShowsTrainingValues(Protocol):
+    """A module whose training values the progress bar shows as last logged for the loggers
+    (``train/loss_step`` …): the same tensor objects until the next logged step, so a bar reads
+    each back once instead of at every refresh."""
+
+    def progress_bar_values(self) -> Mapping[str, torch.Tensor]: ...
+
+
 # -- networks ----------------------------------------------------------------------------------
 @runtime_checkable
 class HasMinimumInputSize(Protocol):

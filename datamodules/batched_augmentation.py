@@ -17,6 +17,7 @@ path): the batch is resampled as ``B·D`` slices.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,13 +27,15 @@ import torch.nn.functional as F
 from datamodules.transforms import Augmentation
 
 
+@functools.lru_cache(maxsize=8)
 def _centred_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """Homogeneous pixel coordinates about the slice centre, ``(3, H·W)`` (MONAI's grid)."""
+    """Homogeneous pixel coordinates about the slice centre, ``(H·W, 3)`` (MONAI's grid), made
+    once per size and device."""
     rows = torch.arange(height, device=device, dtype=torch.float32) - (height - 1) / 2.0
     cols = torch.arange(width, device=device, dtype=torch.float32) - (width - 1) / 2.0
     grid_rows, grid_cols = torch.meshgrid(rows, cols, indexing="ij")
     ones = torch.ones_like(grid_rows)
-    return torch.stack([grid_rows, grid_cols, ones]).reshape(3, -1)
+    return torch.stack([grid_rows, grid_cols, ones], dim=-1).reshape(-1, 3)
 
 
 class BatchedAffine:
@@ -55,14 +58,17 @@ class BatchedAffine:
             drawn.append(self._drawer.draw_in_plane((height, width)))
         return np.stack(drawn)
 
-    def grid(self, matrices: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def grid(
+        self, matrices: np.ndarray, height: int, width: int, device: torch.device
+    ) -> torch.Tensor:
         """``grid_sample`` coordinates ``(B, H, W, 2)`` of the matrices on an ``H × W`` slice."""
-        base = _centred_grid(height, width, matrices.device)  # (3, H·W)
-        points = torch.einsum("bij,jn->bin", matrices[:, :2], base)  # (B, 2, H·W) rows, cols
-        # grid_sample wants (x = column, y = row), normalised as align_corners=False does.
-        scale = torch.tensor([2.0 / width, 2.0 / height], device=matrices.device)
-        xy = points.flip(1) * scale[None, :, None]  # (B, 2, H·W)
-        return xy.transpose(1, 2).reshape(-1, height, width, 2)
+        # grid_sample wants (x = column, y = row), normalised as align_corners=False does:
+        # swap the matrices' two output rows and scale them on the host, then one product.
+        to_xy = np.array([[0.0, 2.0 / width], [2.0 / height, 0.0]])
+        xy = torch.as_tensor(to_xy @ matrices[:, :2], dtype=torch.float32)  # (B, 2, 3)
+        base = _centred_grid(height, width, device)  # (H·W, 3)
+        points = base @ xy.to(device, non_blocking=True).transpose(1, 2)  # (B, H·W, 2)
+        return points.reshape(-1, height, width, 2)
 
     def __call__(
         self, image: torch.Tensor, label: torch.Tensor, seeds: Sequence[int | None]
@@ -78,10 +84,7 @@ class BatchedAffine:
             The image in float32 (the per-sample path's dtype) and the label in uint8.
         """
         height, width = image.shape[-2:]
-        matrices = torch.as_tensor(
-            self.matrices(seeds, height, width), dtype=torch.float32, device=image.device
-        )
-        grid = self.grid(matrices, height, width)  # (B, H, W, 2)
+        grid = self.grid(self.matrices(seeds, height, width), height, width, image.device)
         volume = image.ndim == 5
         if volume:  # every slice of a volume with its sample's grid: (B·D, C, H, W)
             depth = image.shape[2]

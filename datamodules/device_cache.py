@@ -126,12 +126,15 @@ class DeviceCache:
         offsets outside the case)."""
         row, first, last = self._device_row(np.asarray(rows, dtype=np.int64))
         wanted = row[:, None] + np.asarray(self.geometry.context, dtype=np.int64)[None, :]  # (B, K)
-        inside = (wanted >= first[:, None]) & (wanted < last[:, None])
+        inside = (wanted >= first[:, None]) & (wanted < last[:, None])  # on the host: no sync
         index = torch.as_tensor(np.where(inside, wanted, 0)).to(self.device, non_blocking=True)
-        mask = torch.as_tensor(inside).to(self.device, non_blocking=True)
-        stacks = self.images[index].float() * mask[..., None, None, None]  # (B, K, C, h, w)
+        stacks = self.images[index]  # (B, K, C, h, w), a new tensor
+        outside = np.nonzero(~inside)  # context beyond a case's ends: zeros, as SliceDataset
+        if len(outside[0]):  # integer indices from the host (a boolean mask would sync a GPU)
+            at = [torch.as_tensor(i).to(self.device, non_blocking=True) for i in outside]
+            stacks[at[0], at[1]] = 0
         label = self.labels[torch.as_tensor(row).to(self.device, non_blocking=True)]
-        return {"image": stacks.flatten(1, 2), "label": label[:, None]}
+        return {"image": stacks.flatten(1, 2).float(), "label": label[:, None]}
 
     def volumes(self, cases: Sequence[int], seeds: Sequence[int]) -> dict[str, torch.Tensor]:
         """Training volumes of cases: ``image (B, C, D, h, w)`` float32, ``label (B, 1, D, h, w)``

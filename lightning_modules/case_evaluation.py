@@ -9,10 +9,21 @@ Validation and test log the summary (``val/dice`` …), keep the per-case rows i
 for the reports and return the case's prediction to the callbacks (a figure callback draws
 from it); prediction returns the probability and mask for a writer and, when a case has a
 label, scores it too, so labelled cases predicted by an ensemble get the same table.
+
+Training losses go through :meth:`CaseEvaluationModule.log_training`, which costs no host
+synchronisation and almost nothing per step: each value is added to a running sum on the
+device, Lightning's ``log`` is called only on the steps the loggers write
+(``log_every_n_steps``) as ``train/<name>_step``, and the epoch's mean is logged once at its end
+as ``train/<name>_epoch`` (the names Lightning gives a value logged ``on_step`` and
+``on_epoch``). The progress bar shows the step values the loggers last wrote
+(:class:`callbacks.progress.LoggedValuesBar`): Lightning's own bar would read a device tensor
+back at every refresh, that is every step. A ``self.log`` per step costs about 1 ms of Python on these machines, a fifth of
+a GPU's step for the small networks (docs/performance.md, P3).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -81,6 +92,11 @@ class CaseEvaluationModule(pl.LightningModule):
         self.predict_metrics = CaseMetrics(metrics)
         self.case_table: list[dict[str, Any]] = []
         self._case_names: dict[int, str] = {}
+        self._train_sums: dict[str, torch.Tensor] = {}  # Σ value × batch size, on the device
+        self._train_samples = 0
+        self._train_epoch_only: set[str] = set()
+        self._train_prog_bar: set[str] = set()
+        self._train_shown: dict[str, torch.Tensor] = {}  # the last logged, for progress bars
 
     # -- to implement ---------------------------------------------------------------------
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:
@@ -91,6 +107,57 @@ class CaseEvaluationModule(pl.LightningModule):
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
         """The training loss of a whole case, logged as ``<stage>/loss``; ``None``: not logged."""
         return None
+
+    # -- training log ---------------------------------------------------------------------
+    def log_training(
+        self,
+        values: Mapping[str, torch.Tensor],
+        batch_size: int,
+        prog_bar: Collection[str] = (),
+        epoch_only: Collection[str] = (),
+    ) -> None:
+        """Log a training step's values as ``train/<name>_step`` (on the steps the loggers
+        write) and ``train/<name>_epoch`` (the epoch's mean, weighted by batch size); a name in
+        ``epoch_only`` gets its epoch mean only, as ``train/<name>``. Nothing here reads a value
+        back to the host."""
+        self._train_samples += batch_size
+        self._train_epoch_only.update(epoch_only)
+        self._train_prog_bar.update(prog_bar)
+        for name, value in values.items():
+            weighted = value.detach().float() * batch_size
+            total = self._train_sums.get(name)
+            self._train_sums[name] = weighted if total is None else total + weighted
+        # Lightning's own test of whether this step's values reach the loggers (it is meant
+        # to be asked before the step ends: "checked before a step is executed"). No trainer:
+        # a training_step called directly, as Lightning's log then does, logs nothing.
+        trainer = self._trainer
+        if trainer is None or not trainer._logger_connector.should_update_logs:
+            return
+        for name, value in values.items():
+            if name not in epoch_only:
+                key, logged = f"train/{name}_step", value.detach()
+                self.log(key, logged, on_step=True, on_epoch=False, batch_size=batch_size)
+                if name in self._train_prog_bar:
+                    self._train_shown[key] = logged
+
+    def progress_bar_values(self) -> dict[str, torch.Tensor]:
+        """The training values a progress bar shows, as last logged (``train/<name>_step``)."""
+        return dict(self._train_shown)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's means of :meth:`log_training`'s values (averaged across processes)."""
+        count, sums = self._train_samples, self._train_sums
+        self._train_sums, self._train_samples = {}, 0
+        for name, total in sums.items():
+            key = f"train/{name}" if name in self._train_epoch_only else f"train/{name}_epoch"
+            self.log(
+                key,
+                total / count,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name in self._train_prog_bar,
+                sync_dist=True,
+            )
 
     # -- checks ---------------------------------------------------------------------------
     def check_data(self, datamodule: object) -> None:
@@ -177,16 +244,19 @@ class CaseEvaluationModule(pl.LightningModule):
         self.case_table = []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """The case's lesion probability and mask ``(N, H, W)`` on its native grid (CPU).
+        """The case's mask ``(N, H, W)`` uint8 on the host and its lesion probability on the
+        module's device, both on the case's native grid.
 
-        A writer callback takes the rest (geometry, source, prediction target) from the batch.
-        A labelled case is also scored; the rows are in ``case_table`` after the epoch.
+        The mapping back to the native grid and the threshold run where the network ran; only
+        the uint8 mask crosses to the host here (a quarter of the probability's bytes). A writer
+        that saves the probability too moves it then. A writer callback takes the rest
+        (geometry, source, prediction target) from the batch. A labelled case is also scored;
+        the rows are in ``case_table`` after the epoch.
         """
         probability = self.predict_case(batch).probability
         if batch["label"] is not None:
             self._score(batch, probability, self.predict_metrics)
-        probability = probability.cpu()
-        mask = (probability >= self.threshold).to(torch.uint8)
+        mask = (probability >= self.threshold).to(torch.uint8).cpu()
         return {"case": batch["case"], "probability": probability, "mask": mask}
 
     def on_predict_epoch_end(self) -> None:

@@ -211,19 +211,11 @@ class CTPToDWIGAN(CaseEvaluationModule):
         opt_gs.step()
         self.untoggle_optimizer(opt_gs)
 
-        size = ctp.shape[0]
         values = {"d_loss": d_loss, "g_mse": g_mse, "g_adv": g_adv, "seg_loss": seg, "loss": loss}
-        for name, value in values.items():
-            self.log(
-                f"train/{name}",
-                value.detach(),
-                on_step=True,
-                on_epoch=True,
-                prog_bar=name in ("loss", "d_loss"),
-                batch_size=size,
-            )
+        self.log_training(values, ctp.shape[0], prog_bar=("loss", "d_loss"))
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         schedulers = self.lr_schedulers()
         if schedulers is None:
             return

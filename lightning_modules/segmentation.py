@@ -94,7 +94,7 @@ class SegmentationModule(CaseEvaluationModule):
         return logits[0] if isinstance(logits, tuple) else logits
 
     # -- training -------------------------------------------------------------------------
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = self.net(batch["image"])
         target = batch["label"].float()  # uint8 in the loader: 4× fewer bytes to move
         if isinstance(output, tuple):
@@ -103,22 +103,13 @@ class SegmentationModule(CaseEvaluationModule):
             loss = loss + self.aux_loss_weight * self.loss(aux_logits, target)
         else:
             loss = self.loss(output, target)
-        if stage == "train" and self.kernel_l2 > 0:
-            penalty = kernel_l2(self.net, self.kernel_l2)
-            self.log("train/l2", penalty, on_step=False, on_epoch=True)
+        values = {}
+        if self.kernel_l2 > 0:
+            values["l2"] = penalty = kernel_l2(self.net, self.kernel_l2)
             loss = loss + penalty
-        self.log(
-            f"{stage}/loss",
-            loss,
-            prog_bar=True,
-            on_step=stage == "train",
-            on_epoch=True,
-            batch_size=batch["image"].shape[0],
-        )
+        values["loss"] = loss
+        self.log_training(values, batch["image"].shape[0], prog_bar=("loss",), epoch_only=("l2",))
         return loss
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
 
     # -- whole cases ----------------------------------------------------------------------
     def lesion_probability(self, image: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from tests.conftest import RECIPES, configs, isles_args, run_cli, run_in_process
 
@@ -54,6 +55,24 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path):
     assert "lightning-data synth isles2018 data/isles2018" in result.stderr
     # It failed before anything was built: no run folder, no cache, nothing in the folder.
     assert list(tmp_path.iterdir()) == [], sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_device_cache_trains_the_weights_the_loader_trains(tiny_twin, shared_cache, tmp_path):
+    # Both paths draw the same samples in the same order and augment them on the training
+    # device from the same seeds: one epoch through either gives bit-identical weights.
+    paths = {"loader": "augment_on_device", "cache": "cache_on_device"}
+    weights = {}
+    for path, setting in paths.items():
+        folder = tmp_path / path
+        folder.mkdir()
+        args = [*_demo(tiny_twin, folder, shared_cache), f"--data.init_args.{setting}", "true"]
+        run_in_process("lightning", "fit", *args, cwd=folder)
+        last = folder / "runs" / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
+        weights[path] = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert weights["loader"].keys() == weights["cache"].keys()
+    for name, value in weights["loader"].items():
+        assert torch.equal(value, weights["cache"][name]), name
 
 
 @pytest.mark.slow

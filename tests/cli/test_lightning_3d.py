@@ -106,9 +106,11 @@ def test_bf16_mixed_precision_3d_fit(tiny_twin, shared_cache, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_3d_fit_and_validate_like_one(tiny_twin, shared_cache, tmp_path):
-    # Two processes need real ones (DDP spawns the second rank as a copy of the command).
+    # Two processes need real ones (DDP spawns the second rank as a copy of the command). Each
+    # rank trains from its own device cache (the 2D DDP test keeps the loader's workers).
     args = _omarov(tiny_twin, tmp_path, shared_cache)
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    ddp += ["--data.init_args.cache_on_device", "true"]
     run_cli("lightning", "fit", *args, *ddp, cwd=tmp_path)
     run_dir = tmp_path / "runs" / "unet3d_omarov" / "fold0"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
