@@ -8,6 +8,9 @@
 # make demo-gan - a narrow CTP->DWI GAN with its segmentator (seed 002, stage 4) on the twin
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
+# make bench-gpu - the GPU benchmark of D-UNet, PSPNet-101 and the 3D U-Net: the data paths,
+#                bf16, channels_last, memory, GPU busy share (about 2 min on one H200; without
+#                a GPU it runs on the CPU for hours: benchmarks/gpu.py --tiny checks it runs)
 #
 # On a GPU cluster, install the torch build you want into the venv first and pass
 # CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
@@ -22,7 +25,7 @@ ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
 .PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test lint \
-        bench clean-runs
+        bench bench-gpu clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -91,6 +94,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu.py
 
 clean-runs:
 	rm -rf runs

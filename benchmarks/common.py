@@ -3,7 +3,8 @@
 Each ``benchmarks/p*.py`` exposes ``run(workspace, options) -> Result``; ``benchmarks/run.py``
 calls them and prints the table. The recipes are read from ``experiments/`` (``dunet.yaml``,
 with ``dunet_demo.yaml`` on top for the CPU-sized runs) so that the benchmarks measure what the
-suite ships, not a copy of it.
+suite ships, not a copy of it. ``benchmarks/gpu.py`` uses the recipes, the twins, the results
+and the device timing (synchronised clocks, the GPU's busy share from a profiler trace).
 
 P1, P3 and P6 divide a fixed overhead by a step's length, so their ratio depends on the model.
 By default they run the recipe's own network (the "same model" of docs/performance.md).
@@ -18,16 +19,19 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 from torch import nn
 
@@ -82,15 +86,16 @@ class Recipe:
         args.pop("data_dir", None)
         args.pop("release", None)
         if isinstance(args.get("augmentation"), dict):
-            augmentation = {
+            augmentation: dict[str, Any] = {
                 k: tuple(v) if isinstance(v, list) else v for k, v in args["augmentation"].items()
             }
             args["augmentation"] = Augmentation(**augmentation)
         return {**args, **overrides}
 
-    def network(self) -> Any:
+    def network(self, **overrides: Any) -> Any:
+        """The recipe's network, with ``overrides`` of its ``init_args`` (e.g. no weights file)."""
         spec = self.config["model"]["init_args"]["net"]
-        return _class(spec["class_path"])(**spec.get("init_args", {}))
+        return _class(spec["class_path"])(**{**spec.get("init_args", {}), **overrides})
 
     def loss(self) -> Any:
         spec = self.config["model"]["init_args"]["loss"]
@@ -174,6 +179,12 @@ def atlas_module(data_dir: Path, cache_dir: Path, recipe: Recipe, **overrides: A
     )
 
 
+TwinSize = Literal["full", "tiny"]
+# Full-size twins keep the folder names and labels they had before tiny ones existed.
+_TWIN_SUFFIX: dict[TwinSize, str] = {"full": "", "tiny": "-tiny"}
+_TWIN_LABEL: dict[TwinSize, str] = {"full": "", "tiny": " (tiny)"}
+
+
 class Workspace:
     """Synthetic twins and caches in one folder, each written the first time it is asked for.
 
@@ -186,28 +197,34 @@ class Workspace:
         self.cache_dir = root / "cache"
         self.setup_seconds: dict[str, float] = {}
 
-    def atlas(self, subjects: int) -> Path:
-        """An ATLAS R2.0 twin with ``subjects`` training subjects (197×233×189 T1, gzipped)."""
-        root = self.root / f"atlas-{subjects}"
+    def atlas(self, subjects: int, size: TwinSize = "full") -> Path:
+        """An ATLAS R2.0 twin with ``subjects`` training subjects (197×233×189 T1, gzipped;
+        ``size="tiny"``: 40×47×38, for tests)."""
+        root = self.root / f"atlas-{subjects}{_TWIN_SUFFIX[size]}"
         if not root.is_dir():
             from datamodules.synth.atlas import write_atlas_twin
 
             start = time.perf_counter()
-            write_atlas_twin(root, "R2.0", subjects=subjects, seed=0, size="full")
+            write_atlas_twin(root, "R2.0", subjects=subjects, seed=0, size=size)
             os.sync()  # no writeback of it while something is timed
-            self.setup_seconds[f"ATLAS twin, {subjects} subjects"] = time.perf_counter() - start
+            self.setup_seconds[f"ATLAS twin, {subjects} subjects{_TWIN_LABEL[size]}"] = (
+                time.perf_counter() - start
+            )
         return root
 
-    def isles(self, cases: int) -> Path:
-        """An ISLES 2018 twin with ``cases`` training cases (256×256 slices, plain ``.nii``)."""
-        root = self.root / f"isles-{cases}"
+    def isles(self, cases: int, size: TwinSize = "full") -> Path:
+        """An ISLES 2018 twin with ``cases`` training cases (256×256 slices, plain ``.nii``;
+        ``size="tiny"``: 32×32, at most 4 slices a case, for tests)."""
+        root = self.root / f"isles-{cases}{_TWIN_SUFFIX[size]}"
         if not root.is_dir():
             from datamodules.synth.isles2018 import write_isles2018_twin
 
             start = time.perf_counter()
-            write_isles2018_twin(root, cases=cases, testing_cases=0, seed=0, size="full")
+            write_isles2018_twin(root, cases=cases, testing_cases=0, seed=0, size=size)
             os.sync()
-            self.setup_seconds[f"ISLES twin, {cases} cases"] = time.perf_counter() - start
+            self.setup_seconds[f"ISLES twin, {cases} cases{_TWIN_LABEL[size]}"] = (
+                time.perf_counter() - start
+            )
         return root
 
     def atlas_module(self, subjects: int, recipe: Recipe, **overrides: Any) -> Any:
@@ -282,6 +299,77 @@ class CpuMeter:
         wall = max(time.monotonic() - self._wall, 1e-9)
         others = (_busy_seconds() - self._busy) - (_own_seconds() - self._own)
         self.others = max(others, 0.0) / wall
+
+
+# -- device timing (benchmarks/gpu.py) ------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU's kernels run after the host returns)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def alternate(
+    arms: dict[str, Callable[[], None]], blocks: int, warmup: int, steps: int, device: torch.device
+) -> dict[str, float]:
+    """Seconds per step of each arm, in ``blocks`` alternating blocks (every other one in reverse
+    order) of ``warmup`` uncounted and ``steps`` counted steps; the device is synchronised
+    before every clock read."""
+    totals = dict.fromkeys(arms, 0.0)
+    names = list(arms)
+    for block in range(blocks):
+        for name in names if block % 2 == 0 else names[::-1]:
+            for _ in range(warmup):
+                arms[name]()
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                arms[name]()
+            synchronize(device)
+            totals[name] += time.perf_counter() - start
+    return {name: total / (blocks * steps) for name, total in totals.items()}
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``[start, end)`` intervals (overlapping ones counted once)."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def kernel_seconds(trace: dict[str, Any]) -> float:
+    """Seconds in which some CUDA kernel ran, from a ``torch.profiler`` Chrome trace (``ts``
+    and ``dur`` in µs; kernels of several streams overlap)."""
+    intervals = [
+        (float(e["ts"]), float(e["ts"]) + float(e["dur"]))
+        for e in trace.get("traceEvents", [])
+        if str(e.get("cat", "")).lower() == "kernel" and "dur" in e
+    ]
+    return union_seconds(intervals) / 1e6
+
+
+def gpu_busy_share(step: Callable[[], None], steps: int, device: torch.device) -> float | None:
+    """The share of ``steps`` steps' wall time in which the GPU ran a kernel: the union of the
+    kernels' intervals in a ``torch.profiler`` trace (CUDA activity only, the least host
+    overhead) ÷ the synchronised wall time of the steps; ``None`` if the trace holds no kernel
+    (a profiler without CUPTI)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        synchronize(device)
+        wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="strokeseg-trace-") as folder:
+        path = Path(folder) / "trace.json"
+        profiler.export_chrome_trace(str(path))
+        trace = json.loads(path.read_text())
+    busy = kernel_seconds(trace)
+    return busy / wall if busy > 0 else None
 
 
 # -- fresh processes -------------------------------------------------------------------
