@@ -5,7 +5,7 @@
     make bench-gpu                                                   (the same, defaults)
 
 Three networks, each built from its recipe in ``experiments/`` with the recipe's data settings,
-loss and optimiser: D-UNet (``dunet.yaml``: 4-slice stacks of 192², batch 36), PSPNet-101
+loss and optimiser: D-UNet (``dunet.yaml``: 4-slice stacks of 192², batch 16), PSPNet-101
 (``pspnet_focal.yaml``: 5 maps of 256², batch 8; no VOC weights file is read, so the whole
 network trains from random initialisation, as in ``pspnet_scratch_focal.yaml``) and the
 modified 3D U-Net (``unet3d_omarov.yaml``: F = 64, one 5×32×128² volume per batch). The data
@@ -103,6 +103,7 @@ class Network:
         spatial_dims: 2 (slices or slice stacks) or 3 (volumes).
         amp_target: The bound of bf16-mixed ÷ fp32 step time.
         net: ``init_args`` of the network that differ from the recipe in every run.
+        data: ``init_args`` of the DataModule that differ from the recipe in every run.
         tiny_net: Further ``init_args`` of the network with ``--tiny``.
         tiny_data: ``init_args`` of the DataModule with ``--tiny``.
     """
@@ -113,6 +114,7 @@ class Network:
     spatial_dims: Literal[2, 3]
     amp_target: float
     net: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     tiny_net: dict[str, Any] = field(default_factory=dict)
     tiny_data: dict[str, Any] = field(default_factory=dict)
 
@@ -124,6 +126,7 @@ NETWORKS: dict[str, Network] = {
         "atlas",
         2,
         0.77,
+        data={"batch_size": 16},  # P8's D-UNet batch, as Issue 16 sizes it (the recipe: 36)
         # The tiny R2.0 twin's slices are 47×40: no crop, resized to 32² (D-UNet needs ÷16).
         tiny_data={"crop": None, "image_size": 32, "batch_size": 2},
     ),
@@ -181,23 +184,6 @@ def timing(tiny: bool, steps: int | None) -> Timing:
 
 
 # -- the real data paths ------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Strategy:
-    root_device: torch.device
-
-
-@dataclass(frozen=True)
-class _TrainerStandIn:
-    """What ``SliceDataModule._assemble_on_device`` reads of its Trainer: the device and the
-    precision (the device cache's dtype). Without a Trainer it builds the cache on the CPU,
-    and no argument names the device, so :class:`DataPaths` attaches this as ``dm.trainer``
-    once the loader exists (``setup`` and ``train_dataloader`` read other attributes of a
-    Trainer: its run folder, its epoch)."""
-
-    strategy: _Strategy
-    precision: str
-
-
 class _Batches:
     """Endless batches of a DataLoader, the sampler told each new epoch as Lightning tells it
     (the workers persist)."""
@@ -252,12 +238,9 @@ class DataPaths:
             ),
             "device cache": _datamodule(network, workspace, size, cache_on_device=True),
         }
-        precision = str(recipe.config.get("trainer", {}).get("precision", "32-true"))
-        stand_in = _TrainerStandIn(_Strategy(device), precision)
-        self._batches: dict[DataPath, _Batches] = {}
-        for path, dm in self.modules.items():
-            self._batches[path] = _Batches(dm.train_dataloader())
-            dm.trainer = cast(Any, stand_in)  # see _TrainerStandIn
+        # The device cache goes where transfer_batch_to_device sends the first batch, in
+        # float32 without a Trainer (the fp32 arms' dtype).
+        self._batches = {path: _Batches(dm.train_dataloader()) for path, dm in self.modules.items()}
 
     def next(self, path: DataPath) -> dict[str, torch.Tensor]:
         """The next training batch of ``path``, on the device and augmented."""
@@ -278,7 +261,7 @@ def _datamodule(network: Network, workspace: Workspace, size: TwinSize, **overri
     from datamodules import ISLES2018DataModule
 
     recipe = Recipe(network.recipe)
-    data = {**(network.tiny_data if size == "tiny" else {}), **overrides}
+    data = {**network.data, **(network.tiny_data if size == "tiny" else {}), **overrides}
     if network.dataset == "atlas":
         dm = atlas_module(workspace.atlas(ONE_X, size), workspace.cache_dir, recipe, **data)
     else:
@@ -737,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = timing(args.tiny, args.steps)
     if device.type == "cpu" and not args.tiny:
         print(
-            f"{PROGRAM}: NOTE: full sizes on the CPU take hours (D-UNet's batch of 36 stacks "
+            f"{PROGRAM}: NOTE: full sizes on the CPU take hours (D-UNet's batch of 16 stacks "
             "of 4×192² alone takes seconds a step); --tiny checks that the benchmark runs.",
             file=sys.stderr,
             flush=True,

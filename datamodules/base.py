@@ -510,11 +510,11 @@ class SliceDataModule(pl.LightningDataModule):
         }
 
     def _assemble_on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """A batch of keys → its samples, gathered from the device cache (copied there on the
-        first batch of a fit)."""
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if self._device_cache is None:
+        """A batch of keys → its samples, gathered from the device cache (copied to the batch's
+        device on the first batch of a fit)."""
+        device = batch.get("device", torch.device("cpu"))
+        if self._device_cache is None or self._device_cache.device != device:
+            trainer = self.trainer  # the training precision sets the dtype (full: float32)
             precision = trainer.precision if trainer is not None else "32-true"
             self._device_cache = DeviceCache(
                 self.caches[self.train_split],
@@ -579,13 +579,17 @@ class SliceDataModule(pl.LightningDataModule):
         # A case item carries its geometry and prediction target (frozen dataclasses, which
         # Lightning's recursive mover refuses): move the tensors, pass the rest through. The
         # augmentation seeds of a batch stay on the host, as a list, where they are drawn from.
+        # A batch of keys (the device cache's) is gathered on the device it was sent to.
         if isinstance(batch, dict):
-            return {
+            moved = {
                 k: (v.tolist() if k in ("seed", "position") else v.to(device, non_blocking=True))
                 if isinstance(v, torch.Tensor)
                 else v
                 for k, v in batch.items()
             }
+            if "position" in moved:
+                moved["device"] = device
+            return moved
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def predict_dataloader(self) -> DataLoader:
