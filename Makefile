@@ -1,5 +1,7 @@
 # make demo  - set up a virtualenv, write a synthetic ISLES 2018 twin, train the CPU demo
-# make test  - run the whole test suite (CPU only)
+# make test  - run the whole test suite (CPU only: the CUDA tests are skipped)
+# make test-gpu - the CUDA tests (tests/cuda) on a machine with a CUDA GPU, after installing a
+#                CUDA build of torch as below:  make test-gpu CONSTRAINTS=
 # make demo-atlas - the D-UNet CPU demo on a synthetic ATLAS R2.0 twin
 # make demo-vcanet - a narrow VCA-Net (seed 000) CPU demo on the same ATLAS R2.0 twin
 # make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
@@ -9,8 +11,8 @@
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
 # make bench-gpu - the GPU benchmark of D-UNet, PSPNet-101 and the 3D U-Net: the data paths,
-#                bf16, channels_last, memory, GPU busy share (about 2 min on one H200; without
-#                a GPU it runs on the CPU for hours: benchmarks/gpu.py --tiny checks it runs)
+#                bf16, channels_last, memory, GPU busy share (sized for under 5 min on one GPU,
+#                not yet run on one; without a GPU, benchmarks/gpu.py --tiny checks it runs)
 #
 # On a GPU cluster, install the torch build you want into the venv first and pass
 # CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
@@ -24,8 +26,8 @@ ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
 BIN         := $(VENV)/bin
 
-.PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test lint \
-        bench bench-gpu clean-runs
+.PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test \
+        test-gpu lint bench bench-gpu clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,6 +90,11 @@ cv-demo: install twin
 # gives each worker its share of the cores).
 test: install
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=10
+
+# The tests marked cuda (tests/cuda), on the first GPU; skipped, saying why, without one.
+# STROKESEG_CUDA_TESTS_ON_CPU=1 runs the same tests on the CPU (to work on them without a GPU).
+test-gpu: install
+	$(BIN)/python -m pytest -q -m cuda tests/cuda
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -44,6 +44,12 @@ class CEGeneralizedDiceLoss(nn.Module):
                 f"{dice_weight}."
             )
         self.lesion_weight, self.dice_weight = float(lesion_weight), float(dice_weight)
+        # A buffer moves with the module: building it per call on the GPU would copy it from
+        # the host and wait (not saved in checkpoints, so older ones load unchanged).
+        self.class_weight: Tensor
+        self.register_buffer(
+            "class_weight", torch.tensor([1.0, self.lesion_weight]), persistent=False
+        )
         self.generalized_dice = GeneralizedDiceLoss(
             include_background=True, to_onehot_y=True, softmax=True, w_type="square", batch=True
         )
@@ -61,7 +67,9 @@ class CEGeneralizedDiceLoss(nn.Module):
         if logits.shape[1] == 1:
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
         labels = target.reshape(logits.shape[0], *logits.shape[2:]).long()  # (B, *spatial)
-        weight = torch.tensor([1.0, self.lesion_weight], device=logits.device)
+        weight: Tensor = self.class_weight
+        if weight.device != logits.device:  # the loss called on its own, not inside a module
+            weight = weight.to(logits.device, non_blocking=True)
         cross_entropy = F.cross_entropy(logits, labels, weight=weight)
         coefficient = 1.0 - self.generalized_dice(logits, labels[:, None])
         return cross_entropy - self.dice_weight * torch.log(coefficient.clamp_min(1e-7))
