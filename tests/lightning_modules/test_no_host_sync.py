@@ -42,14 +42,14 @@ def test_training_steps_read_no_tensor_on_the_host(recipe, recipe_args, tmp_path
 @pytest.mark.slow
 def test_an_item_added_to_a_training_step_fails(recipe_args, tmp_path, monkeypatch):
     # The check above must be able to fail: a step that reads its loss on the host.
-    step = SegmentationModule._shared_step
+    step = SegmentationModule.training_step
 
-    def reads_the_loss(self, batch, stage):
-        loss = step(self, batch, stage)
+    def reads_the_loss(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
         loss.item()
         return loss
 
-    monkeypatch.setattr(SegmentationModule, "_shared_step", reads_the_loss)
+    monkeypatch.setattr(SegmentationModule, "training_step", reads_the_loss)
     with pytest.raises(HostSync, match=r"training_step in training step 0: Tensor\.item\(\)"):
         run_in_process("lightning", "fit", *recipe_args("demo"), *GUARD, cwd=tmp_path)
 
