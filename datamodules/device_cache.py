@@ -127,14 +127,21 @@ class DeviceCache:
         row, first, last = self._device_row(np.asarray(rows, dtype=np.int64))
         wanted = row[:, None] + np.asarray(self.geometry.context, dtype=np.int64)[None, :]  # (B, K)
         inside = (wanted >= first[:, None]) & (wanted < last[:, None])  # on the host: no sync
-        index = torch.as_tensor(np.where(inside, wanted, 0)).to(self.device, non_blocking=True)
-        stacks = self.images[index]  # (B, K, C, h, w), a new tensor
-        outside = np.nonzero(~inside)  # context beyond a case's ends: zeros, as SliceDataset
-        if len(outside[0]):  # integer indices from the host (a boolean mask would sync a GPU)
-            at = [torch.as_tensor(i).to(self.device, non_blocking=True) for i in outside]
-            stacks[at[0], at[1]] = 0
-        label = self.labels[torch.as_tensor(row).to(self.device, non_blocking=True)]
-        return {"image": stacks.flatten(1, 2).float(), "label": label[:, None]}
+        # index_select copies whole rows (ten times faster than advanced indexing on a CPU).
+        rows_of = self._on_device(np.where(inside, wanted, 0).reshape(-1))
+        stacks = self.images.index_select(0, rows_of)  # (B·K, C, h, w), a new tensor
+        if not inside.all():  # context beyond a case's ends: zeros, as SliceDataset gives
+            stacks.index_fill_(0, self._on_device(np.flatnonzero(~inside)), 0)
+        label = self.labels.index_select(0, self._on_device(row))
+        image = stacks.view(len(row), -1, *stacks.shape[2:]).float()  # (B, K·C, h, w)
+        return {"image": image, "label": label[:, None]}
+
+    def _on_device(self, index: np.ndarray) -> torch.Tensor:
+        """Host indices on the device, without waiting for it (the mask decisions are made on
+        the host: a boolean mask on a GPU would need its count back first)."""
+        return torch.as_tensor(np.ascontiguousarray(index, dtype=np.int64)).to(
+            self.device, non_blocking=True
+        )
 
     def volumes(self, cases: Sequence[int], seeds: Sequence[int]) -> dict[str, torch.Tensor]:
         """Training volumes of cases: ``image (B, C, D, h, w)`` float32, ``label (B, 1, D, h, w)``
