@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import Affine, MapTransform, Randomizable
+from monai.utils import MAX_SEED
 
 KEYS = ("image", "label")
 
@@ -72,6 +73,20 @@ class RandomOrderAffined(Randomizable, MapTransform):
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.flip_axes = tuple(flip_axes)
         self._matrix = np.eye(3)
+
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandomOrderAffined:
+        """As MONAI's, with an integer seed reseeding this transform's own generator in place:
+        the same stream as the ``RandomState(seed)`` MONAI builds, at 1.5 µs instead of about
+        100 µs, which every training sample pays (16 per D-UNet batch on the device)."""
+        if seed is None or state is not None or not isinstance(seed, (int, np.integer)):
+            super().set_random_state(seed=seed, state=state)
+            return self
+        if "R" not in vars(self):  # MONAI's default generator is shared by the class
+            self.R = np.random.RandomState()
+        self.R.seed(int(seed) % MAX_SEED)
+        return self
 
     def draw_in_plane(self, size: Sequence[float]) -> np.ndarray:
         """Draw one sample's in-plane ``(3, 3)`` matrix (output → input, pixel units about the

@@ -68,3 +68,16 @@ def test_identity_matrices_leave_the_batch_unchanged():
     got_image, got_label = BatchedAffine(augmentation)(image, label, SEEDS)
     torch.testing.assert_close(got_image, image, atol=1e-5, rtol=0)
     assert torch.equal(got_label, label)
+
+
+def test_reseeding_in_place_draws_monais_stream_and_leaves_the_class_generator():
+    from monai.transforms import Randomizable
+
+    shared = Randomizable.R.get_state()[1].copy()
+    ours, monai = Augmentation().transform(), Augmentation().transform()
+    for seed in (0, 5, 2**32 - 1, 2**40 + 3):  # MONAI takes seeds modulo 2³²
+        ours.set_random_state(seed=seed)
+        Randomizable.set_random_state(monai, seed=seed)  # MONAI's own: a new RandomState
+        assert (ours.draw_in_plane((32, 32)) == monai.draw_in_plane((32, 32))).all()
+    assert (Randomizable.R.get_state()[1] == shared).all()
+    assert ours.R is not Augmentation().transform().R  # each transform its own generator
