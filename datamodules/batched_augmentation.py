@@ -67,8 +67,9 @@ class BatchedAffine:
         to_xy = np.array([[0.0, 2.0 / width], [2.0 / height, 0.0]])
         xy = torch.as_tensor(to_xy @ matrices[:, :2], dtype=torch.float32)  # (B, 2, 3)
         base = _centred_grid(height, width, device)  # (H·W, 3)
-        points = base @ xy.to(device, non_blocking=True).transpose(1, 2)  # (B, H·W, 2)
-        return points.reshape(-1, height, width, 2)
+        # One (H·W, 3) × (3, B·2) product (a batched product would copy the base grid B times).
+        points = base @ xy.to(device, non_blocking=True).reshape(-1, 3).T  # (H·W, B·2)
+        return points.reshape(height, width, -1, 2).permute(2, 0, 1, 3).contiguous()
 
     def __call__(
         self, image: torch.Tensor, label: torch.Tensor, seeds: Sequence[int | None]
