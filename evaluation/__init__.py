@@ -6,6 +6,7 @@ from evaluation.metrics import (
     ATLAS_DUNET_METRICS,
     ATLAS_VCANET_METRICS,
     ISLES2018_METRICS,
+    ISLES2022_METRICS,
     METRIC_PRESETS,
     PRESET_METRICS,
     PRESET_STD_METRICS,
@@ -16,6 +17,7 @@ from evaluation.metrics import (
     atlas_vcanet,
     get_preset,
     isles2018,
+    isles2022,
 )
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "ATLAS_DUNET_METRICS",
     "ATLAS_VCANET_METRICS",
     "ISLES2018_METRICS",
+    "ISLES2022_METRICS",
     "METRIC_PRESETS",
     "PRESET_METRICS",
     "PRESET_STD_METRICS",
@@ -34,4 +37,5 @@ __all__ = [
     "atlas_vcanet",
     "get_preset",
     "isles2018",
+    "isles2022",
 ]

@@ -27,6 +27,12 @@ ATLAS2_CHALLENGE_METRICS: tuple[str, ...] = (
     "lesion_f1",
     "lesion_count_difference",
 )
+ISLES2022_METRICS: tuple[str, ...] = (
+    "dice",
+    "volume_difference_ml",
+    "lesion_f1",
+    "lesion_count_difference",
+)
 # Distances that are +inf when exactly one mask is empty; summaries count these, not average them.
 UNBOUNDED_METRICS: frozenset[str] = frozenset({"hd", "assd"})
 # Per-case voxel counts: pooled over cases (global Dice), not averaged.
@@ -364,9 +370,21 @@ def atlas2_challenge(
             is not three positive finite numbers.
     """
     pred, target, _ = _validate_case(pred, target, spacing)
+    return _lesion_challenge(pred, target, structure=None, voxel_volume=1.0)
+
+
+def _lesion_challenge(
+    pred: np.ndarray, target: np.ndarray, structure: np.ndarray | None, voxel_volume: float
+) -> dict[str, float]:
+    """Dice, volume difference, lesion-wise F1 and lesion-count difference of validated masks,
+    as the ATLAS R2.0 and ISLES 2022 challenges score them: lesions are the connected components
+    of ``scipy.ndimage.label`` with ``structure``; a true lesion overlapped by one predicted voxel
+    is a TP, one without a FN, a predicted component touching no true lesion a FP;
+    ``lesion_f1 = TP / (TP + (FP + FN) / 2)``; both empty: Dice and F1 1, differences 0. The
+    volume difference is in voxels × ``voxel_volume``."""
     tp, fp, fn = _overlap_counts(pred, target)
-    target_labels, n_target = ndimage.label(target)
-    pred_labels, n_pred = ndimage.label(pred)
+    target_labels, n_target = ndimage.label(target, structure=structure)
+    pred_labels, n_pred = ndimage.label(pred, structure=structure)
     # Components hit by the other mask: the non-zero labels found under it.
     target_hit = np.count_nonzero(np.unique(target_labels[pred]))
     pred_hit = np.count_nonzero(np.unique(pred_labels[target]))
@@ -374,21 +392,59 @@ def atlas2_challenge(
     lesions = lesion_tp + (lesion_fp + lesion_fn) / 2
     return {
         "dice": 2.0 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-        "volume_difference": float(abs(fp - fn)),  # |P| - |G| = (TP + FP) - (TP + FN)
+        # |P| - |G| = (TP + FP) - (TP + FN)
+        "volume_difference": float(abs(fp - fn)) * voxel_volume,
         "lesion_f1": lesion_tp / lesions if lesions else 1.0,
         "lesion_count_difference": float(abs(n_pred - n_target)),
     }
 
 
+#: ISLES 2022's lesions: 26-connected components (a 3×3×3 structuring element).
+FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+def isles2022(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """ISLES 2022 challenge per-case metrics, as its evaluation code computes them
+    (docs/metrics.md, preset ``isles2022``).
+
+    * ``dice`` = 2|P ∩ G| / (|P| + |G|); 1 when both masks are empty.
+    * ``volume_difference_ml`` = | |P| − |G| | × the voxel volume in ml (the product of the
+      header spacings in mm, ÷ 1000).
+    * Lesions are 26-connected components (3×3×3 structuring element; ATLAS R2.0 uses 6, so
+      diagonal neighbours that are one lesion here are two there). ``lesion_f1`` =
+      TP / (TP + (FP + FN) / 2) with a true lesion detected when one voxel of it is predicted;
+      1 when neither mask has a lesion. ``lesion_count_difference`` = | #lesions(P) −
+      #lesions(G) |.
+
+    Args:
+        pred: predicted mask, bool (or 0/1) array of shape (X, Y, Z).
+        target: reference mask, same shape and axis order as ``pred``.
+        spacing: voxel size in mm per axis.
+
+    Returns:
+        ``{"dice", "volume_difference_ml", "lesion_f1", "lesion_count_difference"}`` as floats.
+
+    Raises:
+        ValueError: if the masks are not binary, differ in shape or are not 3D, or ``spacing``
+            is not three positive finite numbers.
+    """
+    pred, target, spacing = _validate_case(pred, target, spacing)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    scores = _lesion_challenge(pred, target, FULL_CONNECTIVITY, voxel_ml)
+    scores["volume_difference_ml"] = scores.pop("volume_difference")
+    return {key: scores[key] for key in ISLES2022_METRICS}
+
+
 MetricPreset = Callable[[np.ndarray, np.ndarray, Sequence[float]], dict[str, float]]
 # The preset names, for typed settings (``SegmentationModule(metrics=...)``).
-PresetName = Literal["isles2018", "atlas_dunet", "atlas_vcanet", "atlas2_challenge"]
+PresetName = Literal["isles2018", "atlas_dunet", "atlas_vcanet", "atlas2_challenge", "isles2022"]
 
 METRIC_PRESETS: dict[str, MetricPreset] = {
     "isles2018": isles2018,
     "atlas_dunet": atlas_dunet,
     "atlas_vcanet": atlas_vcanet,
     "atlas2_challenge": atlas2_challenge,
+    "isles2022": isles2022,
 }
 # Keys each preset returns, known before any case is seen (CaseMetrics registers one state each).
 PRESET_METRICS: dict[str, tuple[str, ...]] = {
@@ -396,6 +452,7 @@ PRESET_METRICS: dict[str, tuple[str, ...]] = {
     "atlas_dunet": ATLAS_DUNET_METRICS,
     "atlas_vcanet": ATLAS_VCANET_METRICS,
     "atlas2_challenge": ATLAS2_CHALLENGE_METRICS,
+    "isles2022": ISLES2022_METRICS,
 }
 # Metrics whose per-case standard deviation CaseMetrics reports (as "<metric>_std"); "dice"
 # for every preset, plus what a paper prints as mean ± sd (D-UNet Table 2).
@@ -404,6 +461,7 @@ PRESET_STD_METRICS: dict[str, tuple[str, ...]] = {
     "atlas_dunet": ("dice", "recall", "precision"),
     "atlas_vcanet": ("dice",),
     "atlas2_challenge": ("dice",),
+    "isles2022": ("dice",),
 }
 
 

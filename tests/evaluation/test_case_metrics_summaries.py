@@ -88,7 +88,9 @@ def test_global_dice_is_one_when_every_mask_is_empty() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method of metric:UserWarning")
-@pytest.mark.parametrize("preset", ["isles2018", "atlas_dunet", "atlas_vcanet", "atlas2_challenge"])
+@pytest.mark.parametrize(
+    "preset", ["isles2018", "atlas_dunet", "atlas_vcanet", "atlas2_challenge", "isles2022"]
+)
 def test_no_cases_gives_nan_summaries(preset: str) -> None:
     summary = CaseMetrics(preset).compute()
     assert math.isnan(summary["dice"].item())
@@ -100,7 +102,7 @@ def test_no_cases_gives_nan_summaries(preset: str) -> None:
         assert "global_dice" not in summary
 
 
-@pytest.mark.parametrize("preset", ["isles2018", "atlas_vcanet", "atlas2_challenge"])
+@pytest.mark.parametrize("preset", ["isles2018", "atlas_vcanet", "atlas2_challenge", "isles2022"])
 def test_every_preset_reports_mean_and_sd_of_dice_and_its_own_keys(preset: str) -> None:
     metric = _fill(CaseMetrics(preset), CASES)
     summary = metric.compute()

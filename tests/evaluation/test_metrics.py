@@ -295,6 +295,6 @@ def test_registry() -> None:
     assert set(METRIC_PRESETS) == set(PRESET_METRICS)
     pred, target = _slab_pair()
     assert tuple(isles2018(pred, target, SPACING)) == ISLES2018_METRICS
-    valid = r"\['atlas2_challenge', 'atlas_dunet', 'atlas_vcanet', 'isles2018'\]"
+    valid = r"\['atlas2_challenge', 'atlas_dunet', 'atlas_vcanet', 'isles2018', 'isles2022'\]"
     with pytest.raises(ValueError, match=rf"Unknown metric preset 'isles2015'.*{valid}"):
         get_preset("isles2015")
