@@ -29,7 +29,14 @@ from core.errors import ConfigurationError
 from datamodules.cache import SliceCache
 from datamodules.geometry import SliceGeometry, VolumeGeometry
 
-_GB = 1e9
+
+def _size(count: float) -> str:
+    """A byte count for a reader: ``11.52 GB``, ``310.4 MB``, ``82 KB``."""
+    if count >= 1e9:
+        return f"{count / 1e9:.2f} GB"
+    if count >= 1e6:
+        return f"{count / 1e6:.1f} MB"
+    return f"{count / 1e3:.0f} KB"
 
 
 class SampleKeys(Dataset):
@@ -97,7 +104,7 @@ class DeviceCache:
             raise ConfigurationError(
                 f"The training cache does not fit on {device}: {len(rows)} slices of "
                 f"{tuple(images.shape[1:])} in {str(dtype).removeprefix('torch.')} plus their "
-                f"labels need {needed / _GB:.2f} GB, and {free / _GB:.2f} GB are free. Set "
+                f"labels need {_size(needed)}, and {_size(free)} are free. Set "
                 "data.init_args.cache_on_device: false (the loader then reads the cache from "
                 "disk), choose a smaller image_size, or a device with more memory."
             )

@@ -76,6 +76,20 @@ def test_the_device_cache_trains_the_weights_the_loader_trains(tiny_twin, shared
 
 
 @pytest.mark.slow
+def test_a_device_cache_that_does_not_fit_is_one_paragraph(
+    tiny_twin, shared_cache, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("datamodules.device_cache.free_bytes", lambda device: 2_000)
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--data.init_args.cache_on_device", "true"]
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (message,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert message.startswith("error: The training cache does not fit on cpu: 20 slices")
+    assert "KB are free" in message and "cache_on_device: false" in message
+
+
+@pytest.mark.slow
 def test_print_config_resolves_the_composition(tmp_path):
     result = run_in_process(
         "lightning",
