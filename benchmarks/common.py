@@ -106,15 +106,14 @@ class Recipe:
         return functools.partial(_class(spec["class_path"]), **spec.get("init_args", {}))
 
     def module(self, net: Any, loss: Any) -> Any:
-        """The recipe's ``SegmentationModule`` around ``net`` and ``loss``."""
-        from lightning_modules import SegmentationModule
-
+        """The recipe's module (``SegmentationModule`` or a subclass) around ``net`` and ``loss``."""
         args = {
             k: v
             for k, v in self.config["model"]["init_args"].items()
             if k not in ("net", "loss", "optimizer", "scheduler")
         }
-        return SegmentationModule(net, loss, optimizer=self.optimizer(), scheduler=None, **args)
+        module = _class(self.config["model"]["class_path"])
+        return module(net, loss, optimizer=self.optimizer(), scheduler=None, **args)
 
     def trainer_kwargs(self) -> dict[str, Any]:
         keep = ("precision", "log_every_n_steps", "accelerator", "devices")

@@ -281,51 +281,34 @@ def _datamodule(network: Network, workspace: Workspace, size: TwinSize, **overri
 
 # -- the step -----------------------------------------------------------------------------
 class _Step:
-    """One training step of ``SegmentationModule`` (main and auxiliary loss, kernel L2, the
-    optimiser) without logging; ``bf16`` autocasts forward and loss, as ``bf16-mixed`` does.
+    """One training step of the recipe's ``SegmentationModule`` (its ``training_losses``: main
+    and auxiliary loss, kernel L2; then the optimiser) without logging; ``bf16`` autocasts
+    forward and loss, as ``bf16-mixed`` does.
 
     Args:
-        net: The network, on its device, in train mode.
-        loss: The recipe's loss.
+        module: The module, its network on the device, in train mode.
         optimizer: The recipe's optimiser factory.
-        kernel_l2: λ of the L2 penalty on the convolution kernels (0: none).
-        aux_loss_weight: Weight of an auxiliary head's loss.
         channels_last: Hand the network its input in ``channels_last`` layout.
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        loss: nn.Module,
+        module: Any,
         optimizer: Callable[..., torch.optim.Optimizer],
-        kernel_l2: float,
-        aux_loss_weight: float,
         channels_last: bool = False,
     ) -> None:
-        self.net, self.loss = net, loss
-        self.optimizer = optimizer([p for p in net.parameters() if p.requires_grad])
-        self.kernel_l2, self.aux_loss_weight = kernel_l2, aux_loss_weight
+        self.module = module
+        self.optimizer = optimizer([p for p in module.parameters() if p.requires_grad])
         self.channels_last = channels_last
-        self.device_type = next(net.parameters()).device.type
+        self.device_type = next(module.parameters()).device.type
 
     def __call__(self, batch: dict[str, torch.Tensor], bf16: bool = False) -> None:
-        from losses.regularization import kernel_l2
-
-        image = batch["image"]
         if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+            image = batch["image"].contiguous(memory_format=torch.channels_last)
+            batch = {**batch, "image": image}
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=bf16):
-            output = self.net(image)
-            target = batch["label"].float()
-            if isinstance(output, tuple):
-                logits, aux_logits = output
-                loss = self.loss(logits, target)
-                loss = loss + self.aux_loss_weight * self.loss(aux_logits, target)
-            else:
-                loss = self.loss(output, target)
-            if self.kernel_l2 > 0:
-                loss = loss + kernel_l2(self.net, self.kernel_l2)
+            loss = self.module.training_losses(batch)["loss"]
         loss.backward()
         self.optimizer.step()
 
@@ -384,14 +367,12 @@ def measure(
     paths = DataPaths(network, workspace, "tiny" if tiny else "full", device, plan.max_workers)
     torch.manual_seed(0)
     net = recipe.network(**network.net, **(network.tiny_net if tiny else {})).to(device).train()
-    model = recipe.config["model"]["init_args"]
-    step_args: dict[str, Any] = dict(
-        loss=recipe.loss().to(device),
-        optimizer=recipe.optimizer(),
-        kernel_l2=float(model.get("kernel_l2", 0.0)),
-        aux_loss_weight=float(model.get("aux_loss_weight", 0.4)),
-    )
-    step = _Step(net, **step_args)
+    loss, optimizer = recipe.loss().to(device), recipe.optimizer()
+
+    def stepper(network_: nn.Module, channels_last: bool = False) -> _Step:
+        return _Step(recipe.module(network_, loss).to(device), optimizer, channels_last)
+
+    step = stepper(net)
     fixed = paths.next("workers")
     peak: dict[str, float | None] = {}
 
@@ -418,12 +399,12 @@ def measure(
     _reset_peak(device)
     arms = {"fp32": lambda: step(fixed), "bf16-mixed": lambda: step(fixed, bf16=True)}
     if network.spatial_dims == 2:
-        laid_out = _Step(_channels_last(copy.deepcopy(net)), channels_last=True, **step_args)
+        laid_out = stepper(_channels_last(copy.deepcopy(net)), channels_last=True)
         arms["channels_last fp32"] = lambda: laid_out(fixed)
         arms["channels_last bf16-mixed"] = lambda: laid_out(fixed, bf16=True)
     compile_seconds = None
     if compile_:
-        compiled = _Step(cast(nn.Module, torch.compile(copy.deepcopy(net))), **step_args)
+        compiled = stepper(cast(nn.Module, torch.compile(copy.deepcopy(net))))
         synchronize(device)
         start = time.perf_counter()
         compiled(fixed)  # compiles forward and backward

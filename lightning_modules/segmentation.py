@@ -94,7 +94,9 @@ class SegmentationModule(CaseEvaluationModule):
         return logits[0] if isinstance(logits, tuple) else logits
 
     # -- training -------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The training loss of a batch (``"loss"``: main + weighted auxiliary head + kernel
+        L2) and, with ``kernel_l2``, the penalty alone (``"l2"``)."""
         output = self.net(batch["image"])
         target = batch["label"].float()  # uint8 in the loader: 4× fewer bytes to move
         if isinstance(output, tuple):
@@ -108,8 +110,12 @@ class SegmentationModule(CaseEvaluationModule):
             values["l2"] = penalty = kernel_l2(self.net, self.kernel_l2)
             loss = loss + penalty
         values["loss"] = loss
+        return values
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        values = self.training_losses(batch)
         self.log_training(values, batch["image"].shape[0], prog_bar=("loss",), epoch_only=("l2",))
-        return loss
+        return values["loss"]
 
     # -- whole cases ----------------------------------------------------------------------
     def lesion_probability(self, image: torch.Tensor) -> torch.Tensor:
