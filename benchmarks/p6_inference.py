@@ -70,7 +70,7 @@ def run(workspace: Workspace, options: Options) -> Result:
         native_hw = case["native_shape"][1:]
         start = time.perf_counter()
         for chunk in probability:
-            case["geometry"].to_native(chunk, native_hw)
+            case["geometry"].to_native(chunk, native_hw, native_spacing=case["spacing"][1:])
         mapping = time.perf_counter() - start
 
     slices = image.shape[0]

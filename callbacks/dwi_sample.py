@@ -41,7 +41,9 @@ def draw_dwi_sample(
         [case["image"][index : index + 1, :1], case["target"][index : index + 1],
          fake[index : index + 1]], dim=1,
     )  # fmt: skip
-    native = geometry.to_native(stack[0].float(), (height, width)).cpu()  # (3, H, W)
+    native = geometry.to_native(
+        stack[0].float(), (height, width), native_spacing=case["spacing"][1:]
+    ).cpu()  # (3, H, W)
     units = _in_scanner_units(case, native)
     predicted = (prediction.probability[index] >= threshold).cpu()
     plt = pyplot()

@@ -29,11 +29,9 @@ are reported, never silently dropped.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +55,7 @@ from datamodules.atlas_layout import (
     r12_cohort_parents,
     visible_dirs,
 )
+from datamodules.bids import derivative_target
 from datamodules.nifti import PredictionTarget, align_to_reference, load_volume
 
 log = logging.getLogger(__name__)
@@ -265,19 +264,6 @@ def _mask_hint(release: str, scan: ATLASScan) -> str:
 # ----------------------------------------------------------------------------- predictions
 
 _R20_DERIVATIVE = "atlas2_prediction"
-_R20_PREDICTIONS = f"derivatives/{_R20_DERIVATIVE}"
-
-
-def _description(name: str, dataset_type: str, **extra: object) -> str:
-    fields = {"Name": name, "BIDSVersion": "1.6.0", "DatasetType": dataset_type, **extra}
-    return json.dumps(fields, indent=2) + "\n"
-
-
-def _suite_version() -> str:
-    try:
-        return version("strokeseg-repro")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def prediction_target(scan: ATLASScan) -> PredictionTarget:
@@ -286,34 +272,13 @@ def prediction_target(scan: ATLASScan) -> PredictionTarget:
     R2.0 scans follow the ATLAS R2.0 challenge's submission (docs/datasets.md §3.5): a BIDS
     derivative ``derivatives/atlas2_prediction/`` holding
     ``sub-…/ses-1/anat/sub-…_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz``,
-    with a ``dataset_description.json`` beside it and at the root. The challenge's evaluator
-    finds the derivative through pybids, which names a derivative after
-    ``GeneratedBy[0].Name`` (``PipelineDescription.Name`` only when GeneratedBy has none), so
-    both say ``atlas2_prediction``; the suite names itself in GeneratedBy's ``Description``.
-    R1.x has no challenge format: ``<release>_<site or cohort>_…_mask.nii.gz``.
+    with a ``dataset_description.json`` beside it and at the root, which the challenge's
+    evaluator finds through pybids (:func:`datamodules.bids.derivative_target`). R1.x has no
+    challenge format: ``<release>_<site or cohort>_…_mask.nii.gz``.
     """
     if scan.name.startswith("R2.0/"):
         sub = scan.subject.split("/")[-1]
-        path = f"{_R20_PREDICTIONS}/{sub}/ses-1/anat/{R20_MASK.format(sub=sub)}"
-        sidecars = (
-            ("dataset_description.json", _description("strokeseg-repro predictions", "raw")),
-            (
-                f"{_R20_PREDICTIONS}/dataset_description.json",
-                _description(
-                    _R20_DERIVATIVE,
-                    "derivative",
-                    PipelineDescription={"Name": _R20_DERIVATIVE},
-                    GeneratedBy=[
-                        {
-                            "Name": _R20_DERIVATIVE,
-                            "Version": _suite_version(),
-                            "Description": "Lesion masks predicted by strokeseg-repro",
-                        }
-                    ],
-                ),
-            ),
-        )
-        return PredictionTarget(path, sidecars)
+        return derivative_target(_R20_DERIVATIVE, f"{sub}/ses-1/anat/{R20_MASK.format(sub=sub)}")
     return PredictionTarget(scan.name.replace("/", "_") + "_mask.nii.gz")
 
 

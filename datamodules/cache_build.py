@@ -242,10 +242,11 @@ def _write(
                 f"from the header of {item.sources[0]}."
             )
         span = slice(offsets[n], offsets[n + 1])
-        images[span] = geometry.image_to_network(geometry.to_slices(case.image))
+        in_plane = geometry.spacing(case.zooms)[1:]  # (dH, dW) mm
+        images[span] = geometry.image_to_network(geometry.to_slices(case.image), in_plane)
         if case.label is not None:
             native_label = geometry.to_slices(case.label)  # (D, H, W)
-            labels[span] = geometry.label_to_network(native_label)
+            labels[span] = geometry.label_to_network(native_label, in_plane)
             label_voxels[span] = np.count_nonzero(labels[span], axis=(1, 2))
             packed.append(np.packbits(native_label.astype(bool, copy=False).ravel()))
             has_label[n] = True

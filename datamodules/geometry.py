@@ -7,13 +7,16 @@ A case's source array is ``(X, Y, Z)`` as nibabel decodes it. The geometry
    files, so that the papers' crop boxes apply unchanged),
 2. cuts the ``crop`` window ``(h0, h1, w0, w1)`` out of every slice,
 3. resizes the window to ``size`` (bilinear with antialiasing for images, nearest for labels),
+   or, with a ``target_spacing``, resamples it so that a network pixel measures that many mm
+   and centre-pads (zeros) or centre-crops the result to ``size``: cases from scanners with
+   other voxel sizes then show anatomy at one scale (ISLES 2022),
 4. stacks the ``context`` neighbours of each slice as channels (D-UNet: ``(-2, -1, 0, 1)``,
    zero outside the case).
 
 Steps 1–3 are applied once, when the cache is built; step 4 when a sample is read. The way
-back, :meth:`SliceGeometry.to_native` then :meth:`SliceGeometry.to_source`, resizes a
-prediction to the window, pastes it into a zero slice of the native size and restores the
-source axis order. Training, validation, prediction, the metrics and the NIfTI writer all ask
+back, :meth:`SliceGeometry.to_native` then :meth:`SliceGeometry.to_source`, undoes the padding
+or crop of step 3, resizes a prediction to the window, pastes it into a zero slice of the
+native size and restores the source axis order. Training, validation, prediction, the metrics and the NIfTI writer all ask
 this one object, so they cannot disagree about where a voxel is. A crop that does not fit a
 case is refused (:meth:`SliceGeometry.check`) instead of being clipped.
 
@@ -38,6 +41,28 @@ from core.errors import ConfigurationError
 Box = tuple[int, int, int, int]
 
 
+def _mm_pair(spacing: float | Sequence[float] | None) -> tuple[float, float] | None:
+    if spacing is None:
+        return None
+    if isinstance(spacing, int | float):
+        return float(spacing), float(spacing)
+    if len(spacing) != 2:
+        raise ConfigurationError(
+            f"spacing must be one in-plane voxel size in mm or [rows, cols], got {list(spacing)}"
+        )
+    height, width = (float(s) for s in spacing)
+    return height, width
+
+
+def _centred(have: int, want: int) -> tuple[int, int]:
+    """``(start in the source, start in the target)`` of centring ``have`` in ``want`` (or
+    ``want`` in ``have``): the odd pixel goes after, as in
+    :meth:`VolumeGeometry.depth_padding`."""
+    if have >= want:
+        return (have - want) // 2, 0
+    return 0, (want - have) // 2
+
+
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -55,6 +80,10 @@ class SliceGeometry:
         crop: ``(h0, h1, w0, w1)`` window of every ``(H, W)`` slice, or ``None`` (whole slice).
         size: Network grid ``(h, w)`` (an int means square), or ``None`` (the window's size).
         context: Slice offsets stacked as channels, in order.
+        target_spacing: Target in-plane voxel size ``(dh, dw)`` in mm, or ``None`` (resize the
+            window to ``size`` whatever its voxel size). Needs ``size``: the resampled window is
+            centre-padded or centre-cropped to it. The steps that depend on a case's own voxel
+            size take it as ``native_spacing``.
 
     Raises:
         ConfigurationError: On a malformed setting (the message names it).
@@ -64,6 +93,7 @@ class SliceGeometry:
     crop: Box | None = None
     size: tuple[int, int] | None = None
     context: tuple[int, ...] = (0,)
+    target_spacing: tuple[float, float] | None = None
     _consecutive: bool = field(init=False, repr=False, compare=False)
     #: What a training sample is: 2, a slice stack (for 2D networks).
     spatial_dims: ClassVar[int] = 2
@@ -82,6 +112,13 @@ class SliceGeometry:
             raise ConfigurationError(f"image_size must be positive, got {list(self.size)}")
         if not self.context:
             raise ConfigurationError("context must list at least one slice offset, e.g. [0]")
+        target = self.target_spacing
+        if target is not None and (self.size is None or min(target) <= 0):
+            raise ConfigurationError(
+                f"target_spacing {list(target)} needs positive values and an image_size: cases "
+                "resampled to a voxel size are padded or cropped to one network grid. Set "
+                "data.init_args.image_size (e.g. [128, 128]) beside data.init_args.target_spacing."
+            )
         # Consecutive increasing offsets, e.g. (-2, -1, 0, 1): a stack is one block of rows.
         start = self.context[0]
         consecutive = self.context == tuple(range(start, start + len(self.context)))
@@ -94,8 +131,9 @@ class SliceGeometry:
         crop: Sequence[int] | None = None,
         size: int | Sequence[int] | None = None,
         context: Sequence[int] = (0,),
+        target_spacing: float | Sequence[float] | None = None,
     ) -> SliceGeometry:
-        """Build from loosely typed settings (lists from YAML, an int size)."""
+        """Build from loosely typed settings (lists from YAML, an int size or spacing)."""
         a0, a1, a2 = (int(a) for a in axes)
         box: Box | None = None
         if crop is not None:
@@ -106,15 +144,21 @@ class SliceGeometry:
             h0, h1, w0, w1 = (int(c) for c in crop)
             box = (h0, h1, w0, w1)
         pair = None if size is None else _pair(size)
-        return cls((a0, a1, a2), box, pair, tuple(int(c) for c in context))
+        return cls(
+            (a0, a1, a2), box, pair, tuple(int(c) for c in context), _mm_pair(target_spacing)
+        )
 
     def settings(self) -> dict[str, Any]:
         """What the cache's content depends on (part of its key)."""
-        return {
+        settings: dict[str, Any] = {
             "axes": list(self.axes),
             "crop": None if self.crop is None else list(self.crop),
             "size": None if self.size is None else list(self.size),
         }
+        # Only when set: the caches and checkpoints of earlier releases keep their keys.
+        if self.target_spacing is not None:
+            settings["target_spacing"] = list(self.target_spacing)
+        return settings
 
     def network_settings(self) -> dict[str, Any]:
         """What the network's input depends on beyond the cache (part of the data signature)."""
@@ -169,31 +213,78 @@ class SliceGeometry:
                 "null for whole slices; a clipped window would misplace every prediction."
             )
 
-    def image_to_network(self, slices: np.ndarray) -> np.ndarray:
-        """Native ``(D, C, H, W)`` float32 → network grid ``(D, C, h, w)`` (crop, antialiased resize)."""
+    def resampled_size(
+        self, native_hw: Sequence[int], native_spacing: Sequence[float] | None = None
+    ) -> tuple[int, int]:
+        """``(h', w')`` the window is resized to: the network grid, or with a target
+        ``target_spacing`` the window's extent in target pixels (before padding or cropping to it).
+
+        Args:
+            native_hw: ``(H, W)`` of the case's native slices.
+            native_spacing: The case's in-plane voxel size ``(dH, dW)`` in mm (needed with a
+                ``target_spacing`` only).
+        """
+        if self.target_spacing is None:
+            return self.network_size(native_hw)
+        if native_spacing is None:
+            raise ValueError("this geometry resamples to a voxel size: pass native_spacing")
+        h0, h1, w0, w1 = self.window(native_hw)
+        dh, dw = (float(v) for v in native_spacing)
+        return (
+            max(1, round((h1 - h0) * dh / self.target_spacing[0])),
+            max(1, round((w1 - w0) * dw / self.target_spacing[1])),
+        )
+
+    def _fit(self, window: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Centre-pad (zeros) or centre-crop the last two axes to ``size``."""
+        if tuple(window.shape[-2:]) == size:
+            return window
+        out = window.new_zeros((*window.shape[:-2], *size))
+        (sh, th), (sw, tw) = (
+            _centred(window.shape[-2], size[0]),
+            _centred(window.shape[-1], size[1]),
+        )
+        rows, cols = min(window.shape[-2], size[0]), min(window.shape[-1], size[1])
+        out[..., th : th + rows, tw : tw + cols] = window[..., sh : sh + rows, sw : sw + cols]
+        return out
+
+    def image_to_network(
+        self, slices: np.ndarray, native_spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """Native ``(D, C, H, W)`` float32 → network grid ``(D, C, h, w)`` (crop, antialiased
+        resize, and with a ``target_spacing`` the padding or crop to ``size``)."""
         h0, h1, w0, w1 = self.window(slices.shape[-2:])
         window = torch.from_numpy(np.ascontiguousarray(slices[..., h0:h1, w0:w1]))
-        size = self.network_size(slices.shape[-2:])
+        size = self.resampled_size(slices.shape[-2:], native_spacing)
         if tuple(window.shape[-2:]) != size:
             window = F.interpolate(
                 window, size=size, mode="bilinear", align_corners=False, antialias=True
             )
-        return window.numpy()
+        return self._fit(window, self.network_size(slices.shape[-2:])).numpy()
 
-    def label_to_network(self, slices: np.ndarray) -> np.ndarray:
+    def label_to_network(
+        self, slices: np.ndarray, native_spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
         """Native ``(D, H, W)`` {0, 1} → network grid ``(D, h, w)`` uint8 (crop, nearest)."""
         h0, h1, w0, w1 = self.window(slices.shape[-2:])
         window = np.ascontiguousarray(slices[:, h0:h1, w0:w1], dtype=np.uint8)
-        size = self.network_size(slices.shape[-2:])
-        if tuple(window.shape[-2:]) == size:
+        size = self.resampled_size(slices.shape[-2:], native_spacing)
+        network = self.network_size(slices.shape[-2:])
+        if tuple(window.shape[-2:]) == size == network:
             return window
-        resized = F.interpolate(
-            torch.from_numpy(window)[:, None].float(), size=size, mode="nearest-exact"
-        )
-        return resized[:, 0].to(torch.uint8).numpy()
+        resized = torch.from_numpy(window)
+        if tuple(window.shape[-2:]) != size:
+            resized = F.interpolate(resized[:, None].float(), size=size, mode="nearest-exact")[
+                :, 0
+            ].to(torch.uint8)
+        return self._fit(resized, network).numpy()
 
     def to_native(
-        self, probability: torch.Tensor, native_hw: Sequence[int], out: torch.Tensor | None = None
+        self,
+        probability: torch.Tensor,
+        native_hw: Sequence[int],
+        out: torch.Tensor | None = None,
+        native_spacing: Sequence[float] | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Network-grid ``(D, h, w)`` → native ``(D, H, W)``: resized to the window, 0 outside it.
 
@@ -203,9 +294,15 @@ class SliceGeometry:
             out: Optional ``(D, H, W)`` tensor to fill (e.g. a slice of an uninitialised
                 whole-case output), so a case is assembled without padded copies or a full
                 zero fill: only the border outside the window is zeroed.
+            native_spacing: The case's in-plane voxel size ``(dH, dW)`` in mm; read only with a
+                ``target_spacing`` (a case item's ``spacing[1:]`` will do).
         """
         height, width = int(native_hw[0]), int(native_hw[1])
         h0, h1, w0, w1 = self.window((height, width))
+        if self.target_spacing is not None:
+            assert native_spacing is not None, "this geometry resamples: pass native_spacing"
+            spacing = [float(v) for v in native_spacing]
+            probability = self._fit(probability, self.resampled_size((height, width), spacing))
         if tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0):
             probability = F.interpolate(
                 probability[:, None], size=(h1 - h0, w1 - w0), mode="bilinear", align_corners=False
@@ -312,10 +409,11 @@ class VolumeGeometry(SliceGeometry):
         crop: Sequence[int] | None = None,
         size: int | Sequence[int] | None = None,
         depth: int | None = None,
+        target_spacing: float | Sequence[float] | None = None,
     ) -> VolumeGeometry:
         """Build from loosely typed settings (lists from YAML, an int size)."""
-        flat = SliceGeometry.create(axes, crop, size)
-        return cls(flat.axes, flat.crop, flat.size, (0,), depth)
+        flat = SliceGeometry.create(axes, crop, size, target_spacing=target_spacing)
+        return cls(flat.axes, flat.crop, flat.size, (0,), flat.target_spacing, depth)
 
     def network_settings(self) -> dict[str, Any]:
         return {**super().network_settings(), "spatial_dims": 3, "depth": self.depth}

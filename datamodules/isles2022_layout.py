@@ -1,6 +1,6 @@
 """The ISLES 2022 BIDS layout: its file names, how a file is recognised, where predictions go.
 
-The public release (docs/datasets.md §6) is a BIDS dataset::
+The public release (docs/datasets.md §7) is a BIDS dataset::
 
     <root>/dataset_description.json
     <root>/rawdata/sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_dwi.nii.gz (+ .json)
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import DatasetNotFoundError
+from datamodules.bids import DERIVATIVES, DESCRIPTION, derivative_target
+from datamodules.nifti import PredictionTarget
 
 #: Input channels a model can ask for, in the suite's spelling.
 CHANNELS = ("DWI", "ADC", "FLAIR")
@@ -35,8 +37,9 @@ WRITTEN_SUFFIX = {"DWI": "dwi", "ADC": "adc", "FLAIR": "FLAIR", MASK: "msk"}
 #: The BIDS datatype folder of each raw image.
 DATATYPE = {"DWI": "dwi", "ADC": "dwi", "FLAIR": "anat"}
 RAW_FOLDER = "rawdata"
-DERIVATIVES_FOLDER = "derivatives"
-DESCRIPTION = "dataset_description.json"
+DERIVATIVES_FOLDER = DERIVATIVES  # the masks' top folder, as BIDS names it
+#: The BIDS description file at the root (the twin writes one; the reader ignores it).
+DATASET_DESCRIPTION = DESCRIPTION
 #: The derivative (pipeline) name predictions are written under.
 PREDICTION_DERIVATIVE = "strokeseg_prediction"
 
@@ -109,14 +112,13 @@ def mask_path(subject: str, session: str) -> str:
     return f"{DERIVATIVES_FOLDER}/sub-{subject}/ses-{session}/{stem}_{WRITTEN_SUFFIX[MASK]}.nii.gz"
 
 
-def prediction_path(subject: str, session: str) -> str:
-    """Where a predicted mask goes, relative to the prediction folder: a BIDS derivative named
-    like the release's own masks, so that an evaluator written for ``derivatives/`` reads it."""
+def prediction_target(subject: str, session: str) -> PredictionTarget:
+    """Where a predicted mask goes in the prediction folder: the BIDS derivative
+    ``derivatives/strokeseg_prediction/``, under the name and folders of the release's own
+    masks, so that an evaluator written for the release's ``derivatives/`` reads it."""
     stem = file_stem(subject, session)
-    return (
-        f"{DERIVATIVES_FOLDER}/{PREDICTION_DERIVATIVE}/sub-{subject}/ses-{session}/"
-        f"{stem}_{WRITTEN_SUFFIX[MASK]}.nii.gz"
-    )
+    inside = f"sub-{subject}/ses-{session}/{stem}_{WRITTEN_SUFFIX[MASK]}.nii.gz"
+    return derivative_target(PREDICTION_DERIVATIVE, inside)
 
 
 def sidecar_path(image_path: str | Path) -> Path:

@@ -252,7 +252,12 @@ class CTPToDWIGAN(CaseEvaluationModule):
             fake, logits = self(image[start : start + slice_batch])
             generated.append(fake.float())
             probability = torch.softmax(logits.float(), dim=1)[:, 1]
-            geometry.to_native(probability, (height, width), out=out[start : start + slice_batch])
+            geometry.to_native(
+                probability,
+                (height, width),
+                out=out[start : start + slice_batch],
+                native_spacing=case["spacing"][1:],
+            )
         return CasePrediction(out, {SYNTHETIC_DWI: torch.cat(generated)})
 
     def validation_step(  # type: ignore[override]

@@ -138,7 +138,12 @@ class SegmentationModule(CaseEvaluationModule):
         out = image.new_empty((depth, height, width), dtype=torch.float32)
         for start in range(0, depth, self.slice_batch):
             chunk = self.lesion_probability(image[start : start + self.slice_batch])
-            geometry.to_native(chunk, (height, width), out=out[start : start + self.slice_batch])
+            geometry.to_native(
+                chunk,
+                (height, width),
+                out=out[start : start + self.slice_batch],
+                native_spacing=case["spacing"][1:],
+            )
         return CasePrediction(out)  # (N, H, W)
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -115,7 +115,9 @@ class VolumeSegmentationModule(SegmentationModule):
         )
         assert isinstance(probability, torch.Tensor)
         probability = geometry.crop_depth(probability[0, 0].float(), depth)  # (D, h, w)
-        return CasePrediction(geometry.to_native(probability, (height, width)))
+        return CasePrediction(
+            geometry.to_native(probability, (height, width), native_spacing=case["spacing"][1:])
+        )
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """The training loss on the whole case as one volume, from its native-grid probability."""

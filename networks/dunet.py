@@ -116,6 +116,11 @@ class DUNet(nn.Module):
 
     Args:
         in_slices: neighbouring slices stacked as channels, the D of the 3D stream (4).
+        in_channels: images per slice (1: the paper's T1). With more (ISLES 2022's DWI, ADC,
+            FLAIR) the input holds ``in_slices`` groups of ``in_channels`` channels, slice by
+            slice as the data modules stack them; the 2D stream sees all of them as channels,
+            the 3D stream sees ``in_channels`` channels of depth ``in_slices``. 1 is the
+            paper's network, weight for weight.
         fusion: the fusion variant; ``"SEAdd-23"`` is the D-UNet of the paper.
         se_ratio: SE reduction ratio r (16 in the code); ignored by the Add-* variants.
         dropout: element-wise dropout after encoder levels 4 and 5 (0.3 in the code).
@@ -124,8 +129,8 @@ class DUNet(nn.Module):
             (0.01 = Keras momentum 0.99).
 
     Shape:
-        Input (B, in_slices, H, W) with H, W divisible by 16 (192×192 in the paper); output raw
-        logits (B, 1, H, W).
+        Input (B, in_slices · in_channels, H, W) with H, W divisible by 16 (192×192 in the
+        paper); output raw logits (B, 1, H, W).
 
     Raises:
         ValueError: for an unknown fusion variant, invalid arguments, or a badly shaped input.
@@ -135,6 +140,7 @@ class DUNet(nn.Module):
         self,
         in_slices: int = 4,
         fusion: Fusion = "SEAdd-23",
+        in_channels: int = 1,
         se_ratio: int = 16,
         dropout: float = 0.3,
         bn_eps: float = 1e-3,
@@ -160,14 +166,17 @@ class DUNet(nn.Module):
                 f"DUNet got se_ratio={se_ratio}; expected 1 ≤ se_ratio ≤ {min(fused_widths)} so "
                 f"that every SE block of {fusion!r} keeps at least one hidden unit."
             )
+        if in_channels < 1:
+            raise ConfigurationError(f"DUNet got in_channels={in_channels}; expected ≥ 1.")
         check_dropout("DUNet", dropout)
         norm = keras_batch_norm(bn_eps, bn_momentum)
         self.in_slices = in_slices
+        self.in_channels = in_channels
         self.fusion_levels = levels
 
         # Registration order fixes the order init_keras draws the random weights in.
         # 2D stream, the Keras Unet(): encoder levels 1-5, decoder levels 6-9.
-        self.enc1 = DoubleConv(2, in_slices, c1, norm)
+        self.enc1 = DoubleConv(2, in_slices * in_channels, c1, norm)
         self.enc2 = DoubleConv(2, c1, c2, norm)
         self.enc3 = DoubleConv(2, c2, c3, norm)
         self.enc4 = DoubleConv(2, c3, c4, norm)
@@ -179,7 +188,7 @@ class DUNet(nn.Module):
         self.up8 = UpBlock(2, c3, c2, norm)
         self.up9 = UpBlock(2, c2, c1, norm)
         # 3D stream, down to the deepest fused level.
-        self.enc3d_1 = DoubleConv(3, 1, c1, norm)
+        self.enc3d_1 = DoubleConv(3, in_channels, c1, norm)
         self.enc3d_2 = DoubleConv(3, c1, c2, norm) if depth_3d >= 2 else None
         self.enc3d_3 = DoubleConv(3, c2, c3, norm) if depth_3d >= 3 else None
         self.pool_3d = nn.MaxPool3d(kernel_size=2)
@@ -194,17 +203,20 @@ class DUNet(nn.Module):
         """Segment the middle slices of a batch of slice stacks.
 
         Args:
-            x: (B, in_slices, H, W), H and W divisible by 16.
+            x: (B, in_slices · in_channels, H, W), H and W divisible by 16.
 
         Returns:
             Raw logits (B, 1, H, W).
 
         Raises:
-            ValueError: if ``x`` is not (B, in_slices, H, W) with H, W divisible by 16.
+            ValueError: if ``x`` is not (B, in_slices · in_channels, H, W) with H, W divisible
+                by 16.
         """
-        check_input("DUNet", x, self.in_slices, 16)
-        # 3D stream: the D = in_slices slices seen as one volume.
-        x3d_1 = self.enc3d_1(x.unsqueeze(1))  # (B, D, H, W) → (B, 1, D, H, W) → (B, 32, D, H, W)
+        check_input("DUNet", x, self.in_slices * self.in_channels, 16)
+        # 3D stream: the D = in_slices slices seen as one volume of in_channels channels.
+        batch, _, height, width = x.shape
+        volume = x.reshape(batch, self.in_slices, self.in_channels, height, width).transpose(1, 2)
+        x3d_1 = self.enc3d_1(volume)  # (B, C, D, H, W) → (B, 32, D, H, W)
         x3d_2 = x3d_3 = None  # the 3D stream stops at the deepest fused level
         if self.enc3d_2 is not None:
             x3d_2 = self.enc3d_2(self.pool_3d(x3d_1))  # (B, 64, D/2, H/2, W/2)

@@ -123,3 +123,60 @@ def test_context_stack_zero_pads_outside_the_case():
     single = geometry.stack(block[1:5], np.array([1]))  # the rows a training sample reads
     assert single[0].reshape(4, 2, 3, 3)[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
     assert geometry.context_rows(10, 9, 20) == (9, 12)
+
+
+@pytest.mark.parametrize(
+    ("native_hw", "native_spacing"),
+    [((56, 48), (2.0, 2.0)), ((112, 100), (1.0, 1.0)), ((40, 64), (0.9, 3.2))],
+)
+def test_target_spacing_shows_one_blob_at_one_size_and_maps_back_in_place(
+    native_hw, native_spacing
+):
+    """A 30 mm × 20 mm lesion covers the same network pixels whatever the scanner's voxel
+    size, and the way back puts it where it was."""
+    geometry = SliceGeometry.create(ISLES_AXES, size=(64, 64), target_spacing=2.0)
+    height, width = native_hw
+    rows = (np.arange(height) + 0.5) * native_spacing[0] - height * native_spacing[0] / 2
+    cols = (np.arange(width) + 0.5) * native_spacing[1] - width * native_spacing[1] / 2
+    native = np.zeros((2, height, width), dtype=np.uint8)
+    native[:, (np.abs(rows) < 15)[:, None] & (np.abs(cols) < 10)[None, :]] = 1
+    network = geometry.label_to_network(native, native_spacing)
+    assert network.shape == (2, 64, 64)
+    assert abs(int(network[0].sum()) - 15 * 10) <= 15 + 10  # 30 × 20 mm at 2 mm: ~150 pixels
+    centre = np.argwhere(network[0]).mean(axis=0)
+    np.testing.assert_allclose(centre, (31.5, 31.5), atol=1.0)  # centred: padding is centred
+    back = geometry.to_native(
+        torch.from_numpy(network).float(), native_hw, native_spacing=native_spacing
+    )
+    back = back.numpy() >= 0.5
+    dice = 2 * (back & (native > 0)).sum() / (back.sum() + native.sum())
+    assert dice > 0.9
+
+
+def test_target_spacing_round_trip_is_exact_when_the_case_already_has_it():
+    """Native 2 mm voxels, target 2 mm: only the padding (or crop) to the network grid
+    happens, and the way back undoes it voxel for voxel."""
+    rng = np.random.default_rng(0)
+    for native_hw in ((50, 40), (80, 70), (64, 64)):  # padded, cropped, neither
+        geometry = SliceGeometry.create(ISLES_AXES, size=64, target_spacing=(2.0, 2.0))
+        native = (rng.random((3, *native_hw)) < 0.3).astype(np.uint8)
+        network = geometry.label_to_network(native, (2.0, 2.0))
+        pixels = geometry.image_to_network(native[:, None].astype(np.float32), (2.0, 2.0))
+        assert network.shape == (3, 64, 64) and pixels.shape == (3, 1, 64, 64)
+        np.testing.assert_array_equal(network, pixels[:, 0])  # images and labels: same place
+        back = geometry.to_native(
+            torch.from_numpy(network).float(), native_hw, native_spacing=(2.0, 2.0)
+        ).numpy()
+        kept = np.zeros(native_hw, dtype=bool)  # what the 64 × 64 grid holds of the case
+        r0, c0 = max(native_hw[0] - 64, 0) // 2, max(native_hw[1] - 64, 0) // 2
+        kept[r0 : r0 + 64, c0 : c0 + 64] = True
+        np.testing.assert_array_equal(back[:, kept], native[:, kept])
+        assert not back[:, ~kept].any()
+
+
+def test_target_spacing_is_part_of_the_cache_key_only_when_set():
+    assert "target_spacing" not in SliceGeometry.create(ISLES_AXES, size=64).settings()
+    settings = SliceGeometry.create(ISLES_AXES, size=64, target_spacing=1.5).settings()
+    assert settings["target_spacing"] == [1.5, 1.5]
+    with pytest.raises(ConfigurationError, match="image_size"):
+        SliceGeometry.create(ISLES_AXES, target_spacing=2.0)

@@ -113,3 +113,22 @@ def test_invalid_arguments_and_inputs_are_reported():
         DUNet()(torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match="divisible by 16.*H=40, W=32"):
         DUNet()(torch.zeros(1, 4, 40, 32))
+
+
+def test_several_images_per_slice_reach_both_streams_slice_by_slice():
+    """ISLES 2022: 4 slices × (DWI, ADC, FLAIR) stacked slice by slice, as the data modules
+    stack them; the 3D stream sees 3 channels of depth 4, the 2D stream all 12 channels."""
+    net = DUNet(in_slices=4, in_channels=3).eval()
+    seen: list[torch.Tensor] = []
+    net.enc3d_1.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    x = torch.randn(2, 12, 16, 16)
+    with torch.no_grad():
+        assert net(x).shape == (2, 1, 16, 16)
+    volume = seen[0]
+    assert volume.shape == (2, 3, 4, 16, 16)
+    for slice_ in range(4):
+        for channel in range(3):
+            torch.testing.assert_close(volume[:, channel, slice_], x[:, slice_ * 3 + channel])
+    one = sum(p.numel() for p in DUNet().parameters())
+    three = sum(p.numel() for p in net.parameters())
+    assert three - one == 32 * 9 * 8 + 32 * 27 * 2  # only the two first convolutions grow
