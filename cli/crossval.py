@@ -6,7 +6,8 @@ Usage::
                      [--overwrite] [--launcher local|slurm|submitit-local] [slurm options]
                      [lightning options]
     lightning-cv report runs/pspnet_focal [--wandb]
-    lightning-cv compare runs/pspnet_focal runs/pspnet_ce [--metric dice] [--shared-cases]
+    lightning-cv compare runs/pspnet_focal runs/pspnet_ce [runs/... ...] [--metric dice]
+                         [--metrics dice,lesion_f1,...] [--shared-cases] [--out DIR]
     lightning-cv predict runs/pspnet_focal [runs/pspnet_ce ...] [--name NAME]
                          [--split TESTING] [--save-probability] [lightning options]
 
@@ -40,7 +41,7 @@ from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.recipe import recipe_differences, recipe_of
-from core.run_layout import ExperimentLayout, RunLayout
+from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout
 from evaluation.cv_report import CVReport, build_report, format_report, write_report
 from evaluation.published import get_published
 
@@ -207,41 +208,62 @@ def cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
     return _report(ExperimentLayout(Path(args.experiment_dir)), wandb=args.wandb)
 
 
-def _display_names(a: Path, b: Path) -> tuple[str, str]:
-    """Names that tell two experiment folders apart: their own names, or as much of their
-    paths as differs (``runs_a/pspnet`` and ``runs_b/pspnet``)."""
-    parts_a, parts_b = a.absolute().parts, b.absolute().parts
-    for depth in range(1, max(len(parts_a), len(parts_b)) + 1):
-        name_a, name_b = "/".join(parts_a[-depth:]), "/".join(parts_b[-depth:])
-        if name_a != name_b:
-            return name_a, name_b
-    return str(a), str(b)
+def _display_names(paths: list[Path]) -> list[str]:
+    """Names that tell experiment folders apart: their own names, or as much of their paths
+    as needed (``runs_a/pspnet`` and ``runs_b/pspnet``)."""
+    parts = [path.absolute().parts for path in paths]
+    for depth in range(1, max(map(len, parts)) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(path) for path in paths]
+
+
+def _metric_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ConfigurationError(f"--metrics {text!r}: give metric names like dice,lesion_f1.")
+    return names
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from evaluation.compare import compare_experiments, write_comparison
+    from evaluation.compare_many import compare_many
+    from evaluation.compare_report import write_multi_comparison
+    from evaluation.experiment_folds import check_same_folds, read_experiment
 
     if extra:
         raise ConfigurationError(f"compare takes no option {extra[0]!r}.")
-    first, second = Path(args.a), Path(args.b)
-    if first.resolve() == second.resolve():
+    folders = [Path(path) for path in args.experiments]
+    if len(folders) < 2:
         raise ConfigurationError(
-            f"compare needs two different experiment folders; both arguments are "
-            f"{first.resolve()}. Pass the folders of the two experiments to compare, e.g. "
-            "lightning-cv compare runs/pspnet_ce runs/pspnet_focal."
+            f"compare needs two different experiment folders or more; got only {folders[0]}. "
+            "Pass the folders of the experiments to compare, e.g. lightning-cv compare "
+            "runs/pspnet_ce runs/pspnet_focal."
         )
-    tables = []
-    for folder in (first, second):
-        report = build_report(folder)
-        tables.append([row for fold in report.folds for row in fold.cases])
-    names = _display_names(first, second)
-    comparison = compare_experiments(
-        *tables, metric=args.metric, names=names, allow_subset=args.shared_cases
+    seen: dict[Path, Path] = {}
+    for folder in folders:
+        if folder.resolve() in seen:
+            raise ConfigurationError(
+                f"compare needs two different experiment folders or more; {folder.resolve()} is "
+                f"given twice ({seen[folder.resolve()]} and {folder}). Pass each experiment's "
+                "folder once, e.g. lightning-cv compare runs/pspnet_ce runs/pspnet_focal."
+            )
+        seen[folder.resolve()] = folder
+    names = _display_names(folders)
+    experiments = [read_experiment(folder) for folder in folders]
+    check_same_folds({name: splits for name, (_, splits) in zip(names, experiments)})
+    result = compare_many(
+        {name: rows for name, (rows, _) in zip(names, experiments)},
+        metric=args.metric,
+        metrics=_metric_names(args.metrics),
+        allow_subset=args.shared_cases,
     )
-    out = Path(args.out) if args.out else first.parent / f"compare_{first.name}_vs_{second.name}"
-    files = write_comparison(comparison, out)
-    log.info("%s", files["md"].read_text())
-    log.info("Comparison files: %s", out)
+    out = ComparisonLayout(Path(args.out)) if args.out else ComparisonLayout.beside(folders)
+    files = write_multi_comparison(result, out.root)
+    log.info("%s", files["markdown"].read_text())
+    log.info("Comparison files: %s", out.root)
     return 0
 
 
@@ -347,16 +369,28 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write the report of runs/<experiment>")
     report.add_argument("experiment_dir")
     report.add_argument("--wandb", action="store_true", help="also log a W&B summary run")
-    compare = commands.add_parser("compare", help="paired per-case comparison (Wilcoxon)")
-    compare.add_argument("a")
-    compare.add_argument("b")
-    compare.add_argument("--metric", default="dice")
+    compare = commands.add_parser(
+        "compare",
+        help="compare experiments of the same folds: per-metric table, mean rank, Friedman and "
+        "Holm-adjusted Wilcoxon tests",
+    )
+    compare.add_argument("experiments", nargs="+", metavar="EXPERIMENT", help="2 or more folders")
+    compare.add_argument("--metric", default="dice", help="the tested and plotted metric")
+    compare.add_argument(
+        "--metrics",
+        help="comma-separated metrics of the table and the ranking (default: every score "
+        "all the experiments' tables carry)",
+    )
     compare.add_argument(
         "--shared-cases",
         action="store_true",
-        help="compare the cases both experiments scored, dropping the others (listed)",
+        help="compare the cases every experiment scored, dropping the others (listed)",
     )
-    compare.add_argument("--out", help="output folder (default: runs/compare_<a>_vs_<b>)")
+    compare.add_argument(
+        "--out",
+        help="output folder (default: runs/compare_<a>_vs_<b>, with _and_<n>_more_<hash> for "
+        "more than two)",
+    )
     predict = commands.add_parser("predict", help="ensemble prediction of experiments' folds")
     predict.add_argument("members", nargs="+", help="experiment folders, fold folders or .ckpt")
     predict.add_argument("--name", help="experiment name of the ensemble's folder")

@@ -22,10 +22,13 @@ paths; no other module spells a file name of a run.
         ensemble/                      RunLayout of the ensemble (predict_config.yaml, predict/)
         report/                        ReportLayout
         submitit/                      the SLURM job array's scripts and logs
+    runs/compare_<a>_vs_<b>/           ComparisonLayout (lightning-cv compare)
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -241,3 +244,63 @@ class ExperimentLayout:
     def submitit(self) -> Path:
         """The SLURM job array's folder (submitit's scripts and the tasks' logs)."""
         return self.root / "submitit"
+
+
+@dataclass(frozen=True)
+class ComparisonLayout:
+    """The files of a comparison of experiments (``lightning-cv compare``)."""
+
+    root: Path
+
+    @classmethod
+    def beside(cls, experiments: Sequence[Path]) -> ComparisonLayout:
+        """The default folder, beside the first experiment: ``compare_<a>_vs_<b>`` for two;
+        for more, ``compare_<a>_vs_<b>_and_<n>_more_<hash>``, the hash (6 hex digits) of all
+        the experiments' paths, so that other third experiments get other folders."""
+        first, second, *others = (Path(e) for e in experiments)
+        name = f"compare_{first.name}_vs_{second.name}"
+        if others:
+            paths = "\n".join(str(Path(e).absolute()) for e in experiments)
+            digest = hashlib.sha1(paths.encode()).hexdigest()[:6]
+            name += f"_and_{len(others)}_more_{digest}"
+        return cls(first.parent / name)
+
+    @property
+    def markdown(self) -> Path:
+        """The comparison as a researcher reads it: tables, ranking, tests, figures."""
+        return self.root / "comparison.md"
+
+    @property
+    def summary(self) -> Path:
+        """All the comparison's numbers (JSON)."""
+        return self.root / "comparison.json"
+
+    @property
+    def metrics(self) -> Path:
+        """One row per metric and experiment: fold mean ± sd, out-of-fold mean, rank."""
+        return self.root / "comparison_metrics.csv"
+
+    @property
+    def cases(self) -> Path:
+        """The tested metric per case, one column per experiment."""
+        return self.root / "comparison_cases.csv"
+
+    @property
+    def cases_plot(self) -> Path:
+        """The tested metric per case: a box and the jittered cases per experiment."""
+        return self.root / "comparison_cases.png"
+
+    @property
+    def ranks_plot(self) -> Path:
+        """The experiments on a rank axis."""
+        return self.root / "comparison_ranks.png"
+
+    @property
+    def paired(self) -> Path:
+        """Two experiments: ``case, a, b, difference`` per paired case."""
+        return self.root / "comparison.csv"
+
+    @property
+    def paired_plot(self) -> Path:
+        """Two experiments: the paired scatter and the sorted differences."""
+        return self.root / "comparison.png"

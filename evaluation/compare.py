@@ -5,6 +5,9 @@ read_case_table`): every training case scored once, by the fold model that did n
 it. Pairing the two tables by case removes the case-to-case spread that dominates a Dice
 mean, so a Wilcoxon signed-rank test on the per-case differences says whether one experiment
 beats the other more often and by more than chance would.
+
+Several experiments are compared by :mod:`evaluation.compare_many`, which builds on the
+signed-rank test and the table reading here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from scipy import stats
 
 from core.errors import ConfigurationError
 from core.io import write_text
+from core.run_layout import ComparisonLayout
 from evaluation.plots import pyplot, save_figure
 from evaluation.report import write_case_table
 
@@ -98,13 +102,19 @@ class Comparison:
         return tuple(b - a for a, b in zip(self.a, self.b))
 
 
-def _listed(cases: Sequence[str]) -> str:
+def listed_cases(cases: Sequence[str]) -> str:
+    """Case names for a message: the first five, then how many there are in all."""
     shown = ", ".join(cases[:_SHOWN])
     return shown + (f", ... ({len(cases)} in all)" if len(cases) > _SHOWN else "")
 
 
-def _values(rows: Sequence[Mapping[str, Any]], metric: str, name: str) -> dict[str, float]:
-    """``case -> value`` of one experiment's table, refusing missing columns and duplicates."""
+def case_values(rows: Sequence[Mapping[str, Any]], metric: str, name: str) -> dict[str, float]:
+    """``case -> value`` of one column of experiment ``name``'s per-case rows.
+
+    Raises:
+        ConfigurationError: For a row without ``case`` or ``metric``, a case twice, or a value
+            that is not a number.
+    """
     values: dict[str, float] = {}
     for index, row in enumerate(rows):
         if "case" not in row or metric not in row:
@@ -137,8 +147,10 @@ def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else math.nan
 
 
-def _wilcoxon(differences: np.ndarray) -> tuple[float, float, str | None]:
-    """``(statistic, p, reason)``: the two-sided signed-rank test, or NaNs and why not."""
+def signed_rank_test(differences: np.ndarray) -> tuple[float, float, str | None]:
+    """``(statistic, p, reason)`` of the two-sided Wilcoxon signed-rank test of paired
+    differences (``zero_method`` :data:`ZERO_METHOD`), or NaNs and why it was not run (fewer
+    than :data:`MIN_NONZERO_PAIRS` non-zero differences)."""
     nonzero = int(np.count_nonzero(differences))
     if nonzero < MIN_NONZERO_PAIRS:
         reason = (
@@ -190,16 +202,16 @@ def compare_experiments(
             f"The two experiments need different display names to be told apart in the "
             f"report; got {names!r}. Pass names=(a, b) with two different names."
         )
-    a_values = _values(a_rows, metric, names[0])
-    b_values = _values(b_rows, metric, names[1])
+    a_values = case_values(a_rows, metric, names[0])
+    b_values = case_values(b_rows, metric, names[1])
     only_a = [case for case in a_values if case not in b_values]
     only_b = [case for case in b_values if case not in a_values]
     shared = [case for case in a_values if case in b_values]
     if (only_a or only_b) and not allow_subset:
         raise ConfigurationError(
             f"Experiments {names[0]!r} and {names[1]!r} scored different cases: "
-            f"{len(only_a)} only in {names[0]!r} ({_listed(only_a) or 'none'}), "
-            f"{len(only_b)} only in {names[1]!r} ({_listed(only_b) or 'none'}). Compare "
+            f"{len(only_a)} only in {names[0]!r} ({listed_cases(only_a) or 'none'}), "
+            f"{len(only_b)} only in {names[1]!r} ({listed_cases(only_b) or 'none'}). Compare "
             f"experiments run on the same folds, or compare only the {len(shared)} shared cases "
             "(lightning-cv compare --shared-cases; allow_subset=True in Python)."
         )
@@ -225,7 +237,7 @@ def compare_experiments(
     a = np.array([a_values[c] for c in finite], dtype=np.float64)
     b = np.array([b_values[c] for c in finite], dtype=np.float64)
     differences = b - a
-    statistic, p_value, p_reason = _wilcoxon(differences)
+    statistic, p_value, p_reason = signed_rank_test(differences)
     return Comparison(
         metric=metric,
         names=(names[0], names[1]),
@@ -257,7 +269,7 @@ def _p_text(comparison: Comparison) -> str:
     return f"p = {comparison.p_value:.3g}"
 
 
-def _markdown(comparison: Comparison) -> str:
+def format_comparison(comparison: Comparison) -> str:
     """The comparison as a short Markdown report."""
     c, (a_name, b_name) = comparison, comparison.names
     test = f"W = {c.statistic:g}, {_p_text(c)}" if c.p_reason is None else f"not run: {c.p_reason}"
@@ -280,12 +292,12 @@ def _markdown(comparison: Comparison) -> str:
     if c.nonfinite:
         notes.append(
             f"- {len(c.nonfinite)} case(s) left out for a non-finite {c.metric}: "
-            f"{_listed(list(c.nonfinite))}."
+            f"{listed_cases(list(c.nonfinite))}."
         )
     for name, dropped in ((a_name, c.only_a), (b_name, c.only_b)):
         if dropped:
             notes.append(
-                f"- {len(dropped)} case(s) only in {name}, dropped: {_listed(list(dropped))}."
+                f"- {len(dropped)} case(s) only in {name}, dropped: {listed_cases(list(dropped))}."
             )
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -318,7 +330,8 @@ def _plot(comparison: Comparison, path: Path) -> Path:
 
 
 def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
-    """Write the comparison as ``comparison.csv``, ``comparison.md`` and ``comparison.png``.
+    """Write a two-experiment comparison: its per-case table, Markdown and figure
+    (:class:`core.run_layout.ComparisonLayout`'s ``paired``, ``markdown`` and ``paired_plot``).
 
     The CSV holds one row per paired case (``case, a, b, difference``; the names of ``a``
     and ``b`` are in the Markdown). Every file is written under a temporary name and renamed,
@@ -331,17 +344,20 @@ def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, P
     Returns:
         ``{"csv": path, "md": path, "png": path}``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    layout = ComparisonLayout(Path(out_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return {
+        "csv": _write_paired_table(comparison, layout.paired),
+        "md": write_text(layout.markdown, format_comparison(comparison)),
+        "png": _plot(comparison, layout.paired_plot),
+    }
+
+
+def _write_paired_table(comparison: Comparison, path: Path) -> Path:
     rows = [
         {"case": case, "a": a, "b": b, "difference": b - a}
         for case, a, b in zip(comparison.cases, comparison.a, comparison.b)
     ]
-    csv_path = out / "comparison.csv"
-    if write_case_table(csv_path, rows) is None:
-        write_text(csv_path, "case,a,b,difference\n")
-    return {
-        "csv": csv_path,
-        "md": write_text(out / "comparison.md", _markdown(comparison)),
-        "png": _plot(comparison, out / "comparison.png"),
-    }
+    if write_case_table(path, rows) is None:
+        write_text(path, "case,a,b,difference\n")
+    return path

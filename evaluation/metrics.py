@@ -37,6 +37,29 @@ ISLES2022_METRICS: tuple[str, ...] = (
 UNBOUNDED_METRICS: frozenset[str] = frozenset({"hd", "assd"})
 # Per-case voxel counts: pooled over cases (global Dice), not averaged.
 VOXEL_COUNT_METRICS: frozenset[str] = frozenset({"tp", "fp", "fn"})
+#: Which way a score is better.
+Direction = Literal["higher", "lower"]
+#: Which way is better for each score a preset returns (and the report's pooled
+#: ``global_dice``): ``"higher"`` for overlaps and detection rates, ``"lower"`` for distances and
+#: volume or count errors. The voxel counts have none: they are pooled, not compared. Rankings of
+#: experiments (:mod:`evaluation.ranking`) read the direction here and nowhere else.
+METRIC_DIRECTIONS: dict[str, Direction] = {
+    "dice": "higher",
+    "global_dice": "higher",
+    "jaccard": "higher",
+    "iou": "higher",
+    "precision": "higher",
+    "recall": "higher",
+    "sensitivity": "higher",
+    "f1": "higher",
+    "lesion_f1": "higher",
+    "hd": "lower",
+    "assd": "lower",
+    "avd": "lower",
+    "volume_difference": "lower",
+    "volume_difference_ml": "lower",
+    "lesion_count_difference": "lower",
+}
 
 
 def _as_mask(array: np.ndarray, name: str) -> np.ndarray:

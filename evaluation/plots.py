@@ -1,11 +1,13 @@
 """Plots of runs: learning curves from the ``metrics.csv`` that Lightning's CSVLogger writes,
-and the cross-validation figures (Dice per fold, the curves of all folds)."""
+the cross-validation figures (Dice per fold, the curves of all folds) and the comparison's
+(cases per experiment, experiments on a rank axis)."""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,4 +168,73 @@ def plot_fold_curves(
     for axes in (losses, scores):
         if axes.lines:
             axes.legend(fontsize=8)
+    return save_figure(figure, Path(output))
+
+
+def plot_case_strips(
+    values: Mapping[str, Sequence[float]], output: str | Path, ylabel: str, title: str
+) -> Path | None:
+    """One box per group (e.g. an experiment) with its cases jittered over it and its mean
+    marked (triangle); non-finite values are left out. ``None`` when no group has a value."""
+    plt = pyplot()
+    groups = {
+        name: [float(v) for v in column if math.isfinite(float(v))]
+        for name, column in values.items()
+    }
+    if not any(groups.values()):
+        return None
+    figure, axes = plt.subplots(figsize=(1.6 * len(groups) + 2, 4.5), constrained_layout=True)
+    axes.boxplot(list(groups.values()), showmeans=True, showfliers=False)
+    labels = [f"{name}\n(n={len(column)})" for name, column in groups.items()]
+    axes.set_xticks(range(1, len(groups) + 1), labels, rotation=15 if len(groups) > 3 else 0)
+    for position, column in enumerate(groups.values(), start=1):
+        jitter = np.random.default_rng(position).uniform(-0.15, 0.15, len(column))
+        axes.scatter(position + jitter, column, s=10, alpha=0.5, color="black", zorder=3)
+    axes.set(ylabel=ylabel, title=title)
+    return save_figure(figure, Path(output))
+
+
+def plot_rank_axis(
+    rows: Mapping[str, Mapping[str, float]],
+    output: str | Path,
+    title: str,
+    groups: Mapping[str, Sequence[Sequence[str]]] | None = None,
+) -> Path:
+    """Experiments on a rank axis (1 = best, on the left), one labelled row per ranking.
+
+    Args:
+        rows: ``row label -> experiment -> mean rank``.
+        output: PNG path to write.
+        title: The figure's title.
+        groups: ``row label -> groups of experiments`` joined under that row by a bar (e.g.
+            those no test tells apart), as in a critical-difference diagram.
+    """
+    plt = pyplot()
+    names = {name for ranks in rows.values() for name in ranks}
+    figure, axes = plt.subplots(figsize=(9, 1.0 + 1.3 * len(rows)), constrained_layout=True)
+    for level, (label, ranks) in enumerate(rows.items()):
+        y = -float(level)
+        finite = {n: r for n, r in ranks.items() if math.isfinite(r)}
+        axes.axhline(y, color="lightgrey", linewidth=1, zorder=1)
+        axes.scatter(list(finite.values()), [y] * len(finite), s=30, zorder=3)
+        for index, (name, rank) in enumerate(sorted(finite.items(), key=lambda item: item[1])):
+            above = index % 2 == 0  # alternate sides so that close ranks stay readable
+            axes.annotate(
+                f"{name} ({rank:.2f})",
+                (rank, y),
+                textcoords="offset points",
+                xytext=(0, 7 if above else -12),
+                ha="center",
+                fontsize=8,
+            )
+        axes.text(0.55, y + 0.3, label, fontsize=8, color="dimgrey", ha="left")
+        for offset, group in enumerate((groups or {}).get(label, ())):
+            spanned = [finite[n] for n in group if n in finite]
+            if len(spanned) > 1:
+                height = y - 0.28 - 0.06 * offset
+                axes.plot([min(spanned), max(spanned)], [height] * 2, color="black", linewidth=3)
+    axes.set_xlim(0.5, max(len(names), 2) + 0.5)
+    axes.set_ylim(-len(rows) + 0.4, 0.6)
+    axes.set_yticks([])
+    axes.set(xlabel="mean rank (1 = best)", title=title)
     return save_figure(figure, Path(output))

@@ -104,7 +104,9 @@ _RUN_FILE_NAMES = (
     "val_cases_last.csv", "val_cases_best.csv", "test_cases.csv", "predict_cases.csv",
     "curves.png", "dwi_samples", "cv_config.yaml", "predict_config.yaml", "folds.csv",
     "cases_oof.csv", "summary.json", "report.md", "dice_boxplot.png", "curves_all.png",
-    "hpc_ckpt_", "checkpoints", "submitit",
+    "hpc_ckpt_", "checkpoints", "submitit", "comparison.md", "comparison.json",
+    "comparison_metrics.csv", "comparison_cases.csv", "comparison_cases.png",
+    "comparison_ranks.png", "comparison.csv", "comparison.png",
 )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The run and experiment layouts, the recipe comparison and the atomic folder replacement."""
+"""The run, experiment and comparison layouts, the recipe comparison and the atomic folder
+replacement."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 from core.io import replace_folder, write_text
 from core.recipe import recipe_differences, recipe_of
-from core.run_layout import ExperimentLayout, RunLayout, fold_name, fold_number
+from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout, fold_name, fold_number
 
 
 def test_a_stage_of_a_run_uses_the_same_names_in_its_own_folder(tmp_path):
@@ -53,3 +54,16 @@ def test_a_folder_is_replaced_whole(tmp_path: Path):
     replace_folder(staging, target)
     assert [p.name for p in target.iterdir()] == ["new.nii"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions"]
+
+
+def test_a_comparison_folder_is_named_for_its_first_two_experiments(tmp_path):
+    runs = tmp_path / "runs"
+    two = ComparisonLayout.beside([runs / "ce", runs / "focal"])
+    assert two.root == runs / "compare_ce_vs_focal"
+    three = ComparisonLayout.beside([runs / "ce", runs / "focal", runs / "dice"])
+    other = ComparisonLayout.beside([runs / "ce", runs / "focal", runs / "unet"])
+    assert three.root.parent == runs and three.root.name.startswith(
+        "compare_ce_vs_focal_and_1_more_"
+    )
+    assert three.root != other.root, "another third experiment, another folder"
+    assert three == ComparisonLayout.beside([runs / "ce", runs / "focal", runs / "dice"])

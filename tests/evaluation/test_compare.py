@@ -1,7 +1,10 @@
-"""Paired comparison of two experiments: hand-computed figures, case matching, files."""
+"""Comparison of experiments: the paired test of two (hand-computed figures, case matching,
+files), and of several (the fold and out-of-fold figures, the Friedman and Holm-adjusted
+Wilcoxon wiring, the fold check, the report's files)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import matplotlib.image
@@ -11,6 +14,10 @@ from scipy import stats
 
 from core.errors import ConfigurationError
 from evaluation.compare import compare_experiments, write_comparison
+from evaluation.compare_many import compare_many
+from evaluation.compare_report import write_multi_comparison
+from evaluation.experiment_folds import FoldSplits, check_same_folds
+from evaluation.ranking import holm
 from evaluation.report import read_case_table
 
 # Out-of-fold Dice of 8 cases; b - a per case: +0.10, +0.05, -0.02, +0.20, 0, +0.15, +0.08, -0.04
@@ -129,3 +136,162 @@ def test_files_are_written_without_a_test(tmp_path):
     assert "not run: only 1 non-zero" in text
     assert "1 case(s) left out for a non-finite dice: case_2" in text
     assert matplotlib.image.imread(paths["png"]).ndim == 3
+
+
+# -- several experiments -----------------------------------------------------------------------
+def _three(n: int = 20, gain: float = 0.15, seed: int = 0) -> dict[str, list[dict]]:
+    """Three experiments on ``n`` cases: a and b alike, c better by ``gain`` on every case."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.7, n)
+    values = {
+        "a": base + rng.normal(0, 0.02, n),
+        "b": base + rng.normal(0, 0.02, n),
+        "c": base + gain + rng.normal(0, 0.02, n),
+    }
+    return {name: _rows(list(column)) for name, column in values.items()}
+
+
+_PAIRS_OF_3 = [(0, 1), (0, 2), (1, 2)]
+
+
+def test_friedman_finds_a_clearly_better_experiment_and_holm_tells_which():
+    tables = _three()
+    result = compare_many(tables)
+    columns = [[row["dice"] for row in tables[name]] for name in "abc"]
+    expected = stats.friedmanchisquare(*columns)
+    assert result.friedman_reason is None
+    assert result.friedman_p == pytest.approx(expected.pvalue) and result.friedman_p < 0.05
+    assert result.friedman_statistic == pytest.approx(expected.statistic)
+    pairs = {(t.a, t.b): t for t in result.pairs}
+    assert list(pairs) == [("a", "b"), ("a", "c"), ("b", "c")]
+    raw = [stats.wilcoxon(np.subtract(columns[j], columns[i])).pvalue for i, j in _PAIRS_OF_3]
+    assert [t.p_value for t in result.pairs] == pytest.approx(raw)
+    assert [t.p_holm for t in result.pairs] == pytest.approx(holm(raw))
+    assert pairs["a", "c"].p_holm < 0.05 and pairs["b", "c"].p_holm < 0.05
+    assert pairs["a", "c"].b_greater == 20 and pairs["a", "c"].mean_difference > 0.1
+    assert result.ranking.order[0] == "c" and result.tested_rank["c"] == 1.0
+    # a and b are not told apart: they share the bar of the rank figure.
+    assert pairs["a", "b"].p_holm >= 0.05
+    assert [set(group) for group in result.indistinct_groups()] == [{"a", "b"}]
+
+
+def test_identical_experiments_give_no_test_and_a_report_that_says_why(tmp_path):
+    rows = _rows(A)
+    result = compare_many({"a": rows, "b": rows, "c": rows})
+    assert math.isnan(result.friedman_p) and math.isnan(result.friedman_statistic)
+    assert result.friedman_reason == "every case scores all experiments the same"
+    assert all(math.isnan(t.p_value) and math.isnan(t.p_holm) for t in result.pairs)
+    assert all(t.ties == 8 for t in result.pairs)
+    assert result.ranking.mean_rank == {"a": 2.0, "b": 2.0, "c": 2.0}
+    assert result.indistinct_groups() == [("a", "b", "c")]
+    files = write_multi_comparison(result, tmp_path)
+    text = files["markdown"].read_text()
+    assert "not run: every case scores all experiments the same" in text
+    assert "| a | b | 8 | +0.0000 | +0.0000 | 0 / 0 / 8 | – | n/a | n/a |" in text
+
+
+def test_fold_and_out_of_fold_figures_match_a_hand_computation():
+    # Fold 0 holds three cases, fold 1 one: the mean over folds and over cases differ.
+    a = [{"case": c, "fold": f, "dice": d, "hd": h} for c, f, d, h in (
+        ("c1", 0, 0.2, 4.0), ("c2", 0, 0.4, math.inf), ("c3", 0, 0.6, 2.0), ("c4", 1, 1.0, 1.0),
+    )]  # fmt: skip
+    b = [{**row, "dice": row["dice"] + 0.1, "hd": 3.0} for row in a]
+    result = compare_many({"a": a, "b": b}, metrics=["dice", "hd"])
+    dice = result.summaries["dice"]["a"]
+    assert dice.fold_means == pytest.approx({0: 0.4, 1: 1.0})
+    assert dice.fold_mean == pytest.approx(0.7)
+    assert dice.fold_sd == pytest.approx(np.std([0.4, 1.0], ddof=1))
+    assert dice.mean == pytest.approx(0.55) and (dice.cases, dice.nonfinite) == (4, 0)
+    hd = result.summaries["hd"]["a"]
+    assert hd.fold_means == pytest.approx({0: 3.0, 1: 1.0}) and hd.nonfinite == 1
+    assert hd.mean == pytest.approx(7 / 3)
+    # Two experiments: the pair's test is the paired comparison's, Holm leaves one p alone.
+    (pair,) = result.pairs
+    assert result.paired is not None and pair.n == result.paired.n == 4
+    assert math.isnan(pair.p_value) and pair.p_reason == result.paired.p_reason
+    assert result.friedman_reason is not None and "two experiments" in result.friedman_reason
+
+
+def test_two_experiments_get_the_paired_test_unchanged():
+    result = compare_many({"ce": _rows(A), "focal": _rows(B)})
+    paired = compare_experiments(_rows(A), _rows(B), names=("ce", "focal"))
+    assert result.paired == paired
+    (pair,) = result.pairs
+    assert pair.p_value == pytest.approx(10 / 128) and pair.p_holm == pair.p_value
+    assert (pair.b_greater, pair.a_greater, pair.ties) == (5, 2, 1)
+
+
+def test_several_experiments_with_different_cases_are_refused_or_compared_on_the_shared():
+    tables = _three(8)
+    tables["b"] = tables["b"][:6]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"scored different cases: missing from 'b': 2 \(case_7, case_8\)\. .*only the 6 "
+        r"cases every experiment scored \(lightning-cv compare --shared-cases",
+    ):
+        compare_many(tables)
+    result = compare_many(tables, allow_subset=True)
+    assert len(result.cases) == 6 and result.only["a"] == ("case_7", "case_8")
+    with pytest.raises(ConfigurationError, match=r"'assd' is not a column of every"):
+        compare_many(tables, metrics=["assd"], allow_subset=True)
+    with pytest.raises(ConfigurationError, match="two experiments or more"):
+        compare_many({"a": tables["a"]})
+
+
+def _splits(val_cases: dict[int, list[str]], seed: int = 0, folds: int = 2) -> FoldSplits:
+    cases = {k: tuple(v) for k, v in val_cases.items()}
+    return FoldSplits(folds, seed, "patient", cases, {k: {} for k in cases})
+
+
+def test_experiments_on_other_folds_are_refused_naming_the_fold_and_case():
+    same = _splits({0: ["c1", "c2"], 1: ["c3", "c4"]})
+    check_same_folds({"a": same, "b": same, "c": same})
+    other = _splits({0: ["c1", "c2"], 1: ["c3", "c5"]}, seed=7)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"'a' and 'c' were not run on the same folds: fold 1 holds out c4 in 'a' but not "
+        r"in 'c' \('a': 2 folds, split_seed 0; 'c': 2 folds, split_seed 7\).*re-run 'c' on the "
+        r"folds of 'a' \(.*--data.init_args.num_folds 2 --data.init_args.split_seed 0",
+    ):
+        check_same_folds({"a": same, "b": same, "c": other})
+    fewer = _splits({0: ["c1", "c2", "c3"]}, folds=3)
+    with pytest.raises(ConfigurationError, match=r"'a' has 2 folds and 'b' 3"):
+        check_same_folds({"a": same, "b": fewer})
+
+
+def test_the_report_of_three_experiments(tmp_path):
+    result = compare_many(_three())
+    files = write_multi_comparison(result, tmp_path / "cmp")
+    assert set(files) == {"markdown", "summary", "metrics", "cases", "cases_plot", "ranks_plot"}
+    text = files["markdown"].read_text()
+    assert text.startswith("# dice: 3 experiments")
+    for heading in (
+        "## Per metric",
+        "### dice (higher is better)",
+        "## Ranking",
+        "## Tests on dice",
+    ):
+        assert heading in text
+    assert f"χ² = {result.friedman_statistic:.3g}, p = {result.friedman_p:.3g}" in text
+    assert "![dice per case](comparison_cases.png)" in text
+    summary = json.loads(files["summary"].read_text())
+    assert summary["ranking"]["order"][0] == "c"
+    assert summary["tests"]["pairs"][1]["p_holm"] == pytest.approx(result.pairs[1].p_holm)
+    assert summary["tests"]["not_told_apart"] == [list(result.indistinct_groups()[0])]
+    rows = read_case_table(files["metrics"])
+    assert [(r["metric"], r["experiment"]) for r in rows[:3]] == [("dice", n) for n in "abc"]
+    assert rows[2]["rank"] == 1.0 and {rows[0]["rank"], rows[1]["rank"]} == {2.0, 3.0}
+    assert list(read_case_table(files["cases"])[0]) == ["case", "fold", "a", "b", "c"]
+    for key in ("cases_plot", "ranks_plot"):
+        assert matplotlib.image.imread(files[key]).ndim == 3
+    assert not list((tmp_path / "cmp").glob(".*tmp*"))
+
+
+def test_the_report_of_two_experiments_keeps_the_paired_files(tmp_path):
+    files = write_multi_comparison(compare_many({"ce": _rows(A), "focal": _rows(B)}), tmp_path)
+    assert {"paired", "paired_plot"} <= set(files)
+    assert list(read_case_table(files["paired"])[0]) == ["case", "a", "b", "difference"]
+    text = files["markdown"].read_text()
+    assert text.startswith("# dice: focal vs ce")
+    assert "| focal higher / ce higher / ties | 5 / 2 / 1 |" in text
+    assert "## Ranking" in text and "## Tests on" not in text
