@@ -212,5 +212,15 @@ class ISLES2022DataModule(SliceDataModule):
         image, label, zooms = read_case(case, wanted + extra, self.flair_alignment)
         head: np.ndarray = image[(wanted + extra).index("DWI")] > 0
         intensity = np.empty((len(wanted), 2))
-        image = normalize_channels(image[: len(wanted)], head, self.normalization, stats=intensity)
+        normalised = np.empty((len(wanted), *image.shape[1:]), dtype=np.float32)
+        for index, channel in enumerate(wanted):
+            # FLAIR is 0 where its field of view misses the DWI's: those zeros are not tissue.
+            region = head & (image[index] != 0) if channel == "FLAIR" else head
+            normalised[index] = normalize_channels(
+                image[index : index + 1],
+                region,
+                self.normalization,
+                stats=intensity[index : index + 1],
+            )[0]
+        image = normalised
         return DecodedCase(image, label, zooms, intensity)

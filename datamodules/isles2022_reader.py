@@ -4,7 +4,8 @@ A file is recognised by its BIDS entities alone (subject, session, suffix), wher
 under the root, so the release (``rawdata/…/dwi/``, ``derivatives/…``) and the copies that
 differ from it (``_rawdata``/``_derivatives``, no modality folders, ``flair`` in lower case,
 masks a folder deeper) read the same. Every other file (sidecars, ``_snp.png`` snapshots,
-``participants.tsv``, README) is ignored, as are dot-folders and ``__MACOSX``. Scanning decodes
+``participants.tsv``, README) is ignored, as are dot-folders, ``__MACOSX`` and the suite's own
+predictions (``derivatives/strokeseg_prediction/``). Scanning decodes
 nothing; :func:`read_case` decodes one case onto the voxel grid of its DWI:
 
 * DWI and ADC share a grid with the lesion mask (the lesions were traced on the DWI). ADC and
@@ -37,6 +38,7 @@ from core.errors import ConfigurationError, DataValidationError
 from datamodules.isles2022_layout import (
     CHANNELS,
     MASK,
+    PREDICTION_DERIVATIVE,
     WRITTEN_SUFFIX,
     FileEntities,
     case_name,
@@ -57,8 +59,9 @@ FLAIR_ALIGNMENTS: tuple[str, ...] = get_args(FlairAlignment)
 
 # Every case has these; FLAIR is needed only when a model asks for it.
 _REQUIRED = ("DWI", "ADC")
-# Folders an archive tool adds beside the data (dot-folders are skipped too).
-_SKIPPED_FOLDERS = frozenset({"__MACOSX"})
+# Folders an archive tool adds beside the data (dot-folders are skipped too), and the suite's
+# own prediction derivative: masks predicted into a copy of the release are not ground truth.
+_SKIPPED_FOLDERS = frozenset({"__MACOSX", PREDICTION_DERIVATIVE})
 # nibabel's world frame is RAS, ITK's is LPS: the same point has x and y negated.
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
