@@ -7,6 +7,7 @@ Usage::
     lightning-data synth atlas DIR --release {R1.1,R1.2,R2.0} --subjects N
                                    [--testing-subjects M] [--seed S] [--size {full,tiny}]
                                    [--overwrite]
+    lightning-data synth isles2022 DIR [--cases N] [--seed S] [--size {full,tiny}] [--overwrite]
     lightning-data convert-weights SRC DST [--layout {auto,semseg,pytorch-semseg}]
                                            [--backbone-depth {50,101,152}] [--keep-caffe-input]
                                            [--overwrite]
@@ -15,7 +16,8 @@ Usage::
 readers, datamodules and experiment configs can be run end to end without the real data.
 Each twin is one sub-command of ``synth``. ``DIR`` is always the folder the real archive would
 be extracted into (for ATLAS: the parent of ``ATLAS_R1.1/``, ``atlas_standard/`` or
-``ATLAS_2/``), and it is the ``root``/data directory the matching reader takes.
+``ATLAS_2/``; for ISLES 2022: the BIDS root holding ``rawdata/`` and ``derivatives/``), and it is
+the ``root``/data directory the matching reader takes.
 
 ``convert-weights`` turns a downloaded VOC2012 PSPNet checkpoint (hszhao/semseg's
 ``train_epoch_50.pth`` or pytorch-semseg's ``pspnet_101_pascalvoc.pth``) into the file
@@ -114,6 +116,32 @@ def _synth_atlas(args: argparse.Namespace) -> int:
             f"{_plural(info['subjects'], 'subject')}, "
             f"{_plural(len(info['scans']), 'scan')}, {_plural(info['mask_files'], 'mask file')}"
         ),
+    )
+
+
+def _synth_isles2022(args: argparse.Namespace) -> int:
+    from datamodules.synth.isles2022 import MARKER_FILE, write_isles2022_twin
+
+    root = write_isles2022_twin(
+        args.dir,
+        cases=args.cases,
+        seed=args.seed,
+        size=args.size,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+
+    def describe(info: dict) -> str:
+        centres = ", ".join(f"{name} {count}" for name, count in info["centres"].items())
+        low, high = info["lesion_ml_per_case"]
+        return (
+            f"{_plural(info['cases'], 'case')} (centres {centres}), "
+            f"{_plural(info['lesions'], 'lesion')} ({info['cases_with_several_lesions']} "
+            f"cases with several), {low:g}–{high:g} ml of lesion per case"
+        )
+
+    return _report(
+        root, MARKER_FILE, f"ISLES 2022 twin (seed {args.seed}, size {args.size})", describe
     )
 
 
@@ -225,6 +253,44 @@ def _add_atlas(twins) -> None:
     atlas.set_defaults(handler=_synth_atlas)
 
 
+def _add_isles2022(twins) -> None:
+    from datamodules.synth.isles2022 import DEFAULT_CASES, MAX_CASES
+
+    isles = twins.add_parser(
+        "isles2022",
+        help="ISLES 2022 DWI/ADC/FLAIR stroke lesions, BIDS (rawdata/, derivatives/)",
+        description=(
+            "Write DIR/rawdata/sub-strokecase<NNNN>/ses-0001/{dwi,anat}/… (DWI, ADC, FLAIR, "
+            "with JSON sidecars), DIR/derivatives/…_msk.nii.gz and the BIDS files, as in the "
+            "ISLES 2022 training release: three centres with their own grids and dtypes, FLAIR "
+            "on its own grid, filled with synthetic anatomy (MNI152 template) and DWI-bright, "
+            "ADC-dark lesions. DIR/SYNTHETIC_TWIN.json marks it as synthetic."
+        ),
+    )
+    isles.add_argument("dir", type=Path, metavar="DIR", help="directory to create")
+    isles.add_argument(
+        "--cases",
+        type=_count,
+        default=DEFAULT_CASES,
+        metavar="N",
+        help=f"training cases strokecase0001…, 1 to {MAX_CASES}, round-robin over the three "
+        f"centres (default: {DEFAULT_CASES})",
+    )
+    isles.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
+    isles.add_argument(
+        "--size",
+        choices=("full", "tiny"),
+        default="full",
+        help="full: the centres' grids, e.g. DWI 112×112×73 at 2 mm (default; about 1 s and "
+        "6 MB per case). tiny: for tests only; the same fields of view on about 24×24×8 voxels",
+    )
+    isles.add_argument(
+        "--overwrite", action="store_true", help="replace DIR if it already holds a twin"
+    )
+    isles.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    isles.set_defaults(handler=_synth_isles2022)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``lightning-data`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -286,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     isles.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     isles.set_defaults(handler=_synth_isles2018)
     _add_atlas(twins)
+    _add_isles2022(twins)
     _add_convert_weights(commands)
     return parser
 
