@@ -7,6 +7,8 @@
 # make cv-demo - all five folds of the demo, the report beside the paper, an ensemble of TESTING
 # make demo-3d - a narrow modified 3D U-Net (seed 001) on the synthetic ISLES 2018 twin, then
 #                its masks of the TESTING cases
+# make demo-isles22 - a narrow U-Net (seed 002, stage 1) on a synthetic ISLES 2022 twin (DWI, ADC,
+#                and FLAIR resampled onto the DWI grid)
 # make demo-gan - a narrow CTP->DWI GAN with its segmentator (seed 002, stage 4) on the twin
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
@@ -24,9 +26,12 @@ TWIN        ?= data/isles2018_twin
 DEMO_CASES  ?= 30
 ATLAS_TWIN  ?= data/atlas_twin
 ATLAS_SUBJECTS ?= 16
+ISLES22_TWIN ?= data/isles2022_twin
+ISLES22_CASES ?= 40
 BIN         := $(VENV)/bin
 
 .PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test \
+        isles22-twin demo-isles22 \
         test-gpu lint bench bench-gpu clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
@@ -77,6 +82,17 @@ demo-vcanet: install atlas-twin
 	$(BIN)/lightning fit --config experiments/vcanet.yaml --config experiments/vcanet_demo.yaml \
 	  --data.init_args.data_dir $(ATLAS_TWIN) --overwrite && \
 	echo "VCA-Net demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
+
+$(ISLES22_TWIN)/SYNTHETIC_TWIN.json: | $(BIN)/lightning
+	$(BIN)/lightning-data synth isles2022 $(ISLES22_TWIN) --cases $(ISLES22_CASES) --seed 0
+
+isles22-twin: $(ISLES22_TWIN)/SYNTHETIC_TWIN.json
+
+demo-isles22: install isles22-twin
+	@start=$$(date +%s); \
+	$(BIN)/lightning fit --config experiments/liu_stage1.yaml --config experiments/isles22/liu_stage1.yaml \
+	  --config experiments/isles22/demo.yaml --data.init_args.data_dir $(ISLES22_TWIN) --overwrite && \
+	echo "ISLES 2022 demo wall time (training, incl. cache build): $$(( $$(date +%s) - start )) s"
 
 cv-demo: install twin
 	@start=$$(date +%s); \

@@ -52,7 +52,7 @@ class Recipe:
     """
 
     configs: tuple[str, ...]
-    data: Literal["isles2018", "atlas"]
+    data: Literal["isles2018", "atlas", "isles2022"]
     tiny: tuple[str, ...] = ()
     weights: bool = False
     stage: Literal["fit", "predict"] = "fit"
@@ -154,6 +154,23 @@ RECIPES: dict[str, Recipe] = {
     # Seed 000 (VCA-Net, ATLAS)
     "vcanet": Recipe(("vcanet.yaml",), "atlas", _VCANET_8),
     "vcanet_demo": Recipe(("vcanet.yaml", "vcanet_demo.yaml"), "atlas"),
+    # ISLES 2022 (MRI): each paper's recipe, then its delta under experiments/isles22/
+    "isles22_pspnet_focal": Recipe(
+        ("pspnet_focal.yaml", "isles22/pspnet_focal.yaml"), "isles2022", _PSPNET_18, True
+    ),
+    "isles22_demo": Recipe(
+        ("liu_stage1.yaml", "isles22/liu_stage1.yaml", "isles22/demo.yaml"), "isles2022"
+    ),
+    "isles22_dunet": Recipe(("dunet.yaml", "isles22/dunet.yaml"), "isles2022"),
+    "isles22_vcanet": Recipe(("vcanet.yaml", "isles22/vcanet.yaml"), "isles2022", _VCANET_8),
+    "isles22_unet3d_omarov": Recipe(
+        ("unet3d_omarov.yaml", "isles22/unet3d_omarov.yaml"), "isles2022", _OMAROV
+    ),
+    "isles22_liu_stage1": Recipe(
+        ("liu_stage1.yaml", "isles22/liu_stage1.yaml"),
+        "isles2022",
+        ("--model.init_args.net.init_args.widths", "[16, 32]"),
+    ),
 }
 
 
@@ -192,6 +209,29 @@ def atlas_args(atlas: Path, tmp: Path, cache: Path | None = None) -> list[str]:
         "--data.init_args.image_size", "32",
         "--data.init_args.num_workers", "0",
         "--data.init_args.num_folds", "4",
+        "--data.init_args.batch_size", "2",
+        "--runs_dir", str(tmp / "runs"),
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1",
+        "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0",
+        "--trainer.accelerator", "cpu",
+        "--trainer.devices", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+
+
+def isles22_args(twin: Path, tmp: Path, cache: Path | None = None) -> list[str]:
+    """A CPU step of an ISLES 2022 recipe on the tiny twin: 4 mm in-plane voxels on a 64×64
+    grid (256 mm, the recipes' field of view), one batch of 2, one validation case."""
+    return [
+        "--data.init_args.data_dir", str(twin),
+        "--data.init_args.cache_dir", str(cache or tmp / "cache"),
+        "--data.init_args.target_spacing", "4.0",
+        "--data.init_args.image_size", "64",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.num_folds", "3",
         "--data.init_args.batch_size", "2",
         "--runs_dir", str(tmp / "runs"),
         "--trainer.max_epochs", "1",
@@ -420,6 +460,15 @@ def tiny_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_isles22(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only tiny ISLES 2022 twin: 6 subjects, two of each centre."""
+    from datamodules.synth.isles2022 import write_isles2022_twin
+
+    root = tmp_path_factory.mktemp("isles22") / "isles2022"
+    return write_isles2022_twin(root, cases=6, seed=0, size="tiny")
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cache folder for the session: caches are keyed by their files and settings, so
     recipes with the same data settings share one build."""
@@ -447,7 +496,12 @@ def twin_copy(tiny_twin: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def recipe_args(
-    tiny_twin: Path, tiny_atlas: Path, voc_like_weights: Path, shared_cache: Path, tmp_path: Path
+    tiny_twin: Path,
+    tiny_atlas: Path,
+    voc_like_weights: Path,
+    shared_cache: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Callable[[str], list[str]]:
     """``recipe_args(name)``: the arguments of a CPU step of a recipe of :data:`RECIPES`."""
 
@@ -455,6 +509,8 @@ def recipe_args(
         recipe = RECIPES[name]
         if recipe.data == "atlas":
             data = atlas_args(tiny_atlas, tmp_path, shared_cache)
+        elif recipe.data == "isles2022":
+            data = isles22_args(request.getfixturevalue("tiny_isles22"), tmp_path, shared_cache)
         else:
             data = isles_args(tiny_twin, tmp_path, cache=shared_cache)
         weights = (
