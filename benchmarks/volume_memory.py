@@ -52,6 +52,7 @@ def measure(width: int, mode: str, threads: int) -> dict[str, float]:
             "image": image,
             "native_shape": (20, 256, 256),
             "geometry": geometry,
+            "spacing": torch.tensor([5.0, 0.9, 0.9], dtype=torch.float64),  # mm along (D, H, W)
             "case": "case",
         }
         with torch.no_grad():

@@ -76,12 +76,27 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
+def _builder_is_gone(tmp: Path) -> bool:
+    """Whether the process named by ``<name>.tmp-<host>-<pid>`` ran here and has exited."""
+    host, _, pid = tmp.name.rsplit(_TMP_MARK, 1)[-1].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's process, say)
+        return False
+    return False
+
+
 def remove_stale_builds(root: Path) -> list[Path]:
     """Delete temporary build folders under ``root`` whose builder is gone.
 
-    A live builder holds the flock of its folder's lock file, so its folder is left alone;
-    folders without a lock file are left alone too (a builder between ``mkdir`` and locking).
-    On a file system without locks nothing is deleted.
+    A live builder holds the flock of its folder's lock file, so its folder is left alone. A
+    folder without a lock file belongs to a builder between ``mkdir`` and locking, or to one
+    killed in that instant: it is deleted only when its name's host is this one and no process
+    of its pid is alive. On a file system without locks nothing else is deleted.
 
     Returns:
         The folders removed.
@@ -89,7 +104,13 @@ def remove_stale_builds(root: Path) -> list[Path]:
     removed = []
     for tmp in sorted(root.glob(f"*{_TMP_MARK}*")) if root.is_dir() else []:
         lock_path = tmp / _LOCK_NAME
-        if not tmp.is_dir() or not lock_path.is_file():
+        if not tmp.is_dir():
+            continue
+        if not lock_path.is_file():
+            if _builder_is_gone(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+                log.info("Removed %s, left by a cache build killed as it began", tmp)
             continue
         try:
             fd = _lock(lock_path)

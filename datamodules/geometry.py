@@ -93,7 +93,7 @@ class SliceGeometry:
     crop: Box | None = None
     size: tuple[int, int] | None = None
     context: tuple[int, ...] = (0,)
-    target_spacing: tuple[float, float] | None = None
+    target_spacing: tuple[float, float] | None = field(default=None, kw_only=True)
     _consecutive: bool = field(init=False, repr=False, compare=False)
     #: What a training sample is: 2, a slice stack (for 2D networks).
     spatial_dims: ClassVar[int] = 2
@@ -144,9 +144,8 @@ class SliceGeometry:
             h0, h1, w0, w1 = (int(c) for c in crop)
             box = (h0, h1, w0, w1)
         pair = None if size is None else _pair(size)
-        return cls(
-            (a0, a1, a2), box, pair, tuple(int(c) for c in context), _mm_pair(target_spacing)
-        )
+        offsets = tuple(int(c) for c in context)
+        return cls((a0, a1, a2), box, pair, offsets, target_spacing=_mm_pair(target_spacing))
 
     def settings(self) -> dict[str, Any]:
         """What the cache's content depends on (part of its key)."""
@@ -413,7 +412,7 @@ class VolumeGeometry(SliceGeometry):
     ) -> VolumeGeometry:
         """Build from loosely typed settings (lists from YAML, an int size)."""
         flat = SliceGeometry.create(axes, crop, size, target_spacing=target_spacing)
-        return cls(flat.axes, flat.crop, flat.size, (0,), flat.target_spacing, depth)
+        return cls(flat.axes, flat.crop, flat.size, (0,), depth, target_spacing=flat.target_spacing)
 
     def network_settings(self) -> dict[str, Any]:
         return {**super().network_settings(), "spatial_dims": 3, "depth": self.depth}

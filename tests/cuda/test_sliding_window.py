@@ -26,6 +26,7 @@ def test_sliding_window_inference_on_the_device_matches_the_cpu(depth, device, m
     geometry = VolumeGeometry.create_volume((2, 0, 1), size=32, depth=8)  # windows of 8 slices
     image = torch.randn(depth, 5, 32, 32, generator=torch.Generator().manual_seed(1))
     case = {"image": image, "native_shape": (depth, 40, 36), "geometry": geometry,
+            "spacing": torch.tensor([5.0, 1.0, 1.0], dtype=torch.float64),
             "case": "TRAINING/case_1"}  # fmt: skip
     with torch.no_grad():
         expected = module.predict_case(case).probability

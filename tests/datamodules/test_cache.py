@@ -81,6 +81,23 @@ def test_a_killed_builder_leaves_a_folder_that_the_next_build_removes(tmp_path):
         live.wait(timeout=30)
 
 
+def test_a_builder_killed_before_it_locked_leaves_a_folder_that_the_next_build_removes(tmp_path):
+    """Killed between ``mkdir`` and taking its lock: no lock file, so its pid decides."""
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    cache = tmp_path / "cache"
+    host = socket.gethostname()
+    gone = cache / f"isles2018-TRAINING-0123.tmp-{host}-{dead.pid}"
+    alive = cache / f"isles2018-TRAINING-4567.tmp-{host}-{os.getpid()}"  # starting up
+    elsewhere = cache / f"isles2018-TRAINING-89ab.tmp-other-host-{dead.pid}"  # not ours to judge
+    for folder in (gone, alive, elsewhere):
+        folder.mkdir(parents=True)
+    assert remove_stale_builds(cache) == [gone]
+    assert alive.is_dir() and elsewhere.is_dir()
+
+
 @pytest.mark.slow
 def test_sigterm_during_a_build_removes_its_folder(tmp_path):
     builder = _start_builder(tmp_path, "terminated")

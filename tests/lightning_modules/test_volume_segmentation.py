@@ -37,6 +37,7 @@ def _case(image: torch.Tensor, geometry: VolumeGeometry, native_hw: tuple[int, i
         "image": image,  # (D, C, h, w) network-grid slices
         "native_shape": (image.shape[0], *native_hw),
         "geometry": geometry,
+        "spacing": torch.tensor([5.0, 1.0, 1.0], dtype=torch.float64),  # mm along (D, H, W)
         "case": "TRAINING/case_1",
     }
 
