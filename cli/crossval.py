@@ -10,6 +10,8 @@ Usage::
                          [--metrics dice,lesion_f1,...] [--shared-cases] [--out DIR]
     lightning-cv predict runs/pspnet_focal [runs/pspnet_ce ...] [--name NAME]
                          [--split TESTING] [--save-probability] [lightning options]
+    lightning-cv segment runs/<experiment>[/fold<k>] --image NAME=FILE [...] --output mask.nii.gz
+                         [--probabilities FILE]
 
 ``fit`` composes the configuration once (``lightning fit ... --print_config``), keeps it as
 ``runs/<experiment>/cv_config.yaml`` and runs ``lightning fit`` with it for each fold: a fold
@@ -34,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from cli import segment
 from cli.errors import exit_if_user_error
 from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
 from cli.options import OVERWRITE
@@ -397,10 +400,17 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--runs-dir", help="root of the ensemble's folder (default: the first's)")
     predict.add_argument("--split", help="the split to predict (default: the DataModule's)")
     predict.add_argument("--save-probability", action="store_true")
+    segment.add_parser(commands)
     return parser
 
 
-_COMMANDS = {"fit": cmd_fit, "report": cmd_report, "compare": cmd_compare, "predict": cmd_predict}
+_COMMANDS = {
+    "fit": cmd_fit,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "predict": cmd_predict,
+    "segment": segment.cmd_segment,
+}
 
 
 def _configure_logging() -> None:

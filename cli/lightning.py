@@ -251,8 +251,8 @@ class SuiteCLI(LightningCLI):
         if data_class is None or not issubclass(data_class, ChecksDataDir):
             return
         arguments = data.init_args
-        if arguments.get("data_dir") is None:
-            return
+        if arguments.get("data_dir") is None or arguments.get("predict_files"):
+            return  # a case given as files (lightning-cv segment) needs no dataset
         accepted = inspect.signature(data_class.check_data_dir).parameters
         settings = {k: arguments[k] for k in accepted if k != "data_dir" and k in arguments}
         data_class.check_data_dir(arguments.data_dir, **settings)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -32,7 +32,7 @@ from monai.data import DataLoader, DistributedSampler, set_track_meta
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import default_collate
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, DatasetNotFoundError
 from core.io import write_text
 from core.run_layout import RunLayout
 from datamodules.batched_augmentation import BatchedAffine
@@ -113,6 +113,10 @@ class SliceDataModule(pl.LightningDataModule):
             (:mod:`datamodules.device_cache`); the same samples in the same order.
         device_cache_dtype: The images' dtype in the device cache; ``None``: the training
             precision's (bfloat16, float16, or float32 for a full-precision run).
+        predict_files: Predict one case given as files instead of ``predict_split`` of
+            ``data_dir``: channel name → NIfTI file (``lightning-cv segment`` sets it). The
+            names are the model's channels (plus the dataset's reference and support images,
+            :meth:`_case_from_files`); missing and extra names are listed in the error.
 
     Raises:
         ConfigurationError: On an invalid fold, fraction or cache folder (the message says
@@ -121,6 +125,9 @@ class SliceDataModule(pl.LightningDataModule):
 
     dataset_name: ClassVar[str] = "dataset"
     train_split: ClassVar[str] = "TRAINING"
+    #: The image whose grid and header a case's predictions take (``lightning-cv segment``
+    #: writes its output on this image's grid, in its file format).
+    reference_image: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -142,6 +149,7 @@ class SliceDataModule(pl.LightningDataModule):
         targets: Sequence[str] = (),
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
+        predict_files: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         if num_folds < 2:
@@ -193,6 +201,9 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment_on_device = augment_on_device
         self.cache_on_device = cache_on_device
         self.device_cache_dtype = device_cache_dtype
+        self.predict_files = (
+            None if predict_files is None else {k: Path(v) for k, v in predict_files.items()}
+        )
         self._batched: BatchedAffine | None = None
         self._device_cache: DeviceCache | None = None
         self.caches: dict[str, SliceCache] = {}
@@ -281,10 +292,48 @@ class SliceDataModule(pl.LightningDataModule):
 
     # -- cache ----------------------------------------------------------------------------
     def items(self, split: str) -> list[CacheItem]:
-        """The cases of ``split`` (listed once per process)."""
+        """The cases of ``split`` (listed once per process); with ``predict_files``, the
+        predict split is that one case."""
         if split not in self._items:
-            self._items[split] = self._scan(split)
+            if split == self.predict_split and self.predict_files is not None:
+                self._items[split] = [self._files_case(self.predict_files)]
+            else:
+                self._items[split] = self._scan(split)
         return self._items[split]
+
+    def _files_case(self, files: Mapping[str, Path]) -> CacheItem:
+        """The case of ``predict_files``, after checking its names and that the files exist."""
+        required, optional = self.files_needed()
+        missing = [name for name in required if name not in files]
+        extra = [name for name in files if name not in required and name not in optional]
+        if missing or extra:
+            raise ConfigurationError(
+                f"This model reads the images {', '.join(required)}"
+                + (f" (optionally {', '.join(optional)})" if optional else "")
+                + f"; got {', '.join(files) or 'none'}."
+                + (f" Missing: {', '.join(missing)}." if missing else "")
+                + (f" Not used: {', '.join(extra)}." if extra else "")
+                + " Give each as --image NAME=FILE."
+            )
+        absent = [f"{name}={path}" for name, path in files.items() if not path.is_file()]
+        if absent:
+            raise DatasetNotFoundError(
+                f"Image file(s) not found: {', '.join(absent)}. Check the paths given with --image."
+            )
+        return self._case_from_files(files)
+
+    def files_needed(self) -> tuple[list[str], list[str]]:
+        """``(required, optional)`` image names of a case given as files: the input channels,
+        and what the dataset decodes beside them (its reference grid, support images)."""
+        names = [self.reference_image] if self.reference_image else []
+        return names + [c for c in self.channel_names if c not in names], []
+
+    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
+        """One case made of ``files`` (names checked), registered so that ``_load`` reads it."""
+        raise ConfigurationError(
+            f"{type(self).__name__} cannot read a case given as files; predict a split of "
+            "data_dir instead."
+        )
 
     def _cache_settings(self) -> dict[str, Any]:
         """What the cache's content depends on (recorded in it, and part of its key)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,10 +82,13 @@ class ISLES2022DataModule(SliceDataModule):
             GPU only (see :class:`~datamodules.base.SliceDataModule`).
         cache_on_device: Hold the fold's training samples on the training device.
         device_cache_dtype: Their dtype there; ``None``: the training precision's.
+        predict_files: Predict one case given as files (name → NIfTI) instead of a split of
+            ``data_dir`` (``lightning-cv segment``; see :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "isles2022"
     train_split = "training"
+    reference_image = "DWI"
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class ISLES2022DataModule(SliceDataModule):
         augment_on_device: bool | None = None,
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
+        predict_files: dict[str, str] | None = None,
     ) -> None:
         unknown = [c for c in channels if c not in layout.CHANNELS]
         if unknown or not channels or len(set(channels)) != len(channels):
@@ -162,6 +166,7 @@ class ISLES2022DataModule(SliceDataModule):
             augment_on_device=augment_on_device,
             cache_on_device=cache_on_device,
             device_cache_dtype=device_cache_dtype,
+            predict_files=predict_files,
         )
         self.save_hyperparameters()
         self.flair_alignment: FlairAlignment = flair_alignment
@@ -204,6 +209,12 @@ class ISLES2022DataModule(SliceDataModule):
             )
             self._cases[case.name] = case
         return items
+
+    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
+        case = ISLES2022Case("segment", "1", dict(files))
+        sources = (files["DWI"],) + tuple(files[c] for c in self.channel_names if c != "DWI")
+        self._cases[case.name] = case
+        return CacheItem(case.name, 0, 1, sources)
 
     def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
         case = self._cases[item.name]

@@ -1,0 +1,150 @@
+"""``lightning-cv segment``: one patient's scans through a trained fold, as NIfTI, MHA or a DICOM
+series, give the mask ``lightning predict`` writes for that case (identical voxels), on the
+reference image's grid and in the output's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.conftest import RECIPES, configs, isles22_args, run_in_process
+
+SUBJECT = "strokecase0002"  # centre B of the twin: a right-handed grid, as a DICOM series has
+
+
+@pytest.fixture(scope="module")
+def fold(tiny_isles22, tmp_path_factory) -> Path:
+    """One step of the ISLES 2022 demo on the tiny twin, and its masks of every case."""
+    tmp = tmp_path_factory.mktemp("segment-fit")
+    args = [*configs(*RECIPES["isles22_demo"].configs), *isles22_args(tiny_isles22, tmp)]
+    run_in_process("lightning", "fit", *args, cwd=tmp)
+    (run,) = (tmp / "runs").glob("*/fold0")
+    run_in_process(
+        "lightning", "predict", "--config", str(run / "config.yaml"), "--ckpt_path", "best",
+        "--data.init_args.predict_split", "all",
+        "--prediction_writer.output_dir", str(tmp / "predicted"),
+        "--prediction_writer.save_probability", "true",
+        cwd=tmp,
+    )  # fmt: skip
+    return run
+
+
+def _inputs(twin: Path) -> dict[str, Path]:
+    raw = twin / f"rawdata/sub-{SUBJECT}/ses-0001"
+    stem = f"sub-{SUBJECT}_ses-0001"
+    return {
+        "DWI": raw / f"dwi/{stem}_dwi.nii.gz",
+        "ADC": raw / f"dwi/{stem}_adc.nii.gz",
+        "FLAIR": raw / f"anat/{stem}_FLAIR.nii.gz",
+    }
+
+
+def _segment(fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extra: str):
+    flags = [arg for name, path in images.items() for arg in ("--image", f"{name}={path}")]
+    return run_in_process(
+        "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd
+    )
+
+
+def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """The image as one DICOM series of int16 slices, with the positions and orientation a
+    scanner writes (what a DICOM reader rebuilds the grid from)."""
+    folder.mkdir(parents=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    d = image.GetDirection()
+    orientation = "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
+    series = "1.2.826.0.1.3680043.2.1125.77.1"
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        plane = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+            "0008|0060": "MR",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
+            "0008|0018": f"{series}.{k + 1}",
+            "0020|000d": f"{series}.0",
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.10f}" for v in position),
+            "0020|0037": orientation,
+            "0018|0050": f"{image.GetSpacing()[2]:.10f}",
+        }.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(plane)
+
+
+@pytest.mark.slow
+def test_segment_from_nifti_and_mha_writes_the_mask_lightning_predict_wrote(
+    fold, tiny_isles22, tmp_path
+):
+    predicted = fold.parents[2] / "predicted"
+    (expected_file,) = predicted.rglob(f"sub-{SUBJECT}_ses-0001_msk.nii.gz")
+    expected = np.asarray(nib.load(expected_file).dataobj)
+    (probability_file,) = (predicted.parent / "probabilities").rglob(expected_file.name)
+    probability = np.asarray(nib.load(probability_file).dataobj)
+    assert probability.std() > 0  # one training step: the mask may be uniform, this is not
+    images = _inputs(tiny_isles22)
+
+    flags = ["--probabilities", str(tmp_path / "probability.nii.gz")]
+    _segment(fold, images, tmp_path / "mask.nii.gz", tmp_path, *flags)
+    written, dwi = nib.load(tmp_path / "mask.nii.gz"), nib.load(images["DWI"])
+    assert np.array_equal(np.asarray(written.dataobj), expected)
+    np.testing.assert_allclose(written.affine, dwi.affine, atol=1e-5)
+    segmented = np.asarray(nib.load(tmp_path / "probability.nii.gz").dataobj)
+    assert np.array_equal(segmented, probability)  # bit for bit: the same path
+
+    as_mha = {name: tmp_path / f"{name}.mha" for name in images}
+    for name, path in images.items():
+        sitk.WriteImage(sitk.ReadImage(str(path)), str(as_mha[name]))
+    _segment(fold, as_mha, tmp_path / "mask.mha", tmp_path)
+    mask, reference = sitk.ReadImage(str(tmp_path / "mask.mha")), sitk.ReadImage(str(images["DWI"]))
+    assert np.array_equal(sitk.GetArrayFromImage(mask).transpose(2, 1, 0), expected)
+    assert mask.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetSpacing(), reference.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(mask.GetDirection(), reference.GetDirection(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_isles22, tmp_path):
+    images = _inputs(tiny_isles22)
+    dwi = sitk.Cast(sitk.ReadImage(str(images["DWI"])), sitk.sitkInt16)  # DICOM stores integers
+    nifti = tmp_path / "dwi_int16.nii.gz"
+    sitk.WriteImage(dwi, str(nifti))
+    _write_dicom_series(dwi, tmp_path / "dicom")
+    for name, dwi_input in (("nifti", nifti), ("dicom", tmp_path / "dicom")):
+        output = tmp_path / f"from_{name}.{'nii.gz' if name == 'nifti' else 'mha'}"
+        probability = ["--probabilities", str(tmp_path / f"probability_{name}.nrrd")]
+        _segment(fold, {**images, "DWI": dwi_input}, output, tmp_path, *probability)
+    from_nifti = sitk.ReadImage(str(tmp_path / "from_nifti.nii.gz"))
+    from_dicom = sitk.ReadImage(str(tmp_path / "from_dicom.mha"))
+    assert np.array_equal(sitk.GetArrayFromImage(from_dicom), sitk.GetArrayFromImage(from_nifti))
+    probabilities = [
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"probability_{name}.nrrd")))
+        for name in ("nifti", "dicom")
+    ]
+    # The DICOM grid is rebuilt from positions written to 10 decimals, the NIfTI's from float32
+    # header fields: the FLAIR resampling may differ in the last bit.
+    assert probabilities[0].std() > 0
+    np.testing.assert_allclose(*probabilities, atol=1e-6)
+    np.testing.assert_allclose(from_dicom.GetOrigin(), from_nifti.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(from_dicom.GetSpacing(), from_nifti.GetSpacing(), rtol=1e-4)
+
+
+def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
+    images = _inputs(tiny_isles22)
+    result = run_in_process(
+        "lightning-cv", "segment", str(fold),
+        "--image", f"DWI={images['DWI']}", "--image", f"T2={images['ADC']}",
+        "--output", str(tmp_path / "m.nii.gz"), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert "Missing: ADC, FLAIR" in error and "Not used: T2" in error
+    assert not (tmp_path / "m.nii.gz").exists()
