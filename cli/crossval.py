@@ -12,6 +12,7 @@ Usage::
                          [--split TESTING] [--save-probability] [lightning options]
     lightning-cv segment runs/<experiment>[/fold<k>] --image NAME=FILE [...] --output mask.nii.gz
                          [--probabilities FILE]
+    lightning-cv export runs/<experiment> --to models/<name> [--overwrite]
 
 ``fit`` composes the configuration once (``lightning fit ... --print_config``), keeps it as
 ``runs/<experiment>/cv_config.yaml`` and runs ``lightning fit`` with it for each fold: a fold
@@ -36,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from cli import segment
+from cli import export, segment
 from cli.errors import exit_if_user_error
 from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
 from cli.options import OVERWRITE
@@ -401,6 +402,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", help="the split to predict (default: the DataModule's)")
     predict.add_argument("--save-probability", action="store_true")
     segment.add_parser(commands)
+    export.add_parser(commands)
     return parser
 
 
@@ -410,6 +412,7 @@ _COMMANDS = {
     "compare": cmd_compare,
     "predict": cmd_predict,
     "segment": segment.cmd_segment,
+    "export": export.cmd_export,
 }
 
 

@@ -53,6 +53,27 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     return state
 
 
+def read_weights(path: Path) -> dict[str, Any]:
+    """An exported fold's ``weights.pt``: ``{"state_dict": …, "signature": …}`` of tensors and
+    plain values only, loaded with ``weights_only=True`` (nothing is unpickled).
+
+    Raises:
+        CheckpointError: For a missing or unreadable file, or one without a state dict.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable weights file ({reason}). Export the model again "
+            "(lightning-cv export EXPERIMENT --to DIR)."
+        ) from error
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"{path} holds no state_dict; export the model again.")
+    return state
+
+
 def best_checkpoint(run: RunLayout) -> Path | None:
     """The best checkpoint of a run, as ``ModelCheckpoint`` recorded it in ``last.ckpt``.
 

@@ -164,13 +164,23 @@ class RunLayout:
         """Where a stage of this run writes: the run folder for ``fit``, else ``<run>/<stage>``."""
         return self if stage == "fit" else RunLayout(self.root / stage)
 
+    @property
+    def weights(self) -> Path:
+        """A fold of an exported model folder: its weights as a plain state dict (no pickled
+        objects; ``torch.load(…, weights_only=True)``) with the data signature."""
+        return self.root / "weights.pt"
+
     @classmethod
     def of_checkpoint(cls, checkpoint: Path) -> RunLayout | None:
         """The run a checkpoint was written by (``…/fold<k>/checkpoints/x.ckpt`` beside its
-        ``config.yaml``), or ``None`` for a checkpoint outside a run folder."""
+        ``config.yaml``, or an exported fold's ``fold<k>/weights.pt``), or ``None`` for a
+        checkpoint outside a run folder."""
         run = cls(checkpoint.parent.parent)
         if checkpoint.parent.name == run.checkpoints.name and run.config.is_file():
             return run
+        exported = cls(checkpoint.parent)
+        if checkpoint == exported.weights and exported.config.is_file():
+            return exported
         return None
 
 
@@ -244,6 +254,44 @@ class ExperimentLayout:
     def submitit(self) -> Path:
         """The SLURM job array's folder (submitit's scripts and the tasks' logs)."""
         return self.root / "submitit"
+
+
+@dataclass(frozen=True)
+class ModelFolderLayout:
+    """A model exported by ``lightning-cv export``: an experiment folder's folds reduced to what
+    prediction needs, self-contained (``fold<k>/config.yaml`` and ``fold<k>/weights.pt``, so that
+    :class:`ExperimentLayout` finds its folds), with a manifest of every file's SHA-256."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "MODEL_CARD.md"
+
+    @property
+    def recipe(self) -> Path:
+        """The configuration the folds were trained with (``cv_config.yaml``, or fold 0's)."""
+        return self.root / "recipe.yaml"
+
+    @property
+    def summary(self) -> Path:
+        """The cross-validation report's summary, beside the paper (when it was written)."""
+        return self.root / "summary.json"
+
+    def fold(self, fold: int) -> RunLayout:
+        return RunLayout(self.root / fold_name(fold))
+
+    @classmethod
+    def containing(cls, path: Path) -> ModelFolderLayout | None:
+        """The model folder ``path`` is, or is a fold or file of; ``None`` outside one."""
+        for candidate in (path, *path.parents[:2]):
+            if cls(candidate).manifest.is_file():
+                return cls(candidate)
+        return None
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,13 @@ import yaml
 from jsonargparse import ArgumentParser
 from torch import nn
 
-from core.checkpoints import best_checkpoint, read_checkpoint
+from core.checkpoints import best_checkpoint, read_checkpoint, read_weights
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
 from core.errors import ConfigurationError
 from core.legacy import upgrade_config
+from core.model_folder import verify_model_folder
 from core.protocols import SignedData
-from core.run_layout import ExperimentLayout, RunLayout
+from core.run_layout import ExperimentLayout, ModelFolderLayout, RunLayout
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 
@@ -38,7 +39,9 @@ def resolve_members(members: list[str]) -> list[Path]:
     """Checkpoint files from checkpoints, fold folders or experiment folders (globs allowed).
 
     ``runs/x/fold0/checkpoints/last.ckpt`` is used as given; ``runs/x/fold0`` means that fold's
-    best checkpoint; ``runs/x`` means the best checkpoint of each of its ``fold*`` folders.
+    best checkpoint; ``runs/x`` means the best checkpoint of each of its ``fold*`` folders. A
+    model folder (``lightning-cv export``) or one of its folds means its folds' ``weights.pt``,
+    after the folder's manifest has been checked.
 
     Raises:
         ConfigurationError: For an entry that names nothing, or a fold without a checkpoint.
@@ -47,10 +50,14 @@ def resolve_members(members: list[str]) -> list[Path]:
     for entry in members:
         paths = sorted(Path(p) for p in glob.glob(str(Path(entry).expanduser()))) or [Path(entry)]
         for path in paths:
+            folder = ModelFolderLayout.containing(path)
+            if folder is not None:
+                verify_model_folder(folder)  # a changed or incomplete export is refused now
             if path.is_file():
                 found.append(path.resolve())
                 continue
-            runs = [RunLayout(path)] if RunLayout(path).checkpoints.is_dir() else []
+            run = RunLayout(path)
+            runs = [run] if run.checkpoints.is_dir() or run.weights.is_file() else []
             if not runs and path.is_dir():
                 runs = list(ExperimentLayout(path).folds().values())
             if not runs:
@@ -60,6 +67,9 @@ def resolve_members(members: list[str]) -> list[Path]:
                     "folders. Check model.init_args.members."
                 )
             for run in runs:
+                if run.weights.is_file():  # a fold of an exported model folder
+                    found.append(run.weights.resolve())
+                    continue
                 best = best_checkpoint(run)
                 if best is None:
                     raise ConfigurationError(
@@ -92,12 +102,15 @@ def build_member(checkpoint: Path) -> tuple[pl.LightningModule, dict[str, Any]]:
             "(runs/<experiment>/fold<k>/checkpoints/), so the network it holds is unknown. "
             "Use a checkpoint written by lightning fit, next to its config.yaml."
         )
+    folder = ModelFolderLayout.containing(checkpoint)
+    if folder is not None:
+        verify_model_folder(folder)
     config, _ = upgrade_config(yaml.safe_load(run.config.read_text()))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningModule, "model")
     parsed = parser.parse_object({"model": config["model"]})
     module = parser.instantiate_classes(parsed).model
-    state = read_checkpoint(checkpoint)
+    state = read_weights(checkpoint) if checkpoint == run.weights else read_checkpoint(checkpoint)
     if "state_dict" not in state:
         raise ConfigurationError(
             f"Ensemble member {checkpoint} holds no weights (no state_dict): use a checkpoint "

@@ -148,3 +148,51 @@ def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
     error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert "Missing: ADC, FLAIR" in error and "Not used: T2" in error
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+@pytest.mark.slow
+def test_an_exported_model_folder_segments_like_its_experiment_and_refuses_tampering(
+    fold, tiny_isles22, tmp_path
+):
+    import torch
+
+    model = tmp_path / "models" / "isles22_demo"
+    run_in_process("lightning-cv", "export", str(fold.parent), "--to", str(model), cwd=tmp_path)
+    weights = model / "fold0" / "weights.pt"
+    state = torch.load(weights, weights_only=True)  # plain tensors and values only
+    assert state["state_dict"] and state["signature"]
+    assert {"manifest.json", "MODEL_CARD.md", "recipe.yaml"} <= {p.name for p in model.iterdir()}
+    assert "must not be used for" in (model / "MODEL_CARD.md").read_text()
+
+    images = _inputs(tiny_isles22)
+    probability = ["--probabilities"]
+    _segment(
+        fold, images, tmp_path / "a.nii.gz", tmp_path, *probability, str(tmp_path / "pa.nii.gz")
+    )
+    _segment(
+        model, images, tmp_path / "b.nii.gz", tmp_path, *probability, str(tmp_path / "pb.nii.gz")
+    )
+    for first, second in (("a", "b"), ("pa", "pb")):
+        a, b = (np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in (first, second))
+        assert np.array_equal(a, b)
+
+    original = weights.read_bytes()
+    data = bytearray(original)
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    changed = run_in_process(
+        "lightning-cv", "segment", str(model), *[f for n, p in images.items() for f in ("--image", f"{n}={p}")],
+        "--output", str(tmp_path / "c.nii.gz"), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert changed.returncode == 2
+    error = next(line for line in changed.stderr.splitlines() if line.startswith("error:"))
+    assert str(weights) in error and "changed since the model was exported" in error
+    weights.write_bytes(original)
+    (model / "recipe.yaml").unlink()
+    missing = run_in_process(
+        "lightning-cv", "predict", str(model), "--name", "x", "--runs-dir", str(tmp_path / "r"),
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert (
+        missing.returncode == 2 and "recipe.yaml: missing from the model folder" in missing.stderr
+    )

@@ -1,0 +1,187 @@
+"""``lightning-cv export``: an experiment reduced to a model folder one can hand to someone else.
+
+    lightning-cv export runs/pspnet_focal --to models/pspnet_focal
+
+The folder holds, for each fold, the run's resolved configuration and the best checkpoint's
+weights as a plain state dict with the data signature (``fold<k>/weights.pt``, loaded with
+``weights_only=True``: nothing is unpickled), the recipe, the cross-validation summary beside
+the paper (when the report was written), a model card, and a manifest of every file's SHA-256
+(:mod:`core.model_folder`). ``lightning-cv segment`` and ``lightning-cv predict`` take the folder
+like an experiment folder, without the training data or the ``runs/`` tree; a changed or
+incomplete folder is refused naming the file. The folder is built beside its destination and
+renamed into place, so an interrupted export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigurationError, OutputExistsError
+from core.io import write_text
+from core.run_layout import ExperimentLayout, ModelFolderLayout
+
+_MARKER = "SYNTHETIC_TWIN.json"
+
+
+def _signature(state: dict[str, Any]) -> dict[str, Any]:
+    for value in state.values():
+        if isinstance(value, dict) and "signature" in value:
+            return dict(value["signature"])
+    return {}
+
+
+def _summary_lines(summary: dict[str, Any] | None) -> list[str]:
+    if not summary:
+        return ["No cross-validation report was written for this experiment "
+                "(`lightning-cv report` writes one)."]  # fmt: skip
+    lines = [f"Cross-validation: {summary.get('num_folds')} folds, preset `{summary.get('preset')}`"
+             + ("" if summary.get("complete") else " (incomplete)") + "."]  # fmt: skip
+    for metric, stats in (summary.get("summary") or {}).items():
+        mean, sd = stats.get("fold_mean"), stats.get("fold_sd")
+        if isinstance(mean, float):
+            lines.append(f"- {metric}: {mean:.3f} ± {sd if sd is not None else float('nan'):.3f} "
+                         "(mean ± sd over folds)")  # fmt: skip
+    for row in summary.get("comparison") or []:
+        lines.append(f"- published ({summary.get('paper')}): {json.dumps(row)}")
+    return lines
+
+
+def _model_card(name: str, configs: dict[int, dict[str, Any]], epochs: dict[int, Any],
+                summary: dict[str, Any] | None) -> str:  # fmt: skip
+    config = next(iter(configs.values()))
+    model = (config.get("model") or {}).get("class_path", "?")
+    net = (((config.get("model") or {}).get("init_args") or {}).get("net") or {}).get("class_path")
+    data = config.get("data") or {}
+    data_args = data.get("init_args") or {}
+    data_dir = Path(str(data_args.get("data_dir", "")))
+    synthetic = (data_dir / _MARKER).is_file()
+    lines = [
+        f"# Model card: {name}",
+        "",
+        f"Exported by strokeseg-repro on {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}.",
+        "",
+        "## What it is",
+        f"- Module `{model}`" + (f", network `{net}`" if net else "") + ".",
+        f"- Data module `{data.get('class_path', '?')}`; images "
+        f"{', '.join(map(str, data_args.get('channels') or [])) or 'see recipe.yaml'}.",
+        f"- {len(configs)} fold model(s) (best validation checkpoint of each: epochs "
+        + ", ".join(f"fold {k}: {epochs[k]}" for k in sorted(epochs))
+        + "); `lightning-cv segment` "
+        "and `lightning-cv predict` average their probabilities.",
+        "",
+        "## What it was trained on",
+        f"- `{data_dir}`"
+        + (
+            " — a **synthetic twin** (SYNTHETIC_TWIN.json): this model has never seen a patient"
+            if synthetic
+            else ""
+        )
+        + ".",
+        "",
+        "## How it scored",
+        *_summary_lines(summary),
+        "",
+        "## What it must not be used for",
+        "- Clinical decisions: this is a research reproduction, not a medical device, validated "
+        "only by the cross-validation above.",
+        "- Images unlike its training data (other modalities, sequences, field strengths or "
+        "preprocessing): the scores above say nothing about them.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_experiment(experiment: Path, destination: Path, overwrite: bool = False) -> Path:
+    """Write the model folder of ``experiment`` at ``destination`` (see the module docstring).
+
+    Raises:
+        ConfigurationError: For a folder without finished folds.
+        OutputExistsError: If ``destination`` exists (and ``overwrite`` is not set, or it is not
+            a model folder).
+    """
+    import torch
+
+    from core.checkpoints import best_checkpoint, read_checkpoint
+    from core.model_folder import manifest_of
+
+    layout = ExperimentLayout(experiment)
+    folds = layout.folds()
+    if not folds:
+        raise ConfigurationError(
+            f"{experiment} holds no fold folder with a config.yaml: give an experiment folder "
+            "written by lightning-cv fit (runs/<experiment>)."
+        )
+    if destination.exists():
+        if not (overwrite and ModelFolderLayout(destination).manifest.is_file()):
+            raise OutputExistsError(
+                f"{destination} exists. Choose another --to, or --overwrite to replace a model "
+                "folder exported before (other folders are never replaced)."
+            )
+    build = destination.with_name(f".{destination.name}.export-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    folder = ModelFolderLayout(build)
+    configs: dict[int, dict[str, Any]] = {}
+    epochs: dict[int, Any] = {}
+    try:
+        for number, run in folds.items():
+            best = best_checkpoint(run)
+            if best is None:
+                raise ConfigurationError(
+                    f"{run.root} has no best checkpoint in {run.checkpoints}: finish the fold "
+                    "(lightning-cv fit) before exporting."
+                )
+            state = read_checkpoint(best, mmap=False)
+            target = folder.fold(number)
+            target.root.mkdir(parents=True)
+            tmp = target.weights.with_suffix(".tmp")
+            torch.save({"state_dict": state["state_dict"], "signature": _signature(state)}, tmp)
+            tmp.replace(target.weights)
+            shutil.copyfile(run.config, target.config)
+            configs[number] = yaml.safe_load(run.config.read_text())
+            epochs[number] = state.get("epoch")
+        recipe = (
+            layout.cv_config if layout.cv_config.is_file() else next(iter(folds.values())).config
+        )
+        shutil.copyfile(recipe, folder.recipe)
+        summary = None
+        if layout.report.summary.is_file():
+            shutil.copyfile(layout.report.summary, folder.summary)
+            summary = json.loads(folder.summary.read_text())
+        write_text(folder.model_card, _model_card(layout.name, configs, epochs, summary))
+        files = [p for p in build.rglob("*") if p.is_file()]
+        write_text(folder.manifest, manifest_of(build, files, experiment=layout.name))
+        if destination.exists():
+            shutil.rmtree(destination)
+        build.replace(destination)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return destination
+
+
+def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        raise ConfigurationError(f"export takes no option {extra[0]!r}.")
+    out = export_experiment(Path(args.experiment), Path(args.to), overwrite=args.overwrite)
+    print(f"exported {args.experiment} to {out} ({ModelFolderLayout(out).model_card.name} inside)")
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="an experiment as a self-contained model folder (weights, recipe, scores, card)",
+        description="Export an experiment's folds as a self-contained model folder.",
+    )
+    export.add_argument("experiment", help="runs/<experiment>, written by lightning-cv fit")
+    export.add_argument("--to", required=True, help="the model folder to write")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a model folder exported before"
+    )
