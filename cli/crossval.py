@@ -13,6 +13,7 @@ Usage::
     lightning-cv segment runs/<experiment>[/fold<k>] --image NAME=FILE [...] --output mask.nii.gz
                          [--probabilities FILE]
     lightning-cv export runs/<experiment> --to models/<name> [--overwrite]
+    lightning-cv challenge isles2022|atlas2 --model models/<name> [--input /input] [--output /output]
 
 ``fit`` composes the configuration once (``lightning fit ... --print_config``), keeps it as
 ``runs/<experiment>/cv_config.yaml`` and runs ``lightning fit`` with it for each fold: a fold
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from cli import export, segment
+from cli import challenge, export, segment
 from cli.errors import exit_if_user_error
 from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
 from cli.options import OVERWRITE
@@ -403,6 +404,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--save-probability", action="store_true")
     segment.add_parser(commands)
     export.add_parser(commands)
+    challenge.add_parser(commands)
     return parser
 
 
@@ -413,6 +415,7 @@ _COMMANDS = {
     "predict": cmd_predict,
     "segment": segment.cmd_segment,
     "export": export.cmd_export,
+    "challenge": challenge.cmd_challenge,
 }
 
 

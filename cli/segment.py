@@ -94,7 +94,7 @@ def as_nifti(name: str, path: Path, folder: Path) -> Path:
     return out
 
 
-def _data_class(model: Path) -> type:
+def _data_config(model: Path) -> tuple[type, dict]:
     runs = list(ExperimentLayout(model).folds().values()) or [RunLayout(model)]
     config_path = runs[0].config
     if not config_path.is_file():
@@ -107,7 +107,7 @@ def _data_class(model: Path) -> type:
     located = pydoc.locate(str((config.get("data") or {}).get("class_path", "")))
     if not isinstance(located, type):
         raise ConfigurationError(f"{config_path}: its data.class_path names no class.")
-    return located
+    return located, config
 
 
 def _write_output(mask: Path, reference: Path, output: Path) -> None:
@@ -128,26 +128,43 @@ def _write_output(mask: Path, reference: Path, output: Path) -> None:
     tmp.replace(output)
 
 
-def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
-    """Segment one patient (see the module docstring)."""
-    from cli.crossval import cmd_predict
-
-    model = Path(args.model).expanduser()
-    images = parse_images(args.image or [])
-    data_class = _data_class(model)
+def model_images(model: Path) -> tuple[str, list[str]]:
+    """The reference image and every image name the model at ``model`` reads."""
     from datamodules.base import SliceDataModule
 
+    data_class, config = _data_config(model)
     if not issubclass(data_class, SliceDataModule) or not data_class.reference_image:
         raise ConfigurationError(
             f"{model}: its data module {data_class.__name__} cannot read a case given as files."
         )
-    reference_name = data_class.reference_image
+    channels = [
+        str(c) for c in ((config.get("data") or {}).get("init_args") or {}).get("channels") or []
+    ]
+    reference = data_class.reference_image
+    return reference, [reference, *(c for c in channels if c != reference)]
+
+
+def segment_case(
+    model: Path,
+    images: dict[str, Path],
+    output: Path,
+    probabilities: Path | None = None,
+    extra: Sequence[str] = (),
+) -> int:
+    """Segment one case given as files with the fold, experiment or model folder ``model``;
+    the mask (and the probability) on the reference image's grid, in ``output``'s format.
+
+    Returns:
+        The exit status of the prediction (0 when the files were written).
+    """
+    from cli.crossval import cmd_predict
+
+    reference_name, _ = model_images(model)
     if reference_name not in images:
         raise ConfigurationError(
             f"This model writes its masks on the {reference_name} grid: give --image "
             f"{reference_name}=FILE (got {', '.join(images) or 'no image'})."
         )
-    output = Path(args.output).expanduser()
     with tempfile.TemporaryDirectory(prefix="strokeseg-segment-") as tmp_name:
         tmp = Path(tmp_name)
         files = {name: str(as_nifti(name, path, tmp)) for name, path in images.items()}
@@ -157,7 +174,7 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
             name="segment",
             runs_dir=str(tmp / "runs"),
             split=None,
-            save_probability=args.probabilities is not None,
+            save_probability=probabilities is not None,
         )
         overrides = [
             "--data.init_args.predict_files", json.dumps(files),
@@ -171,14 +188,24 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
             return code
         (mask,) = sorted(p for p in out.rglob("*") if p.is_file() and _is_nifti(p))
         _write_output(mask, images[reference_name], output)
-        print(f"wrote {output}")
-        if args.probabilities is not None:
+        if probabilities is not None:
             (probability,) = sorted(
                 p for p in RunLayout(tmp).probabilities_beside(out).rglob("*") if _is_nifti(p)
             )
-            _write_output(probability, images[reference_name], Path(args.probabilities))
-            print(f"wrote {args.probabilities}")
+            _write_output(probability, images[reference_name], probabilities)
     return 0
+
+
+def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
+    """Segment one patient (see the module docstring)."""
+    output = Path(args.output).expanduser()
+    probabilities = None if args.probabilities is None else Path(args.probabilities).expanduser()
+    code = segment_case(
+        Path(args.model).expanduser(), parse_images(args.image or []), output, probabilities, extra
+    )
+    if code == 0:
+        print(f"wrote {output}" + (f" and {probabilities}" if probabilities else ""))
+    return code
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

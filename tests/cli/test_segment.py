@@ -196,3 +196,31 @@ def test_an_exported_model_folder_segments_like_its_experiment_and_refuses_tampe
     assert (
         missing.returncode == 2 and "recipe.yaml: missing from the model folder" in missing.stderr
     )
+
+
+@pytest.mark.slow
+def test_the_isles2022_container_entry_point_writes_the_challenges_output(
+    fold, tiny_isles22, tmp_path
+):
+    import json
+
+    from cli.challenge import run_isles2022
+
+    uuid = "5f0d3e1a-0b9c-4f7e-9a51-3c2d1e0f9a77"
+    images = _inputs(tiny_isles22)
+    for folder, name in (("dwi", "DWI"), ("adc", "ADC"), ("flair", "FLAIR")):
+        target = tmp_path / "input" / "images" / f"{folder}-brain-mri" / f"{uuid}.mha"
+        target.parent.mkdir(parents=True)
+        sitk.WriteImage(sitk.ReadImage(str(images[name])), str(target))
+    mask_file = run_isles2022(fold, tmp_path / "input", tmp_path / "output")
+    assert mask_file == tmp_path / "output/images/stroke-lesion-segmentation" / f"{uuid}.mha"
+    mask, dwi = sitk.ReadImage(str(mask_file)), sitk.ReadImage(str(images["DWI"]))
+    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == dwi.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), dwi.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetSpacing(), dwi.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(mask.GetDirection(), dwi.GetDirection(), atol=1e-5)
+    (expected_file,) = (fold.parents[2] / "predicted").rglob(f"sub-{SUBJECT}_ses-0001_msk.nii.gz")
+    expected = np.asarray(nib.load(expected_file).dataobj)
+    assert np.array_equal(sitk.GetArrayFromImage(mask).transpose(2, 1, 0), expected)
+    (result,) = json.loads((tmp_path / "output" / "results.json").read_text())
+    assert result["outputs"] == [{"type": "metaio_image", "filename": f"{uuid}.mha"}]
