@@ -145,7 +145,7 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
             torch.save({"state_dict": state["state_dict"], "signature": _signature(state)}, tmp)
             tmp.replace(target.weights)
             shutil.copyfile(run.config, target.config)
-            configs[number] = yaml.safe_load(run.config.read_text())
+            configs[number] = yaml.safe_load(run.config.read_text(encoding="utf-8"))
             epochs[number] = state.get("epoch")
         recipe = (
             layout.cv_config if layout.cv_config.is_file() else next(iter(folds.values())).config
@@ -154,7 +154,7 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
         summary = None
         if layout.report.summary.is_file():
             shutil.copyfile(layout.report.summary, folder.summary)
-            summary = json.loads(folder.summary.read_text())
+            summary = json.loads(folder.summary.read_text(encoding="utf-8"))
         write_text(folder.model_card, _model_card(layout.name, configs, epochs, summary))
         files = [p for p in build.rglob("*") if p.is_file()]
         write_text(folder.manifest, manifest_of(build, files, experiment=layout.name))

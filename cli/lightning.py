@@ -251,7 +251,7 @@ class SuiteCLI(LightningCLI):
         if data_class is None or not issubclass(data_class, ChecksDataDir):
             return
         arguments = data.init_args
-        if arguments.get("data_dir") is None or arguments.get("predict_files"):
+        if arguments.get("data_dir") is None or arguments.get("predict_cases"):
             return  # a case given as files (lightning-cv segment) needs no dataset
         accepted = inspect.signature(data_class.check_data_dir).parameters
         settings = {k: arguments[k] for k in accepted if k != "data_dir" and k in arguments}

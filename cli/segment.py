@@ -2,12 +2,16 @@
 
     lightning-cv segment MODEL --image DWI=dwi.mha --image ADC=adc.mha --image FLAIR=flair/ \\
         --output mask.mha [--probabilities probability.nii.gz]
+    lightning-cv segment MODEL --input-dir patients/ --output-dir masks/ [--format mha]
 
-``MODEL`` is a fold folder (its best checkpoint) or an experiment folder (the ensemble of its
-folds' best checkpoints). Each ``--image`` names one of the model's images: a NIfTI file, any
-format SimpleITK reads (MHA, NRRD, …) or a folder holding one DICOM series. The case goes
+``MODEL`` is a fold folder (its best checkpoint), an experiment folder (the ensemble of its
+folds' best checkpoints) or a model folder (``lightning-cv export``). ``--input-dir`` holds one
+folder per patient with ``<NAME>.nii.gz`` (or ``.mha``, ``.nrrd``, a ``<NAME>/`` DICOM folder)
+for each image; all patients are predicted in one run, the model loaded once. Each ``--image``
+names one of the model's images: a NIfTI file, any format SimpleITK reads (MHA, NRRD, …) or a
+folder holding one DICOM series. The case goes
 through exactly the path of ``lightning predict`` — the dataset's own decoding, checks and
-normalisation (``data.init_args.predict_files``), the geometry, the network, the way back —
+normalisation (``data.init_args.predict_cases``), the geometry, the network, the way back —
 so the mask equals the one ``lightning predict`` writes for the same files. It is written on
 the reference image's grid (the DWI, the CT, the T1) with its origin, spacing and direction,
 in the format the output's extension names.
@@ -32,6 +36,7 @@ from core.run_layout import ExperimentLayout, RunLayout
 log = logging.getLogger(__name__)
 
 _NIFTI = (".nii", ".nii.gz")
+_CASE = "patient"  # the case name of a single-patient call
 
 
 def _is_nifti(path: Path) -> bool:
@@ -103,7 +108,7 @@ def _data_config(model: Path) -> tuple[type, dict]:
             "(runs/<experiment>/fold<k>) or an experiment folder written by lightning fit / "
             "lightning-cv fit."
         )
-    config = yaml.safe_load(config_path.read_text())
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     located = pydoc.locate(str((config.get("data") or {}).get("class_path", "")))
     if not isinstance(located, type):
         raise ConfigurationError(f"{config_path}: its data.class_path names no class.")
@@ -157,27 +162,57 @@ def segment_case(
     Returns:
         The exit status of the prediction (0 when the files were written).
     """
+    outputs = {_CASE: (output, probabilities)}
+    return segment_cases(model, {_CASE: images}, outputs, extra)
+
+
+def segment_cases(
+    model: Path,
+    cases: dict[str, dict[str, Path]],
+    outputs: dict[str, tuple[Path, Path | None]],
+    extra: Sequence[str] = (),
+) -> int:
+    """Segment several cases in one prediction run (the model is loaded once).
+
+    Args:
+        model: A fold, experiment or model folder.
+        cases: Case name → {image name → file or DICOM folder}.
+        outputs: Case name → (mask file, probability file or ``None``).
+        extra: Further ``lightning predict`` options.
+
+    Returns:
+        The exit status of the prediction (0 when every file was written).
+    """
+    from tqdm.auto import tqdm
+
     from cli.crossval import cmd_predict
 
     reference_name, _ = model_images(model)
-    if reference_name not in images:
-        raise ConfigurationError(
-            f"This model writes its masks on the {reference_name} grid: give --image "
-            f"{reference_name}=FILE (got {', '.join(images) or 'no image'})."
-        )
+    for case, images in cases.items():
+        if reference_name not in images:
+            raise ConfigurationError(
+                f"{case}: this model writes its masks on the {reference_name} grid: give "
+                f"{reference_name} (got {', '.join(images) or 'no image'})."
+            )
     with tempfile.TemporaryDirectory(prefix="strokeseg-segment-") as tmp_name:
         tmp = Path(tmp_name)
-        files = {name: str(as_nifti(name, path, tmp)) for name, path in images.items()}
+        files: dict[str, dict[str, str]] = {}
+        for case, images in tqdm(
+            cases.items(), desc="Reading", unit="case", disable=len(cases) < 2
+        ):
+            folder = tmp / "inputs" / case
+            folder.mkdir(parents=True)
+            files[case] = {name: str(as_nifti(name, path, folder)) for name, path in images.items()}
         out = tmp / "out" / RunLayout.PREDICTIONS
         predict = argparse.Namespace(
             members=[str(model)],
             name="segment",
             runs_dir=str(tmp / "runs"),
             split=None,
-            save_probability=probabilities is not None,
+            save_probability=any(p is not None for _, p in outputs.values()),
         )
         overrides = [
-            "--data.init_args.predict_files", json.dumps(files),
+            "--data.init_args.predict_cases", json.dumps(files),
             "--data.init_args.cache_dir", str(tmp / "cache"),
             "--data.init_args.num_workers", "0",
             "--prediction_writer.output_dir", str(out),
@@ -186,23 +221,78 @@ def segment_case(
         code = cmd_predict(predict, overrides)
         if code != 0:
             return code
-        (mask,) = sorted(p for p in out.rglob("*") if p.is_file() and _is_nifti(p))
-        _write_output(mask, images[reference_name], output)
-        if probabilities is not None:
-            (probability,) = sorted(
-                p for p in RunLayout(tmp).probabilities_beside(out).rglob("*") if _is_nifti(p)
-            )
-            _write_output(probability, images[reference_name], probabilities)
+        probabilities = RunLayout(tmp).probabilities_beside(out)
+        for case, (mask_path, probability_path) in outputs.items():
+            reference = cases[case][reference_name]
+            _write_output(out / f"{case}.nii.gz", reference, mask_path)
+            if probability_path is not None:
+                _write_output(probabilities / f"{case}.nii.gz", reference, probability_path)
     return 0
 
 
+def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Path]]:
+    """The patients of ``root``: one folder each, holding ``<NAME>.<ext>`` files (or
+    ``<NAME>/`` DICOM folders) for the model's image names; other entries are ignored.
+
+    Raises:
+        DatasetNotFoundError: For a root without patient folders, or a patient missing an image
+            (all such patients listed).
+    """
+    patients: dict[str, dict[str, Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found: dict[str, Path] = {}
+        for entry in folder.iterdir():
+            stem = entry.name.split(".", 1)[0]
+            if stem in needed and not entry.name.startswith("."):
+                found[stem] = entry
+        patients[_safe_name(folder.name)] = found
+    if not patients:
+        raise DatasetNotFoundError(
+            f"{root} holds no patient folder. Expected one folder per patient holding "
+            f"{', '.join(f'{n}.nii.gz' for n in needed)} (or .mha, .nrrd, a DICOM folder)."
+        )
+    incomplete = {p: [n for n in needed if n not in f] for p, f in patients.items()}
+    incomplete = {p: missing for p, missing in incomplete.items() if missing}
+    if incomplete:
+        listed = "; ".join(f"{p}: {', '.join(m)}" for p, m in list(incomplete.items())[:5])
+        raise DatasetNotFoundError(
+            f"{root}: {len(incomplete)} patient folder(s) miss images the model reads ({listed}"
+            f"{' …' if len(incomplete) > 5 else ''}). Name each file after its image, e.g. "
+            f"{needed[0]}.nii.gz."
+        )
+    return patients
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
 def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
-    """Segment one patient (see the module docstring)."""
+    """Segment one patient, or a folder of patients (see the module docstring)."""
+    model = Path(args.model).expanduser()
+    if args.input_dir is not None:
+        if args.image or args.output or args.probabilities:
+            raise ConfigurationError(
+                "--input-dir segments a folder of patients into --output-dir; --image, --output "
+                "and --probabilities are for one patient. Use one form or the other."
+            )
+        if args.output_dir is None:
+            raise ConfigurationError("--input-dir needs --output-dir (where the masks go).")
+        _, needed = model_images(model)
+        cases = patient_folders(Path(args.input_dir).expanduser(), needed)
+        out_dir = Path(args.output_dir).expanduser()
+        outputs: dict[str, tuple[Path, Path | None]] = {
+            case: (out_dir / f"{case}.{args.format}", None) for case in cases
+        }
+        code = segment_cases(model, cases, outputs, extra)
+        if code == 0:
+            print(f"wrote {len(cases)} mask(s) to {out_dir}")
+        return code
+    if args.output is None:
+        raise ConfigurationError("segment needs --output (the mask file), or --input-dir.")
     output = Path(args.output).expanduser()
     probabilities = None if args.probabilities is None else Path(args.probabilities).expanduser()
-    code = segment_case(
-        Path(args.model).expanduser(), parse_images(args.image or []), output, probabilities, extra
-    )
+    code = segment_case(model, parse_images(args.image or []), output, probabilities, extra)
     if code == 0:
         print(f"wrote {output}" + (f" and {probabilities}" if probabilities else ""))
     return code
@@ -227,5 +317,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME=FILE",
         help="one of the model's images: NIfTI, MHA/NRRD or a DICOM series folder (repeat)",
     )
-    segment.add_argument("--output", required=True, help="the mask: .nii.gz, .nii, .mha, .nrrd")
+    segment.add_argument("--output", help="the mask: .nii.gz, .nii, .mha, .nrrd")
     segment.add_argument("--probabilities", help="also write the lesion probability here")
+    segment.add_argument(
+        "--input-dir", help="a folder of patient folders, each holding <NAME>.nii.gz/.mha/DICOM"
+    )
+    segment.add_argument("--output-dir", help="with --input-dir: where <patient>.<format> go")
+    segment.add_argument(
+        "--format", default="nii.gz", choices=("nii.gz", "nii", "mha", "nrrd"),
+        help="with --input-dir: the masks' format (default nii.gz)",
+    )  # fmt: skip

@@ -40,7 +40,7 @@ def verify_model_folder(folder: ModelFolderLayout) -> dict[str, Any]:
         ConfigurationError: Naming the first missing or changed file (or a bad manifest).
     """
     try:
-        manifest = json.loads(folder.manifest.read_text())
+        manifest = json.loads(folder.manifest.read_text(encoding="utf-8"))
         files = dict(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigurationError(

@@ -65,8 +65,9 @@ class ATLASDataModule(SliceDataModule):
         cache_on_device: Hold the fold's training slices on the training device and assemble
             the batches there (see :mod:`datamodules.device_cache`).
         device_cache_dtype: Their dtype there; ``None``: the training precision's.
-        predict_files: Predict one case given as files (name → NIfTI) instead of a split of
-            ``data_dir`` (``lightning-cv segment``; see :class:`~datamodules.base.SliceDataModule`).
+        predict_cases: Predict cases given as files (case → {image → NIfTI}) instead of a
+            split of ``data_dir`` (``lightning-cv segment``; see
+            :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "atlas"
@@ -99,7 +100,7 @@ class ATLASDataModule(SliceDataModule):
         augment_on_device: bool | None = None,
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
-        predict_files: dict[str, str] | None = None,
+        predict_cases: dict[str, dict[str, str]] | None = None,
     ) -> None:
         super().__init__(
             data_dir=data_dir,
@@ -118,7 +119,7 @@ class ATLASDataModule(SliceDataModule):
             augment_on_device=augment_on_device,
             cache_on_device=cache_on_device,
             device_cache_dtype=device_cache_dtype,
-            predict_files=predict_files,
+            predict_cases=predict_cases,
         )
         self.save_hyperparameters()
         self.release = release
@@ -146,10 +147,9 @@ class ATLASDataModule(SliceDataModule):
             self._scans[scan.name] = scan
         return items
 
-    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
-        scan = ATLASScan("segment/T1", "segment", "Testing", files["T1"], ())
-        self._scans[scan.name] = scan
-        return CacheItem(scan.name, 0, 1, (scan.t1,))
+    def _case_from_files(self, name: str, files: Mapping[str, Path]) -> CacheItem:
+        self._scans[name] = ATLASScan(name, name, "Testing", files["T1"], ())
+        return CacheItem(name, 0, 1, (files["T1"],))
 
     def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
         t1, mask, spacing = read_scan(self._scans[item.name])

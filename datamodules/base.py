@@ -48,7 +48,7 @@ from datamodules.datasets import (
 )
 from datamodules.device_cache import DeviceCache, SampleKeys, cache_dtype
 from datamodules.geometry import SliceGeometry, VolumeGeometry
-from datamodules.nifti import read_shape
+from datamodules.nifti import PredictionTarget, read_shape
 from datamodules.samplers import EpochSampler
 from datamodules.splits import grouped_kfold, slice_kfold
 from datamodules.transforms import Augmentation
@@ -113,10 +113,11 @@ class SliceDataModule(pl.LightningDataModule):
             (:mod:`datamodules.device_cache`); the same samples in the same order.
         device_cache_dtype: The images' dtype in the device cache; ``None``: the training
             precision's (bfloat16, float16, or float32 for a full-precision run).
-        predict_files: Predict one case given as files instead of ``predict_split`` of
-            ``data_dir``: channel name → NIfTI file (``lightning-cv segment`` sets it). The
-            names are the model's channels (plus the dataset's reference and support images,
-            :meth:`_case_from_files`); missing and extra names are listed in the error.
+        predict_cases: Predict cases given as files instead of ``predict_split`` of
+            ``data_dir``: case name → {image name → NIfTI file} (``lightning-cv segment`` sets
+            it). The image names are the model's channels plus the dataset's reference and
+            support images (:meth:`files_needed`); missing and extra names are listed in the
+            error. A case's mask is written as ``<case name>.nii.gz``.
 
     Raises:
         ConfigurationError: On an invalid fold, fraction or cache folder (the message says
@@ -149,7 +150,7 @@ class SliceDataModule(pl.LightningDataModule):
         targets: Sequence[str] = (),
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
-        predict_files: Mapping[str, str] | None = None,
+        predict_cases: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__()
         if num_folds < 2:
@@ -201,8 +202,13 @@ class SliceDataModule(pl.LightningDataModule):
         self.augment_on_device = augment_on_device
         self.cache_on_device = cache_on_device
         self.device_cache_dtype = device_cache_dtype
-        self.predict_files = (
-            None if predict_files is None else {k: Path(v) for k, v in predict_files.items()}
+        self.predict_cases = (
+            None
+            if predict_cases is None
+            else {
+                str(case): {k: Path(v) for k, v in files.items()}
+                for case, files in predict_cases.items()
+            }
         )
         self._batched: BatchedAffine | None = None
         self._device_cache: DeviceCache | None = None
@@ -292,23 +298,27 @@ class SliceDataModule(pl.LightningDataModule):
 
     # -- cache ----------------------------------------------------------------------------
     def items(self, split: str) -> list[CacheItem]:
-        """The cases of ``split`` (listed once per process); with ``predict_files``, the
-        predict split is that one case."""
+        """The cases of ``split`` (listed once per process); with ``predict_cases``, the
+        predict split is those cases."""
         if split not in self._items:
-            if split == self.predict_split and self.predict_files is not None:
-                self._items[split] = [self._files_case(self.predict_files)]
+            if split == self.predict_split and self.predict_cases is not None:
+                self._items[split] = [
+                    self._files_case(number, name, files)
+                    for number, (name, files) in enumerate(self.predict_cases.items())
+                ]
             else:
                 self._items[split] = self._scan(split)
         return self._items[split]
 
-    def _files_case(self, files: Mapping[str, Path]) -> CacheItem:
-        """The case of ``predict_files``, after checking its names and that the files exist."""
+    def _files_case(self, number: int, name: str, files: Mapping[str, Path]) -> CacheItem:
+        """A case of ``predict_cases``, after checking its image names and that the files
+        exist; its mask is written as ``<name>.nii.gz``."""
         required, optional = self.files_needed()
         missing = [name for name in required if name not in files]
         extra = [name for name in files if name not in required and name not in optional]
         if missing or extra:
             raise ConfigurationError(
-                f"This model reads the images {', '.join(required)}"
+                f"{name}: this model reads the images {', '.join(required)}"
                 + (f" (optionally {', '.join(optional)})" if optional else "")
                 + f"; got {', '.join(files) or 'none'}."
                 + (f" Missing: {', '.join(missing)}." if missing else "")
@@ -318,9 +328,12 @@ class SliceDataModule(pl.LightningDataModule):
         absent = [f"{name}={path}" for name, path in files.items() if not path.is_file()]
         if absent:
             raise DatasetNotFoundError(
-                f"Image file(s) not found: {', '.join(absent)}. Check the paths given with --image."
+                f"{name}: image file(s) not found: {', '.join(absent)}. Check the paths given "
+                "with --image."
             )
-        return self._case_from_files(files)
+        item = self._case_from_files(name, files)
+        target = PredictionTarget(f"{name}.nii.gz")
+        return CacheItem(item.name, number, number + 1, item.sources, target)
 
     def files_needed(self) -> tuple[list[str], list[str]]:
         """``(required, optional)`` image names of a case given as files: the input channels,
@@ -328,8 +341,9 @@ class SliceDataModule(pl.LightningDataModule):
         names = [self.reference_image] if self.reference_image else []
         return names + [c for c in self.channel_names if c not in names], []
 
-    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
-        """One case made of ``files`` (names checked), registered so that ``_load`` reads it."""
+    def _case_from_files(self, name: str, files: Mapping[str, Path]) -> CacheItem:
+        """Case ``name`` made of ``files`` (names checked), registered so that ``_load`` reads
+        it (patient, number and prediction name are set by the caller)."""
         raise ConfigurationError(
             f"{type(self).__name__} cannot read a case given as files; predict a split of "
             "data_dir instead."

@@ -79,8 +79,8 @@ class ISLES2018DataModule(SliceDataModule):
         cache_on_device: Hold the fold's training slices on the training device and assemble
             the batches there (see :mod:`datamodules.device_cache`).
         device_cache_dtype: Their dtype there; ``None``: the training precision's.
-        predict_files: Predict one case given as files (name → NIfTI: CT, the four perfusion
-            maps, PWI for ``PWI_max``, DWI) instead of a split of ``data_dir``
+        predict_cases: Predict cases given as files (case → {image → NIfTI}: CT, the four
+            perfusion maps, PWI for ``PWI_max``, DWI) instead of a split of ``data_dir``
             (``lightning-cv segment``; see :class:`~datamodules.base.SliceDataModule`).
         targets: Image targets of the training cases, normalised like the inputs and served as
             ``"target"`` beside them (seed 002: ``[DWI]``, the real ``MR_DWI``); the testing
@@ -121,7 +121,7 @@ class ISLES2018DataModule(SliceDataModule):
         targets: tuple[Channel, ...] = (),
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
-        predict_files: dict[str, str] | None = None,
+        predict_cases: dict[str, dict[str, str]] | None = None,
     ) -> None:
         geometry: SliceGeometry
         if spatial_dims == 3:
@@ -152,7 +152,7 @@ class ISLES2018DataModule(SliceDataModule):
             cache_on_device=cache_on_device,
             device_cache_dtype=device_cache_dtype,
             targets=targets,
-            predict_files=predict_files,
+            predict_cases=predict_cases,
         )
         self.save_hyperparameters()
         self.normalization: Normalization = normalization
@@ -194,12 +194,11 @@ class ISLES2018DataModule(SliceDataModule):
         sources = {_SOURCE_OF.get(c, c) for c in self.channel_names}
         return ["CT", *sorted((sources | set(_BRAIN_SUPPORT)) - {"CT"})], []
 
-    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
+    def _case_from_files(self, name: str, files: Mapping[str, Path]) -> CacheItem:
         reference = files["CT"]
-        case = ISLESCase("FILES", 1, reference.parent, dict(files), "files/p1", {})
-        self._cases[case.name] = case
+        self._cases[name] = ISLESCase("FILES", 1, reference.parent, dict(files), name, {})
         sources = (reference,) + tuple(files[m] for m in sorted(files) if m != "CT")
-        return CacheItem(case.name, 0, 1, sources)
+        return CacheItem(name, 0, 1, sources)
 
     def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
         channels = list(channels)

@@ -82,8 +82,9 @@ class ISLES2022DataModule(SliceDataModule):
             GPU only (see :class:`~datamodules.base.SliceDataModule`).
         cache_on_device: Hold the fold's training samples on the training device.
         device_cache_dtype: Their dtype there; ``None``: the training precision's.
-        predict_files: Predict one case given as files (name → NIfTI) instead of a split of
-            ``data_dir`` (``lightning-cv segment``; see :class:`~datamodules.base.SliceDataModule`).
+        predict_cases: Predict cases given as files (case → {image → NIfTI}) instead of a
+            split of ``data_dir`` (``lightning-cv segment``; see
+            :class:`~datamodules.base.SliceDataModule`).
     """
 
     dataset_name = "isles2022"
@@ -121,7 +122,7 @@ class ISLES2022DataModule(SliceDataModule):
         augment_on_device: bool | None = None,
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,
-        predict_files: dict[str, str] | None = None,
+        predict_cases: dict[str, dict[str, str]] | None = None,
     ) -> None:
         unknown = [c for c in channels if c not in layout.CHANNELS]
         if unknown or not channels or len(set(channels)) != len(channels):
@@ -166,7 +167,7 @@ class ISLES2022DataModule(SliceDataModule):
             augment_on_device=augment_on_device,
             cache_on_device=cache_on_device,
             device_cache_dtype=device_cache_dtype,
-            predict_files=predict_files,
+            predict_cases=predict_cases,
         )
         self.save_hyperparameters()
         self.flair_alignment: FlairAlignment = flair_alignment
@@ -210,11 +211,10 @@ class ISLES2022DataModule(SliceDataModule):
             self._cases[case.name] = case
         return items
 
-    def _case_from_files(self, files: Mapping[str, Path]) -> CacheItem:
-        case = ISLES2022Case("segment", "1", dict(files))
+    def _case_from_files(self, name: str, files: Mapping[str, Path]) -> CacheItem:
+        self._cases[name] = ISLES2022Case(name, "1", dict(files))
         sources = (files["DWI"],) + tuple(files[c] for c in self.channel_names if c != "DWI")
-        self._cases[case.name] = case
-        return CacheItem(case.name, 0, 1, sources)
+        return CacheItem(name, 0, 1, sources)
 
     def _load(self, item: CacheItem, channels: Sequence[str]) -> DecodedCase:
         case = self._cases[item.name]

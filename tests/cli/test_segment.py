@@ -162,7 +162,7 @@ def test_an_exported_model_folder_segments_like_its_experiment_and_refuses_tampe
     state = torch.load(weights, weights_only=True)  # plain tensors and values only
     assert state["state_dict"] and state["signature"]
     assert {"manifest.json", "MODEL_CARD.md", "recipe.yaml"} <= {p.name for p in model.iterdir()}
-    assert "must not be used for" in (model / "MODEL_CARD.md").read_text()
+    assert "must not be used for" in (model / "MODEL_CARD.md").read_text(encoding="utf-8")
 
     images = _inputs(tiny_isles22)
     probability = ["--probabilities"]
@@ -224,3 +224,29 @@ def test_the_isles2022_container_entry_point_writes_the_challenges_output(
     assert np.array_equal(sitk.GetArrayFromImage(mask).transpose(2, 1, 0), expected)
     (result,) = json.loads((tmp_path / "output" / "results.json").read_text())
     assert result["outputs"] == [{"type": "metaio_image", "filename": f"{uuid}.mha"}]
+
+
+@pytest.mark.slow
+def test_a_folder_of_patients_in_one_call(fold, tiny_isles22, tmp_path):
+    predicted = fold.parents[2] / "predicted"
+    patients = tmp_path / "patients"
+    for number, subject in enumerate(("strokecase0002", "strokecase0004")):
+        raw = tiny_isles22 / f"rawdata/sub-{subject}/ses-0001"
+        folder = patients / f"patient {number}"  # a space: names are made safe
+        folder.mkdir(parents=True)
+        for name, relative in (("DWI", "dwi/*_dwi.nii.gz"), ("ADC", "dwi/*_adc.nii.gz"),
+                               ("FLAIR", "anat/*_FLAIR.nii.gz")):  # fmt: skip
+            (source,) = raw.glob(relative)
+            suffix = ".mha" if number == 1 else ".nii.gz"
+            sitk.WriteImage(sitk.ReadImage(str(source)), str(folder / f"{name}{suffix}"))
+        (folder / "notes.txt").write_text("ignored")
+    out = tmp_path / "masks"
+    run_in_process(
+        "lightning-cv", "segment", str(fold), "--input-dir", str(patients),
+        "--output-dir", str(out), "--format", "mha", cwd=tmp_path,
+    )  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["patient_0.mha", "patient_1.mha"]
+    for number, subject in enumerate(("strokecase0002", "strokecase0004")):
+        (expected,) = predicted.rglob(f"sub-{subject}_ses-0001_msk.nii.gz")
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"patient_{number}.mha")))
+        assert np.array_equal(mask.transpose(2, 1, 0), np.asarray(nib.load(expected).dataobj))

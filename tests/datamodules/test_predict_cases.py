@@ -1,4 +1,4 @@
-"""A case given as files (``predict_files``, what ``lightning-cv segment`` passes) decodes to
+"""A case given as files (``predict_cases``, what ``lightning-cv segment`` passes) decodes to
 exactly what the dataset's own reader gives for the same files, for each dataset; wrong names
 are listed."""
 
@@ -31,7 +31,7 @@ def test_isles2018_case_from_files(tiny_twin, tmp_path):
     files = {
         k: str(v) for k, v in dm._cases[item.name].files.items() if k not in ("OT", "DWI", "PWI")
     }
-    given = ISLES2018DataModule(**settings, predict_files=files)
+    given = ISLES2018DataModule(**settings, predict_cases={"p": files})
     (one,) = given.items("TESTING")
     assert one.sources[0] == Path(files["CT"])
     _same(_decoded(given, "TESTING")[1], reference)
@@ -42,7 +42,7 @@ def test_atlas_case_from_files(tiny_atlas, tmp_path):
                 "predict_split": "Training", "num_workers": 0}  # fmt: skip
     dm = ATLASDataModule(**settings)
     item, reference = _decoded(dm, "Training")
-    given = ATLASDataModule(**settings, predict_files={"T1": str(item.sources[0])})
+    given = ATLASDataModule(**settings, predict_cases={"p": {"T1": str(item.sources[0])}})
     _same(_decoded(given, "Training")[1], reference)
 
 
@@ -51,8 +51,12 @@ def test_isles2022_case_from_files_and_wrong_names(tiny_isles22, tmp_path):
     dm = ISLES2022DataModule(**settings)
     item, reference = _decoded(dm, "all")
     files = {k: str(v) for k, v in dm._cases[item.name].files.items() if k != "mask"}
-    _same(_decoded(ISLES2022DataModule(**settings, predict_files=files), "all")[1], reference)
+    _same(
+        _decoded(ISLES2022DataModule(**settings, predict_cases={"p": files}), "all")[1], reference
+    )
     # A DWI-only model still needs the DWI (its grid); FLAIR is not read, so it is refused.
     dwi_only = partial(ISLES2022DataModule, **settings, channels=("ADC",))
-    with pytest.raises(ConfigurationError, match=r"Missing: DWI\. Not used: FLAIR"):
-        dwi_only(predict_files={"ADC": files["ADC"], "FLAIR": files["FLAIR"]}).items("all")
+    with pytest.raises(
+        ConfigurationError, match=r"p: this model .* Missing: DWI\. Not used: FLAIR"
+    ):
+        dwi_only(predict_cases={"p": {"ADC": files["ADC"], "FLAIR": files["FLAIR"]}}).items("all")
