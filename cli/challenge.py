@@ -106,6 +106,7 @@ def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
                 "--data.init_args.num_workers", "0",
                 "--prediction_writer.output_dir", str(output_dir),
             ],
+            in_process=True,
         )  # fmt: skip
 
 

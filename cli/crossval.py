@@ -40,7 +40,14 @@ import yaml
 
 from cli import challenge, export, segment
 from cli.errors import exit_if_user_error
-from cli.launchers import FoldJob, lightning_command, read_config, run_local, submit
+from cli.launchers import (
+    FoldJob,
+    lightning_command,
+    read_config,
+    run_lightning_here,
+    run_local,
+    submit,
+)
 from cli.options import OVERWRITE
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
@@ -272,7 +279,10 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
+def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = False) -> int:
+    """Predict with an ensemble of the members' best checkpoints (``lightning predict`` of a
+    composed configuration); ``in_process`` runs it in this process (one start-up instead of
+    two, for ``lightning-cv segment``) rather than as a child process."""
     from lightning_modules.ensemble import EnsembleModule, resolve_members
 
     members = [str(Path(m).absolute()) for m in args.members]
@@ -322,6 +332,8 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
     home = ExperimentLayout(Path(ensemble["runs_dir"]) / name).run(EnsembleModule.run_folder())
     path = write_text(home.predict_config, yaml.safe_dump(ensemble, sort_keys=False))
     log.info("Ensemble of %d model(s) → %s", len(checkpoints), home.stage("predict").root)
+    if in_process:
+        return run_lightning_here("predict", "--config", str(path), *extra)
     return subprocess.run(lightning_command("predict", "--config", str(path), *extra)).returncode
 
 

@@ -37,6 +37,17 @@ def lightning_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "cli.lightning", *args]
 
 
+def run_lightning_here(*args: str) -> int:
+    """The ``lightning`` command in this process; its exit status."""
+    from cli.lightning import main
+
+    try:
+        main(list(args))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    return 0
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """A configuration file as today's release reads it (see :mod:`core.legacy`)."""
     config, _ = upgrade_config(yaml.safe_load(path.read_text()) or {})

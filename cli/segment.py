@@ -218,7 +218,7 @@ def segment_cases(
             "--prediction_writer.output_dir", str(out),
             *extra,
         ]  # fmt: skip
-        code = cmd_predict(predict, overrides)
+        code = cmd_predict(predict, overrides, in_process=True)
         if code != 0:
             return code
         probabilities = RunLayout(tmp).probabilities_beside(out)
