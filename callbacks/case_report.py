@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from callbacks.wandb_media import log_fold_media
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, MonitorMode
-from core.protocols import CaseTableSource, Row
+from core.protocols import CaseTableSource, PostprocessingTableSource, Row
 from core.run_layout import RunLayout
 from evaluation.plots import plot_learning_curves
 from evaluation.report import format_case_table, read_case_table, write_case_table
@@ -26,7 +26,9 @@ class CaseReport(pl.Callback):
 
     Files in the run directory (``trainer.log_dir``): ``val_cases_last.csv`` (latest
     validation), ``val_cases_best.csv`` (the epoch with the best ``monitor``, i.e. the best
-    checkpoint), ``test_cases.csv`` and ``curves.png`` (losses and validation metrics per epoch,
+    checkpoint), beside each ``val_postprocessing_{last,best}.csv`` (the post-processing
+    candidates' Dice and lesion F1 per case, from which the cross-validation report chooses),
+    ``test_cases.csv`` and ``curves.png`` (losses and validation metrics per epoch,
     drawn at the end of ``fit`` from the CSV logger's ``metrics.csv``). The best value and
     epoch are part of checkpoints, so a resumed run keeps its best table. The rows come from
     the module's ``case_table`` (case names included), never from the DataModule. With a
@@ -72,11 +74,18 @@ class CaseReport(pl.Callback):
         if log_dir is None or not trainer.is_global_zero:
             return
         run, rows = RunLayout(Path(log_dir)), self._rows(pl_module)
+        candidates = (
+            pl_module.postprocessing_table
+            if isinstance(pl_module, PostprocessingTableSource)
+            else []
+        )
         write_case_table(run.val_cases_last, rows)
+        write_case_table(run.val_postprocessing_last, candidates)
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and self._improved(float(value)):
             self.best, self.best_epoch = float(value), trainer.current_epoch
             write_case_table(run.val_cases_best, rows)
+            write_case_table(run.val_postprocessing_best, candidates)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         log_dir = trainer.log_dir  # a collective under DDP: asked on every rank

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from core.errors import ConfigurationError
@@ -16,7 +17,9 @@ from core.io import replace_folder, write_text
 from core.protocols import CaseTableSource
 from core.run_layout import RunLayout
 from datamodules.nifti import write_like
+from evaluation.postprocessing import NONE, apply, chosen_postprocessing, parse, structure_for
 from evaluation.report import format_case_table, write_case_table
+from lightning_modules.case_evaluation import CaseEvaluationModule
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +57,32 @@ class NiftiPredictionWriter(BasePredictionWriter):
         save_probability: Also write the lesion probability (float32) under
             ``<output_dir>/../probabilities/`` with the same relative names, outside the
             folder a challenge evaluator reads.
+        postprocessing: Connected-component post-processing of the written masks
+            (:mod:`evaluation.postprocessing`): a choice string (``"none"``, ``"largest"``,
+            ``"min_size:<ml>"``), ``"auto"`` for the choice of the experiment's
+            cross-validation report (``report/summary.json`` above the run; ``none`` without
+            one), or ``None`` (``none``: old run folders predict as before). A module of the
+            suite scores the labelled cases on the post-processed masks, so ``predict_cases.csv``
+            scores what was written; the probabilities are written as predicted.
+
+    Raises:
+        ValueError: For an unknown post-processing string.
     """
 
     def __init__(
-        self, output_dir: str = RunLayout.PREDICTIONS, save_probability: bool = False
+        self,
+        output_dir: str = RunLayout.PREDICTIONS,
+        save_probability: bool = False,
+        postprocessing: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        if postprocessing not in (None, "auto"):
+            parse(postprocessing)
         self.output_dir = output_dir
         self.save_probability = save_probability
+        self.postprocessing = postprocessing
+        self._choice = NONE
+        self._structure = structure_for("")
         self._out: Path | None = None
         self._sidecars: set[str] = set()
         self._written = 0
@@ -91,6 +112,21 @@ class NiftiPredictionWriter(BasePredictionWriter):
                 _staging(folder).mkdir(parents=True)
         trainer.strategy.barrier("prediction_writer_staging")
         self._out, self._sidecars, self._written = out, set(), 0
+        self._choice = self._resolve(trainer)
+        if isinstance(pl_module, CaseEvaluationModule):
+            # The labelled cases' scores (predict_cases.csv) are of the masks written here.
+            pl_module.predict_metrics.postprocessing = self._choice
+            self._structure = pl_module.predict_metrics.structure
+
+    def _resolve(self, trainer: pl.Trainer) -> str:
+        """The choice string of this run (``"auto"``: the experiment report's)."""
+        if self.postprocessing is None:
+            return NONE
+        if self.postprocessing != "auto":
+            return self.postprocessing
+        choice, source = chosen_postprocessing(Path(trainer.log_dir or "."))
+        log.info("Post-processing %s (%s)", choice, source or "no cross-validation report found")
+        return choice
 
     def write_on_batch_end(
         self,
@@ -109,7 +145,12 @@ class NiftiPredictionWriter(BasePredictionWriter):
             if relative not in self._sidecars:
                 write_text(staging / relative, text)
                 self._sidecars.add(relative)
-        mask = geometry.to_source(prediction["mask"].numpy())
+        mask = prediction["mask"].numpy()
+        if self._choice != NONE:
+            spacing = batch["spacing"]
+            spacing = spacing.tolist() if isinstance(spacing, torch.Tensor) else list(spacing)
+            mask = apply(mask, self._choice, spacing, self._structure)
+        mask = geometry.to_source(mask)
         write_like(mask, source, staging / target.path, np.uint8)
         if self.save_probability:
             probability = geometry.to_source(prediction["probability"].cpu().numpy())

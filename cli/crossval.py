@@ -325,7 +325,10 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
             },
         },
         "data": config["data"],
-        "prediction_writer": {"save_probability": args.save_probability},
+        "prediction_writer": {
+            "save_probability": args.save_probability,
+            "postprocessing": _postprocessing(args),
+        },
     }
     if args.split:
         ensemble["data"]["init_args"]["predict_split"] = args.split
@@ -335,6 +338,27 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     if in_process:
         return run_lightning_here("predict", "--config", str(path), *extra)
     return subprocess.run(lightning_command("predict", "--config", str(path), *extra)).returncode
+
+
+def _postprocessing(args: argparse.Namespace) -> str:
+    """The ensemble's post-processing: ``--postprocessing``, or the choice of the one
+    experiment's cross-validation report (several experiments, or no report: ``none``)."""
+    from evaluation.postprocessing import NONE, parse, report_choice
+
+    if args.postprocessing != "auto":
+        try:
+            parse(args.postprocessing)
+        except ValueError as error:
+            raise ConfigurationError(f"--postprocessing: {error}") from None
+        return str(args.postprocessing)
+    if len(args.members) > 1:
+        log.info("Post-processing none: the folds of several experiments chose no one rule.")
+        return NONE
+    first = Path(args.members[0]).absolute()
+    experiment = first if ExperimentLayout(first).folds() else first.parent
+    choice, summary = report_choice(experiment)
+    log.info("Post-processing %s (%s)", choice, summary or "no cross-validation report: none")
+    return choice
 
 
 def _flag(text: str) -> bool:
@@ -414,6 +438,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--runs-dir", help="root of the ensemble's folder (default: the first's)")
     predict.add_argument("--split", help="the split to predict (default: the DataModule's)")
     predict.add_argument("--save-probability", action="store_true")
+    predict.add_argument(
+        "--postprocessing",
+        default="auto",
+        help="none, largest, min_size:<ml>, or auto: the experiment report's choice (default)",
+    )
     segment.add_parser(commands)
     export.add_parser(commands)
     challenge.add_parser(commands)

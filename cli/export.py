@@ -49,6 +49,10 @@ def _summary_lines(summary: dict[str, Any] | None) -> list[str]:
         if isinstance(mean, float):
             lines.append(f"- {metric}: {mean:.3f} ± {sd if sd is not None else float('nan'):.3f} "
                          "(mean ± sd over folds)")  # fmt: skip
+    chosen = (summary.get("postprocessing") or {}).get("choice")
+    if chosen:
+        lines.append(f"- post-processing chosen by the cross-validation: `{chosen}` (applied by "
+                     "segment, predict and the challenge entry points)")  # fmt: skip
     for row in summary.get("comparison") or []:
         lines.append(f"- published ({summary.get('paper')}): {json.dumps(row)}")
     return lines

@@ -210,6 +210,7 @@ def segment_cases(
             runs_dir=str(tmp / "runs"),
             split=None,
             save_probability=any(p is not None for _, p in outputs.values()),
+            postprocessing="auto",  # the cross-validation's choice, as lightning-cv predict
         )
         overrides = [
             "--data.init_args.predict_cases", json.dumps(files),

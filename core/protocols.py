@@ -76,6 +76,14 @@ class CaseTableSource(Protocol):
 
 
 @runtime_checkable
+class PostprocessingTableSource(Protocol):
+    """A module that keeps, beside ``case_table``, the post-processing candidates' per-case
+    scores of its last validation epoch (``evaluation.postprocessing``)."""
+
+    postprocessing_table: list[Row]
+
+
+@runtime_checkable
 class CasePredictor(Protocol):
     """A module that predicts whole cases on their native grid (ensembles average them)."""
 

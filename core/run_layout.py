@@ -15,7 +15,8 @@ paths; no other module spells a file name of a run.
         fold<k>/                       RunLayout
             config.yaml  split.json  metrics.csv  hparams.yaml
             checkpoints/last.ckpt  checkpoints/best-….ckpt  hpc_ckpt_<n>.ckpt
-            val_cases_last.csv  val_cases_best.csv  curves.png  fit_done.json
+            val_cases_last.csv  val_cases_best.csv  val_postprocessing_{last,best}.csv
+            curves.png  fit_done.json
             wandb_run_id  wandb/  dwi_samples/epoch<k>.png
             validate/ test/ predict/   the same names; predict/: predictions/ probabilities/
                                        predict_cases.csv
@@ -121,6 +122,17 @@ class RunLayout:
     def val_cases_best(self) -> Path:
         """Per-case validation metrics of the best epoch (the best checkpoint's)."""
         return self.root / "val_cases_best.csv"
+
+    @property
+    def val_postprocessing_last(self) -> Path:
+        """Per-case scores of the post-processing candidates at the latest epoch."""
+        return self.root / "val_postprocessing_last.csv"
+
+    @property
+    def val_postprocessing_best(self) -> Path:
+        """Per-case scores of the post-processing candidates at the best epoch (the report's
+        choice of post-processing reads them)."""
+        return self.root / "val_postprocessing_best.csv"
 
     @property
     def test_cases(self) -> Path:

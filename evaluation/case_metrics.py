@@ -20,6 +20,13 @@ from evaluation.metrics import (
     VOXEL_COUNT_METRICS,
     get_preset,
 )
+from evaluation.postprocessing import (
+    CANDIDATE_METRICS,
+    NONE,
+    apply,
+    score_candidates,
+    structure_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,12 @@ class CaseMetrics(Metric):
     deviations and ``global_dice`` are NaN and counts 0. ``table()`` gives the per-case rows
     (every metric of the preset, counts included) for a report.
 
+    Post-processing (:mod:`evaluation.postprocessing`): ``postprocessing`` is applied to each
+    prediction before the preset scores it (what a writer that post-processes its masks must
+    score); each of ``candidates`` is also scored, Dice and lesion-wise F1 only, on the case's
+    prediction as given, and ``candidates_table()`` gives them, one row per case and candidate,
+    for the cross-validation's choice.
+
     Example (in a LightningModule)::
 
         self.val_cases = CaseMetrics("isles2018")
@@ -93,6 +106,8 @@ class CaseMetrics(Metric):
         preset: name of a per-case metric preset: ``"isles2018"`` (default; seeds 001-003),
             ``"atlas_dunet"`` (seed 004), ``"atlas_vcanet"`` (seed 000) or
             ``"atlas2_challenge"`` (ATLAS R2.0).
+        postprocessing: choice string applied before scoring (``"none"``: the mask as given).
+        candidates: choice strings to score besides (validation: ``postprocessing.CANDIDATES``).
         **kwargs: passed to :class:`torchmetrics.Metric` (e.g. ``process_group``).
 
     Raises:
@@ -103,15 +118,26 @@ class CaseMetrics(Metric):
     higher_is_better: bool | None = None  # mixed: dice/precision/recall up, hd/avd/... down
     full_state_update = False
 
-    def __init__(self, preset: str = "isles2018", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        preset: str = "isles2018",
+        postprocessing: str = NONE,
+        candidates: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.preset = preset
         self._preset_fn = get_preset(preset)
+        self.postprocessing = postprocessing
+        self.candidates: tuple[str, ...] = tuple(candidates)
+        self.structure = structure_for(preset)
         self.metric_names: tuple[str, ...] = PRESET_METRICS[preset]
         self.std_names: tuple[str, ...] = PRESET_STD_METRICS.get(preset, ("dice",))
         self.add_state("case_ids", default=[], dist_reduce_fx="cat")
         for name in self.metric_names:
             self.add_state(f"{name}_values", default=[], dist_reduce_fx="cat")
+        # One row per case: (dice, lesion_f1) of each candidate, flattened.
+        self.add_state("candidate_values", default=[], dist_reduce_fx="cat")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -142,9 +168,17 @@ class CaseMetrics(Metric):
         case = _as_case_id(case_id)
         if isinstance(spacing, Tensor):
             spacing = spacing.detach().cpu().double().reshape(-1).tolist()
-        values = self._preset_fn(
-            _to_numpy_mask(pred, "pred"), _to_numpy_mask(target, "target"), spacing
-        )
+        pred_np, target_np = _to_numpy_mask(pred, "pred"), _to_numpy_mask(target, "target")
+        scored = pred_np
+        if self.postprocessing != NONE:
+            scored = apply(pred_np, self.postprocessing, spacing, self.structure)
+        values = self._preset_fn(scored, target_np, spacing)  # validates the masks
+        if self.candidates:
+            scores = score_candidates(pred_np, target_np, spacing, self.candidates, self.structure)
+            row = [scores[c][m] for c in self.candidates for m in CANDIDATE_METRICS]
+            self._values("candidate").append(
+                torch.tensor(row, dtype=torch.float64, device=self.device)
+            )
         logger.debug("case %d: %s", case, values)
         self._values("case_ids").append(
             torch.tensor([case], dtype=torch.float64, device=self.device)
@@ -213,6 +247,23 @@ class CaseMetrics(Metric):
             return self._scalar(math.nan)
         return 2 * tp / denominator if denominator > 0 else self._scalar(1.0)
 
+    def _synced(self) -> tuple[list[int], dict[str, list[float]], list[list[float]]]:
+        """Case ids, metric columns and candidate rows gathered from all ranks (a collective)."""
+        already_synced = self._is_synced
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn,
+            should_sync=self._to_sync and not already_synced,
+            should_unsync=self._should_unsync and not already_synced,
+        ):
+            ids, columns = self._columns()
+            width = len(self.candidates) * len(CANDIDATE_METRICS)
+            candidates = _cat(self._values("candidate")).reshape(-1, width) if width else None
+            return (
+                [int(i) for i in ids.tolist()],
+                {name: values.tolist() for name, values in columns.items()},
+                candidates.tolist() if candidates is not None else [],
+            )
+
     def table(self) -> list[dict[str, float | int]]:
         """Per-case rows sorted by case id, gathered from all ranks under DDP.
 
@@ -224,20 +275,35 @@ class CaseMetrics(Metric):
         Raises:
             ValueError: if a case id was seen more than once.
         """
-        already_synced = self._is_synced
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn,
-            should_sync=self._to_sync and not already_synced,
-            should_unsync=self._should_unsync and not already_synced,
-        ):
-            ids, columns = self._columns()
-            ids_list = [int(i) for i in ids.tolist()]
-            value_lists = {name: values.tolist() for name, values in columns.items()}
+        ids_list, value_lists, _ = self._synced()
         rows = [
             {"case_id": case, **{name: value_lists[name][i] for name in self.metric_names}}
             for i, case in enumerate(ids_list)
         ]
         return sorted(rows, key=operator.itemgetter("case_id"))
+
+    def candidates_table(self) -> list[dict[str, float | int | str]]:
+        """The candidates' scores, one row per case and candidate (in ``candidates``' order),
+        sorted by case id; a collective under DDP, like :meth:`table`; empty without candidates.
+
+        Returns:
+            ``[{"case_id": int, "postprocessing": choice, "dice": float, "lesion_f1": float}]``.
+        """
+        if not self.candidates:
+            return []
+        ids_list, _, candidate_rows = self._synced()
+        rows: list[dict[str, float | int | str]] = []
+        for case, values in sorted(zip(ids_list, candidate_rows), key=operator.itemgetter(0)):
+            for c, choice in enumerate(self.candidates):
+                scores = values[c * len(CANDIDATE_METRICS) : (c + 1) * len(CANDIDATE_METRICS)]
+                rows.append(
+                    {
+                        "case_id": case,
+                        "postprocessing": choice,
+                        **dict(zip(CANDIDATE_METRICS, scores)),
+                    }
+                )
+        return rows
 
     def _scalar(self, value: float) -> Tensor:
         return torch.tensor(value, dtype=torch.float64, device=self.device)

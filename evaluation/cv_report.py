@@ -11,8 +11,8 @@ configurations is no result of either. It writes ``runs/<experiment>/report/``
                       fold's validation cases (pooled ``global_dice`` where the preset has it)
 ``cases_oof.csv``     out of fold: every training case once, scored by the model of the fold
                       that held it out, with every metric of the preset
-``summary.json``      all of it as numbers: fold values, mean ± sd over folds, pooled values
-                      and the paper comparison
+``summary.json``      all of it as numbers: fold values, mean ± sd over folds, pooled values,
+                      the paper comparison and the chosen post-processing (``postprocessing``)
 ``report.md``         the tables as a researcher reads them, ours beside the paper's
 ``dice_boxplot.png``  per-fold box plots of Dice over cases
 ``curves_all.png``    the validation curves of all folds in one figure
@@ -22,6 +22,11 @@ seed 003's Table 1 uses (0.54 ± 0.09 from its five folds; ``ddof = 0`` would gi
 spread over cases is the population standard deviation, as the per-run reports give it.
 Non-finite per-case values (a Hausdorff distance with one empty mask) are left out of means
 and counted.
+
+Post-processing is chosen here, from the folds' ``val_postprocessing_best.csv`` (each
+candidate's Dice and lesion F1 per validation case, scored at the best epoch): the means over
+the out-of-fold cases go to :func:`evaluation.postprocessing.select`. Folds written before
+those tables existed give ``none``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from core.recipe import recipe_differences, recipe_of
 from core.run_layout import ExperimentLayout, ReportLayout, RunLayout
 from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
+from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
 from evaluation.published import PublishedResult, get_published
 from evaluation.report import read_case_table, write_case_table
 
@@ -60,6 +66,7 @@ class FoldResult:
     monitor_value: float | None
     cases: list[Row] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)
+    candidates: list[Row] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +86,7 @@ class CVReport:
     pooled: dict[str, float]
     comparison: list[dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    postprocessing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -163,6 +171,7 @@ def _read_fold(
     best_epoch, value = _best_from_metrics(run, monitor, mode)
     table = run.val_cases_best
     rows = read_case_table(table) if table.is_file() else []
+    candidates = run.val_postprocessing_best
     return FoldResult(
         fold=fold,
         run_dir=run.root,
@@ -174,6 +183,7 @@ def _read_fold(
             for r in rows
         ],
         values=case_summary(rows, metrics),
+        candidates=read_case_table(candidates) if candidates.is_file() else [],
     )
 
 
@@ -213,6 +223,47 @@ def _check_out_of_fold(folds: Sequence[FoldResult]) -> list[str]:
                 )
             seen[case] = fold.fold
     return notes
+
+
+def choose_postprocessing(folds: Sequence[FoldResult]) -> dict[str, Any]:
+    """The post-processing chosen from the folds' candidate tables, out of fold.
+
+    Returns:
+        ``{"choice", "reason", "cases", "candidates": {choice: {"dice", "lesion_f1"}},
+        "before": none's means, "after": the choice's means}``; ``choice`` is ``none`` with the
+        reason when a fold that scored cases has no candidate table (an older run).
+    """
+    scored = [f for f in folds if f.cases]
+    without = [f.fold for f in scored if not f.candidates]
+    if not scored or without:
+        reason = (
+            "no fold scored validation cases"
+            if not scored
+            else f"fold(s) {', '.join(map(str, without))} have no val_postprocessing_best.csv "
+            "(trained before the suite scored post-processing); kept none"
+        )
+        return {"choice": NONE, "reason": reason, "cases": 0, "candidates": {}}
+    columns: dict[str, dict[str, list[float]]] = {}
+    cases = set()
+    for fold in scored:
+        for row in fold.candidates:
+            cases.add((fold.fold, str(row["case"])))
+            entry = columns.setdefault(str(row["postprocessing"]), {})
+            for metric in CANDIDATE_METRICS:
+                entry.setdefault(metric, []).append(row.get(metric, math.nan))
+    means = {
+        choice: {metric: _spread(values, ddof=0)[0] for metric, values in entry.items()}
+        for choice, entry in columns.items()
+    }
+    choice, reason = select(means)
+    return {
+        "choice": choice,
+        "reason": reason,
+        "cases": len(cases),
+        "candidates": means,
+        "before": means.get(NONE, {}),
+        "after": means.get(choice, {}),
+    }
 
 
 def _spread(values: Sequence[Any], ddof: int) -> tuple[float, float]:
@@ -316,6 +367,7 @@ def build_report(experiment_dir: Path) -> CVReport:
         pooled=pooled,
         comparison=comparison,
         notes=notes,
+        postprocessing=choose_postprocessing(folds),
     )
 
 
@@ -410,6 +462,7 @@ def format_report(report: CVReport) -> str:
                     "Paper folds are in the paper's order; their patients are not ours, so compare "
                     "the mean ± sd, not fold against fold."
                 )
+    lines += _format_postprocessing(report.postprocessing)
     figures = ExperimentLayout(report.experiment_dir).report
     lines += [
         "",
@@ -419,6 +472,28 @@ def format_report(report: CVReport) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _format_postprocessing(chosen: dict[str, Any]) -> list[str]:
+    """The report's post-processing section: the choice, why, and each candidate's means."""
+    if not chosen:
+        return []
+    lines = ["", "## Post-processing", ""]
+    lines.append(f"Chosen: `{chosen['choice']}` ({chosen['reason']}).")
+    candidates = chosen.get("candidates") or {}
+    if candidates:
+        lines += [
+            f"Means over {chosen['cases']} out-of-fold cases at each fold's best epoch "
+            "(`lightning-cv predict` applies the choice to the masks it writes):",
+            "",
+            "| post-processing | dice | lesion_f1 |",
+            "|---|---|---|",
+        ]
+        for choice, values in candidates.items():
+            name = f"**{choice}**" if choice == chosen["choice"] else choice
+            cells = [_number(values.get(m)) for m in CANDIDATE_METRICS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _json_safe(value: Any) -> Any:
@@ -468,13 +543,14 @@ def write_report(report: CVReport, out_dir: Path | None = None) -> dict[str, Pat
         "monitor": report.monitor,
         "paper": report.paper,
         "folds": [
-            {k: v for k, v in asdict(f).items() if k not in ("cases", "run_dir")}
+            {k: v for k, v in asdict(f).items() if k not in ("cases", "run_dir", "candidates")}
             for f in report.folds
         ],
         "summary": report.summary,
         "pooled": report.pooled,
         "comparison": report.comparison,
         "notes": report.notes,
+        "postprocessing": report.postprocessing,
     }
     files["summary"] = write_text(layout.summary, json.dumps(_json_safe(summary), indent=1))
     box = plot_fold_boxplots(

@@ -35,6 +35,7 @@ from core.errors import ConfigurationError
 from core.protocols import ServesSamples
 from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
+from evaluation.postprocessing import CANDIDATES
 
 
 def _gather_names(names: dict[int, str]) -> dict[int, str]:
@@ -87,10 +88,12 @@ class CaseEvaluationModule(pl.LightningModule):
         super().__init__()
         self.monitor = monitor
         self.threshold = threshold
-        self.val_metrics = CaseMetrics(metrics)
+        # Validation also scores the post-processing candidates, for the cross-validation's choice.
+        self.val_metrics = CaseMetrics(metrics, candidates=CANDIDATES)
         self.test_metrics = CaseMetrics(metrics)
         self.predict_metrics = CaseMetrics(metrics)
         self.case_table: list[dict[str, Any]] = []
+        self.postprocessing_table: list[dict[str, Any]] = []
         self._case_names: dict[int, str] = {}
         self._train_sums: dict[str, torch.Tensor] = {}  # Σ value × batch size, on the device
         self._train_samples = 0
@@ -223,6 +226,10 @@ class CaseEvaluationModule(pl.LightningModule):
         names = _gather_names(self._case_names)
         self.case_table = [
             {"case": names.get(int(row.pop("case_id")), "?"), **row} for row in metrics.table()
+        ]
+        self.postprocessing_table = [
+            {"case": names.get(int(row.pop("case_id")), "?"), **row}
+            for row in metrics.candidates_table()
         ]
         metrics.reset()
         self._case_names = {}

@@ -101,7 +101,8 @@ def test_no_hook_is_found_by_getattr_on_a_name():
 # The names of a run folder's files; only core/run_layout.py may spell them.
 _RUN_FILE_NAMES = (
     "config.yaml", "split.json", "metrics.csv", "last.ckpt", "fit_done.json", "wandb_run_id",
-    "val_cases_last.csv", "val_cases_best.csv", "test_cases.csv", "predict_cases.csv",
+    "val_cases_last.csv", "val_cases_best.csv", "val_postprocessing_last.csv",
+    "val_postprocessing_best.csv", "test_cases.csv", "predict_cases.csv",
     "curves.png", "dwi_samples", "cv_config.yaml", "predict_config.yaml", "folds.csv",
     "cases_oof.csv", "summary.json", "report.md", "dice_boxplot.png", "curves_all.png",
     "hpc_ckpt_", "checkpoints", "submitit", "comparison.md", "comparison.json",

@@ -207,6 +207,53 @@ def test_the_ensemble_is_the_mean_of_its_members_and_scores_labelled_cases(
 
 
 @pytest.mark.slow
+def test_the_reports_post_processing_reaches_the_masks_and_their_scores(
+    focal_cv, tiny_twin, tmp_path
+):
+    from scipy import ndimage
+
+    from evaluation.postprocessing import CANDIDATES
+
+    # Every fold scored the candidates at its best epoch; the report chose one of them.
+    for k in range(2):
+        with (focal_cv.dir / f"fold{k}" / "val_postprocessing_best.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["postprocessing"] for r in rows[: len(CANDIDATES)]] == list(CANDIDATES)
+    chosen = json.loads((focal_cv.dir / "report" / "summary.json").read_text())["postprocessing"]
+    assert chosen["choice"] in CANDIDATES and set(chosen["candidates"]) == set(CANDIDATES)
+    assert "## Post-processing" in (focal_cv.dir / "report" / "report.md").read_text()
+
+    # A report that chose keep-largest: the ensemble writes one component per mask, and the
+    # labelled cases' scores are those of the written masks.
+    experiment_dir = focal_cv.copy_to(tmp_path)
+    summary_path = experiment_dir / "report" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["postprocessing"]["choice"] = "largest"
+    summary_path.write_text(json.dumps(summary))
+    run_in_process(
+        "lightning-cv", "predict", str(experiment_dir), "--split", "TRAINING",
+        "--trainer.enable_progress_bar", "false", cwd=tmp_path,
+    )  # fmt: skip
+    out = experiment_dir / "ensemble"
+    assert "postprocessing: largest" in (out / "predict_config.yaml").read_text()
+    with (out / "predict" / "predict_cases.csv").open() as handle:
+        scores = {r["case"]: float(r["dice"]) for r in csv.DictReader(handle)}
+    for mask in sorted((out / "predict" / "predictions").glob("SMIR.strokeseg.*.nii")):
+        written = np.asarray(nib.load(mask).dataobj) > 0
+        assert ndimage.label(written, structure=np.ones((3, 3, 3)))[1] <= 1
+        (case,) = [
+            c
+            for c in (tiny_twin / "TRAINING").glob("case_*")
+            if list(c.glob(f"SMIR.Brain.XX.O.CT_MTT.{mask.name.split('.')[2]}"))
+        ]
+        (label_file,) = case.glob("SMIR.Brain.XX.O.OT.*/*.nii")
+        label = np.asarray(nib.load(label_file).dataobj) > 0
+        both = written.sum() + label.sum()
+        dice = 2 * (written & label).sum() / both if both else 1.0
+        assert scores[f"TRAINING/{case.name}"] == pytest.approx(dice, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_compare_two_experiments_case_by_case(focal_cv, tiny_twin, shared_cache, tmp_path):
     focal = focal_cv.copy_to(tmp_path)
     runs = focal.parent
