@@ -9,7 +9,7 @@ Usage::
     lightning-cv compare runs/pspnet_focal runs/pspnet_ce [runs/... ...] [--metric dice]
                          [--metrics dice,lesion_f1,...] [--shared-cases] [--out DIR]
     lightning-cv predict runs/pspnet_focal [runs/pspnet_ce ...] [--name NAME]
-                         [--split TESTING] [--save-probability] [lightning options]
+                         [--split TESTING] [--save-probability] [--tta] [lightning options]
 
 ``fit`` composes the configuration once (``lightning fit ... --print_config``), keeps it as
 ``runs/<experiment>/cv_config.yaml`` and runs ``lightning fit`` with it for each fold: a fold
@@ -307,6 +307,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str]) -> int:
                 "monitor": model_args.get("monitor", DEFAULT_MONITOR),
                 "monitor_mode": model_args.get("monitor_mode", DEFAULT_MONITOR_MODE),
                 "threshold": model_args.get("threshold", 0.5),
+                "tta": args.tta,
             },
         },
         "data": config["data"],
@@ -397,6 +398,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--runs-dir", help="root of the ensemble's folder (default: the first's)")
     predict.add_argument("--split", help="the split to predict (default: the DataModule's)")
     predict.add_argument("--save-probability", action="store_true")
+    predict.add_argument(
+        "--tta", action="store_true", help="mirroring test-time augmentation for every member"
+    )
     return parser
 
 
