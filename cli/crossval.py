@@ -9,7 +9,7 @@ Usage::
     lightning-cv compare runs/pspnet_focal runs/pspnet_ce [runs/... ...] [--metric dice]
                          [--metrics dice,lesion_f1,...] [--shared-cases] [--out DIR]
     lightning-cv predict runs/pspnet_focal [runs/pspnet_ce ...] [--name NAME]
-                         [--split TESTING] [--save-probability] [lightning options]
+                         [--split TESTING] [--save-probability] [--tta] [lightning options]
     lightning-cv segment runs/<experiment>[/fold<k>] --image NAME=FILE [...] --output mask.nii.gz
                          [--probabilities FILE]
     lightning-cv export runs/<experiment> --to models/<name> [--overwrite]
@@ -322,6 +322,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
                 "monitor": model_args.get("monitor", DEFAULT_MONITOR),
                 "monitor_mode": model_args.get("monitor_mode", DEFAULT_MONITOR_MODE),
                 "threshold": model_args.get("threshold", 0.5),
+                "tta": args.tta,
             },
         },
         "data": config["data"],
@@ -442,6 +443,9 @@ def _parser() -> argparse.ArgumentParser:
         "--postprocessing",
         default="auto",
         help="none, largest, min_size:<ml>, or auto: the experiment report's choice (default)",
+    )
+    predict.add_argument(
+        "--tta", action="store_true", help="mirroring test-time augmentation for every member"
     )
     segment.add_parser(commands)
     export.add_parser(commands)

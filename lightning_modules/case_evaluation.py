@@ -36,6 +36,7 @@ from core.protocols import ServesSamples
 from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
 from evaluation.postprocessing import CANDIDATES
+from lightning_modules.tta import IDENTITY, Flip, mirror_flips
 
 
 def _gather_names(names: dict[int, str]) -> dict[int, str]:
@@ -73,6 +74,13 @@ class CaseEvaluationModule(pl.LightningModule):
             ``lightning`` command links it to its callbacks).
         monitor_mode: Whether ``monitor`` is better when ``"max"`` or ``"min"``.
         threshold: Lesion-probability threshold for the binary prediction.
+        tta: Mirroring test-time augmentation: the lesion probability is the mean over flips of
+            the network-grid input (2D: none, H, W, both; 3D: also depth, 8 passes), each
+            flipped back before averaging, then mapped to the native grid once
+            (:mod:`lightning_modules.tta`). Off by default. It is a property of the module, not
+            of a stage: on, it applies wherever a case is predicted — ``predict``, but also
+            ``validate``, ``test`` and the validation epochs of a fit. Checkpoints of earlier
+            releases have no such setting and load with it off.
     """
 
     #: The samples it trains on: 2, slices; 3, volumes (the DataModule's must agree).
@@ -84,10 +92,12 @@ class CaseEvaluationModule(pl.LightningModule):
         monitor: str = DEFAULT_MONITOR,
         monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         self.monitor = monitor
         self.threshold = threshold
+        self.use_tta(tta)
         # Validation also scores the post-processing candidates, for the cross-validation's choice.
         self.val_metrics = CaseMetrics(metrics, candidates=CANDIDATES)
         self.test_metrics = CaseMetrics(metrics)
@@ -100,6 +110,13 @@ class CaseEvaluationModule(pl.LightningModule):
         self._train_epoch_only: set[str] = set()
         self._train_prog_bar: set[str] = set()
         self._train_shown: dict[str, torch.Tensor] = {}  # the last logged, for progress bars
+
+    # -- test-time augmentation -----------------------------------------------------------
+    def use_tta(self, on: bool) -> None:
+        """Turn mirroring TTA on or off: :attr:`tta_flips` becomes every flip of the module's
+        ``spatial_dims`` axes, or the identity alone."""
+        #: The flips :meth:`predict_case` averages over (a test may set any set of them).
+        self.tta_flips: tuple[Flip, ...] = mirror_flips(self.spatial_dims) if on else IDENTITY
 
     # -- to implement ---------------------------------------------------------------------
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:

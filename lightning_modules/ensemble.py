@@ -134,6 +134,9 @@ class EnsembleModule(CaseEvaluationModule):
         metrics, monitor, monitor_mode, threshold: As
             :class:`~lightning_modules.case_evaluation.CaseEvaluationModule`; the threshold
             applies to the averaged probability.
+        tta: Mirroring test-time augmentation for every member, whatever its own
+            configuration says: each member averages its flips (by its own dimensionality),
+            then the ensemble averages the members.
 
     Raises:
         ConfigurationError: For a member that names no checkpoint, or (at setup) one trained
@@ -147,9 +150,14 @@ class EnsembleModule(CaseEvaluationModule):
         monitor: str = DEFAULT_MONITOR,
         monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
+        tta: bool = False,
     ) -> None:
         super().__init__(
-            metrics=metrics, monitor=monitor, monitor_mode=monitor_mode, threshold=threshold
+            metrics=metrics,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+            threshold=threshold,
+            tta=tta,
         )
         self.save_hyperparameters()
         self.checkpoints = resolve_members(members)
@@ -162,6 +170,7 @@ class EnsembleModule(CaseEvaluationModule):
                     f"Ensemble member {type(member).__name__} cannot predict whole cases (it is "
                     "not a CaseEvaluationModule); ensembles need case-predicting modules."
                 )
+            member.use_tta(tta)
         log.info(
             "Ensemble of %d member(s):\n  %s",
             len(self.checkpoints),

@@ -26,6 +26,7 @@ from core.errors import ConfigurationError
 from core.protocols import HasMinimumInputSize, ServesSamples
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
+from lightning_modules.tta import flip_average
 
 #: The name of the synthetic DWI in a :class:`CasePrediction`'s images.
 SYNTHETIC_DWI = "dwi"
@@ -78,8 +79,9 @@ class CTPToDWIGAN(CaseEvaluationModule):
         segment_with_ctp: S sees the CTP channels beside the synthetic DWI (a variant the paper
             does not describe; S's ``in_channels`` must then be 1 + C).
         slice_batch: Slices per forward pass when predicting a whole case.
-        metrics, monitor, monitor_mode, threshold: As
-            :class:`~lightning_modules.case_evaluation.CaseEvaluationModule`.
+        metrics, monitor, monitor_mode, threshold, tta: As
+            :class:`~lightning_modules.case_evaluation.CaseEvaluationModule`; TTA averages
+            S(G(x))'s probability over the flips, the synthetic DWI is the un-flipped pass's.
     """
 
     def __init__(
@@ -102,9 +104,14 @@ class CTPToDWIGAN(CaseEvaluationModule):
         monitor: str = DEFAULT_MONITOR,
         monitor_mode: MonitorMode = DEFAULT_MONITOR_MODE,
         threshold: float = 0.5,
+        tta: bool = False,
     ) -> None:
         super().__init__(
-            metrics=metrics, monitor=monitor, monitor_mode=monitor_mode, threshold=threshold
+            metrics=metrics,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+            threshold=threshold,
+            tta=tta,
         )
         # The settings live in self.hparams (and the checkpoint); the module reads them there.
         # The factories are kept as given: under the lightning command hparams holds their
@@ -240,18 +247,29 @@ class CTPToDWIGAN(CaseEvaluationModule):
         return [discriminator, generator_segmentator], schedulers
 
     # -- whole cases ----------------------------------------------------------------------
+    def lesion_probability(self, ctp: torch.Tensor) -> torch.Tensor:
+        """Lesion probability ``(B, h, w)`` of S(G(x)) for CTP slices ``(B, C, h, w)``."""
+        return torch.softmax(self(ctp)[1].float(), dim=1)[:, 1]
+
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:
-        """Lesion probability ``(N, H, W)`` of S(G(x)) on the case's native grid, and the
-        synthetic DWI ``(N, 1, h, w)`` on the network grid (``images["dwi"]``)."""
+        """Lesion probability ``(N, H, W)`` of S(G(x)) on the case's native grid (averaged over
+        :attr:`tta_flips` on the network grid), and the synthetic DWI ``(N, 1, h, w)`` of the
+        un-flipped pass on the network grid (``images["dwi"]``)."""
         image, geometry = case["image"], case["geometry"]
         depth, height, width = case["native_shape"]
         slice_batch = self.hparams["slice_batch"]
         out = image.new_empty((depth, height, width), dtype=torch.float32)
         generated = []
         for start in range(0, depth, slice_batch):
-            fake, logits = self(image[start : start + slice_batch])
+            chunk = image[start : start + slice_batch]
+            fake, logits = self(chunk)
             generated.append(fake.float())
-            probability = torch.softmax(logits.float(), dim=1)[:, 1]
+            probability = flip_average(
+                self.lesion_probability,
+                chunk,
+                self.tta_flips,
+                identity=torch.softmax(logits.float(), dim=1)[:, 1],
+            )
             geometry.to_native(
                 probability,
                 (height, width),

@@ -14,6 +14,7 @@ from core.errors import ConfigurationError
 from core.protocols import HasPretrainedModules
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
+from lightning_modules.tta import flip_average
 from losses.regularization import kernel_l2
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class SegmentationModule(CaseEvaluationModule):
         kernel_l2: λ of an L2 penalty ``λ·Σw²`` on the convolution kernels added to the training
             loss, as Keras's ``kernel_regularizer=l2(λ)`` (seed 001: 1e-3; see
             :func:`losses.regularization.kernel_l2`); 0 for none. Logged as ``train/l2``.
+        tta: Mirroring test-time augmentation (4 flips of each slice chunk, averaged on the
+            network grid); see :class:`~lightning_modules.case_evaluation.CaseEvaluationModule`.
     """
 
     def __init__(
@@ -62,9 +65,14 @@ class SegmentationModule(CaseEvaluationModule):
         aux_loss_weight: float = 0.4,
         slice_batch: int = 16,
         kernel_l2: float = 0.0,
+        tta: bool = False,
     ) -> None:
         super().__init__(
-            metrics=metrics, monitor=monitor, monitor_mode=monitor_mode, threshold=threshold
+            metrics=metrics,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+            threshold=threshold,
+            tta=tta,
         )
         self.save_hyperparameters(ignore=["net", "loss"])
         self.net = net
@@ -126,7 +134,8 @@ class SegmentationModule(CaseEvaluationModule):
         return torch.softmax(logits, dim=1)[:, 1]
 
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:
-        """Lesion probability ``(N, H, W)`` of one case on its native grid.
+        """Lesion probability ``(N, H, W)`` of one case on its native grid (averaged over
+        :attr:`tta_flips` on the network grid, before the geometry maps it back).
 
         Args:
             case: A case item (see :class:`datamodules.datasets.CaseDataset`): ``image``
@@ -137,7 +146,9 @@ class SegmentationModule(CaseEvaluationModule):
         depth, height, width = case["native_shape"]
         out = image.new_empty((depth, height, width), dtype=torch.float32)
         for start in range(0, depth, self.slice_batch):
-            chunk = self.lesion_probability(image[start : start + self.slice_batch])
+            chunk = flip_average(
+                self.lesion_probability, image[start : start + self.slice_batch], self.tta_flips
+            )
             geometry.to_native(
                 chunk,
                 (height, width),

@@ -15,6 +15,7 @@ from datamodules.geometry import VolumeGeometry
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CasePrediction
 from lightning_modules.segmentation import SegmentationModule
+from lightning_modules.tta import flip_average
 
 
 class VolumeSegmentationModule(SegmentationModule):
@@ -48,6 +49,10 @@ class VolumeSegmentationModule(SegmentationModule):
         sw_batch_size: Windows per forward pass.
         blend: How overlapping windows are merged: ``"gaussian"`` (weights falling off towards
             a window's border) or ``"constant"`` (plain mean).
+        tta: Mirroring test-time augmentation: each window is predicted under the 8 flips of
+            its (D, h, w) axes and the flipped-back probabilities averaged before the windows
+            are blended (as nnU-Net mirrors each tile); see
+            :class:`~lightning_modules.case_evaluation.CaseEvaluationModule`.
     """
 
     spatial_dims: ClassVar[int] = 3
@@ -66,6 +71,7 @@ class VolumeSegmentationModule(SegmentationModule):
         overlap: float = 0.5,
         sw_batch_size: int = 1,
         blend: Literal["gaussian", "constant"] = "gaussian",
+        tta: bool = False,
     ) -> None:
         super().__init__(
             net=net,
@@ -77,6 +83,7 @@ class VolumeSegmentationModule(SegmentationModule):
             monitor_mode=monitor_mode,
             threshold=threshold,
             kernel_l2=kernel_l2,
+            tta=tta,
         )
         if not 0.0 <= overlap < 1.0 or sw_batch_size < 1:
             raise ConfigurationError(
@@ -86,8 +93,13 @@ class VolumeSegmentationModule(SegmentationModule):
         self.overlap, self.sw_batch_size, self.blend = overlap, sw_batch_size, blend
 
     def _window_probability(self, volume: torch.Tensor) -> torch.Tensor:
-        """Lesion probability ``(B, 1, D, h, w)`` of windows ``(B, C, D, h, w)``."""
-        return self.lesion_probability(volume)[:, None]
+        """Lesion probability ``(B, 1, D, h, w)`` of windows ``(B, C, D, h, w)``, averaged
+        over :attr:`tta_flips`."""
+        # Mirrored here, per window, rather than around the whole sliding window: one
+        # sliding_window_inference (one padding, one Gaussian map, one blend buffer) whatever
+        # the flips. A case no deeper than the window is the same either way; deeper ones
+        # differ only in where the depth-flipped windows fall.
+        return flip_average(self.lesion_probability, volume, self.tta_flips)[:, None]
 
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:
         """Lesion probability ``(D, H, W)`` of one case on its native grid.

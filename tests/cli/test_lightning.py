@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 
 from tests.conftest import RECIPES, configs, isles_args, run_cli, run_in_process
 
@@ -189,6 +190,37 @@ def test_test_and_predict_from_the_run_write_into_its_folder(
     assert {p.name for p in (demo_runs / "pspnet_focal_demo" / "fold0").iterdir()}.isdisjoint(
         {"test", "predict"}
     )
+
+
+@pytest.mark.slow
+def test_tta_predicts_a_fold_and_an_ensemble_of_it_alike(tiny_twin, demo_runs, tmp_path):
+    run_dir = _copy_runs(demo_runs, tmp_path)
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    run_in_process(
+        "lightning", "predict", "--config", str(run_dir / "config.yaml"),
+        "--model.init_args.tta", "true", "--prediction_writer.save_probability=true",
+        "--ckpt_path", "best", *quiet, cwd=tmp_path,
+    )  # fmt: skip
+    out = run_dir / "predict"
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["init_args"]["tta"] is True
+    masks = sorted((out / "predictions").glob("SMIR.strokeseg.*.nii"))
+    assert len(masks) == len(list((tiny_twin / "TESTING").iterdir()))
+    # One member, TTA on the ensemble: each member mirrors, so it predicts as the fold does.
+    ens = tmp_path / "ens"
+    run_in_process(
+        "lightning-cv", "predict", str(run_dir), "--tta", "--save-probability", "--name", "tta",
+        "--runs-dir", str(ens), *quiet, cwd=tmp_path,
+    )  # fmt: skip
+    ensemble = ens / "tta" / "ensemble"
+    assert yaml.safe_load((ensemble / "predict_config.yaml").read_text())["model"]["init_args"][
+        "tta"
+    ]
+    for mask in masks:
+        np.testing.assert_allclose(
+            np.asarray(nib.load(ensemble / "predict" / "probabilities" / mask.name).dataobj),
+            np.asarray(nib.load(out / "probabilities" / mask.name).dataobj),
+            atol=1e-6,
+        )
 
 
 @pytest.mark.slow
