@@ -95,7 +95,7 @@ def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="strokeseg-atlas2-") as tmp:
         predict = argparse.Namespace(
             members=[str(model)], name="atlas2", runs_dir=tmp, split="Testing",
-            save_probability=False, postprocessing="auto",
+            save_probability=False, postprocessing="auto", tta=False,
         )  # fmt: skip
         return cmd_predict(
             predict,

@@ -155,6 +155,7 @@ def segment_case(
     output: Path,
     probabilities: Path | None = None,
     extra: Sequence[str] = (),
+    tta: bool = False,
 ) -> int:
     """Segment one case given as files with the fold, experiment or model folder ``model``;
     the mask (and the probability) on the reference image's grid, in ``output``'s format.
@@ -163,7 +164,7 @@ def segment_case(
         The exit status of the prediction (0 when the files were written).
     """
     outputs = {_CASE: (output, probabilities)}
-    return segment_cases(model, {_CASE: images}, outputs, extra)
+    return segment_cases(model, {_CASE: images}, outputs, extra, tta)
 
 
 def segment_cases(
@@ -171,6 +172,7 @@ def segment_cases(
     cases: dict[str, dict[str, Path]],
     outputs: dict[str, tuple[Path, Path | None]],
     extra: Sequence[str] = (),
+    tta: bool = False,
 ) -> int:
     """Segment several cases in one prediction run (the model is loaded once).
 
@@ -179,6 +181,7 @@ def segment_cases(
         cases: Case name → {image name → file or DICOM folder}.
         outputs: Case name → (mask file, probability file or ``None``).
         extra: Further ``lightning predict`` options.
+        tta: Mirroring test-time augmentation (every member of the ensemble).
 
     Returns:
         The exit status of the prediction (0 when every file was written).
@@ -211,6 +214,7 @@ def segment_cases(
             split=None,
             save_probability=any(p is not None for _, p in outputs.values()),
             postprocessing="auto",  # the cross-validation's choice, as lightning-cv predict
+            tta=tta,
         )
         overrides = [
             "--data.init_args.predict_cases", json.dumps(files),
@@ -285,7 +289,7 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
         outputs: dict[str, tuple[Path, Path | None]] = {
             case: (out_dir / f"{case}.{args.format}", None) for case in cases
         }
-        code = segment_cases(model, cases, outputs, extra)
+        code = segment_cases(model, cases, outputs, extra, args.tta)
         if code == 0:
             print(f"wrote {len(cases)} mask(s) to {out_dir}")
         return code
@@ -293,7 +297,8 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
         raise ConfigurationError("segment needs --output (the mask file), or --input-dir.")
     output = Path(args.output).expanduser()
     probabilities = None if args.probabilities is None else Path(args.probabilities).expanduser()
-    code = segment_case(model, parse_images(args.image or []), output, probabilities, extra)
+    images = parse_images(args.image or [])
+    code = segment_case(model, images, output, probabilities, extra, args.tta)
     if code == 0:
         print(f"wrote {output}" + (f" and {probabilities}" if probabilities else ""))
     return code
@@ -320,6 +325,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     segment.add_argument("--output", help="the mask: .nii.gz, .nii, .mha, .nrrd")
     segment.add_argument("--probabilities", help="also write the lesion probability here")
+    segment.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     segment.add_argument(
         "--input-dir", help="a folder of patient folders, each holding <NAME>.nii.gz/.mha/DICOM"
     )
