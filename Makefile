@@ -12,6 +12,8 @@
 # make demo-gan - a narrow CTP->DWI GAN with its segmentator (seed 002, stage 4) on the twin
 # make lint  - ruff (lint + format) and mypy over the packages
 # make bench - the performance ratios P1-P6 (docs/performance.md), printed as a table
+# make bench-startup - wall time of each command's --help and argument errors (median of 5),
+#                and the import split of `lightning fit --help` (benchmarks/startup.py)
 # make bench-gpu - the GPU benchmark of D-UNet, PSPNet-101 and the 3D U-Net: the data paths,
 #                bf16, channels_last, memory, GPU busy share (sized for under 5 min on one GPU,
 #                not yet run on one; without a GPU, benchmarks/gpu.py --tiny checks it runs)
@@ -32,7 +34,7 @@ BIN         := $(VENV)/bin
 
 .PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test \
         isles22-twin demo-isles22 \
-        test-gpu lint bench bench-gpu clean-runs
+        test-gpu lint bench bench-startup bench-gpu clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -117,6 +119,9 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+bench-startup: install
+	$(BIN)/python benchmarks/startup.py
 
 bench-gpu: install
 	$(BIN)/python benchmarks/gpu.py

@@ -34,7 +34,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -54,8 +54,11 @@ from core.errors import ConfigurationError
 from core.io import write_text
 from core.recipe import recipe_differences, recipe_of
 from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout
-from evaluation.cv_report import CVReport, build_report, format_report, write_report
-from evaluation.published import get_published
+
+# The subcommands import the evaluation modules they use: `--help` and argument errors answer
+# without torch (tests/cli/test_startup.py).
+if TYPE_CHECKING:
+    from evaluation.cv_report import CVReport
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ def compose_config(configs: list[str], extra: list[str]) -> dict[str, Any]:
     Raises:
         ConfigurationError: With the ``lightning`` command's own one-line error.
     """
+    from evaluation.published import get_published
+
     args = [a for c in configs for a in ("--config", c)]
     done = subprocess.run(
         lightning_command("fit", *args, *extra, "--print_config"), capture_output=True, text=True
@@ -186,6 +191,8 @@ def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _report(experiment: ExperimentLayout, wandb: bool = False) -> int:
+    from evaluation.cv_report import build_report, format_report, write_report
+
     report = build_report(experiment.root)
     files = write_report(report)
     log.info("%s", format_report(report))
@@ -241,8 +248,6 @@ def _metric_names(text: str | None) -> list[str] | None:
 
 
 def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from evaluation.compare_many import compare_many
-    from evaluation.compare_report import write_multi_comparison
     from evaluation.experiment_folds import check_same_folds, read_experiment
 
     if extra:
@@ -266,6 +271,10 @@ def cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     names = _display_names(folders)
     experiments = [read_experiment(folder) for folder in folders]
     check_same_folds({name: splits for name, (_, splits) in zip(names, experiments)})
+    # Imported once the folders are read: the statistics and plots cost a second, a typo none.
+    from evaluation.compare_many import compare_many
+    from evaluation.compare_report import write_multi_comparison
+
     result = compare_many(
         {name: rows for name, (rows, _) in zip(names, experiments)},
         metric=args.metric,

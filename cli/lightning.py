@@ -22,337 +22,41 @@ experiment and named by fold, with its files inside the fold's folder.
 The hooks it calls on the classes of a configuration are declared in :mod:`core.protocols`;
 configurations written by earlier releases are read through :func:`core.legacy.upgrade_config`
 (with a warning). User mistakes exit with status 2 and one paragraph (:mod:`cli.errors`).
+
+This module imports nothing heavy: the mistakes a command line shows before any class is needed
+(no subcommand, a ``--config`` file that does not exist) are answered in a fraction of a second
+(:func:`check_command_line`); :class:`cli.suite_cli.SuiteCLI`, and torch and Lightning with it,
+is imported only after that.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
+import difflib
 import logging
-import pydoc
 import sys
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
-import torch
 import yaml
-from jsonargparse import Namespace
-from pytorch_lightning.callbacks import (
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelCheckpoint,
-    ProgressBar,
-)
-from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.trainer.states import TrainerStatus
 
-from callbacks.case_report import CaseReport
-from callbacks.prediction_writer import NiftiPredictionWriter
-from callbacks.progress import LoggedValuesBar
-from callbacks.seeding import StepSeed
 from cli.errors import exit_if_user_error
-from cli.parse_errors import SuiteArgumentParser
-from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
-from core.checkpoints import read_checkpoint
-from core.io import write_text
+from core.errors import ConfigurationError
 from core.legacy import upgrade_config
-from core.protocols import (
-    ChecksData,
-    ChecksDataDir,
-    PartialBackward,
-    Preflighted,
-    RunFolderOwner,
-    SignedData,
-)
 from core.run_layout import RunLayout
-from evaluation.published import get_published
+
+if TYPE_CHECKING:
+    from cli.runs import RunPlan
 
 log = logging.getLogger(__name__)
+
+#: LightningCLI's subcommands.
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 _PACKAGES = (
     "core", "networks", "losses", "datamodules", "evaluation", "lightning_modules", "callbacks",
     "cli",
 )  # fmt: skip
-
-
-def _class_of(section: Any) -> type | None:
-    """The class a ``class_path`` section of the config names (``None`` without one)."""
-    class_path = section.get("class_path") if isinstance(section, (Namespace, dict)) else None
-    if not class_path:
-        return None
-    try:
-        found = pydoc.locate(str(class_path))
-    except pydoc.ErrorDuringImport:
-        return None  # jsonargparse has already refused an unusable class path
-    return found if inspect.isclass(found) else None
-
-
-def _checkpoint_filename(monitor: str) -> str:
-    """``best-epoch007-dice0.6360.ckpt`` for ``val/dice``."""
-    return f"best-epoch{{epoch:03d}}-{monitor.rsplit('/', 1)[-1]}{{{monitor}:.4f}}"
-
-
-class _CommitReplacement(pl.Callback):
-    """Deletes the run folder that ``--overwrite`` set aside once the new fit trains: every
-    check (settings, data decoding, model set-up, the sanity validation) has passed."""
-
-    def __init__(self, plan: RunPlan) -> None:
-        self.plan = plan
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.plan.commit()
-
-
-class SuiteCLI(LightningCLI):
-    """LightningCLI with run folders per fold, linked default callbacks and short errors.
-
-    Args:
-        home: For ``validate``/``test``/``predict`` with a run's own ``config.yaml``: that run's
-            folder (its checkpoints and outputs are used, wherever the folder now is).
-        plans: Receives the run plan as soon as it is made, so that the caller can put a
-            replaced run back even when the CLI fails while it is being constructed.
-    """
-
-    run_plan: RunPlan | None = None
-
-    def __init__(
-        self,
-        *args: Any,
-        home: Path | None = None,
-        plans: list[RunPlan] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.home = home
-        self.plans = plans if plans is not None else []
-        kwargs.setdefault("parser_class", SuiteArgumentParser)
-        super().__init__(*args, **kwargs)
-
-    def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument(
-            "--experiment",
-            type=str,
-            default="experiment",
-            help="Experiment name: runs go to <runs_dir>/<experiment>/fold<k>/",
-        )
-        parser.add_argument("--runs_dir", type=str, default="runs", help="Root of run folders.")
-        parser.add_argument(
-            "--overwrite",
-            type=bool,
-            nargs="?",
-            const=True,
-            default=False,
-            help="fit: start the fold over; its existing run folder is deleted once the new fit "
-            "starts training (put back if it fails before).",
-        )
-        parser.add_argument(
-            "--paper",
-            type=str | None,
-            default=None,
-            help="The published result this experiment reproduces, e.g. abulnaga/focal "
-            "(keys: evaluation/data/published.json); the fold report shows it beside ours.",
-        )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {"checkpoint.save_last": False, "checkpoint.auto_insert_metric_name": False}
-        )
-        # last.ckpt after every epoch. Since Lightning 2.6 the monitored checkpoint's save_last
-        # writes it only when a best checkpoint is saved in the same step, so a run that stops
-        # improving would resume from its last improvement; a monitor-free checkpoint named
-        # "last" is written every epoch (after the monitored one, so it records the best).
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
-        parser.set_defaults(
-            {
-                "last_checkpoint.filename": RunLayout.LAST_CHECKPOINT_STEM,
-                "last_checkpoint.monitor": None,
-                "last_checkpoint.save_top_k": 1,
-                "last_checkpoint.enable_version_counter": False,
-            }
-        )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({"lr_monitor.logging_interval": "epoch"})
-        parser.add_lightning_class_args(CaseReport, "case_report")
-        parser.add_lightning_class_args(StepSeed, "step_seed")
-        parser.add_lightning_class_args(NiftiPredictionWriter, "prediction_writer")
-        parser.add_lightning_class_args(
-            EarlyStopping, "early_stopping", subclass_mode=True, required=False
-        )
-        for target in ("checkpoint", "case_report", "early_stopping.init_args"):
-            parser.link_arguments("model.init_args.monitor", f"{target}.monitor")
-            parser.link_arguments("model.init_args.monitor_mode", f"{target}.mode")
-        parser.link_arguments(
-            "model.init_args.monitor", "checkpoint.filename", compute_fn=_checkpoint_filename
-        )
-
-    def _parse_ckpt_path(self) -> None:
-        # Lightning re-parses a checkpoint file's hyperparameters over the configuration, which
-        # silently undoes command-line overrides (--model.init_args.threshold of a predict) and
-        # ends in a traceback for a damaged file. A run's own config.yaml is the suite's record of
-        # its settings, so the file is only checked here, with an error that names it.
-        if not self.config.get("subcommand"):
-            return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if ckpt_path and Path(ckpt_path).is_file():
-            read_checkpoint(Path(ckpt_path))
-
-    def _config(self) -> Any:
-        return self.config[self.subcommand] if self.subcommand else self.config
-
-    def before_instantiate_classes(self) -> None:
-        cfg = self._config()
-        if cfg.get("paper"):
-            get_published(cfg.paper)  # an unknown key fails now, not after the last fold
-        self._check_dataset(cfg)
-        fold = cfg.data.init_args.get("fold") if cfg.get("data") else None
-        stage = self.subcommand or "fit"
-        model_class = _class_of(cfg.get("model"))
-        folder = None
-        if model_class is not None and issubclass(model_class, RunFolderOwner):
-            folder = model_class.run_folder()
-        if (
-            model_class is not None
-            and issubclass(model_class, PartialBackward)
-            and model_class.ddp_finds_unused_parameters()
-            and cfg.trainer.get("strategy") == "ddp"
-        ):
-            cfg.trainer.strategy = "ddp_find_unused_parameters_true"
-        plan = plan_run(
-            cfg.runs_dir,
-            cfg.experiment,
-            fold,
-            stage,
-            cfg.get("ckpt_path"),
-            cfg.overwrite,
-            folder,
-            home=self.home,
-        )
-        self.run_plan = plan
-        self.plans.append(plan)
-        if stage == "fit":
-            plan.run.fit_done.unlink(missing_ok=True)  # finished again when fit ends
-        if "ckpt_path" in cfg:  # absent when the CLI is built without a subcommand (run=False)
-            cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
-        cfg.checkpoint.dirpath = str(plan.stage.checkpoints)
-        cfg.last_checkpoint.dirpath = cfg.checkpoint.dirpath
-        cfg.trainer.default_root_dir = str(plan.stage.root)
-        name = folder or plan.run.root.name
-        self._configure_loggers(cfg, plan, name, stage)
-
-    @staticmethod
-    def _check_dataset(cfg: Any) -> None:
-        # Check the dataset before anything heavy is built, so a missing dataset fails in
-        # seconds with an actionable message instead of after the model is constructed.
-        data = cfg.get("data")
-        data_class = _class_of(data)
-        if data_class is None or not issubclass(data_class, ChecksDataDir):
-            return
-        arguments = data.init_args
-        if arguments.get("data_dir") is None or arguments.get("predict_cases"):
-            return  # a case given as files (lightning-cv segment) needs no dataset
-        accepted = inspect.signature(data_class.check_data_dir).parameters
-        settings = {k: arguments[k] for k in accepted if k != "data_dir" and k in arguments}
-        data_class.check_data_dir(arguments.data_dir, **settings)
-
-    @staticmethod
-    def _configure_loggers(cfg: Any, plan: RunPlan, name: str, stage: str) -> None:
-        """The CSV logger of the fold's folder first (so ``trainer.log_dir`` is that folder),
-        then any logger of the config, W&B pointed into the same folder."""
-        given = cfg.trainer.logger
-        if given is False:
-            return
-        others = (
-            [] if given in (None, True) else list(given) if isinstance(given, list) else [given]
-        )
-        # A run's own config.yaml (validate/test/predict --config fold<k>/config.yaml) holds the
-        # CSV logger of its fit: a second one would start that folder's metrics.csv over.
-        others = [
-            logger
-            for logger in others
-            if not ((cls := _class_of(logger)) is not None and issubclass(cls, RunCSVLogger))
-        ]
-        csv = Namespace(
-            class_path=f"{RunCSVLogger.__module__}.{RunCSVLogger.__qualname__}",
-            init_args=Namespace(
-                save_dir=str(plan.run.root.parent.parent),
-                name=plan.run.root.parent.name,
-                version=plan.logger_version,
-                keep_until_epoch=plan.resume_epoch,
-            ),
-        )
-        for logger in others:
-            cls = _class_of(logger)
-            if cls is not None and issubclass(cls, WandbLogger):
-                logger.init_args.save_dir = str(plan.run.root)
-                logger.init_args.name = logger.init_args.name or (
-                    name if stage == "fit" else f"{name}-{stage}"
-                )
-                if stage == "fit":
-                    logger.init_args.id = wandb_run_id(plan.run)
-                extra = dict(logger.get("dict_kwargs") or {})
-                extra.setdefault("group", cfg.experiment)
-                extra.setdefault("job_type", stage)
-                extra.setdefault("resume", "allow")
-                logger.dict_kwargs = extra
-        cfg.trainer.logger = [csv, *others]
-
-    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
-        # Refuse a checkpoint trained on other inputs before anything else is set up or
-        # printed: the datamodule and the model exist, the trainer does not yet.
-        if isinstance(self.datamodule, Preflighted):
-            self.datamodule.preflight(self.subcommand or "fit")
-        if isinstance(self.model, ChecksData):
-            self.model.check_data(self.datamodule)
-        plan = self.run_plan
-        if plan is not None and plan.ckpt_path is not None:
-            state = read_checkpoint(plan.ckpt_path)
-            if isinstance(self.datamodule, SignedData):
-                saved = state.get(type(self.datamodule).__qualname__, {})
-                self.datamodule.check_signature(saved.get("signature"), str(plan.ckpt_path))
-        return super().instantiate_trainer(**kwargs)
-
-    def after_fit(self) -> None:
-        # The fold workflow (lightning-cv) skips a fold only when this file says it finished:
-        # an interrupted fit (Ctrl-C, a SLURM time limit) leaves none and is resumed instead.
-        trainer, plan = self.trainer, self.run_plan
-        if plan is None or not trainer.is_global_zero or trainer.interrupted:
-            return
-        if trainer.state.status != TrainerStatus.FINISHED:
-            return
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
-        done = {
-            "epochs": trainer.current_epoch,
-            "best_model_path": (
-                checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else None
-            ),
-            "best_model_score": None if best is None else float(best),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        write_text(plan.run.fit_done, json.dumps(done, indent=1))
-
-    def before_predict(self) -> None:
-        # Predictions go to writer callbacks case by case; keeping every case's native-grid
-        # probability in memory as well would grow with the dataset.
-        config = self.config_init[self.subcommand]
-        if config.get("return_predictions") is None:
-            config["return_predictions"] = False
-
-    def _instantiate_trainer(
-        self, config: dict[str, Any], callbacks: list[pl.Callback]
-    ) -> pl.Trainer:
-        # An absent optional callback (early_stopping: null) arrives as None.
-        callbacks = [c for c in callbacks if c is not None]
-        if config.get("enable_progress_bar") is not False and not any(
-            isinstance(c, ProgressBar) for c in callbacks
-        ):  # Lightning's default bar reads the loss back from the GPU at every step
-            callbacks.append(LoggedValuesBar())
-        if self.run_plan is not None and self.run_plan.replaced is not None:
-            callbacks.append(_CommitReplacement(self.run_plan))
-        return super()._instantiate_trainer(config, callbacks)
 
 
 def _configure_logging() -> None:
@@ -414,10 +118,75 @@ def _upgrade_configs(argv: list[str]) -> list[str]:
     return argv
 
 
+def _config_values(argv: list[str]) -> list[str]:
+    """The values of a command line's ``--config``/``-c`` options, as given."""
+    values = []
+    for index, argument in enumerate(argv):
+        if argument in ("--config", "-c") and index + 1 < len(argv):
+            values.append(argv[index + 1])
+        elif argument.startswith("--config="):
+            values.append(argument.split("=", 1)[1])
+    return values
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Refuse the mistakes a command line shows before any class is needed.
+
+    Building LightningCLI's parser imports torch, Lightning and every class it may have to
+    resolve (seconds); a missing subcommand or configuration file is told at once instead.
+    Anything not caught here is left to LightningCLI's own parsing.
+
+    Raises:
+        ConfigurationError: No subcommand, an unknown first word, or a ``--config`` path that is
+            not a file.
+    """
+    if any(argument in ("-h", "--help") for argument in argv):
+        return
+    example = "e.g. lightning fit --config experiments/pspnet_focal.yaml"
+    if argv and not argv[0].startswith("-") and argv[0] not in SUBCOMMANDS:
+        close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+        raise ConfigurationError(
+            f"{argv[0]!r} is not a subcommand of lightning"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; give one of {', '.join(SUBCOMMANDS)} ({example})."
+        )
+    configs = _config_values(argv)
+    # A top-level configuration may name the subcommand itself: LightningCLI decides then.
+    if not configs and not any(argument in SUBCOMMANDS for argument in argv):
+        raise ConfigurationError(
+            f"lightning needs a subcommand, one of {', '.join(SUBCOMMANDS)} ({example}); "
+            "lightning --help lists them."
+        )
+    for value in configs:
+        if "\n" in value or ":" in value or "{" in value:
+            continue  # configuration text (as --config also takes), not a path
+        path = Path(value)
+        if path.is_dir():
+            raise ConfigurationError(
+                f"--config {value}: is a folder, not a configuration file; give an experiment "
+                f"YAML, or a run's {RunLayout(path).config.name} (e.g. runs/<experiment>/fold0/)."
+            )
+        if not path.is_file():
+            raise ConfigurationError(
+                f"--config {value}: no such file (from {Path.cwd()}); give an experiment YAML, "
+                "e.g. experiments/pspnet_focal.yaml, or a run's fold<k>/config.yaml."
+            )
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning`` console script."""
     _configure_logging()
     argv = list(sys.argv[1:] if args is None else args)
+    try:
+        check_command_line(argv)
+    except ConfigurationError as error:
+        exit_if_user_error(error)
+        raise
+    import pytorch_lightning as pl
+    import torch
+
+    from cli.suite_cli import SuiteCLI
+
     upgraded = _upgrade_configs(argv)
     # The arguments are passed explicitly (they may hold upgraded configurations); Lightning
     # warns about that whenever the process also has command-line arguments, as it always has.
@@ -444,6 +213,16 @@ def main(args: list[str] | None = None) -> None:
         # avoids an abort ("terminate called without an active exception") at interpreter exit.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def __getattr__(name: str) -> Any:
+    # SuiteCLI lives in cli.suite_cli (it imports Lightning); `from cli.lightning import
+    # SuiteCLI` keeps working.
+    if name == "SuiteCLI":
+        from cli.suite_cli import SuiteCLI
+
+        return SuiteCLI
+    raise AttributeError(f"module 'cli.lightning' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-from monai.metrics.utils import get_surface_distance
 from scipy import ndimage
 
 ISLES2018_METRICS: tuple[str, ...] = (
@@ -111,6 +110,10 @@ def _directed_surface_distances(
     pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return float64 mm distances pred surface -> target surface and back (both non-empty)."""
+    # Imported here: MONAI (and torch with it) costs seconds, and a report of finished folds
+    # reads only this module's tables.
+    from monai.metrics.utils import get_surface_distance
+
     # Surfaces as in MONAI's get_mask_edges: the mask XOR its 6-connected erosion, with the outside
     # of the image counted as background. Computed here on the cropped numpy arrays because
     # get_mask_edges' MetaTensor cropping costs several times the distance queries on a 256x256xZ

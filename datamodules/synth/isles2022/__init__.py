@@ -23,14 +23,26 @@ Modules:
     write: The NIfTI files, sidecars and BIDS files, and :func:`write_isles2022_twin`.
 """
 
-from datamodules.synth.common import MARKER_FILE, Size
-from datamodules.synth.isles2022.plan import CENTRES, DEFAULT_CASES, MAX_CASES, Centre, plan_cases
-from datamodules.synth.isles2022.write import (
-    GENERATOR_VERSION,
-    PARTICIPANTS,
-    README,
-    write_isles2022_twin,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datamodules.synth.common import MARKER_FILE, Size
+    from datamodules.synth.isles2022.plan import (
+        CENTRES,
+        DEFAULT_CASES,
+        MAX_CASES,
+        Centre,
+        plan_cases,
+    )
+    from datamodules.synth.isles2022.write import (
+        GENERATOR_VERSION,
+        PARTICIPANTS,
+        README,
+        write_isles2022_twin,
+    )
 
 __all__ = [
     "CENTRES",
@@ -45,3 +57,29 @@ __all__ = [
     "plan_cases",
     "write_isles2022_twin",
 ]
+
+_HOMES = {
+    "MARKER_FILE": "datamodules.synth.common",
+    "Size": "datamodules.synth.common",
+    "CENTRES": "datamodules.synth.isles2022.plan",
+    "DEFAULT_CASES": "datamodules.synth.isles2022.plan",
+    "MAX_CASES": "datamodules.synth.isles2022.plan",
+    "Centre": "datamodules.synth.isles2022.plan",
+    "plan_cases": "datamodules.synth.isles2022.plan",
+    "GENERATOR_VERSION": "datamodules.synth.isles2022.write",
+    "PARTICIPANTS": "datamodules.synth.isles2022.write",
+    "README": "datamodules.synth.isles2022.write",
+    "write_isles2022_twin": "datamodules.synth.isles2022.write",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `lightning-data synth isles2022 --help` reads the case limits without importing the
+    # renderer (SciPy's image filters).
+    if name not in _HOMES:
+        raise AttributeError(f"module 'datamodules.synth.isles2022' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
