@@ -111,11 +111,6 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
         OutputExistsError: If ``destination`` exists (and ``overwrite`` is not set, or it is not
             a model folder).
     """
-    import torch
-
-    from core.checkpoints import best_checkpoint, read_checkpoint
-    from core.model_folder import manifest_of
-
     layout = ExperimentLayout(experiment)
     folds = layout.folds()
     if not folds:
@@ -129,6 +124,11 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
                 f"{destination} exists. Choose another --to, or --overwrite to replace a model "
                 "folder exported before (other folders are never replaced)."
             )
+    import torch
+
+    from core.checkpoints import best_checkpoint, read_checkpoint
+    from core.model_folder import manifest_of
+
     build = destination.with_name(f".{destination.name}.export-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
     folder = ModelFolderLayout(build)

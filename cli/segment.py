@@ -135,9 +135,9 @@ def _write_output(mask: Path, reference: Path, output: Path) -> None:
 
 def model_images(model: Path) -> tuple[str, list[str]]:
     """The reference image and every image name the model at ``model`` reads."""
+    data_class, config = _data_config(model)  # a folder without a fold fails before torch
     from datamodules.base import SliceDataModule
 
-    data_class, config = _data_config(model)
     if not issubclass(data_class, SliceDataModule) or not data_class.reference_image:
         raise ConfigurationError(
             f"{model}: its data module {data_class.__name__} cannot read a case given as files."

@@ -55,6 +55,9 @@ def _run(command: str, *args: str, cwd: Path) -> tuple[subprocess.CompletedProce
         ("lightning-cv", "report", "--help"),
         ("lightning-cv", "compare", "--help"),
         ("lightning-cv", "predict", "--help"),
+        ("lightning-cv", "segment", "--help"),
+        ("lightning-cv", "export", "--help"),
+        ("lightning-cv", "challenge", "--help"),
         ("lightning-data", "--help"),
         ("lightning-data", "synth", "--help"),
         ("lightning-data", "synth", "isles2018", "--help"),
@@ -82,6 +85,28 @@ def test_help_imports_no_heavy_library(command, tmp_path):
         # composed by a `lightning` process of its own, which answers before importing torch
         (("lightning-cv", "fit", "--config", "missing.yaml"), "no such file"),
         (("lightning-cv", "fitt"), "invalid choice"),
+        (
+            ("lightning-cv", "segment", "runs", "--output", "m.nii.gz"),
+            "holds no fold configuration",
+        ),
+        (
+            (
+                "lightning-cv",
+                "segment",
+                "runs",
+                "--image",
+                "DWI=dwi.nii.gz",
+                "--output",
+                "m.nii.gz",
+            ),
+            "no such file",
+        ),  # fmt: skip
+        (("lightning-cv", "segment", "runs", "--image", "DWI", "--output", "m.mha"), "NAME=FILE"),
+        (("lightning-cv", "export", "runs", "--to", "model"), "holds no fold folder"),
+        (
+            ("lightning-cv", "challenge", "isles2022", "--model", "runs"),
+            "holds no fold configuration",
+        ),
         (("lightning-data", "synth", "isles2022"), "DIR"),
         (("lightning-data", "synth", "atlas", "out", "--release", "R3"), "invalid choice"),
         (("lightning-data", "synth", "isles2018", "out", "--cases", "-1"), "non-negative"),
