@@ -20,12 +20,14 @@ in the format the output's extension names.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import locale
 import logging
 import pydoc
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -63,8 +65,25 @@ def parse_images(entries: Sequence[str]) -> dict[str, Path]:
     return images
 
 
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Put the process's locale back after SimpleITK: its DICOM (GDCM) writer switches it to
+    "C", after which Python reads text files as ASCII (a YAML comment with "—" then fails);
+    the DICOM reader and the other formats are guarded the same way, in case they do."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def _read_image(path: Path):  # noqa: ANN202 - SimpleITK has no stubs
     """Any image SimpleITK reads, or the one DICOM series of a folder."""
+    with keep_locale():
+        return _read_image_as_is(path)
+
+
+def _read_image_as_is(path: Path):  # noqa: ANN202
     import SimpleITK as sitk
 
     try:
@@ -95,7 +114,9 @@ def as_nifti(name: str, path: Path, folder: Path) -> Path:
     import SimpleITK as sitk
 
     out = folder / f"{name}.nii.gz"
-    sitk.WriteImage(_read_image(path), str(out))
+    image = _read_image(path)
+    with keep_locale():
+        sitk.WriteImage(image, str(out))
     return out
 
 
@@ -125,11 +146,13 @@ def _write_output(mask: Path, reference: Path, output: Path) -> None:
             return
     import SimpleITK as sitk
 
-    written = sitk.ReadImage(str(mask))
-    image = sitk.GetImageFromArray(sitk.GetArrayFromImage(written))  # without NIfTI's metadata
-    image.CopyInformation(_read_image(reference))
-    tmp = output.with_name(f".{output.name}.tmp{''.join(output.suffixes)}")
-    sitk.WriteImage(image, str(tmp), useCompression=True)
+    reference_image = _read_image(reference)
+    with keep_locale():
+        written = sitk.ReadImage(str(mask))
+        image = sitk.GetImageFromArray(sitk.GetArrayFromImage(written))  # no NIfTI metadata
+        image.CopyInformation(reference_image)
+        tmp = output.with_name(f".{output.name}.tmp{''.join(output.suffixes)}")
+        sitk.WriteImage(image, str(tmp), useCompression=True)
     tmp.replace(output)
 
 

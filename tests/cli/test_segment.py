@@ -4,6 +4,7 @@ reference image's grid and in the output's format."""
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cli.segment import keep_locale
 from tests.conftest import RECIPES, configs, isles22_args, run_in_process
 
 SUBJECT = "strokecase0002"  # centre B of the twin: a right-handed grid, as a DICOM series has
@@ -53,6 +55,11 @@ def _segment(fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extr
 def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
     """The image as one DICOM series of int16 slices, with the positions and orientation a
     scanner writes (what a DICOM reader rebuilds the grid from)."""
+    with keep_locale():  # GDCM switches the process to the "C" locale
+        _write_series(image, folder)
+
+
+def _write_series(image: sitk.Image, folder: Path) -> None:
     folder.mkdir(parents=True)
     image = sitk.Cast(image, sitk.sitkInt16)
     d = image.GetDirection()
@@ -118,6 +125,7 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
     nifti = tmp_path / "dwi_int16.nii.gz"
     sitk.WriteImage(dwi, str(nifti))
     _write_dicom_series(dwi, tmp_path / "dicom")
+    encoding = locale.getpreferredencoding(False)
     for name, dwi_input in (("nifti", nifti), ("dicom", tmp_path / "dicom")):
         output = tmp_path / f"from_{name}.{'nii.gz' if name == 'nifti' else 'mha'}"
         probability = ["--probabilities", str(tmp_path / f"probability_{name}.nrrd")]
@@ -125,6 +133,9 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
     from_nifti = sitk.ReadImage(str(tmp_path / "from_nifti.nii.gz"))
     from_dicom = sitk.ReadImage(str(tmp_path / "from_dicom.mha"))
     assert np.array_equal(sitk.GetArrayFromImage(from_dicom), sitk.GetArrayFromImage(from_nifti))
+    # The process's text encoding is what it was (GDCM's writer switches the locale to "C",
+    # after which every open() of a UTF-8 file in the process fails).
+    assert locale.getpreferredencoding(False) == encoding
     probabilities = [
         sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"probability_{name}.nrrd")))
         for name in ("nifti", "dicom")
