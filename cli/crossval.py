@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cli import challenge, export, segment
+from cli.console import CurrentStdout
 from cli.errors import exit_if_user_error
 from cli.launchers import (
     FoldJob,
@@ -474,9 +475,7 @@ _COMMANDS = {
 
 
 def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.INFO, handlers=[CurrentStdout()], force=True)
 
 
 def main(argv: list[str] | None = None) -> None:

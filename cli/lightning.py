@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cli.console import CurrentStdout
 from cli.errors import exit_if_user_error
 from core.errors import ConfigurationError
 from core.legacy import upgrade_config
@@ -63,8 +64,7 @@ def _configure_logging() -> None:
     # Lightning announces the seed before the arguments are checked; the seed is in the run's
     # config.yaml, and a user error must be the first thing a user reads.
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler = CurrentStdout()
     for package in _PACKAGES:
         package_log = logging.getLogger(package)
         package_log.setLevel(logging.INFO)
