@@ -192,3 +192,59 @@ def write_twin(twin: Twin, root: Path, overwrite: bool, progress: bool) -> Path:
         raise
     logger.info("wrote %s", root)
     return root
+
+
+# -- pieces the twins' writers and lesion renderers share ---------------------------------
+def nifti_gz_bytes(
+    data: np.ndarray, affine: np.ndarray, code: int, description: bytes, level: int
+) -> bytes:
+    """A ``.nii.gz`` file's bytes: qform and sform = ``affine`` with ``code``, mm units, and
+    gzip with mtime 0 (nibabel's own writer stamps the time, so reruns would differ)."""
+    import gzip
+
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_qform(affine, code=code)
+    image.header.set_sform(affine, code=code)
+    image.header.set_xyzt_units("mm", "sec")
+    image.header["descrip"] = description
+    return gzip.compress(image.to_bytes(), compresslevel=level, mtime=0)
+
+
+def write_file(path: Path, payload: bytes) -> int:
+    """Write ``payload`` at ``path`` (parents created); its size in bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return len(payload)
+
+
+def box_offsets(
+    lo: np.ndarray, hi: np.ndarray, centre: np.ndarray, step: int = 1
+) -> list[np.ndarray]:
+    """Per axis, the voxel offsets from ``centre`` of a box ``[lo, hi)`` (every ``step``-th),
+    float32 and shaped to broadcast over the box."""
+    return [
+        (np.arange(a, b, step, dtype=np.float32) - np.float32(c)).reshape(
+            [-1 if i == axis else 1 for i in range(3)]
+        )
+        for axis, (a, b, c) in enumerate(zip(lo, hi, centre, strict=True))
+    ]
+
+
+def rippled_radius_parts(
+    offsets: list[np.ndarray], inverse_axes: np.ndarray, waves: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A lesion's squared ellipsoidal radius (``inverse_axes`` maps offsets to unit radius)
+    and the sum of its sine ``waves`` ``(K, 4)``, over the box of ``offsets``."""
+    inverse = inverse_axes.astype(np.float32)
+    radius2 = sum(
+        (inverse[row, 0] * offsets[0] + inverse[row, 1] * offsets[1] + inverse[row, 2] * offsets[2])
+        ** 2
+        for row in range(3)
+    )
+    ripple = sum(
+        np.sin(w[0] * offsets[0] + w[1] * offsets[1] + w[2] * offsets[2] + w[3])
+        for w in waves.astype(np.float32)
+    )
+    return np.asarray(radius2), np.asarray(ripple)

@@ -28,7 +28,7 @@ import numpy as np
 from datamodules.synth import mni
 from datamodules.synth.atlas import plan
 from datamodules.synth.atlas.plan import Scan
-from datamodules.synth.common import Size
+from datamodules.synth.common import Size, box_offsets, rippled_radius_parts
 
 TINY_STEP = 5
 NEAR_ONE = 1.0 - 2.0**-32  # real R1.1 masks store 1 as 0.9999999997671694
@@ -119,21 +119,8 @@ def _lesion_box(lesion: Lesion, shape: tuple[int, ...], brain: np.ndarray) -> _B
     lo = np.maximum(np.floor(lesion.centre - reach).astype(int), 0)
     hi = np.minimum(np.ceil(lesion.centre + reach).astype(int) + 1, shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    offsets = [
-        (np.arange(a, b, dtype=np.float32) - np.float32(c)).reshape([-1 if i == axis else 1
-                                                                    for i in range(3)])
-        for axis, (a, b, c) in enumerate(zip(lo, hi, lesion.centre, strict=True))
-    ]  # fmt: skip
-    inverse = lesion.inverse_axes.astype(np.float32)
-    radius2 = sum(
-        (inverse[row, 0] * offsets[0] + inverse[row, 1] * offsets[1] + inverse[row, 2] * offsets[2])
-        ** 2
-        for row in range(3)
-    )
-    ripple = sum(
-        np.sin(w[0] * offsets[0] + w[1] * offsets[1] + w[2] * offsets[2] + w[3])
-        for w in lesion.waves.astype(np.float32)
-    )
+    offsets = box_offsets(lo, hi, lesion.centre)
+    radius2, ripple = rippled_radius_parts(offsets, lesion.inverse_axes, lesion.waves)
     radius = np.sqrt(radius2) * (1 + np.float32(0.08) * ripple)
     inside = brain[box]
     binary = (radius <= 1) & inside

@@ -18,14 +18,12 @@ whose ``qform``/``sform`` codes are 4 (MNI152); the real codes are unknown
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from datamodules.synth import common
@@ -57,19 +55,12 @@ _R20_METADATA_HEADER = (
 
 
 def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
-    image = nib.Nifti1Image(data, affine)
-    image.header.set_qform(affine, code=4)
-    image.header.set_sform(affine, code=4)
-    image.header.set_xyzt_units("mm", "sec")
-    image.header["descrip"] = b"synthetic ATLAS twin (lightning-data)"
-    # nibabel's .nii.gz writer stamps the gzip header with the time: gzip here with mtime 0
-    return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
+    return common.nifti_gz_bytes(
+        data, affine, 4, b"synthetic ATLAS twin (lightning-data)", GZIP_LEVEL
+    )
 
 
-def _write(path: Path, payload: bytes) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
-    return len(payload)
+_write = common.write_file
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

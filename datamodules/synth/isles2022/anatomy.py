@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from datamodules.synth import mni
-from datamodules.synth.common import Size
+from datamodules.synth.common import Size, box_offsets, rippled_radius_parts
 from datamodules.synth.isles2022.plan import GridSpec
 
 _BRAIN_CENTRE_MM = np.array([0.0, -18.0, 8.0])  # template mm, roughly the brain's centre
@@ -251,22 +251,8 @@ def render_lesion(lesion: Lesion, step: int) -> RenderedLesion:
     lo = np.maximum(np.floor(centre - lesion.reach_mm).astype(int), 0)
     hi = np.minimum(np.ceil(centre + lesion.reach_mm).astype(int) + 1, maps.tissue.shape)
     box = tuple(slice(a, b, step) for a, b in zip(lo, hi))
-    offsets = [
-        (np.arange(a, b, step, dtype=np.float32) - np.float32(c)).reshape(
-            [-1 if i == axis else 1 for i in range(3)]
-        )
-        for axis, (a, b, c) in enumerate(zip(lo, hi, centre))
-    ]
-    inverse = lesion.inverse_axes.astype(np.float32)
-    radius2 = sum(
-        (inverse[row, 0] * offsets[0] + inverse[row, 1] * offsets[1] + inverse[row, 2] * offsets[2])
-        ** 2
-        for row in range(3)
-    )
-    ripple = sum(
-        np.sin(w[0] * offsets[0] + w[1] * offsets[1] + w[2] * offsets[2] + w[3])
-        for w in lesion.waves.astype(np.float32)
-    )
+    offsets = box_offsets(lo, hi, centre, step)
+    radius2, ripple = rippled_radius_parts(offsets, lesion.inverse_axes, lesion.waves)
     factor = np.maximum(1 + np.float32(lesion.ripple) * ripple, np.float32(_RIPPLE_FLOOR))
     radius = np.sqrt(radius2) * factor
     weight = np.clip((_EDGE[1] - radius) / np.float32(_EDGE[1] - _EDGE[0]), 0, 1)

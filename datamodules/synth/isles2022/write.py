@@ -11,7 +11,6 @@ the layout does not name and which are spelled here only.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -54,19 +53,12 @@ Written by `lightning-data synth isles2022`.
 
 
 def _nifti_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
-    image = nib.Nifti1Image(data, affine)
-    image.header.set_qform(affine, code=1)
-    image.header.set_sform(affine, code=1)
-    image.header.set_xyzt_units("mm", "sec")
-    image.header["descrip"] = b"synthetic ISLES2022 twin (lightning-data)"
-    # nibabel's .nii.gz writer stamps the gzip header with the time: gzip here with mtime 0
-    return gzip.compress(image.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0)
+    return common.nifti_gz_bytes(
+        data, affine, 1, b"synthetic ISLES2022 twin (lightning-data)", GZIP_LEVEL
+    )
 
 
-def _write(path: Path, payload: bytes) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
-    return len(payload)
+_write = common.write_file
 
 
 def _json_bytes(content: dict[str, Any]) -> bytes:
