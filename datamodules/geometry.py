@@ -440,3 +440,34 @@ class VolumeGeometry(SliceGeometry):
         """Undo :meth:`pad_depth` for a case of ``depth`` slices: ``(..., D', h, w)`` → ``(..., D, h, w)``."""
         before, _ = self.depth_padding(depth)
         return volume[..., before : before + depth, :, :]
+
+
+def geometry_for(
+    spatial_dims: int,
+    axes: Sequence[int],
+    crop: Sequence[int] | None = None,
+    size: int | Sequence[int] | None = None,
+    context: Sequence[int] = (0,),
+    depth: int | None = None,
+    target_spacing: float | Sequence[float] | None = None,
+) -> SliceGeometry:
+    """The geometry of a data module's ``spatial_dims`` setting: slices (2) or volumes (3).
+
+    Raises:
+        ConfigurationError: For another ``spatial_dims``, a ``depth`` with slices, or a slice
+            context with volumes (a 3D network sees the neighbours already).
+    """
+    if spatial_dims == 3:
+        if tuple(context) != (0,):
+            raise ConfigurationError(
+                f"context {list(context)} stacks neighbouring slices for 2D networks; a 3D "
+                "network sees them already. Set data.init_args.context: [0]."
+            )
+        return VolumeGeometry.create_volume(axes, crop, size, depth, target_spacing)
+    if spatial_dims == 2 and depth is None:
+        return SliceGeometry.create(axes, crop, size, context, target_spacing)
+    raise ConfigurationError(
+        f"spatial_dims must be 2 or 3 and depth is for spatial_dims 3 only; got "
+        f"spatial_dims={spatial_dims}, depth={depth}. Set data.init_args.spatial_dims: 3 "
+        "for volumes, or depth: null for slices."
+    )

@@ -9,10 +9,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from core.errors import ConfigurationError
 from datamodules.base import CacheDtype, SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
-from datamodules.geometry import SliceGeometry, VolumeGeometry
+from datamodules.geometry import geometry_for
 from datamodules.isles2018_reader import ISLESCase, check_root, read_case, scan_isles2018
 from datamodules.nifti import PredictionTarget
 from datamodules.normalization import Normalization, normalize_channels
@@ -123,17 +122,7 @@ class ISLES2018DataModule(SliceDataModule):
         device_cache_dtype: CacheDtype | None = None,
         predict_cases: dict[str, dict[str, str]] | None = None,
     ) -> None:
-        geometry: SliceGeometry
-        if spatial_dims == 3:
-            geometry = VolumeGeometry.create_volume(_AXES, crop, image_size, depth)
-        elif spatial_dims == 2 and depth is None:
-            geometry = SliceGeometry.create(_AXES, crop, image_size)
-        else:
-            raise ConfigurationError(
-                f"spatial_dims must be 2 or 3 and depth is for spatial_dims 3 only; got "
-                f"spatial_dims={spatial_dims}, depth={depth}. Set data.init_args.spatial_dims: 3 "
-                "for volumes, or depth: null for slices."
-            )
+        geometry = geometry_for(spatial_dims, _AXES, crop, image_size, depth=depth)
         super().__init__(
             data_dir=data_dir,
             cache_dir=cache_dir,

@@ -12,7 +12,7 @@ from core.errors import ConfigurationError
 from datamodules import isles2022_layout as layout
 from datamodules.base import CacheDtype, SliceDataModule, SplitUnit
 from datamodules.cache import CacheItem, DecodedCase
-from datamodules.geometry import SliceGeometry, VolumeGeometry
+from datamodules.geometry import geometry_for
 from datamodules.isles2022_reader import (
     FlairAlignment,
     ISLES2022Case,
@@ -130,26 +130,9 @@ class ISLES2022DataModule(SliceDataModule):
                 f"channels must be distinct names from {list(layout.CHANNELS)}, got "
                 f"{list(channels)}; fix data.init_args.channels."
             )
-        geometry: SliceGeometry
-        if spatial_dims == 3:
-            if tuple(context) != (0,):
-                raise ConfigurationError(
-                    f"context {list(context)} stacks neighbouring slices for 2D networks; a 3D "
-                    "network sees them already. Set data.init_args.context: [0]."
-                )
-            geometry = VolumeGeometry.create_volume(
-                _AXES, crop, image_size, depth, target_spacing=target_spacing
-            )
-        elif spatial_dims == 2 and depth is None:
-            geometry = SliceGeometry.create(
-                _AXES, crop, image_size, context, target_spacing=target_spacing
-            )
-        else:
-            raise ConfigurationError(
-                f"spatial_dims must be 2 or 3 and depth is for spatial_dims 3 only; got "
-                f"spatial_dims={spatial_dims}, depth={depth}. Set data.init_args.spatial_dims: 3 "
-                "for volumes, or depth: null for slices."
-            )
+        geometry = geometry_for(
+            spatial_dims, _AXES, crop, image_size, context, depth, target_spacing
+        )
         super().__init__(
             data_dir=data_dir,
             cache_dir=cache_dir,
