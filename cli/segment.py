@@ -14,35 +14,35 @@ through exactly the path of ``lightning predict`` — the dataset's own decoding
 normalisation (``data.init_args.predict_cases``), the geometry, the network, the way back —
 so the mask equals the one ``lightning predict`` writes for the same files. It is written on
 the reference image's grid (the DWI, the CT, the T1) with its origin, spacing and direction,
-in the format the output's extension names.
+in the format the output's extension names; ``.dcm`` writes a DICOM Segmentation referring to
+the DICOM series given as the reference image (:mod:`cli.image_files`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import locale
 import logging
 import pydoc
-import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from core.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
+from cli.image_files import (
+    OUTPUT_FORMATS,
+    as_nifti,
+    check_output,
+    format_of,
+    write_like_reference,
+)
+from core.errors import ConfigurationError, DatasetNotFoundError
 from core.run_layout import ExperimentLayout, RunLayout
 
 log = logging.getLogger(__name__)
 
-_NIFTI = (".nii", ".nii.gz")
 _CASE = "patient"  # the case name of a single-patient call
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(_NIFTI)
 
 
 def parse_images(entries: Sequence[str]) -> dict[str, Path]:
@@ -65,61 +65,6 @@ def parse_images(entries: Sequence[str]) -> dict[str, Path]:
     return images
 
 
-@contextlib.contextmanager
-def keep_locale() -> Iterator[None]:
-    """Put the process's locale back after SimpleITK: its DICOM (GDCM) writer switches it to
-    "C", after which Python reads text files as ASCII (a YAML comment with "—" then fails);
-    the DICOM reader and the other formats are guarded the same way, in case they do."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-
-
-def _read_image(path: Path):  # noqa: ANN202 - SimpleITK has no stubs
-    """Any image SimpleITK reads, or the one DICOM series of a folder."""
-    with keep_locale():
-        return _read_image_as_is(path)
-
-
-def _read_image_as_is(path: Path):  # noqa: ANN202
-    import SimpleITK as sitk
-
-    try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if len(series) != 1:
-                raise DataValidationError(
-                    f"{path}: a DICOM folder must hold exactly one series, found {len(series)}"
-                    f"{' (' + ', '.join(series) + ')' if series else ''}. Give the folder of "
-                    "one series."
-                )
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-            return reader.Execute()
-        return sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise DataValidationError(
-            f"{path}: SimpleITK cannot read it ({str(error).strip().splitlines()[-1]}). Give a "
-            "NIfTI, MHA/NRRD or a folder of one DICOM series."
-        ) from error
-
-
-def as_nifti(name: str, path: Path, folder: Path) -> Path:
-    """The image as a NIfTI file the dataset's reader takes: NIfTI as given, anything else
-    converted by SimpleITK (origin, spacing and direction kept)."""
-    if path.is_file() and _is_nifti(path):
-        return path.absolute()
-    import SimpleITK as sitk
-
-    out = folder / f"{name}.nii.gz"
-    image = _read_image(path)
-    with keep_locale():
-        sitk.WriteImage(image, str(out))
-    return out
-
-
 def _data_config(model: Path) -> tuple[type, dict]:
     runs = list(ExperimentLayout(model).folds().values()) or [RunLayout(model)]
     config_path = runs[0].config
@@ -134,26 +79,6 @@ def _data_config(model: Path) -> tuple[type, dict]:
     if not isinstance(located, type):
         raise ConfigurationError(f"{config_path}: its data.class_path names no class.")
     return located, config
-
-
-def _write_output(mask: Path, reference: Path, output: Path) -> None:
-    """The written mask (NIfTI on the reference's converted grid) at ``output``, in the format
-    its extension names, with the reference input's geometry."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if _is_nifti(output) and reference.is_file() and _is_nifti(reference):
-        if output.name.endswith(".gz") == mask.name.endswith(".gz"):
-            shutil.copyfile(mask, output)  # written by nibabel with the reference's header
-            return
-    import SimpleITK as sitk
-
-    reference_image = _read_image(reference)
-    with keep_locale():
-        written = sitk.ReadImage(str(mask))
-        image = sitk.GetImageFromArray(sitk.GetArrayFromImage(written))  # no NIfTI metadata
-        image.CopyInformation(reference_image)
-        tmp = output.with_name(f".{output.name}.tmp{''.join(output.suffixes)}")
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-    tmp.replace(output)
 
 
 def model_images(model: Path) -> tuple[str, list[str]]:
@@ -220,6 +145,9 @@ def segment_cases(
                 f"{case}: this model writes its masks on the {reference_name} grid: give "
                 f"{reference_name} (got {', '.join(images) or 'no image'})."
             )
+        for path in outputs[case]:
+            if path is not None:
+                check_output(path, images[reference_name])
     with tempfile.TemporaryDirectory(prefix="strokeseg-segment-") as tmp_name:
         tmp = Path(tmp_name)
         files: dict[str, dict[str, str]] = {}
@@ -252,9 +180,11 @@ def segment_cases(
         probabilities = RunLayout(tmp).probabilities_beside(out)
         for case, (mask_path, probability_path) in outputs.items():
             reference = cases[case][reference_name]
-            _write_output(out / f"{case}.nii.gz", reference, mask_path)
+            written = out / f"{case}.nii.gz"
+            write_like_reference(written, reference, mask_path, fractional=False)
             if probability_path is not None:
-                _write_output(probabilities / f"{case}.nii.gz", reference, probability_path)
+                written = probabilities / f"{case}.nii.gz"
+                write_like_reference(written, reference, probability_path, fractional=True)
     return 0
 
 
@@ -291,6 +221,12 @@ def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Pa
     return patients
 
 
+def _format(asked: str, reference: Path) -> str:
+    """``--format``: a named format, or ``input`` for the reference image's own (a DICOM
+    series gives a DICOM SEG)."""
+    return format_of(reference) if asked == "input" else asked
+
+
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
@@ -309,8 +245,10 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
         _, needed = model_images(model)
         cases = patient_folders(Path(args.input_dir).expanduser(), needed)
         out_dir = Path(args.output_dir).expanduser()
+        reference, _ = model_images(model)
         outputs: dict[str, tuple[Path, Path | None]] = {
-            case: (out_dir / f"{case}.{args.format}", None) for case in cases
+            case: (out_dir / f"{case}.{_format(args.format, images[reference])}", None)
+            for case, images in cases.items()
         }
         code = segment_cases(model, cases, outputs, extra, args.tta)
         if code == 0:
@@ -346,14 +284,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME=FILE",
         help="one of the model's images: NIfTI, MHA/NRRD or a DICOM series folder (repeat)",
     )
-    segment.add_argument("--output", help="the mask: .nii.gz, .nii, .mha, .nrrd")
-    segment.add_argument("--probabilities", help="also write the lesion probability here")
+    segment.add_argument(
+        "--output",
+        help="the mask: .nii.gz, .nii, .mha, .nrrd, or .dcm (a DICOM SEG of a DICOM input)",
+    )
+    segment.add_argument(
+        "--probabilities", help="also write the lesion probability here (same formats)"
+    )
     segment.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     segment.add_argument(
         "--input-dir", help="a folder of patient folders, each holding <NAME>.nii.gz/.mha/DICOM"
     )
     segment.add_argument("--output-dir", help="with --input-dir: where <patient>.<format> go")
     segment.add_argument(
-        "--format", default="nii.gz", choices=("nii.gz", "nii", "mha", "nrrd"),
-        help="with --input-dir: the masks' format (default nii.gz)",
+        "--format", default="nii.gz", choices=(*OUTPUT_FORMATS, "input"),
+        help="with --input-dir: the masks' format (default nii.gz); input: each patient's "
+        "reference image's own (a DICOM series gives a DICOM SEG)",
     )  # fmt: skip

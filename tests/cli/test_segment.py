@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cli.segment import keep_locale
+from cli.image_files import keep_locale
 from tests.conftest import RECIPES, configs, isles22_args, run_in_process
 
 SUBJECT = "strokecase0002"  # centre B of the twin: a right-handed grid, as a DICOM series has
@@ -76,6 +76,8 @@ def _write_series(image: sitk.Image, folder: Path) -> None:
             "0008|0018": f"{series}.{k + 1}",
             "0020|000d": f"{series}.0",
             "0020|000e": series,
+            "0020|0052": f"{series}.9",  # the frame of reference a DICOM SEG refers to
+            "0010|0020": "TWIN-0002",
             "0020|0013": str(k + 1),
             "0020|0032": "\\".join(f"{v:.10f}" for v in position),
             "0020|0037": orientation,
@@ -147,6 +149,40 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
     np.testing.assert_allclose(from_dicom.GetOrigin(), from_nifti.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(from_dicom.GetSpacing(), from_nifti.GetSpacing(), rtol=1e-4)
 
+    # The same case written as DICOM Segmentations of the DICOM series, read back the way a
+    # PACS viewer reads them (highdicom): each frame tied to the slice it segments.
+    import highdicom as hd
+    import pydicom
+
+    seg_files = {"mask": tmp_path / "mask.dcm", "probability": tmp_path / "probability.dcm"}
+    _segment(
+        fold, {**images, "DWI": tmp_path / "dicom"}, seg_files["mask"], tmp_path,
+        "--probabilities", str(seg_files["probability"]),
+    )  # fmt: skip
+    mask_seg, probability_seg = (hd.seg.segread(seg_files[n]) for n in ("mask", "probability"))
+    assert (
+        mask_seg.SegmentationType == "BINARY" and probability_seg.SegmentationType == "FRACTIONAL"
+    )
+    with keep_locale():
+        reader = sitk.ImageSeriesReader()
+        slices = reader.GetGDCMSeriesFileNames(str(tmp_path / "dicom"))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in slices]
+    for seg in (mask_seg, probability_seg):
+        assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+        assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+        assert seg.PatientID == "TWIN-0002"
+        (referenced,) = seg.ReferencedSeriesSequence
+        assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    expected_mask = sitk.GetArrayFromImage(from_dicom)  # (slice, row, column)
+    assert expected_mask.any() and not expected_mask.all()
+    for k, source in enumerate(sources):
+        uid = [source.SOPInstanceUID]
+        frame = mask_seg.get_pixels_by_source_instance(uid, segment_numbers=[1])[0, :, :, 0]
+        assert np.array_equal(frame, expected_mask[k]), f"slice {k}"
+        fraction = probability_seg.get_pixels_by_source_instance(uid, segment_numbers=[1])
+        # FRACTIONAL stores 255 steps: within half a step of the written probability.
+        np.testing.assert_allclose(fraction[0, :, :, 0], probabilities[1][k], atol=0.5 / 255 + 1e-6)
+
 
 def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
     images = _inputs(tiny_isles22)
@@ -159,6 +195,17 @@ def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
     error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert "Missing: ADC, FLAIR" in error and "Not used: T2" in error
     assert not (tmp_path / "m.nii.gz").exists()
+
+    # A DICOM SEG refers to a DICOM series: refused for a NIfTI reference, before any work.
+    flags = [arg for name, path in images.items() for arg in ("--image", f"{name}={path}")]
+    result = run_in_process(
+        "lightning-cv", "segment", str(fold), *flags, "--output", str(tmp_path / "m.dcm"),
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert "m.dcm: a DICOM Segmentation refers to the DICOM series" in error
+    assert not (tmp_path / "m.dcm").exists()
 
 
 @pytest.mark.slow
@@ -254,10 +301,12 @@ def test_a_folder_of_patients_in_one_call(fold, tiny_isles22, tmp_path):
     out = tmp_path / "masks"
     run_in_process(
         "lightning-cv", "segment", str(fold), "--input-dir", str(patients),
-        "--output-dir", str(out), "--format", "mha", cwd=tmp_path,
+        "--output-dir", str(out), "--format", "input", cwd=tmp_path,
     )  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["patient_0.mha", "patient_1.mha"]
+    # --format input: each patient's mask in the format of its DWI
+    assert sorted(p.name for p in out.iterdir()) == ["patient_0.nii.gz", "patient_1.mha"]
     for number, subject in enumerate(("strokecase0002", "strokecase0004")):
         (expected,) = predicted.rglob(f"sub-{subject}_ses-0001_msk.nii.gz")
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"patient_{number}.mha")))
+        suffix = ".mha" if number == 1 else ".nii.gz"
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"patient_{number}{suffix}")))
         assert np.array_equal(mask.transpose(2, 1, 0), np.asarray(nib.load(expected).dataobj))

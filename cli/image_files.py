@@ -1,0 +1,225 @@
+"""A patient's images as files in the formats scanners and challenges use, read and written.
+
+Read: NIfTI, anything SimpleITK reads (MHA, NRRD, …) and a folder holding one DICOM series.
+Written, on the reference input's grid (its size, origin, spacing and direction):
+
+* ``.nii.gz`` / ``.nii`` — as the suite's prediction writer wrote it when the reference is
+  NIfTI (its own header), else through SimpleITK;
+* ``.mha``, ``.nrrd`` — SimpleITK, compressed (one file each);
+* ``.dcm`` — a **DICOM Segmentation** object (highdicom), one multi-frame file referring to the
+  reference DICOM series: its patient, study and frame of reference, each frame tied to the
+  source slice it segments. A mask is a BINARY segmentation, a probability a FRACTIONAL one
+  (PROBABILITY, 255 steps). It needs the reference to be a DICOM series: a SEG is defined by
+  the images it refers to.
+
+SimpleITK's DICOM (GDCM) writer switches the process's locale to "C", after which Python reads
+text files as ASCII; every SimpleITK call here is wrapped in :func:`keep_locale`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import locale
+import shutil
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import ConfigurationError, DataValidationError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SEG_SUFFIX = ".dcm"
+#: What ``--output`` / ``--format`` may name.
+OUTPUT_FORMATS = ("nii.gz", "nii", "mha", "nrrd", "dcm")
+#: SNOMED CT codes of the DICOM SEG segment: a morphologically abnormal structure, an infarct.
+_CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
+_PROPERTY = ("55641003", "SCT", "Infarct")
+_SEG_SERIES_OFFSET = 1000  # the SEG's series number: the source's + 1000 (a common convention)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def is_dicom_seg(path: Path) -> bool:
+    return path.name.lower().endswith(DICOM_SEG_SUFFIX)
+
+
+def format_of(path: Path) -> str:
+    """The output format that matches an input: its extension, ``dcm`` for a DICOM folder."""
+    if path.is_dir():
+        return "dcm"
+    name = path.name.lower()
+    for fmt in OUTPUT_FORMATS:
+        if name.endswith(f".{fmt}"):
+            return fmt
+    return "nii.gz"
+
+
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Put the process's locale back after SimpleITK: its DICOM (GDCM) writer switches it to
+    "C", after which Python reads text files as ASCII (a YAML comment with "—" then fails);
+    the DICOM reader and the other formats are guarded the same way, in case they do."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in ``folder``, in SimpleITK's slice order (the order
+    of the volume's third axis)."""
+    import SimpleITK as sitk
+
+    with keep_locale():
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+        if len(series) != 1:
+            raise DataValidationError(
+                f"{folder}: a DICOM folder must hold exactly one series, found {len(series)}"
+                f"{' (' + ', '.join(series) + ')' if series else ''}. Give the folder of "
+                "one series."
+            )
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def read_image(path: Path):  # noqa: ANN201 - SimpleITK has no stubs
+    """Any image SimpleITK reads, or the one DICOM series of a folder."""
+    import SimpleITK as sitk
+
+    try:
+        if path.is_dir():
+            files = dicom_series_files(path)
+            with keep_locale():
+                return sitk.ReadImage(files)
+        with keep_locale():
+            return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise DataValidationError(
+            f"{path}: SimpleITK cannot read it ({str(error).strip().splitlines()[-1]}). Give a "
+            "NIfTI, MHA/NRRD or a folder of one DICOM series."
+        ) from error
+
+
+def as_nifti(name: str, path: Path, folder: Path) -> Path:
+    """The image as a NIfTI file the dataset's reader takes: NIfTI as given, anything else
+    converted by SimpleITK (origin, spacing and direction kept)."""
+    if path.is_file() and is_nifti(path):
+        return path.absolute()
+    import SimpleITK as sitk
+
+    out = folder / f"{name}.nii.gz"
+    image = read_image(path)
+    with keep_locale():
+        sitk.WriteImage(image, str(out))
+    return out
+
+
+def check_output(output: Path, reference: Path) -> None:
+    """Refuse, before any work, an output the reference input cannot give."""
+    if is_dicom_seg(output) and not reference.is_dir():
+        raise ConfigurationError(
+            f"{output}: a DICOM Segmentation refers to the DICOM series it segments, but the "
+            f"reference image {reference} is not a DICOM series folder. Give the reference "
+            "image as its DICOM folder, or write .nii.gz, .mha or .nrrd."
+        )
+    if not any(output.name.lower().endswith(f".{fmt}") for fmt in OUTPUT_FORMATS):
+        raise ConfigurationError(
+            f"{output}: unknown output format; name the file .{', .'.join(OUTPUT_FORMATS)}."
+        )
+
+
+def write_like_reference(written: Path, reference: Path, output: Path, *, fractional: bool) -> None:
+    """The suite's written NIfTI (a mask, or a probability when ``fractional``, on the
+    reference's converted grid) at ``output``, in the format its extension names, with the
+    reference input's geometry. Written through a temporary sibling and a rename."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if is_nifti(output) and reference.is_file() and is_nifti(reference):
+        if output.name.endswith(".gz") == written.name.endswith(".gz"):
+            shutil.copyfile(written, output)  # written by nibabel with the reference's header
+            return
+    import SimpleITK as sitk
+
+    with keep_locale():
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))  # (slice, row, column)
+    if is_dicom_seg(output):
+        write_dicom_seg(array, reference, output, fractional=fractional)
+        return
+    reference_image = read_image(reference)
+    with keep_locale():
+        image = sitk.GetImageFromArray(array)  # no NIfTI metadata
+        image.CopyInformation(reference_image)
+        tmp = output.with_name(f".{output.name}.tmp{''.join(output.suffixes)}")
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    tmp.replace(output)
+
+
+def write_dicom_seg(array: np.ndarray, series: Path, output: Path, *, fractional: bool) -> None:
+    """``array`` (slice, row, column, on the DICOM series ``series``'s grid) as a DICOM
+    Segmentation referring to that series: BINARY for a mask, FRACTIONAL for a probability.
+
+    Raises:
+        DataValidationError: For a series a SEG cannot refer to (no frame of reference, a
+            multi-frame file whose frames are not the volume's slices).
+    """
+    import highdicom as hd
+    import numpy as np
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    files = dicom_series_files(series)
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    if len(sources) != array.shape[0] or any(int(s.get("NumberOfFrames", 1)) > 1 for s in sources):
+        raise DataValidationError(
+            f"{series}: a DICOM SEG is written for a series of single-frame slices "
+            f"({len(sources)} file(s) for {array.shape[0]} slices). Write .nii.gz or .mha."
+        )
+    pixels = (
+        np.clip(array.astype(np.float32), 0.0, 1.0) if fractional else (array > 0).astype(np.uint8)
+    )
+    try:
+        version = metadata.version("strokeseg-repro")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        version = "unknown"
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="strokeseg-repro", version=version, family=codes.cid7162.ArtificialIntelligence
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="Stroke lesion",
+        segmented_property_category=hd.sr.CodedConcept(*_CATEGORY),
+        segmented_property_type=hd.sr.CodedConcept(*_PROPERTY),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    first = sources[0]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=sources,
+            pixel_array=pixels,
+            segmentation_type="FRACTIONAL" if fractional else "BINARY",
+            segment_descriptions=[segment],
+            series_instance_uid=hd.UID(),
+            series_number=int(first.get("SeriesNumber") or 0) + _SEG_SERIES_OFFSET,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="strokeseg-repro",
+            manufacturer_model_name=output.name.split(".", 1)[0][:64] or "model",
+            software_versions=version,
+            device_serial_number="none",
+            series_description="Stroke lesion probability" if fractional else "Stroke lesion",
+            omit_empty_frames=False,  # every source slice has its frame, empty or not
+        )
+    except (ValueError, AttributeError) as error:
+        raise DataValidationError(
+            f"{series}: cannot write a DICOM SEG referring to this series ({error}). Write "
+            ".nii.gz or .mha instead."
+        ) from error
+    tmp = output.with_name(f".{output.name}.tmp")
+    seg.save_as(tmp)
+    tmp.replace(output)
