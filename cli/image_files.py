@@ -85,7 +85,32 @@ def dicom_series_files(folder: Path) -> list[str]:
                 f"{' (' + ', '.join(series) + ')' if series else ''}. Give the folder of "
                 "one series."
             )
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    _check_one_volume(folder, files)
+    return files
+
+
+def _check_one_volume(folder: Path, files: list[str]) -> None:
+    """Refuse a series holding several volumes at the same slice positions (scanners store a
+    DWI's b-values, or a perfusion's time points, in one series): stacked as one volume they
+    would give a grid with repeated slices."""
+    import pydicom
+
+    positions = []
+    for name in files:
+        header = pydicom.dcmread(
+            name, stop_before_pixels=True, specific_tags=["ImagePositionPatient"]
+        )
+        position = header.get("ImagePositionPatient")
+        positions.append(None if position is None else tuple(round(float(v), 3) for v in position))
+    distinct = {p for p in positions if p is not None}
+    if positions and None not in positions and len(distinct) < len(positions):
+        raise DataValidationError(
+            f"{folder}: its DICOM series holds {len(files)} images at {len(distinct)} slice "
+            "positions — several volumes in one series (a DWI's b-values, a perfusion's time "
+            "points). Split it into one folder per volume and give the one the model reads "
+            "(for ISLES 2022, the trace DWI at b = 1000)."
+        )
 
 
 def read_image(path: Path):  # noqa: ANN201 - SimpleITK has no stubs

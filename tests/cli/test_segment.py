@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from cli.image_files import keep_locale
 from tests.conftest import RECIPES, configs, isles22_args, run_in_process
+from tests.helpers.dicom import PATIENT_ID, write_dicom_series
 
 SUBJECT = "strokecase0002"  # centre B of the twin: a right-handed grid, as a DICOM series has
 
@@ -50,42 +51,6 @@ def _segment(fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extr
     return run_in_process(
         "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd
     )
-
-
-def _write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    """The image as one DICOM series of int16 slices, with the positions and orientation a
-    scanner writes (what a DICOM reader rebuilds the grid from)."""
-    with keep_locale():  # GDCM switches the process to the "C" locale
-        _write_series(image, folder)
-
-
-def _write_series(image: sitk.Image, folder: Path) -> None:
-    folder.mkdir(parents=True)
-    image = sitk.Cast(image, sitk.sitkInt16)
-    d = image.GetDirection()
-    orientation = "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))
-    series = "1.2.826.0.1.3680043.2.1125.77.1"
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        plane = image[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in {
-            "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-            "0008|0018": f"{series}.{k + 1}",
-            "0020|000d": f"{series}.0",
-            "0020|000e": series,
-            "0020|0052": f"{series}.9",  # the frame of reference a DICOM SEG refers to
-            "0010|0020": "TWIN-0002",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.10f}" for v in position),
-            "0020|0037": orientation,
-            "0018|0050": f"{image.GetSpacing()[2]:.10f}",
-        }.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(plane)
 
 
 @pytest.mark.slow
@@ -126,7 +91,7 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
     dwi = sitk.Cast(sitk.ReadImage(str(images["DWI"])), sitk.sitkInt16)  # DICOM stores integers
     nifti = tmp_path / "dwi_int16.nii.gz"
     sitk.WriteImage(dwi, str(nifti))
-    _write_dicom_series(dwi, tmp_path / "dicom")
+    write_dicom_series(dwi, tmp_path / "dicom")
     encoding = locale.getpreferredencoding(False)
     for name, dwi_input in (("nifti", nifti), ("dicom", tmp_path / "dicom")):
         output = tmp_path / f"from_{name}.{'nii.gz' if name == 'nifti' else 'mha'}"
@@ -170,7 +135,7 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
     for seg in (mask_seg, probability_seg):
         assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
         assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
-        assert seg.PatientID == "TWIN-0002"
+        assert seg.PatientID == PATIENT_ID
         (referenced,) = seg.ReferencedSeriesSequence
         assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
     expected_mask = sitk.GetArrayFromImage(from_dicom)  # (slice, row, column)

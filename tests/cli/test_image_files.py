@@ -1,0 +1,110 @@
+"""Patient images as files: DICOM series read onto their grid (oblique ones too), a series of
+several volumes refused, and DICOM Segmentations that a DICOM reader (highdicom) places on the
+source series' slices and in its physical space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cli.image_files import check_output, keep_locale, read_image, write_dicom_seg
+from core.errors import ConfigurationError, DataValidationError
+from tests.helpers.dicom import PATIENT_ID, SERIES_UID, write_dicom_series
+
+
+def _oblique_image(seed: int = 0) -> sitk.Image:
+    """A small anisotropic volume rotated about two axes: no axis of the grid is a patient
+    axis, as in an oblique acquisition."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.integers(0, 1000, size=(6, 9, 7)).astype(np.int16))
+    image.SetSpacing((0.9, 1.2, 4.0))
+    image.SetOrigin((-20.5, 31.0, 7.25))
+    rotation = sitk.Euler3DTransform((0, 0, 0), 0.3, -0.2, 0.1)
+    image.SetDirection(rotation.GetMatrix())
+    return image
+
+
+def test_a_dicom_series_is_read_onto_its_grid_oblique_too(tmp_path):
+    image = _oblique_image()
+    write_dicom_series(image, tmp_path / "series")
+    read = read_image(tmp_path / "series")
+    assert np.array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(image))
+    np.testing.assert_allclose(read.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(read.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(read.GetDirection(), image.GetDirection(), atol=1e-6)
+
+
+def test_a_series_of_several_volumes_is_refused(tmp_path):
+    image = _oblique_image()
+    write_dicom_series(image, tmp_path / "dwi")  # b = 0
+    write_dicom_series(image, tmp_path / "dwi", first_file=image.GetDepth())  # b = 1000
+    with pytest.raises(DataValidationError, match="12 images at 6 slice positions"):
+        read_image(tmp_path / "dwi")
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_a_dicom_seg_lies_on_the_source_slices_and_in_their_space(tmp_path, fractional):
+    import highdicom as hd
+    import pydicom
+
+    image = _oblique_image()
+    files = write_dicom_series(image, tmp_path / "series")
+    rng = np.random.default_rng(1)
+    array = rng.random(size=(6, 9, 7)).astype(np.float32)  # (slice, row, column)
+    if not fractional:
+        array = (array > 0.7).astype(np.uint8)
+    output = tmp_path / "seg.dcm"
+    write_dicom_seg(array, tmp_path / "series", output, fractional=fractional)
+
+    seg = hd.seg.segread(output)
+    assert seg.SegmentationType == ("FRACTIONAL" if fractional else "BINARY")
+    assert seg.PatientID == PATIENT_ID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES_UID
+    tolerance = 0.5 / 255 + 1e-6 if fractional else 0
+    # Frame by frame: each source slice's frame holds that slice of the array.
+    for k, path in enumerate(files):
+        uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        frame = seg.get_pixels_by_source_instance([uid], segment_numbers=[1])[0, :, :, 0]
+        np.testing.assert_allclose(frame, array[k], atol=tolerance)
+    # In physical space: the SEG's own geometry puts every voxel where the source has it.
+    with keep_locale():
+        volume = seg.get_volume(segment_numbers=[1]).squeeze_channel().to_simpleitk()
+        expected = sitk.GetImageFromArray(array.astype(np.float32))
+        expected.CopyInformation(image)
+        on_source = sitk.Resample(
+            sitk.Cast(volume, sitk.sitkFloat32),
+            expected,
+            sitk.Transform(),
+            sitk.sitkNearestNeighbor,
+        )
+    np.testing.assert_allclose(sitk.GetArrayFromImage(on_source), array, atol=tolerance or 1e-6)
+
+
+def test_outputs_the_reference_cannot_give_are_refused(tmp_path):
+    nifti = tmp_path / "dwi.nii.gz"
+    nifti.touch()
+    with pytest.raises(ConfigurationError, match="is not a DICOM series folder"):
+        check_output(tmp_path / "mask.dcm", nifti)
+    with pytest.raises(ConfigurationError, match="unknown output format"):
+        check_output(tmp_path / "mask.png", nifti)
+    (tmp_path / "series").mkdir()
+    check_output(tmp_path / "mask.dcm", tmp_path / "series")  # a folder: a DICOM series
+    check_output(tmp_path / "mask.mha", nifti)
+
+
+def test_a_series_without_a_frame_of_reference_gives_a_user_error(tmp_path):
+    image = _oblique_image()
+    files = write_dicom_series(image, tmp_path / "series")
+    import pydicom
+
+    for path in files:
+        header = pydicom.dcmread(path)
+        del header.FrameOfReferenceUID
+        header.save_as(path)
+    array = np.zeros((6, 9, 7), np.uint8)
+    with pytest.raises(DataValidationError, match="cannot write a DICOM SEG referring to"):
+        write_dicom_seg(array, tmp_path / "series", Path(tmp_path / "seg.dcm"), fractional=False)
+    assert not list(tmp_path.glob("*seg.dcm*"))
