@@ -242,18 +242,7 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
             )
         if args.output_dir is None:
             raise ConfigurationError("--input-dir needs --output-dir (where the masks go).")
-        _, needed = model_images(model)
-        cases = patient_folders(Path(args.input_dir).expanduser(), needed)
-        out_dir = Path(args.output_dir).expanduser()
-        reference, _ = model_images(model)
-        outputs: dict[str, tuple[Path, Path | None]] = {
-            case: (out_dir / f"{case}.{_format(args.format, images[reference])}", None)
-            for case, images in cases.items()
-        }
-        code = segment_cases(model, cases, outputs, extra, args.tta)
-        if code == 0:
-            print(f"wrote {len(cases)} mask(s) to {out_dir}")
-        return code
+        return _segment_folder(args, model, extra)
     if args.output is None:
         raise ConfigurationError("segment needs --output (the mask file), or --input-dir.")
     output = Path(args.output).expanduser()
@@ -262,6 +251,31 @@ def cmd_segment(args: argparse.Namespace, extra: list[str]) -> int:
     code = segment_case(model, images, output, probabilities, extra, args.tta)
     if code == 0:
         print(f"wrote {output}" + (f" and {probabilities}" if probabilities else ""))
+    return code
+
+
+def _segment_folder(args: argparse.Namespace, model: Path, extra: list[str]) -> int:
+    """``--input-dir``: every patient folder through one prediction run; with ``--continue``,
+    the patients whose mask exists are skipped (masks are written whole, through a rename, so
+    an existing one is complete)."""
+    reference, needed = model_images(model)
+    cases = patient_folders(Path(args.input_dir).expanduser(), needed)
+    out_dir = Path(args.output_dir).expanduser()
+    outputs: dict[str, tuple[Path, Path | None]] = {
+        case: (out_dir / f"{case}.{_format(args.format, images[reference])}", None)
+        for case, images in cases.items()
+    }
+    if args.resume:
+        done = [case for case, (mask, _) in outputs.items() if mask.exists()]
+        cases = {case: images for case, images in cases.items() if case not in done}
+        outputs = {case: outputs[case] for case in cases}
+        if done:
+            print(f"--continue: {len(done)} patient(s) already segmented in {out_dir}, skipped")
+        if not cases:
+            return 0
+    code = segment_cases(model, cases, outputs, extra, args.tta)
+    if code == 0:
+        print(f"wrote {len(cases)} mask(s) to {out_dir}")
     return code
 
 
@@ -296,6 +310,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--input-dir", help="a folder of patient folders, each holding <NAME>.nii.gz/.mha/DICOM"
     )
     segment.add_argument("--output-dir", help="with --input-dir: where <patient>.<format> go")
+    segment.add_argument(
+        "--continue", dest="resume", action="store_true",
+        help="with --input-dir: skip the patients whose mask is already in --output-dir",
+    )  # fmt: skip
     segment.add_argument(
         "--format", default="nii.gz", choices=(*OUTPUT_FORMATS, "input"),
         help="with --input-dir: the masks' format (default nii.gz); input: each patient's "

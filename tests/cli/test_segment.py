@@ -275,3 +275,16 @@ def test_a_folder_of_patients_in_one_call(fold, tiny_isles22, tmp_path):
         suffix = ".mha" if number == 1 else ".nii.gz"
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"patient_{number}{suffix}")))
         assert np.array_equal(mask.transpose(2, 1, 0), np.asarray(nib.load(expected).dataobj))
+
+    # --continue predicts only the patients without a mask: an existing one is left as it is.
+    first, second = out / "patient_0.nii.gz", out / "patient_1.mha"
+    before = sitk.GetArrayFromImage(sitk.ReadImage(str(second)))
+    first.write_bytes(b"kept")
+    second.unlink()
+    again = run_in_process(
+        "lightning-cv", "segment", str(fold), "--input-dir", str(patients),
+        "--output-dir", str(out), "--format", "input", "--continue", cwd=tmp_path,
+    )  # fmt: skip
+    assert "1 patient(s) already segmented" in again.stdout and "wrote 1 mask(s)" in again.stdout
+    assert first.read_bytes() == b"kept"
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(second))), before)
