@@ -166,7 +166,9 @@ def write_like_reference(written: Path, reference: Path, output: Path, *, fracti
     output.parent.mkdir(parents=True, exist_ok=True)
     if is_nifti(output) and reference.is_file() and is_nifti(reference):
         if output.name.endswith(".gz") == written.name.endswith(".gz"):
-            shutil.copyfile(written, output)  # written by nibabel with the reference's header
+            tmp = output.with_name(f".{output.name}.tmp")
+            shutil.copyfile(written, tmp)  # written by nibabel with the reference's header
+            tmp.replace(output)
             return
     import SimpleITK as sitk
 
