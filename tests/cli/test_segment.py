@@ -138,8 +138,10 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
         assert seg.PatientID == PATIENT_ID
         (referenced,) = seg.ReferencedSeriesSequence
         assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    # After one training step the mask may be uniform; the probability is not (checked above),
+    # so it is the probability's frames that show each slice in its place (random masks:
+    # tests/cli/test_image_files.py).
     expected_mask = sitk.GetArrayFromImage(from_dicom)  # (slice, row, column)
-    assert expected_mask.any() and not expected_mask.all()
     for k, source in enumerate(sources):
         uid = [source.SOPInstanceUID]
         frame = mask_seg.get_pixels_by_source_instance(uid, segment_numbers=[1])[0, :, :, 0]
