@@ -173,3 +173,39 @@ def volume_settings(
             "e.g. (1, 2, 2) to pool only in-plane, or 2."
         )
     return sizes[0], sizes[1], sizes[2]
+
+
+class CPUBf16SafeConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that runs inputs of depth 2 in float32 under CPU bf16 autocast.
+
+    PyTorch's CPU (oneDNN) bf16 3D convolution returns non-finite entries in the **weight
+    gradient** of a 3×3×3 convolution whose input has depth 2, intermittently: it reads memory
+    it did not write (measured with torch 2.13.0+cpu, ``F.conv3d`` of a (2, 8, 2, 8, 8) bf16
+    input with a 16×8×3×3×3 kernel, padding 1, after the allocator held NaN buffers: 189 of
+    200 backward passes; depth 1, 3 or 4 and float32: none). Encoders that pool a 32-slice
+    volume four times reach depth 2 at their deepest level, so a bf16-mixed fit of the 3D
+    U-Nets on a CPU got NaN weights after a few steps. Such a convolution here runs in float32
+    (autocast off) and its output is cast back to the autocast dtype, so the layers after it
+    see what they would have seen; every other input, and every other device, takes the plain
+    path. The parameters and the state dict are those of ``nn.Conv3d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.device.type == "cpu"
+            and x.shape[-3] == 2
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        ):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float()).to(torch.bfloat16)
+        return super().forward(x)
+
+
+def guard_cpu_bf16_conv3d(net: nn.Module) -> nn.Module:
+    """Make every plain ``nn.Conv3d`` of ``net`` a :class:`CPUBf16SafeConv3d` (in place: the
+    same parameters, the same state dict; MONAI's blocks included). Returns ``net``."""
+    for module in net.modules():
+        if type(module) is nn.Conv3d:
+            module.__class__ = CPUBf16SafeConv3d
+    return net
