@@ -18,6 +18,9 @@
 #                bf16, channels_last, memory, GPU busy share (sized for under 5 min on one GPU,
 #                not yet run on one; without a GPU, benchmarks/gpu.py --tiny checks it runs)
 #
+# make wheelhouse - wheels of the suite's non-torch packages for an offline GPU node, where
+#                .ci/gpu-node runs make test-gpu's tests and make bench-gpu's benchmark
+#
 # On a GPU cluster, install the torch build you want into the venv first and pass
 # CONSTRAINTS= so the CPU pin is not applied:  make install CONSTRAINTS=
 
@@ -31,10 +34,17 @@ ATLAS_SUBJECTS ?= 16
 ISLES22_TWIN ?= data/isles2022_twin
 ISLES22_CASES ?= 40
 BIN         := $(VENV)/bin
+# make wheelhouse: the suite's packages that a CUDA PyTorch image usually lacks, as wheels for
+# an offline GPU node's Python (.ci/gpu-node installs them there). WHEEL_EXTRA="SimpleITK wandb"
+# adds the two the GPU checks do not need.
+WHEEL_PYTHON ?= 3.12
+WHEEL_PACKAGES ?= monai nibabel nilearn jsonargparse docstring-parser typeshed-client submitit \
+                  highdicom pydicom pyjpegls
+WHEEL_EXTRA ?=
 
 .PHONY: install demo demo-3d demo-gan twin demo-atlas demo-vcanet atlas-twin cv-demo test \
         isles22-twin demo-isles22 \
-        test-gpu lint bench bench-startup bench-gpu clean-runs
+        test-gpu lint bench bench-startup bench-gpu wheelhouse clean-runs
 
 $(BIN)/lightning: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -125,6 +135,11 @@ bench-startup: install
 
 bench-gpu: install
 	$(BIN)/python benchmarks/gpu.py
+
+wheelhouse:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(WHEEL_PYTHON) \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d wheelhouse $(WHEEL_PACKAGES) $(WHEEL_EXTRA)
 
 clean-runs:
 	rm -rf runs
