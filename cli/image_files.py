@@ -159,10 +159,13 @@ def check_output(output: Path, reference: Path) -> None:
         )
 
 
-def write_like_reference(written: Path, reference: Path, output: Path, *, fractional: bool) -> None:
+def write_like_reference(
+    written: Path, reference: Path, output: Path, *, fractional: bool, model: str = "model"
+) -> None:
     """The suite's written NIfTI (a mask, or a probability when ``fractional``, on the
     reference's converted grid) at ``output``, in the format its extension names, with the
-    reference input's geometry. Written through a temporary sibling and a rename."""
+    reference input's geometry. Written through a temporary sibling and a rename; ``model``
+    names the model in a DICOM SEG."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if is_nifti(output) and reference.is_file() and is_nifti(reference):
         if output.name.endswith(".gz") == written.name.endswith(".gz"):
@@ -175,7 +178,7 @@ def write_like_reference(written: Path, reference: Path, output: Path, *, fracti
     with keep_locale():
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))  # (slice, row, column)
     if is_dicom_seg(output):
-        write_dicom_seg(array, reference, output, fractional=fractional)
+        write_dicom_seg(array, reference, output, fractional=fractional, model=model)
         return
     reference_image = read_image(reference)
     with keep_locale():
@@ -186,9 +189,12 @@ def write_like_reference(written: Path, reference: Path, output: Path, *, fracti
     tmp.replace(output)
 
 
-def write_dicom_seg(array: np.ndarray, series: Path, output: Path, *, fractional: bool) -> None:
+def write_dicom_seg(
+    array: np.ndarray, series: Path, output: Path, *, fractional: bool, model: str = "model"
+) -> None:
     """``array`` (slice, row, column, on the DICOM series ``series``'s grid) as a DICOM
-    Segmentation referring to that series: BINARY for a mask, FRACTIONAL for a probability.
+    Segmentation referring to that series: BINARY for a mask, FRACTIONAL for a probability;
+    ``model`` (the experiment, fold or model folder's name) is its Manufacturer's Model Name.
 
     Raises:
         DataValidationError: For a series a SEG cannot refer to (no frame of reference, a
@@ -236,7 +242,7 @@ def write_dicom_seg(array: np.ndarray, series: Path, output: Path, *, fractional
             sop_instance_uid=hd.UID(),
             instance_number=1,
             manufacturer="strokeseg-repro",
-            manufacturer_model_name=output.name.split(".", 1)[0][:64] or "model",
+            manufacturer_model_name=model[-64:] or "model",  # a LO value: 64 characters
             software_versions=version,
             device_serial_number="none",
             series_description="Stroke lesion probability" if fractional else "Stroke lesion",

@@ -178,14 +178,25 @@ def segment_cases(
         if code != 0:
             return code
         probabilities = RunLayout(tmp).probabilities_beside(out)
+        name = _model_name(model)
         for case, (mask_path, probability_path) in outputs.items():
             reference = cases[case][reference_name]
             written = out / f"{case}.nii.gz"
-            write_like_reference(written, reference, mask_path, fractional=False)
+            write_like_reference(written, reference, mask_path, fractional=False, model=name)
             if probability_path is not None:
                 written = probabilities / f"{case}.nii.gz"
-                write_like_reference(written, reference, probability_path, fractional=True)
+                write_like_reference(
+                    written, reference, probability_path, fractional=True, model=name
+                )
     return 0
+
+
+def _model_name(model: Path) -> str:
+    """``<experiment>/fold<k>`` for a fold folder, else the folder's own name."""
+    resolved = model.resolve()
+    if RunLayout(resolved).config.is_file() and not ExperimentLayout(resolved).folds():
+        return f"{resolved.parent.name}/{resolved.name}"
+    return resolved.name
 
 
 def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Path]]:

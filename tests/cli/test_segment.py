@@ -136,6 +136,7 @@ def test_segment_from_a_dicom_series_equals_the_same_image_as_nifti(fold, tiny_i
         assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
         assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
         assert seg.PatientID == PATIENT_ID
+        assert seg.ManufacturerModelName == f"{fold.parent.name}/{fold.name}"
         (referenced,) = seg.ReferencedSeriesSequence
         assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
     # After one training step the mask may be uniform; the probability is not (checked above),
