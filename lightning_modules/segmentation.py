@@ -16,6 +16,7 @@ from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 from lightning_modules.tta import flip_average
 from losses.regularization import kernel_l2
+from networks.blocks import guard_cpu_bf16_conv3d
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ class SegmentationModule(CaseEvaluationModule):
             tta=tta,
         )
         self.save_hyperparameters(ignore=["net", "loss"])
-        self.net = net
+        # PyTorch's CPU bf16 3D convolution corrupts the weight gradient of depth-2 inputs
+        # (networks.blocks.CPUBf16SafeConv3d): those run in float32 there. The 3D U-Nets and
+        # D-UNet's slice branch (4 slices pooled to 2) have such convolutions.
+        self.net = guard_cpu_bf16_conv3d(net)
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

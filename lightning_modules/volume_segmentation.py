@@ -16,7 +16,6 @@ from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CasePrediction
 from lightning_modules.segmentation import SegmentationModule
 from lightning_modules.tta import flip_average
-from networks.blocks import guard_cpu_bf16_conv3d
 
 
 class VolumeSegmentationModule(SegmentationModule):
@@ -92,9 +91,6 @@ class VolumeSegmentationModule(SegmentationModule):
                 f"{sw_batch_size}."
             )
         self.overlap, self.sw_batch_size, self.blend = overlap, sw_batch_size, blend
-        # PyTorch's CPU bf16 3D convolution corrupts the weight gradient of depth-2 inputs
-        # (networks.blocks.CPUBf16SafeConv3d): those run in float32 there.
-        guard_cpu_bf16_conv3d(self.net)
 
     def _window_probability(self, volume: torch.Tensor) -> torch.Tensor:
         """Lesion probability ``(B, 1, D, h, w)`` of windows ``(B, C, D, h, w)``, averaged

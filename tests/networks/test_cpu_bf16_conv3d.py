@@ -64,3 +64,17 @@ def test_every_conv3d_of_a_3d_network_is_guarded_with_its_weights():
     assert convs and all(type(m) is CPUBf16SafeConv3d for m in convs)
     after = net.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_the_segmentation_modules_guard_their_networks():
+    from lightning_modules import SegmentationModule, VolumeSegmentationModule
+    from losses import SoftJaccardLoss
+    from networks.dunet import DUNet
+
+    for module_class, net in (
+        (VolumeSegmentationModule, OmarovUNet3D(in_channels=2, base_width=2)),
+        (SegmentationModule, DUNet()),  # its slice branch pools 4 slices to 2
+    ):
+        module = module_class(net=net, loss=SoftJaccardLoss())
+        convs = [m for m in module.net.modules() if isinstance(m, nn.Conv3d)]
+        assert convs and all(type(m) is CPUBf16SafeConv3d for m in convs)
