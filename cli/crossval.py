@@ -54,7 +54,7 @@ from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.recipe import recipe_differences, recipe_of
-from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout
+from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout, first_fold_config
 
 # The subcommands import the evaluation modules they use: `--help` and argument errors answer
 # without torch (tests/cli/test_startup.py).
@@ -298,13 +298,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     members = [str(Path(m).absolute()) for m in args.members]
     checkpoints = resolve_members(members)  # fails now for a fold without a checkpoint
     first = Path(args.members[0]).absolute()
-    runs = list(ExperimentLayout(first).folds().values()) or [RunLayout(first)]
-    fold_config = runs[0].config
-    if not fold_config.is_file():
-        raise ConfigurationError(
-            f"{first} holds no fold configuration (fold<k>/config.yaml): pass experiment or "
-            "fold folders written by lightning-cv fit / lightning fit."
-        )
+    fold_config = first_fold_config(first)
     config = read_config(fold_config)
     name = args.name or (first.name if len(args.members) == 1 else None)
     if name is None:

@@ -38,7 +38,7 @@ from cli.image_files import (
     write_like_reference,
 )
 from core.errors import ConfigurationError, DatasetNotFoundError
-from core.run_layout import ExperimentLayout, RunLayout
+from core.run_layout import ExperimentLayout, RunLayout, first_fold_config
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,7 @@ def parse_images(entries: Sequence[str]) -> dict[str, Path]:
 
 
 def _data_config(model: Path) -> tuple[type, dict]:
-    runs = list(ExperimentLayout(model).folds().values()) or [RunLayout(model)]
-    config_path = runs[0].config
-    if not config_path.is_file():
-        raise ConfigurationError(
-            f"{model} holds no fold configuration (config.yaml): give a fold folder "
-            "(runs/<experiment>/fold<k>) or an experiment folder written by lightning fit / "
-            "lightning-cv fit."
-        )
+    config_path = first_fold_config(model)
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     located = pydoc.locate(str((config.get("data") or {}).get("class_path", "")))
     if not isinstance(located, type):

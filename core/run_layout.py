@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from core.errors import ConfigurationError
+
 Stage = Literal["fit", "validate", "test", "predict"]
 
 _FOLD = "fold"
@@ -266,6 +268,22 @@ class ExperimentLayout:
     def submitit(self) -> Path:
         """The SLURM job array's folder (submitit's scripts and the tasks' logs)."""
         return self.root / "submitit"
+
+
+def first_fold_config(folder: Path) -> Path:
+    """The ``config.yaml`` of a fold folder, or of the first fold of an experiment folder.
+
+    Raises:
+        ConfigurationError: For a folder that is neither (naming it and what to give).
+    """
+    runs = list(ExperimentLayout(folder).folds().values()) or [RunLayout(folder)]
+    if not runs[0].config.is_file():
+        raise ConfigurationError(
+            f"{folder} holds no fold configuration (fold<k>/config.yaml): give a fold folder "
+            "(runs/<experiment>/fold<k>) or an experiment folder written by lightning fit / "
+            "lightning-cv fit."
+        )
+    return runs[0].config
 
 
 @dataclass(frozen=True)
