@@ -86,8 +86,26 @@ def run_isles2022(model: Path, input_dir: Path, output_dir: Path) -> Path:
     return mask
 
 
+def _atlas2_root(input_dir: Path, tmp: Path) -> Path:
+    """The extract root that holds ``input_dir``'s test T1s as the reader's ``Testing`` split.
+
+    ``input_dir`` is an extract root (``ATLAS_2/`` or its parent) as it is; when it is the
+    ``Testing`` folder itself (its ``R<NNN>`` cohort folders directly inside, whatever it is
+    called), a folder in ``tmp`` that links it as ``Testing`` (``input_dir`` is only read).
+    """
+    from datamodules.atlas_layout import R20_COHORT_RE, visible_dirs
+
+    if not any(R20_COHORT_RE.match(folder.name) for folder in visible_dirs(input_dir)):
+        return input_dir
+    root = tmp / "input"
+    root.mkdir()
+    (root / "Testing").symlink_to(input_dir.resolve(), target_is_directory=True)
+    return root
+
+
 def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
-    """Every ATLAS R2.0 test T1 under ``input_dir`` → the BIDS derivative in ``output_dir``."""
+    """Every ATLAS R2.0 test T1 under ``input_dir`` (an extract root, ``ATLAS_2/`` or its
+    ``Testing`` folder) → the BIDS derivative in ``output_dir``."""
     import tempfile
 
     from cli.crossval import cmd_predict
@@ -100,7 +118,7 @@ def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
         return cmd_predict(
             predict,
             [
-                "--data.init_args.data_dir", str(input_dir),
+                "--data.init_args.data_dir", str(_atlas2_root(input_dir, Path(tmp))),
                 "--data.init_args.release", "R2.0",
                 "--data.init_args.cache_dir", str(Path(tmp) / "cache"),
                 "--data.init_args.num_workers", "0",

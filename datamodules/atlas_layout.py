@@ -30,10 +30,12 @@ EXPECTED_LAYOUTS = """\
 
 R11_SCAN_RE = re.compile(r"^Site(?P<site>[1-9])/(?P<sid>\d{6})/(?P<ses>t0[12])$")
 R11_T1_RE = re.compile(r"^(?P<sid>\d{6})_t1w_deface_stx\.nii\.gz$")
+R11_T1 = "{id}_t1w_deface_stx.nii.gz"
 R11_MASK_RE = re.compile(r"^(?P<sid>\d{6})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$")
 R12_COHORT_RE = re.compile(r"^c\d{4}$")
 R12_SCAN_RE = re.compile(r"^c(?P<c>\d{4})/c(?P=c)s(?P<s>\d{4})t(?P<t>\d{2})$")
 R12_T1_RE = re.compile(r"^(?P<scan>c\d{4}s\d{4}t\d{2})_t1w_stx\.nii\.gz$")
+R12_T1 = "{id}_t1w_stx.nii.gz"
 R12_MASK_RE = re.compile(
     r"^(?P<scan>c\d{4}s\d{4}t\d{2})_LesionSmooth(?:_(?P<k>\d+))?_stx\.nii\.gz$"
 )
@@ -46,9 +48,20 @@ R20_MASK = "{sub}_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.
 R12_SEARCH_DEPTH = 4  # <root>/ATLAS R 1.2/standard_MNI/standard_part1/c0001
 
 
+#: Folders an archive tool adds beside the release's own: macOS's zip keeps its AppleDouble
+#: ``._*`` files in a ``__MACOSX/`` copy of the tree, which holds no image.
+ARCHIVE_JUNK_FOLDERS = frozenset({"__MACOSX"})
+
+
 def visible_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` that can hold the release's data, sorted: neither
+    dot-folders nor :data:`ARCHIVE_JUNK_FOLDERS`; none if ``folder`` cannot be listed."""
     try:
-        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name not in ARCHIVE_JUNK_FOLDERS
+        )
     except OSError:
         return []
 

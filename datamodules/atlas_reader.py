@@ -23,8 +23,9 @@ uniformly 0/1 in R1.x (≈1, ≈255 or several values per file) and one R2.0 mas
 published loader does. A mask file must lie on its T1's voxel grid: one saved with flipped or
 permuted axes (the same lesion in world space) is reoriented exactly, any other difference is
 refused with both files named (:func:`datamodules.nifti.align_to_reference`). Dot-files
-(AppleDouble ``._*``, ``.DS_Store``) are ignored; other folders that do not follow the layout
-are reported, never silently dropped.
+(AppleDouble ``._*``, ``.DS_Store``) and the ``__MACOSX/`` folder of a zip made on macOS are
+ignored; other folders that do not follow the layout (a ``site1``, an R2.0 ``ses-2``) are
+reported, never silently dropped.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from core.errors import ConfigurationError, DataValidationError
 from datamodules.atlas_layout import (
     R11_MASK_RE,
     R11_SCAN_RE,
+    R11_T1,
     R11_T1_RE,
     R12_COHORT_RE,
     R12_MASK_RE,
     R12_SCAN_RE,
+    R12_T1,
     R12_T1_RE,
     R20_COHORT_RE,
     R20_MASK,
@@ -90,9 +93,10 @@ def _sorted_masks(masks: dict[int, Path]) -> tuple[Path, ...]:
 
 
 def _r1_scan(
-    folder: Path, key: str, t1_re: re.Pattern, mask_re: re.Pattern, id_group: str
+    folder: Path, key: str, t1_re: re.Pattern, t1_name: str, mask_re: re.Pattern, id_group: str
 ) -> tuple[Path, tuple[Path, ...]]:
-    """T1 and masks of one R1.x scan folder whose files carry the id ``key``."""
+    """T1 and masks of one R1.x scan folder whose files carry the id ``key`` (the T1 is
+    ``t1_name.format(id=key)``)."""
     t1, masks = None, {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
@@ -113,8 +117,8 @@ def _r1_scan(
             masks[int(mask_match["k"] or -1)] = path
     if t1 is None:
         raise DataValidationError(
-            f"{folder}: no T1 file (expected {t1_re.pattern.strip('^$')} with id {key}). "
-            "Re-extract this scan from the original archive."
+            f"{folder}: no T1 file (expected {t1_name.format(id=key)}). Re-extract this scan "
+            "from the original archive."
         )
     return t1, _sorted_masks(masks)
 
@@ -135,6 +139,7 @@ def _scan_r11(release_dir: Path) -> list[ATLASScan]:
     scans, ignored = [], []
     for site in visible_dirs(release_dir):
         if not re.fullmatch(r"Site[1-9]", site.name):
+            ignored.append(site.name)
             continue
         for folder in (s for subject in visible_dirs(site) for s in visible_dirs(subject)):
             relative = folder.relative_to(release_dir).as_posix()
@@ -142,7 +147,7 @@ def _scan_r11(release_dir: Path) -> list[ATLASScan]:
             if match is None:
                 ignored.append(relative)
                 continue
-            t1, masks = _r1_scan(folder, match["sid"], R11_T1_RE, R11_MASK_RE, "sid")
+            t1, masks = _r1_scan(folder, match["sid"], R11_T1_RE, R11_T1, R11_MASK_RE, "sid")
             scans.append(
                 ATLASScan(f"R1.1/{relative}", f"R1.1/{match['sid']}", "Training", t1, masks)
             )
@@ -168,7 +173,7 @@ def _scan_r12(release_dir: Path) -> list[ATLASScan]:
                         f"{folder}: the scan also exists at {scans[f'R1.2/{relative}'].t1.parent}. "
                         "Keep one copy."
                     )
-                t1, masks = _r1_scan(folder, folder.name, R12_T1_RE, R12_MASK_RE, "scan")
+                t1, masks = _r1_scan(folder, folder.name, R12_T1_RE, R12_T1, R12_MASK_RE, "scan")
                 subject = f"R1.2/c{match['c']}s{match['s']}"
                 scans[f"R1.2/{relative}"] = ATLASScan(
                     f"R1.2/{relative}", subject, "Training", t1, masks
@@ -189,10 +194,18 @@ def _scan_r20(release_dir: Path, split: str) -> list[ATLASScan]:
             if R20_SUBJECT_RE.match(relative) is None:
                 log.warning("Ignoring %s: not a sub-r<NNN>s<NNN> folder of %s", subject_dir, cohort)
                 continue
+            others = [d.name for d in visible_dirs(subject_dir) if d.name != "ses-1"]
             if not anat.is_dir():
+                found = f" (found {', '.join(others)})" if others else ""
                 raise DataValidationError(
-                    f"{subject_dir}: no ses-1/anat/ folder. Re-extract this subject from the "
-                    "original archive."
+                    f"{subject_dir}: no ses-1/anat/ folder{found}; every ATLAS R2.0 subject has "
+                    "one session, ses-1. Re-extract this subject from the original archive."
+                )
+            if others:
+                log.warning(
+                    "Ignoring %s in %s: the release has one session per subject, ses-1/anat/",
+                    ", ".join(others),
+                    subject_dir,
                 )
             sub = subject_dir.name
             t1, mask = anat / R20_T1.format(sub=sub), anat / R20_MASK.format(sub=sub)

@@ -131,6 +131,38 @@ def test_atlas_predictions_are_bids_derivatives_on_the_t1_grid(tiny_r20, r20_run
         assert np.array_equal(np.asarray(written.dataobj), expected)
 
 
+@pytest.mark.slow
+def test_the_atlas2_container_reads_the_extract_or_its_testing_folder(tiny_r20, r20_run, tmp_path):
+    import SimpleITK as sitk
+
+    testing = tiny_r20 / "ATLAS_2" / "Testing"
+    written = {}
+    for name, given in (("root", tiny_r20), ("testing", testing)):
+        out = tmp_path / name
+        model = ["--model", str(r20_run)]
+        run_in_process(
+            "lightning-cv", "challenge", "atlas2", *model, "--input", str(given), "--output",
+            str(out), cwd=tmp_path,
+        )  # fmt: skip
+        masks = sorted(out.glob("derivatives/atlas2_prediction/sub-*/ses-1/anat/*_mask.nii.gz"))
+        written[name] = {m.relative_to(out): m.read_bytes() for m in masks}
+        assert len(masks) == 2
+        for mask in masks:
+            subject = mask.name.split("_")[0]
+            (t1,) = testing.glob(f"R*/{subject}/ses-1/anat/{subject}_*_T1w.nii.gz")
+            image, source = nib.load(mask), nib.load(t1)
+            assert image.shape == source.shape and image.get_data_dtype() == np.uint8
+            np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
+            itk, itk_source = sitk.ReadImage(str(mask)), sitk.ReadImage(str(t1))
+            assert itk.GetSize() == itk_source.GetSize()
+            assert itk.GetPixelID() == sitk.sitkUInt8
+            for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+                np.testing.assert_allclose(
+                    getattr(itk, get)(), getattr(itk_source, get)(), atol=1e-5
+                )
+    assert written["testing"] == written["root"]
+
+
 def _evaluator_dice(prediction: np.ndarray, truth: np.ndarray, dtype: type = np.float32) -> float:
     """The ATLAS R2.0 evaluator's Dice as docs/datasets.md §3.5 describes it: volumes as its loader
     holds them (float32), clipped to [0, 1], flattened, 2·(p·t) / (Σp + Σt), 1.0 when the

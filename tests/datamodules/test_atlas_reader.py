@@ -161,8 +161,54 @@ def test_missing_t1_and_a_stray_file_are_reported(r11_copy):
         scan_atlas(r11_copy)
     (scan.t1.parent / "031768_LesionSmooth_stx.nii.gz").unlink()
     scan.t1.unlink()
-    with pytest.raises(DataValidationError, match=r"031823/t01: no T1 file"):
+    # The name to restore, not the pattern the reader matches with.
+    expected = r"031823/t01: no T1 file \(expected 031823_t1w_deface_stx\.nii\.gz\)\. Re-extract"
+    with pytest.raises(DataValidationError, match=expected):
         scan_atlas(r11_copy)
+
+
+def test_an_r12_scan_without_t1_names_the_file(twins, tmp_path):
+    copy = Path(shutil.copytree(twins["R1.2"], tmp_path / "copy"))
+    scan = _scan(copy, "R1.2/c0002/c0002s0001t01")
+    scan.t1.unlink()
+    with pytest.raises(DataValidationError) as error:
+        scan_atlas(copy)
+    assert "(expected c0002s0001t01_t1w_stx.nii.gz)" in str(error.value)
+
+
+@pytest.mark.parametrize("release", ATLAS_RELEASES)
+def test_the_macosx_folder_of_a_zip_made_on_a_mac_is_ignored(twins, tmp_path, release):
+    copy = Path(shutil.copytree(twins[release], tmp_path / "copy"))
+    # macOS's zip mirrors the tree under __MACOSX/, one AppleDouble ._<name> per file.
+    for path in sorted(copy.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            relative = path.relative_to(copy)
+            junk = copy / "__MACOSX" / relative.parent / f"._{relative.name}"
+            junk.parent.mkdir(parents=True, exist_ok=True)
+            junk.write_bytes(b"\x00\x05\x16\x07")
+    assert detect_release(copy) == release
+    assert [s.name for s in scan_atlas(copy)] == [s.name for s in scan_atlas(twins[release])]
+
+
+def test_folders_outside_the_layout_are_reported_not_dropped_silently(twins, tmp_path, caplog):
+    r11 = Path(shutil.copytree(twins["R1.1"], tmp_path / "r11"))
+    (r11 / "ATLAS_R1.1" / "Site2").rename(r11 / "ATLAS_R1.1" / "site2")
+    with caplog.at_level("WARNING", logger="datamodules.atlas_reader"):
+        names = [s.name for s in scan_atlas(r11)]
+    assert "R1.1/Site2/031823/t01" not in names
+    assert "ignoring 1 folder(s) that do not follow the Site<k>" in caplog.text
+    assert ": site2. Rename them" in caplog.text
+
+    caplog.clear()
+    r20 = Path(shutil.copytree(twins["R2.0"], tmp_path / "r20"))
+    subject = _scan(r20, "R2.0/Training/R001/sub-r001s001").t1.parents[2]
+    (subject / "ses-2" / "anat").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="datamodules.atlas_reader"):
+        scan_atlas(r20)
+    assert f"Ignoring ses-2 in {subject}: the release has one session per subject" in caplog.text
+    (subject / "ses-1").rename(subject / "ses-01")
+    with pytest.raises(DataValidationError, match=r"no ses-1/anat/ folder \(found ses-01, ses-2\)"):
+        scan_atlas(r20)
 
 
 def test_mask_of_another_shape_is_reported_with_its_file(r11_copy):
