@@ -184,13 +184,16 @@ def _scan_r12(release_dir: Path) -> list[ATLASScan]:
 
 def _scan_r20(release_dir: Path, split: str) -> list[ATLASScan]:
     scans = []
-    for cohort in visible_dirs(release_dir / split):
+    split_dir = release_dir / split
+    if split_dir.is_symlink():  # a split folder linked in (lightning-cv challenge): name its files
+        split_dir = split_dir.resolve()
+    for cohort in visible_dirs(split_dir):
         if not R20_COHORT_RE.match(cohort.name):
             log.warning("Ignoring %s: not an R<NNN> cohort folder", cohort)
             continue
         for subject_dir in visible_dirs(cohort):
             anat = subject_dir / "ses-1" / "anat"
-            relative = anat.relative_to(release_dir).as_posix()
+            relative = f"{split}/{anat.relative_to(split_dir).as_posix()}"
             if R20_SUBJECT_RE.match(relative) is None:
                 log.warning("Ignoring %s: not a sub-r<NNN>s<NNN> folder of %s", subject_dir, cohort)
                 continue

@@ -182,3 +182,21 @@ def test_a_mask_saved_with_flipped_axes_gives_the_same_cache(tiny_atlas, tmp_pat
     i, j = one.case_names.index(name), two.case_names.index(name)
     assert np.array_equal(one.native_label(i), two.native_label(j))
     assert one.native_label(i).any()
+
+
+def test_a_t1_saved_with_a_trailing_axis_of_one_gives_the_same_cache(tiny_atlas, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(tiny_atlas, tmp_path / "atlas"))
+    scan = scan_atlas(copy)[1]
+    image = nib.load(scan.t1)
+    # (X, Y, Z, 1), as some tools write a 3D volume; the same grid.
+    four_d = nib.Nifti1Image(np.asarray(image.dataobj)[..., None], image.affine, image.header)
+    nib.save(four_d, scan.t1)
+    assert nib.load(scan.t1).shape[3:] == (1,)
+    reference = _datamodule(tiny_atlas, tmp_path / "a")
+    trailing = _datamodule(copy, tmp_path / "b")
+    one, two = reference.train_cache, trailing.train_cache
+    i, j = one.case_names.index(scan.name), two.case_names.index(scan.name)
+    assert tuple(two.native_shape[j]) == tuple(one.native_shape[i])
+    assert np.array_equal(one.native_label(i), two.native_label(j))

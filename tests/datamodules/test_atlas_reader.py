@@ -246,3 +246,14 @@ def test_empty_split_folder_is_not_found(tmp_path):
     (tmp_path / "ATLAS_2" / "Training").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match="no ATLAS R2.0 scan"):
         scan_atlas(tmp_path)
+
+
+def test_a_linked_split_folder_is_read_and_named_where_it_lies(twins, tmp_path):
+    # lightning-cv challenge atlas2 links an input that is the Testing folder itself as Testing.
+    testing = twins["R2.0"] / "ATLAS_2" / "Testing"
+    (tmp_path / "Testing").symlink_to(testing, target_is_directory=True)
+    linked = scan_atlas(tmp_path, "R2.0", split="Testing")
+    direct = scan_atlas(twins["R2.0"], split="Testing")
+    assert [s.name for s in linked] == [s.name for s in direct]
+    # Errors and predictions name the user's files, not the link.
+    assert [s.t1 for s in linked] == [s.t1.resolve() for s in direct]
