@@ -10,10 +10,12 @@
 its size, origin, spacing and direction), and ``/output/results.json`` listing it. Images the
 model does not read (FLAIR for a DWI-only model) are not used.
 
-**ATLAS R2.0**: the T1s in MNI space under ``/input`` in the release's BIDS layout
-(``ATLAS_2/Testing/…`` or the ``Testing`` folder itself); the masks written under ``/output`` as
-the BIDS derivative ``derivatives/atlas2_prediction/`` the challenge's evaluator reads (the
-suite's ATLAS R2.0 writer).
+**ATLAS R2.0**, either submission type (docs/datasets.md §3.5). Type 2, Grand-Challenge's
+interface: one T1 in MNI space per job, ``/input/images/t1-brain-mri/<name>.mha`` → the mask
+``/output/images/stroke-segmentation/<name>.mha`` on the T1's grid, and ``/output/results.json``.
+Type 1: the T1s under ``/input`` in the release's BIDS layout (``ATLAS_2/Testing/…`` or the
+``Testing`` folder itself) → the BIDS derivative ``derivatives/atlas2_prediction/`` under
+``/output`` that the challenge's evaluator reads (the suite's ATLAS R2.0 writer).
 
 Both run the model folder (``lightning-cv export``), fold or experiment given as ``--model``
 through :mod:`cli.segment` / ``lightning-cv predict``, so a container predicts what the suite
@@ -36,6 +38,9 @@ ISLES2022_INPUTS = {
     "flair-brain-mri": "FLAIR",
 }
 ISLES2022_OUTPUT = "stroke-lesion-segmentation"
+#: ATLAS R2.0's Type 2 (container) submission: one T1 in MNI space per job (docs/datasets.md §3.5).
+ATLAS2_INPUTS = {"t1-brain-mri": "T1"}
+ATLAS2_OUTPUT = "stroke-segmentation"
 IMAGES = "images"
 RESULTS = "results.json"
 _IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")
@@ -48,33 +53,49 @@ def _one_image(folder: Path) -> Path:
     if len(found) != 1:
         raise DatasetNotFoundError(
             f"{folder}: expected one image (.mha), found "
-            f"{', '.join(p.name for p in found) if found else 'none'}. The ISLES 2022 container "
-            "reads one case per job: /input/images/dwi-brain-mri/, adc-brain-mri/, "
-            "flair-brain-mri/, one file each."
+            f"{', '.join(p.name for p in found) if found else 'none'}. A challenge container "
+            "reads one case per job: one image in each input folder /input/images/<slug>/ "
+            "(ISLES 2022: dwi-brain-mri/, adc-brain-mri/, flair-brain-mri/; ATLAS R2.0: "
+            "t1-brain-mri/)."
         )
     return found[0]
 
 
-def run_isles2022(model: Path, input_dir: Path, output_dir: Path) -> Path:
-    """One ISLES 2022 case from Grand-Challenge's input interface to its output interface.
+def run_grand_challenge_case(
+    model: Path, input_dir: Path, output_dir: Path, inputs: dict[str, str], output: str
+) -> Path:
+    """One case from a Grand-Challenge algorithm's input interface to its output interface.
+
+    Args:
+        inputs: Input folder (``/input/images/<slug>/``) → the name of the model's image it
+            holds; only the images the model reads are needed.
+        output: The output slug: the mask is ``/output/images/<output>/<name of the reference
+            image>.mha``, on the reference image's grid, listed in ``/output/results.json``.
 
     Returns:
         The written mask.
     """
     from cli.segment import model_images, segment_case
 
-    _, needed = model_images(model)
+    reference_name, needed = model_images(model)
     images = {
         name: _one_image(input_dir / IMAGES / folder)
-        for folder, name in ISLES2022_INPUTS.items()
+        for folder, name in inputs.items()
         if name in needed
     }
-    dwi = images["DWI"]
-    stem = dwi.name[: -len(".nii.gz")] if dwi.name.endswith(".nii.gz") else dwi.stem
-    mask = output_dir / IMAGES / ISLES2022_OUTPUT / f"{stem}.mha"
+    if reference_name not in images:
+        raise ConfigurationError(
+            f"{model}: the model reads {reference_name}, which this challenge's interface "
+            f"({', '.join(inputs)}) does not provide. Give a model of this challenge."
+        )
+    reference = images[reference_name]
+    stem = (
+        reference.name[: -len(".nii.gz")] if reference.name.endswith(".nii.gz") else reference.stem
+    )
+    mask = output_dir / IMAGES / output / f"{stem}.mha"
     code = segment_case(model, images, mask)
     if code != 0:
-        raise RuntimeError(f"the prediction of {dwi} failed (exit status {code})")
+        raise RuntimeError(f"the prediction of {reference} failed (exit status {code})")
     results = [
         {
             "inputs": [{"type": "metaio_image", "filename": p.name} for p in images.values()],
@@ -84,6 +105,17 @@ def run_isles2022(model: Path, input_dir: Path, output_dir: Path) -> Path:
     ]
     write_text(output_dir / RESULTS, json.dumps(results, indent=1) + "\n")
     return mask
+
+
+def run_isles2022(model: Path, input_dir: Path, output_dir: Path) -> Path:
+    """One ISLES 2022 case from Grand-Challenge's input interface to its output interface.
+
+    Returns:
+        The written mask.
+    """
+    return run_grand_challenge_case(
+        model, input_dir, output_dir, ISLES2022_INPUTS, ISLES2022_OUTPUT
+    )
 
 
 def _atlas2_root(input_dir: Path, tmp: Path) -> Path:
@@ -104,9 +136,19 @@ def _atlas2_root(input_dir: Path, tmp: Path) -> Path:
 
 
 def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
-    """Every ATLAS R2.0 test T1 under ``input_dir`` (an extract root, ``ATLAS_2/`` or its
-    ``Testing`` folder) → the BIDS derivative in ``output_dir``."""
+    """ATLAS R2.0's two submission types.
+
+    Type 2 (a container on Grand-Challenge), when ``input_dir`` holds ``images/t1-brain-mri/``:
+    its one T1 → ``output_dir/images/stroke-segmentation/<name of the T1>.mha``. Type 1
+    otherwise: every test T1 under ``input_dir`` (an extract root, ``ATLAS_2/`` or its
+    ``Testing`` folder) → the BIDS derivative in ``output_dir``.
+    """
     import tempfile
+
+    if (input_dir / IMAGES / next(iter(ATLAS2_INPUTS))).is_dir():
+        mask = run_grand_challenge_case(model, input_dir, output_dir, ATLAS2_INPUTS, ATLAS2_OUTPUT)
+        print(f"wrote {mask}")
+        return 0
 
     from cli.crossval import cmd_predict
 

@@ -163,6 +163,44 @@ def test_the_atlas2_container_reads_the_extract_or_its_testing_folder(tiny_r20, 
     assert written["testing"] == written["root"]
 
 
+@pytest.mark.slow
+def test_the_atlas2_type2_container_reads_one_mha_t1_and_writes_its_mask(
+    tiny_r20, r20_run, tmp_path
+):
+    """Type 2 (Grand-Challenge's interface): /input/images/t1-brain-mri/<uuid>.mha → the mask
+    /output/images/stroke-segmentation/<uuid>.mha on the T1's grid as SimpleITK reads it, the
+    same voxels as the Type 1 (BIDS) mask of that subject."""
+    import SimpleITK as sitk
+
+    uuid = "2b7c0e9d-4a1f-4c3e-8d65-0f1e2a3b4c5d"
+    t1 = sorted((tiny_r20 / "ATLAS_2" / "Testing").glob("R*/sub-*/ses-1/anat/sub-*_T1w.nii.gz"))[0]
+    subject = t1.name.split("_")[0]
+    given = tmp_path / "input" / "images" / "t1-brain-mri" / f"{uuid}.mha"
+    given.parent.mkdir(parents=True)
+    sitk.WriteImage(sitk.ReadImage(str(t1)), str(given))
+    model = ["--model", str(r20_run)]
+    run_in_process(
+        "lightning-cv", "challenge", "atlas2", *model, "--input", str(tmp_path / "input"),
+        "--output", str(tmp_path / "output"), cwd=tmp_path,
+    )  # fmt: skip
+    mask_file = tmp_path / "output" / "images" / "stroke-segmentation" / f"{uuid}.mha"
+    mask, source = sitk.ReadImage(str(mask_file)), sitk.ReadImage(str(given))
+    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == source.GetSize()
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(mask, get)(), getattr(source, get)(), atol=1e-5)
+    (result,) = json.loads((tmp_path / "output" / "results.json").read_text())
+    assert result["outputs"] == [{"type": "metaio_image", "filename": f"{uuid}.mha"}]
+
+    bids_out = tmp_path / "bids"
+    run_in_process(
+        "lightning-cv", "challenge", "atlas2", *model, "--input", str(tiny_r20), "--output",
+        str(bids_out), cwd=tmp_path,
+    )  # fmt: skip
+    (type1,) = bids_out.glob(f"derivatives/atlas2_prediction/{subject}/ses-1/anat/*_mask.nii.gz")
+    voxels = sitk.GetArrayFromImage(mask).transpose(2, 1, 0)
+    assert np.array_equal(voxels, np.asarray(nib.load(type1).dataobj))
+
+
 def _evaluator_dice(prediction: np.ndarray, truth: np.ndarray, dtype: type = np.float32) -> float:
     """The ATLAS R2.0 evaluator's Dice as docs/datasets.md §3.5 describes it: volumes as its loader
     holds them (float32), clipped to [0, 1], flattened, 2·(p·t) / (Σp + Σt), 1.0 when the
