@@ -164,12 +164,12 @@ def test_an_unusable_cache_folder_is_refused_up_front(tiny_twin, tmp_path, probl
 def test_case_folders_with_other_names_are_reported(twin_copy, tmp_path, caplog):
     first = sorted((twin_copy / "TRAINING").iterdir())[0]
     shutil.copytree(first, twin_copy / "TRAINING" / "case_5 copy")
-    (twin_copy / "TRAINING" / "case_01").mkdir()
+    (twin_copy / "TRAINING" / "case_1-old").mkdir()
     with caplog.at_level(logging.WARNING, logger="datamodules"):
         items = _datamodule(twin_copy, tmp_path).items("TRAINING")
     assert len(items) == 12
     assert "ignoring 2 folder(s) not named case_<N>" in caplog.text
-    assert "case_01, case_5 copy" in caplog.text
+    assert "case_1-old, case_5 copy" in caplog.text
 
 
 def test_an_ot_with_another_spacing_is_refused_naming_both_files(twin_copy, tmp_path):

@@ -111,3 +111,48 @@ def test_shape_mismatch_names_both_files(twin_copy):
     mtt, ct = (re.escape(case.files[m].name) for m in ("MTT", "CT"))
     with pytest.raises(DataValidationError, match=rf"{mtt}: its voxel grid does not match .*{ct}"):
         read_case(case, ["CT", "MTT"])
+
+
+def test_other_letter_case_and_zero_padded_case_numbers_are_the_same_layout(twin_copy):
+    # Copies made by other tools: a title-case split folder, zero-padded and capitalised case
+    # folders, an upper-case modality token and file extension. Nothing may be dropped.
+    expected = {c.case: c for c in scan_isles2018(twin_copy)}
+    (twin_copy / "TRAINING").rename(twin_copy / "Training")
+    first, second = sorted(expected)[:2]
+    (twin_copy / "Training" / f"case_{first}").rename(twin_copy / "Training" / f"case_{first:03d}")
+    (twin_copy / "Training" / f"case_{second}").rename(twin_copy / "Training" / f"Case_{second}")
+    case_dir = twin_copy / "Training" / f"case_{first:03d}"
+    tmax = _folder(case_dir, "CT_Tmax")
+    upper = tmax.name.replace("CT_Tmax", "CT_TMAX")
+    (tmax / f"{tmax.name}.nii").rename(tmax / f"{upper}.NII")
+    tmax.rename(case_dir / upper)
+    cases = {c.case: c for c in scan_isles2018(twin_copy)}
+    assert sorted(cases) == sorted(expected)
+    assert cases[first].files["Tmax"] == case_dir / upper / f"{upper}.NII"
+    assert cases[first].ids == expected[first].ids
+    assert cases[second].patient_key == expected[second].patient_key
+    image, label, _ = read_case(cases[first], ["CT", "Tmax"])
+    assert image.shape[1:] == label.shape
+
+
+def test_two_folders_with_one_case_number_are_refused(twin_copy):
+    first = sorted(scan_isles2018(twin_copy), key=lambda c: c.case)[0]
+    padded = first.directory.with_name(f"case_0{first.case}")
+    padded.mkdir()
+    with pytest.raises(DataValidationError) as error:
+        scan_isles2018(twin_copy)
+    first_line = str(error.value).splitlines()[0]
+    assert first_line.startswith(f"{twin_copy / 'TRAINING'}: ")
+    assert f"{padded.name} and {first.directory.name} are both case {first.case}" in first_line
+    assert "Keep one of them" in first_line
+
+
+def test_a_missing_split_folder_is_named(twin_copy):
+    import shutil
+
+    shutil.rmtree(twin_copy / "TRAINING")
+    with pytest.raises(DatasetNotFoundError) as error:
+        scan_isles2018(twin_copy, "TRAINING")
+    first_line = str(error.value).splitlines()[0]
+    assert first_line.startswith(f"{twin_copy}: no TRAINING/ folder (found only TESTING")
+    assert scan_isles2018(twin_copy, "TESTING")
