@@ -51,12 +51,16 @@ def _open(path: Path) -> Any:
 
 
 def read_shape(path: Path) -> tuple[int, ...]:
-    """Shape from the NIfTI header alone (no voxel data is decoded).
+    """Shape from the NIfTI header alone (no voxel data is decoded), without the trailing axes
+    of length 1 beyond the third that :func:`load_volume` drops (``(X, Y, Z, 1)`` is 3D).
 
     Raises:
         DataValidationError: If the header cannot be read.
     """
-    return tuple(int(n) for n in _open(path).shape)
+    shape = tuple(int(n) for n in _open(path).shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
 
 
 def _wrong_dimensions(path: Path, shape: tuple[int, ...], ndim: int) -> DataValidationError:

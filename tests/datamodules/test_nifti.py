@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import DataValidationError
-from datamodules.nifti import align_to_reference, grid_affine, load_volume
+from datamodules.nifti import align_to_reference, grid_affine, load_volume, read_shape
 
 ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
 
@@ -96,3 +96,7 @@ def test_a_trailing_singleton_axis_is_dropped(tmp_path):
     path = _save(tmp_path / "map.nii", np.ones((4, 4, 2, 1), np.float32), np.eye(4))
     data, zooms = load_volume(path)
     assert data.shape == (4, 4, 2) and len(zooms) == 3
+    # The header-only shape agrees (the cache plans its grid from it): the file is 3D.
+    assert read_shape(path) == (4, 4, 2)
+    other = _save(tmp_path / "pwi.nii", np.ones((4, 4, 2, 5), np.float32), np.eye(4))
+    assert read_shape(other) == (4, 4, 2, 5)
