@@ -137,17 +137,31 @@ def split_folder(root: Path, split: str) -> Path | None:
     """The folder of ``split`` under ``root`` (``TRAINING``, or ``Training`` as some copies name
     it), or ``None`` if there is none.
 
+    The folder may also sit one level down, as unzipping each archive into a folder named after
+    it leaves it (``<root>/ISLES2018_Training/TRAINING``); ``__MACOSX`` and dot-folders are not
+    looked into.
+
     Raises:
-        DatasetNotFoundError: If two folders differ only in letter case (``TRAINING`` and
-            ``Training``): which one holds the data is not for the suite to guess.
+        DatasetNotFoundError: If several folders could be the split (``TRAINING`` and
+            ``Training``, or two nested copies): which one holds the data is not for the suite
+            to guess.
     """
     if not root.is_dir():
         return None
     found = [p for p in _named(root, split) if p.is_dir()]
+    if not found:
+        parents = sorted(
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+        )
+        found = [p for parent in parents for p in _named(parent, split) if p.is_dir()]
     if len(found) > 1:
         raise DatasetNotFoundError(
-            f"{root}: {len(found)} folders name the {split} split ({', '.join(p.name for p in found)}). "
-            f"Keep one of them (merge or remove the others), then run again."
+            f"{root}: {len(found)} folders could hold the {split} split "
+            f"({', '.join(str(p.relative_to(root)) for p in found)}). Keep one of them (merge or "
+            "remove the others), or point data.init_args.data_dir at the folder that holds the "
+            "one to use."
         )
     return found[0] if found else None
 

@@ -156,3 +156,19 @@ def test_a_missing_split_folder_is_named(twin_copy):
     first_line = str(error.value).splitlines()[0]
     assert first_line.startswith(f"{twin_copy}: no TRAINING/ folder (found only TESTING")
     assert scan_isles2018(twin_copy, "TESTING")
+
+
+def test_splits_unzipped_into_folders_named_after_their_archives_are_found(twin_copy):
+    # unzip -d ISLES2018_Training ISLES2018_Training.zip (and the same for the testing zip).
+    for split, archive in (("TRAINING", "ISLES2018_Training"), ("TESTING", "ISLES2018_Testing")):
+        (twin_copy / archive).mkdir()
+        (twin_copy / split).rename(twin_copy / archive / split)
+    cases = scan_isles2018(twin_copy, "TRAINING")
+    assert cases and all(
+        c.directory.parent == twin_copy / "ISLES2018_Training" / "TRAINING" for c in cases
+    )
+    assert scan_isles2018(twin_copy, "TESTING")
+    # Two candidates are refused rather than guessed between.
+    (twin_copy / "copy" / "TRAINING").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match=r"2 folders could hold the TRAINING split"):
+        scan_isles2018(twin_copy, "TRAINING")
