@@ -96,11 +96,18 @@ class ISLESCase:
             token = {"PWI": "CT_4DPWI", "OT": "OT", "CT": "CT", "DWI": "MR_DWI"}.get(
                 modality, f"CT_{modality}"
             )
+            channel = {"PWI": "PWI_max", "DWI": "DWI"}.get(modality)
+            otherwise = (
+                f"or drop {channel} from the experiment's data.init_args.channels (and targets)"
+                if channel
+                else "or move the case folder out of the split: every case needs its CT and "
+                "four perfusion maps (the brain mask), and a TRAINING case its OT"
+            )
             raise DataValidationError(
                 f"{self.directory}: no {modality} folder. Expected a folder named "
                 f"SMIR.Brain.XX.O.{token}.<id>/ holding SMIR.Brain.XX.O.{token}.<id>.nii. "
                 f"Found: {', '.join(sorted(self.files)) or 'nothing'}. Restore the folder from "
-                "the original archive, or drop the channel that needs it from the experiment."
+                f"the original archive, {otherwise}."
             )
         return self.files[modality]
 

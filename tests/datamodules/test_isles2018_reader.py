@@ -75,8 +75,16 @@ def test_missing_modality_folder_names_the_case(twin_copy):
     import shutil
 
     shutil.rmtree(_folder(case_dir, "CT_CBV"))
-    with pytest.raises(DataValidationError, match=rf"{case_dir}: no CBV folder.*CT_CBV"):
+    with pytest.raises(DataValidationError, match=rf"{case_dir}: no CBV folder.*CT_CBV") as error:
         scan_isles2018(twin_copy)
+    # The CBV is part of the brain mask: dropping a channel would not help, moving the case does.
+    assert "drop" not in str(error.value) and "move the case folder out" in str(error.value)
+    # The 4D series is only needed for PWI_max: that channel can go.
+    testing = scan_isles2018(twin_copy, "TESTING")[0].directory
+    shutil.rmtree(_folder(testing, "CT_4DPWI"))
+    (case,) = [c for c in scan_isles2018(twin_copy, "TESTING") if c.directory == testing]
+    with pytest.raises(DataValidationError, match=r"no PWI folder.*drop PWI_max from"):
+        case.path("PWI")
 
 
 def test_truncated_nii_names_the_file(twin_copy):
