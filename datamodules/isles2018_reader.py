@@ -267,6 +267,7 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
             + f".\nExpected:\n{EXPECTED_LAYOUT}\nSynthetic twin: {SYNTH_HINT.format(root=root)}"
         )
     cases = []
+    owners: dict[int, Path] = {}  # SMIR id -> its folder (ids are unique in the dataset)
     for number, case_dir in sorted(numbered.items()):
         try:
             patient_key = case_info(split, number).patient_key
@@ -279,6 +280,16 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
         case = ISLESCase(split, number, case_dir, files, patient_key, ids)
         for modality in REQUIRED_MODALITIES + (("OT",) if split == "TRAINING" else ()):
             case.path(modality)
+        for modality, smir_id in ids.items():
+            folder = files[modality].parent
+            if smir_id in owners:
+                raise DataValidationError(
+                    f"{folder}: SMIR id {smir_id} is also the id of {owners[smir_id]}. Every "
+                    "file of the release has its own id, so one of these case folders is "
+                    "probably a copy of the other (its prediction would replace the other's "
+                    "SMIR.<method>.<id>.nii): remove or restore the duplicate."
+                )
+            owners[smir_id] = folder
         cases.append(case)
     return cases
 

@@ -1,6 +1,7 @@
 """The reader on the real layout: token matching, ignored folders, and actionable errors."""
 
 import re
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -72,7 +73,6 @@ def test_missing_dataset_explains_layout_and_twin_command(tmp_path):
 
 def test_missing_modality_folder_names_the_case(twin_copy):
     case_dir = sorted((twin_copy / "TRAINING").iterdir())[0]
-    import shutil
 
     shutil.rmtree(_folder(case_dir, "CT_CBV"))
     with pytest.raises(DataValidationError, match=rf"{case_dir}: no CBV folder.*CT_CBV") as error:
@@ -156,7 +156,6 @@ def test_two_folders_with_one_case_number_are_refused(twin_copy):
 
 
 def test_a_missing_split_folder_is_named(twin_copy):
-    import shutil
 
     shutil.rmtree(twin_copy / "TRAINING")
     with pytest.raises(DatasetNotFoundError) as error:
@@ -180,3 +179,17 @@ def test_splits_unzipped_into_folders_named_after_their_archives_are_found(twin_
     (twin_copy / "copy" / "TRAINING").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match=r"2 folders could hold the TRAINING split"):
         scan_isles2018(twin_copy, "TRAINING")
+
+
+def test_a_copied_case_folder_is_refused_by_its_smir_ids(twin_copy):
+    # Ids are unique across the release; a copied case would be trained on twice and its
+    # prediction would replace the original's (both named after one CT_MTT id).
+    first = scan_isles2018(twin_copy, "TESTING")[0]
+    copy = first.directory.with_name("case_61")
+    shutil.copytree(first.directory, copy)
+    with pytest.raises(DataValidationError) as error:
+        scan_isles2018(twin_copy, "TESTING")
+    first_line = str(error.value).splitlines()[0]
+    assert first_line.startswith(f"{copy}/SMIR.Brain.XX.O.")
+    assert f"is also the id of {first.directory}/" in first_line
+    assert "remove or restore the duplicate" in first_line
