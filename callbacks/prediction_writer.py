@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, DataValidationError
 from core.io import replace_folder, write_text
 from core.protocols import CaseTableSource
 from core.run_layout import RunLayout
@@ -85,6 +85,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
         self._structure = structure_for("")
         self._out: Path | None = None
         self._sidecars: set[str] = set()
+        self._targets: dict[str, tuple[str, Path]] = {}
         self._written = 0
 
     def _folders(self, trainer: pl.Trainer) -> tuple[Path, Path, Path]:
@@ -111,7 +112,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
                 shutil.rmtree(_staging(folder), ignore_errors=True)  # a crashed run's leftovers
                 _staging(folder).mkdir(parents=True)
         trainer.strategy.barrier("prediction_writer_staging")
-        self._out, self._sidecars, self._written = out, set(), 0
+        self._out, self._sidecars, self._targets, self._written = out, set(), {}, 0
         self._choice = self._resolve(trainer)
         if isinstance(pl_module, CaseEvaluationModule):
             # The labelled cases' scores (predict_cases.csv) are of the masks written here.
@@ -145,6 +146,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
             if relative not in self._sidecars:
                 write_text(staging / relative, text)
                 self._sidecars.add(relative)
+        self._claim(target.path, prediction["case"], source)
         mask = prediction["mask"].numpy()
         if self._choice != NONE:
             spacing = batch["spacing"]
@@ -158,6 +160,21 @@ class NiftiPredictionWriter(BasePredictionWriter):
             write_like(probability, source, probabilities / target.path, np.float32)
         self._written += 1
         log.info("%s -> %s", prediction["case"], self._out / target.path)
+
+    def _claim(self, relative: str, case: str, source: Path) -> None:
+        """Reserve ``relative`` for ``case``, or refuse a second case with the same file name:
+        writing it would silently replace the first case's mask."""
+        assert self._out is not None, "on_predict_start sets the output folder"
+        if relative in self._targets:
+            other, other_source = self._targets[relative]
+            raise DataValidationError(
+                f"{self._out / relative}: cases {other} and {case} would both be written to "
+                f"this one file (from {other_source} and {source}), so one mask would replace "
+                "the other. The file name comes from the case's files (ISLES 2018: the SMIR "
+                "id of its CT_MTT folder); one case folder is probably a copy of the other: "
+                "remove or restore the duplicate, then predict again."
+            )
+        self._targets[relative] = (case, source)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("prediction_writer_done")

@@ -15,8 +15,10 @@ from ``header.get_zooms()`` (pixdim): the sform of these files is an identity ma
 ``img.affine`` would claim 1 mm voxels. Every volume of a case must lie on the CT's voxel grid
 (:func:`datamodules.nifti.align_to_reference`): a map or OT with another spacing is refused
 with both files named, one stored with flipped or permuted axes is reoriented exactly.
-Folders of a split that are not ``case_<N>`` (``case_01``, ``case_5 copy``) are reported, never
-silently dropped.
+Names are matched without regard to letter case (``Training/``, ``Case_7``, ``CT_TMAX``,
+``.NII``), and case numbers may be zero-padded (``case_07``): copies made by other tools or file
+systems differ in these. Folders of a split that are not ``case_<N>`` (``case_5 copy``) are
+reported, never silently dropped; two folders with one case number are refused.
 """
 
 from __future__ import annotations
@@ -36,20 +38,21 @@ from datamodules.nifti import align_to_reference, load_volume
 log = logging.getLogger(__name__)
 
 _FOLDER_RE = re.compile(
-    r"^SMIR\.Brain\.XX\.O\.(?P<token>CT|(?:CT|MR)_(?:4DPWI|CBF|CBV|MTT|Tmax|DWI)|OT)\.(?P<id>\d+)$"
+    r"^SMIR\.Brain\.XX\.O\.(?P<token>CT|(?:CT|MR)_(?:4DPWI|CBF|CBV|MTT|Tmax|DWI)|OT)\.(?P<id>\d+)$",
+    re.IGNORECASE,
 )
-_CASE_RE = re.compile(r"^case_(?P<case>[1-9]\d*)$")
+_CASE_RE = re.compile(r"^case_0*(?P<case>[1-9]\d*)$", re.IGNORECASE)
 
-# Token (without the CT_/MR_ prefix) → canonical modality name used across the suite.
+# Token (without the CT_/MR_ prefix, lower case) → canonical modality name used across the suite.
 _CANONICAL = {
-    "CT": "CT",
-    "4DPWI": "PWI",
-    "CBF": "CBF",
-    "CBV": "CBV",
-    "MTT": "MTT",
-    "Tmax": "Tmax",
-    "DWI": "DWI",
-    "OT": "OT",
+    "ct": "CT",
+    "4dpwi": "PWI",
+    "cbf": "CBF",
+    "cbv": "CBV",
+    "mtt": "MTT",
+    "tmax": "Tmax",
+    "dwi": "DWI",
+    "ot": "OT",
 }
 REQUIRED_MODALITIES = ("CT", "CBF", "CBV", "MTT", "Tmax")
 # Channels a model can ask for; PWI_max is derived from the 4D series (per-voxel max over time).
@@ -93,11 +96,18 @@ class ISLESCase:
             token = {"PWI": "CT_4DPWI", "OT": "OT", "CT": "CT", "DWI": "MR_DWI"}.get(
                 modality, f"CT_{modality}"
             )
+            channel = {"PWI": "PWI_max", "DWI": "DWI"}.get(modality)
+            otherwise = (
+                f"or drop {channel} from the experiment's data.init_args.channels (and targets)"
+                if channel
+                else "or move the case folder out of the split: every case needs its CT and "
+                "four perfusion maps (the brain mask), and a TRAINING case its OT"
+            )
             raise DataValidationError(
                 f"{self.directory}: no {modality} folder. Expected a folder named "
                 f"SMIR.Brain.XX.O.{token}.<id>/ holding SMIR.Brain.XX.O.{token}.<id>.nii. "
                 f"Found: {', '.join(sorted(self.files)) or 'nothing'}. Restore the folder from "
-                "the original archive, or drop the channel that needs it from the experiment."
+                f"the original archive, {otherwise}."
             )
         return self.files[modality]
 
@@ -110,7 +120,7 @@ def check_root(root: str | Path) -> Path:
             that writes a synthetic twin.
     """
     root = Path(root).expanduser()
-    if root.is_dir() and any((root / split).is_dir() for split in SPLITS):
+    if root.is_dir() and any(split_folder(root, split) is not None for split in SPLITS):
         return root
     found = "does not exist" if not root.exists() else "has no TRAINING/ or TESTING/ folder"
     raise DatasetNotFoundError(
@@ -120,6 +130,47 @@ def check_root(root: str | Path) -> Path:
         f"Unzip the real data there (or point data.init_args.data_dir at it), or write a synthetic "
         f"twin with the same layout:\n  {SYNTH_HINT.format(root=root)}"
     )
+
+
+def _named(folder: Path, name: str) -> list[Path]:
+    """The entries of ``folder`` called ``name`` up to letter case (dot-files aside)."""
+    wanted = name.lower()
+    return sorted(
+        p for p in folder.iterdir() if p.name.lower() == wanted and not p.name.startswith(".")
+    )
+
+
+def split_folder(root: Path, split: str) -> Path | None:
+    """The folder of ``split`` under ``root`` (``TRAINING``, or ``Training`` as some copies name
+    it), or ``None`` if there is none.
+
+    The folder may also sit one level down, as unzipping each archive into a folder named after
+    it leaves it (``<root>/ISLES2018_Training/TRAINING``); ``__MACOSX`` and dot-folders are not
+    looked into.
+
+    Raises:
+        DatasetNotFoundError: If several folders could be the split (``TRAINING`` and
+            ``Training``, or two nested copies): which one holds the data is not for the suite
+            to guess.
+    """
+    if not root.is_dir():
+        return None
+    found = [p for p in _named(root, split) if p.is_dir()]
+    if not found:
+        parents = sorted(
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"
+        )
+        found = [p for parent in parents for p in _named(parent, split) if p.is_dir()]
+    if len(found) > 1:
+        raise DatasetNotFoundError(
+            f"{root}: {len(found)} folders could hold the {split} split "
+            f"({', '.join(str(p.relative_to(root)) for p in found)}). Keep one of them (merge or "
+            "remove the others), or point data.init_args.data_dir at the folder that holds the "
+            "one to use."
+        )
+    return found[0] if found else None
 
 
 def _modality_files(case_dir: Path) -> tuple[dict[str, Path], dict[str, int]]:
@@ -132,13 +183,14 @@ def _modality_files(case_dir: Path) -> tuple[dict[str, Path], dict[str, int]]:
         if match is None:
             log.warning("Ignoring %s: not a SMIR.Brain.XX.O.<MOD>.<id> folder", folder)
             continue
-        token = match["token"].split("_", 1)[-1] if match["token"] != "CT" else "CT"
-        modality = _CANONICAL[token]
+        token = match["token"].lower()
+        modality = _CANONICAL[token if token == "ct" else token.split("_", 1)[-1]]
         nii = next(
             (
-                folder / f"{folder.name}{ext}"
+                path
                 for ext in (".nii", ".nii.gz")
-                if (folder / f"{folder.name}{ext}").is_file()
+                for path in _named(folder, f"{folder.name}{ext}")
+                if path.is_file()
             ),
             None,
         )
@@ -174,19 +226,34 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
     root = check_root(root)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    split_dir = root / split
-    folders = [d for d in split_dir.iterdir() if d.is_dir()] if split_dir.is_dir() else []
-    numbered = {}
-    for folder in folders:
+    found = split_folder(root, split)
+    if found is None:
+        raise DatasetNotFoundError(
+            f"{root}: no {split}/ folder (found only "
+            + ", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
+            + f"). Expected:\n{EXPECTED_LAYOUT}\nUnzip ISLES2018_{split.title()}.zip into "
+            f"{root}, or point data.init_args.data_dir at the folder that holds {split}/."
+        )
+    split_dir = found
+    folders = [d for d in split_dir.iterdir() if d.is_dir()]
+    numbered: dict[int, Path] = {}
+    for folder in sorted(folders):
         match = _CASE_RE.match(folder.name)
-        if match is not None:
-            numbered[int(match["case"])] = folder
+        if match is None:
+            continue
+        number = int(match["case"])
+        if number in numbered:
+            raise DataValidationError(
+                f"{split_dir}: {numbered[number].name} and {folder.name} are both case "
+                f"{number}. Keep one of them (remove or rename the other), then run again."
+            )
+        numbered[number] = folder
     odd = sorted(
         d.name for d in folders if d not in numbered.values() and not d.name.startswith(".")
     )
     if odd:
         log.warning(
-            "%s: ignoring %d folder(s) not named case_<N> (N without leading zeros): %s. Rename "
+            "%s: ignoring %d folder(s) not named case_<N>: %s. Rename "
             "them to case_<N> to include them, or move them out of %s to silence this.",
             split_dir,
             len(odd),
@@ -200,6 +267,7 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
             + f".\nExpected:\n{EXPECTED_LAYOUT}\nSynthetic twin: {SYNTH_HINT.format(root=root)}"
         )
     cases = []
+    owners: dict[int, Path] = {}  # SMIR id -> its folder (ids are unique in the dataset)
     for number, case_dir in sorted(numbered.items()):
         try:
             patient_key = case_info(split, number).patient_key
@@ -212,6 +280,16 @@ def scan_isles2018(root: str | Path, split: str = "TRAINING") -> list[ISLESCase]
         case = ISLESCase(split, number, case_dir, files, patient_key, ids)
         for modality in REQUIRED_MODALITIES + (("OT",) if split == "TRAINING" else ()):
             case.path(modality)
+        for modality, smir_id in ids.items():
+            folder = files[modality].parent
+            if smir_id in owners:
+                raise DataValidationError(
+                    f"{folder}: SMIR id {smir_id} is also the id of {owners[smir_id]}. Every "
+                    "file of the release has its own id, so one of these case folders is "
+                    "probably a copy of the other (its prediction would replace the other's "
+                    "SMIR.<method>.<id>.nii): remove or restore the duplicate."
+                )
+            owners[smir_id] = folder
         cases.append(case)
     return cases
 

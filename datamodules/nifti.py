@@ -34,12 +34,18 @@ _ZOOM_RTOL = 1e-3
 _VOXEL_ATOL = 1e-2
 
 
+def _one_line(error: BaseException) -> str:
+    """``error`` as ``Type: message`` on one line (nibabel's messages span lines), so that the
+    first line of the error that quotes it still says what to do."""
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
 def _open(path: Path) -> Any:
     try:
         return nib.load(str(path))
     except Exception as error:  # nibabel raises several types for a damaged file
         raise DataValidationError(
-            f"{path}: cannot read the NIfTI header ({type(error).__name__}: {error}). The file "
+            f"{path}: cannot read the NIfTI header ({_one_line(error)}). The file "
             "is probably truncated or corrupt; re-extract it from the original archive."
         ) from error
 
@@ -89,7 +95,7 @@ def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...
         data = np.asarray(image.dataobj)
     except Exception as error:
         raise DataValidationError(
-            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). The file is "
+            f"{path}: cannot be read as NIfTI ({_one_line(error)}). The file is "
             "probably truncated or corrupt; re-extract it from the original archive."
         ) from error
     while data.ndim > ndim and data.shape[-1] == 1:

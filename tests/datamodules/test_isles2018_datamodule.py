@@ -14,6 +14,7 @@ from monai.data import DistributedSampler
 from core.errors import ConfigurationError, DataValidationError
 from datamodules import ISLES2018DataModule
 from datamodules.isles2018_reader import read_case, scan_isles2018
+from datamodules.nifti import write_like
 from datamodules.normalization import normalize_channels
 from datamodules.transforms import Augmentation
 
@@ -164,12 +165,12 @@ def test_an_unusable_cache_folder_is_refused_up_front(tiny_twin, tmp_path, probl
 def test_case_folders_with_other_names_are_reported(twin_copy, tmp_path, caplog):
     first = sorted((twin_copy / "TRAINING").iterdir())[0]
     shutil.copytree(first, twin_copy / "TRAINING" / "case_5 copy")
-    (twin_copy / "TRAINING" / "case_01").mkdir()
+    (twin_copy / "TRAINING" / "case_1-old").mkdir()
     with caplog.at_level(logging.WARNING, logger="datamodules"):
         items = _datamodule(twin_copy, tmp_path).items("TRAINING")
     assert len(items) == 12
     assert "ignoring 2 folder(s) not named case_<N>" in caplog.text
-    assert "case_01, case_5 copy" in caplog.text
+    assert "case_1-old, case_5 copy" in caplog.text
 
 
 def test_an_ot_with_another_spacing_is_refused_naming_both_files(twin_copy, tmp_path):
@@ -244,3 +245,25 @@ def test_cases_of_different_sizes_need_one_network_grid_and_keep_their_own(twin_
     assert tuple(cache.native_shape[index][1:]) == (40, 36)  # metrics and masks on its own grid
     _, label, _ = read_case(case, ["CT"])
     assert np.array_equal(dm.geometry.to_source(cache.native_label(index)), label)
+
+
+def test_a_ct_stored_with_a_trailing_axis_of_length_one_is_cached_and_predicted(
+    twin_copy, tmp_path
+):
+    # Some tools write a 3D volume as (X, Y, Z, 1); the reader decodes it as 3D, and the cache
+    # (which plans its grid from the header) and the written prediction must agree.
+    case = scan_isles2018(twin_copy)[0]
+    ct = case.files["CT"]
+    image = nib.load(ct, mmap=False)
+    data = np.asarray(image.dataobj)
+    nib.save(nib.Nifti1Image(data[..., None], None, image.header), ct)
+    dm = _datamodule(twin_copy, tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    cache = dm.caches["TRAINING"]
+    index = cache.case_names.index(case.name)
+    assert tuple(dm.geometry.to_source(cache.native_label(index)).shape) == data.shape
+    written = write_like(
+        dm.geometry.to_source(cache.native_label(index)), ct, tmp_path / "mask.nii", np.uint8
+    )
+    assert nib.load(written).shape == data.shape

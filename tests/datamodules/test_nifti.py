@@ -96,4 +96,7 @@ def test_a_trailing_singleton_axis_is_dropped(tmp_path):
     path = _save(tmp_path / "map.nii", np.ones((4, 4, 2, 1), np.float32), np.eye(4))
     data, zooms = load_volume(path)
     assert data.shape == (4, 4, 2) and len(zooms) == 3
-    assert read_shape(path) == data.shape  # the header-only shape agrees with the data
+    # The header-only shape agrees (the cache plans its grid from it): the file is 3D.
+    assert read_shape(path) == (4, 4, 2)
+    other = _save(tmp_path / "pwi.nii", np.ones((4, 4, 2, 5), np.float32), np.eye(4))
+    assert read_shape(other) == (4, 4, 2, 5)
