@@ -48,7 +48,7 @@ from datamodules.datasets import (
 )
 from datamodules.device_cache import DeviceCache, SampleKeys, cache_dtype
 from datamodules.geometry import SliceGeometry, VolumeGeometry
-from datamodules.nifti import PredictionTarget, read_shape
+from datamodules.nifti import PredictionTarget, case_shape
 from datamodules.samplers import EpochSampler
 from datamodules.splits import grouped_kfold, slice_kfold
 from datamodules.transforms import Augmentation
@@ -252,7 +252,7 @@ class SliceDataModule(pl.LightningDataModule):
         items = self.items(self.train_split)
         if not items:
             return None
-        _, height, width = self.geometry.native_shape(read_shape(items[0].sources[0]))
+        _, height, width = self.geometry.native_shape(case_shape(items[0].sources[0]))
         return height, width
 
     def signature(self) -> dict[str, Any]:
@@ -376,7 +376,7 @@ class SliceDataModule(pl.LightningDataModule):
         items = self.items(split)
         if items:
             first = items[0]
-            self.geometry.check(read_shape(first.sources[0]), f"{first.name} ({first.sources[0]})")
+            self.geometry.check(case_shape(first.sources[0]), f"{first.name} ({first.sources[0]})")
         if stage != "predict":
             self.check_folds()
 

@@ -35,7 +35,9 @@ import numpy as np
 
 from datamodules.nifti import PredictionTarget
 
-CACHE_FORMAT_VERSION = 4  # 4: + per-case intensity offset/scale; 3: network-grid slices, …
+# 5: cases in the closest RAS axis order; 4: + per-case intensity offset/scale; 3: network-grid
+# slices, …
+CACHE_FORMAT_VERSION = 5
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.errors import ConfigurationError, DataValidationError
-from datamodules.cache import CACHE_FORMAT_VERSION, CacheItem, LoadFn
+from datamodules.cache import CACHE_FORMAT_VERSION, CacheItem, DecodedCase, LoadFn
 from datamodules.geometry import SliceGeometry
-from datamodules.nifti import read_shape
+from datamodules.nifti import CaseOrientation, case_shape
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _plan(
     """Source ``(X, Y, Z)`` of every case (from headers) and the common network grid."""
     shapes = []
     for item in items:
-        source_shape = read_shape(item.sources[0])
+        source_shape = case_shape(item.sources[0])
         if len(source_shape) != 3:
             raise DataValidationError(
                 f"{item.sources[0]}: expected a 3D image, found shape {source_shape}. The case's "
@@ -171,6 +172,17 @@ def _plan(
             "predictions are resized back to each case's own grid."
         )
     return np.array(shapes, dtype=np.int64), grids.pop()
+
+
+def _in_case_order(case: DecodedCase, reference: Path) -> DecodedCase:
+    """A decoded case (in its reference file's stored voxel order) on the case's axes: the
+    closest RAS order (:class:`datamodules.nifti.CaseOrientation`)."""
+    orientation = CaseOrientation.of(reference)
+    if orientation.is_identity:
+        return case
+    label = None if case.label is None else orientation.to_case(case.label)
+    zooms = orientation.zooms(case.zooms)
+    return replace(case, image=orientation.to_case(case.image), label=label, zooms=zooms)
 
 
 def build_slice_cache(
@@ -255,7 +267,7 @@ def _write(
     for n, item in enumerate(
         tqdm(items, desc=f"Caching {tmp.name.split(_TMP_MARK)[0]}", unit="case")
     ):
-        case = load(item)
+        case = _in_case_order(load(item), item.sources[0])
         expected = (len(channels), *(int(v) for v in source_shapes[n]))
         if case.image.shape != expected:
             raise DataValidationError(

@@ -9,7 +9,9 @@
   index operations, exactly; any other difference (another spacing, a shift, a rotation) is
   refused with an error naming both files, because resampling a label silently would change
   the ground truth.
-* :func:`write_like` writes a volume with a reference file's header (qform, sform, pixdim and
+* :class:`CaseOrientation` is the axis order of a case: the reference image's voxels in the
+  closest RAS order, whatever order the file stores them in; :func:`case_shape` is its shape.
+* :func:`write_like` writes a volume (in the case's order) with a reference file's header (qform, sform, pixdim and
   their codes), atomically, so challenge evaluators read it on the reference's grid.
 """
 
@@ -237,6 +239,82 @@ def align_to_reference(data: np.ndarray, path: Path, reference: Path) -> np.ndar
 
 
 @dataclass(frozen=True)
+class CaseOrientation:
+    """How a reference image's stored voxel axes become the axes of its case: the closest RAS
+    order (nibabel's ``io_orientation`` of the header's affine: the first axis runs towards the
+    patient's Right, the second towards Anterior, the third towards Superior).
+
+    Every case is decoded onto its reference image's voxels in this order, whatever order the
+    file stores them in (a scanner's LPS export, an axis-permuted copy, a flipped header), so
+    the network always sees the anatomy the same way round; predictions go back to the stored
+    order before they are written (:func:`write_like`). A release stored in RAS order, or a
+    file whose header states no orientation, keeps its stored order.
+
+    Attributes:
+        ornt: Per stored axis, ``(case axis, +1 or -1)`` (nibabel's orientation array).
+    """
+
+    ornt: tuple[tuple[int, int], ...] = ((0, 1), (1, 1), (2, 1))
+
+    @classmethod
+    def of(cls, path: Path) -> CaseOrientation:
+        """The orientation of the image at ``path``, from its header (no voxel is decoded).
+
+        Raises:
+            DataValidationError: If the header cannot be read.
+        """
+        affine = grid_affine(_open(path))
+        if affine is None:
+            return cls()
+        ornt = nib.orientations.io_orientation(affine)
+        return cls(tuple((int(axis), int(sign)) for axis, sign in ornt))
+
+    @property
+    def is_identity(self) -> bool:
+        return self.ornt == ((0, 1), (1, 1), (2, 1))
+
+    def shape(self, stored: tuple[int, ...]) -> tuple[int, ...]:
+        """The case's shape for a stored ``(X, Y, Z, …)`` shape (axes beyond the third kept)."""
+        out = list(stored)
+        for axis, (target, _) in enumerate(self.ornt):
+            out[target] = stored[axis]
+        return tuple(out)
+
+    def zooms(self, stored: tuple[float, float, float]) -> tuple[float, float, float]:
+        """The voxel size along the case's axes."""
+        x, y, z = self.shape(stored)
+        return float(x), float(y), float(z)
+
+    def _apply(self, volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+        # nibabel reorients the first axes: move any leading channel axes behind the spatial ones.
+        leading = volume.ndim - 3
+        spatial_first = np.moveaxis(volume, tuple(range(leading)), tuple(range(-leading, 0)))
+        out = nib.orientations.apply_orientation(spatial_first, ornt)
+        return np.ascontiguousarray(
+            np.moveaxis(out, tuple(range(3, 3 + leading)), tuple(range(leading)))
+        )
+
+    def to_case(self, volume: np.ndarray) -> np.ndarray:
+        """``(…, X, Y, Z)`` in the stored order → the case's order (leading axes kept)."""
+        if self.is_identity:
+            return volume
+        return self._apply(volume, np.array(self.ornt))
+
+    def to_stored(self, volume: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_case`."""
+        if self.is_identity:
+            return volume
+        identity = np.array([[0, 1], [1, 1], [2, 1]])
+        return self._apply(volume, nib.orientations.ornt_transform(identity, np.array(self.ornt)))
+
+
+def case_shape(path: Path) -> tuple[int, ...]:
+    """The shape of the case whose reference image is ``path``: :func:`read_shape` in the
+    :class:`CaseOrientation` order (from the header alone)."""
+    return CaseOrientation.of(path).shape(read_shape(path))
+
+
+@dataclass(frozen=True)
 class PredictionTarget:
     """Where a case's prediction is written, relative to the prediction folder.
 
@@ -255,7 +333,8 @@ def write_like(volume: np.ndarray, reference: Path, path: Path, dtype: Any) -> P
     """Write ``volume`` with ``reference``'s header, atomically (temporary file, then rename).
 
     Args:
-        volume: ``(X, Y, Z)`` in the reference's voxel order and shape.
+        volume: ``(X, Y, Z)`` on the reference's case grid (:class:`CaseOrientation`); it is
+            written in the file's own voxel order.
         reference: The source image whose qform/sform (and codes) and pixdim are copied, so
             the written file lies on exactly its grid for nibabel, ITK and the challenges'
             evaluators.
@@ -269,6 +348,7 @@ def write_like(volume: np.ndarray, reference: Path, path: Path, dtype: Any) -> P
         ValueError: If ``volume``'s shape differs from the reference's (a bug upstream).
     """
     source = _open(reference)
+    volume = CaseOrientation.of(reference).to_stored(volume)
     if tuple(volume.shape) != tuple(source.shape[:3]):
         raise ValueError(
             f"Refusing to write {path}: volume shape {tuple(volume.shape)} differs from the "

@@ -12,7 +12,7 @@ import torch
 
 from core.errors import ConfigurationError
 from datamodules.geometry import SliceGeometry
-from datamodules.nifti import write_like
+from datamodules.nifti import CaseOrientation, write_like
 
 ISLES_AXES, ATLAS_AXES = (2, 0, 1), (2, 1, 0)
 
@@ -43,7 +43,9 @@ def test_label_round_trip_is_exact_and_the_written_file_lies_on_the_source_grid(
     rng = np.random.default_rng(seed)
     shape, affine, quirk = _random_grid(rng)
     source = _save(rng.normal(size=shape).astype(np.float32), affine, quirk, tmp_path / "t1.nii.gz")
-    label = (rng.random(shape) < 0.3).astype(np.uint8)
+    label = (rng.random(shape) < 0.3).astype(np.uint8)  # in the file's stored order
+    orientation = CaseOrientation.of(source)  # the case's axes: the closest RAS order
+    shape = orientation.shape(shape)
     axes = ISLES_AXES if seed % 2 else ATLAS_AXES
     depth, height, width = (shape[a] for a in axes)
     h0, w0 = int(rng.integers(0, height // 2)), int(rng.integers(0, width // 2))
@@ -51,7 +53,7 @@ def test_label_round_trip_is_exact_and_the_written_file_lies_on_the_source_grid(
     geometry = SliceGeometry.create(axes, crop=(h0, h1, w0, w1) if seed % 3 else None)
     geometry.check(shape, "case")
 
-    native = geometry.to_slices(label)  # (D, H, W)
+    native = geometry.to_slices(orientation.to_case(label))  # (D, H, W)
     assert native.shape == (depth, height, width) == geometry.native_shape(shape)
     network = geometry.label_to_network(native)
     back = geometry.to_native(torch.from_numpy(network).float(), (height, width)).numpy()
@@ -66,7 +68,8 @@ def test_label_round_trip_is_exact_and_the_written_file_lies_on_the_source_grid(
     )
     read, original = nib.load(written), nib.load(source)
     assert read.shape == original.shape
-    assert np.array_equal(np.asarray(read.dataobj), label * geometry.to_source(inside))
+    inside_stored = orientation.to_stored(geometry.to_source(inside))
+    assert np.array_equal(np.asarray(read.dataobj), label * inside_stored)
     np.testing.assert_allclose(read.header.get_qform(), original.header.get_qform(), atol=1e-5)
     np.testing.assert_allclose(read.header.get_sform(), original.header.get_sform(), atol=1e-5)
     assert read.header["qform_code"] == original.header["qform_code"]

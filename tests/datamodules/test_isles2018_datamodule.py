@@ -267,3 +267,58 @@ def test_a_ct_stored_with_a_trailing_axis_of_length_one_is_cached_and_predicted(
         dm.geometry.to_source(cache.native_label(index)), ct, tmp_path / "mask.nii", np.uint8
     )
     assert nib.load(written).shape == data.shape
+
+
+def _store_reoriented(case_dir: Path, ornt: np.ndarray) -> None:
+    """Rewrite every file of a case with its voxels stored in another axis order (``ornt``,
+    nibabel's orientation array), the header following, so each file holds the same image in
+    world space: as a scanner's LPS export or an axis-permuted copy would store it."""
+    for path in case_dir.glob("SMIR.*/*.nii"):
+        image = nib.load(path, mmap=False)
+        data = np.asarray(image.dataobj)
+        affine = image.header.get_qform() @ nib.orientations.inv_ornt_aff(ornt, data.shape[:3])
+        stored = nib.orientations.apply_orientation(data, ornt)
+        out = nib.Nifti1Image(np.ascontiguousarray(stored), affine)
+        out.set_qform(affine, 2)
+        out.set_sform(affine, 2)
+        nib.save(out, path)
+
+
+@pytest.mark.parametrize(
+    "ornt",
+    [
+        np.array([[0, -1], [1, -1], [2, 1]]),  # LPS, as SimpleITK exports a DICOM series
+        np.array([[1, 1], [0, -1], [2, -1]]),  # rows and columns swapped, two axes flipped
+    ],
+    ids=["LPS", "permuted"],
+)
+def test_a_case_stored_in_another_axis_order_is_cached_and_written_as_its_ras_copy(
+    tiny_twin, twin_copy, tmp_path, ornt
+):
+    # The same images stored in another voxel order: the network must see the anatomy the same
+    # way round (the cache holds exactly the RAS-stored original's arrays), and a prediction is
+    # written back in the file's own order, on its grid.
+    case = scan_isles2018(twin_copy)[3]
+    _store_reoriented(case.directory, ornt)
+    caches = {}
+    for name, root in (("original", tiny_twin), ("reoriented", twin_copy)):
+        dm = _datamodule(root, tmp_path / name)
+        dm.prepare_data()
+        dm.setup("fit")
+        caches[name] = dm.caches["TRAINING"]
+    original, reoriented = caches["original"], caches["reoriented"]
+    index = reoriented.case_names.index(case.name)
+    assert original.case_names.index(case.name) == index
+    rows = slice(reoriented.case_offsets[index], reoriented.case_offsets[index + 1])
+    # (the per-case normalisation sums the voxels in another order: equal up to float rounding)
+    np.testing.assert_allclose(reoriented.images[rows], original.images[rows], atol=1e-5)
+    assert np.array_equal(reoriented.labels[rows], original.labels[rows])
+    assert np.array_equal(reoriented.native_label(index), original.native_label(index))
+    np.testing.assert_allclose(reoriented.spacing[index], original.spacing[index], rtol=1e-6)
+
+    ct, ot = case.files["CT"], case.files["OT"]
+    written = write_like(
+        dm.geometry.to_source(reoriented.native_label(index)), ct, tmp_path / "m.nii", np.uint8
+    )
+    assert np.array_equal(np.asarray(nib.load(written).dataobj), np.asarray(nib.load(ot).dataobj))
+    np.testing.assert_allclose(nib.load(written).affine, nib.load(ct).affine, atol=1e-6)

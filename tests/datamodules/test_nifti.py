@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from core.errors import DataValidationError
-from datamodules.nifti import align_to_reference, grid_affine, load_volume, read_shape
+from datamodules.nifti import (
+    CaseOrientation,
+    align_to_reference,
+    case_shape,
+    grid_affine,
+    load_volume,
+    read_shape,
+    write_like,
+)
 
 ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
 
@@ -100,3 +108,40 @@ def test_a_trailing_singleton_axis_is_dropped(tmp_path):
     assert read_shape(path) == (4, 4, 2)
     other = _save(tmp_path / "pwi.nii", np.ones((4, 4, 2, 5), np.float32), np.eye(4))
     assert read_shape(other) == (4, 4, 2, 5)
+
+
+def test_the_case_orientation_puts_any_stored_order_in_ras_order_and_back(tmp_path):
+    # A RAS-stored volume and a copy stored with its axes permuted and flipped (the same image in
+    # world space): the case orientation of the copy gives back the RAS array, and the way back
+    # gives the stored one; shapes, spacings and leading channel axes follow.
+    ras = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    zooms = (0.9, 1.1, 5.0)
+    affine = np.diag([*zooms, 1.0])
+    ornt = np.array([[2, -1], [0, 1], [1, -1]])  # stored axis i → RAS axis ornt[i, 0]
+    to_stored = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
+    stored = nib.orientations.apply_orientation(ras, to_stored)
+    stored_affine = affine @ nib.orientations.inv_ornt_aff(to_stored, ras.shape)
+    path = _save(tmp_path / "copy.nii", np.ascontiguousarray(stored), stored_affine)
+    original = _save(tmp_path / "ras.nii", ras, affine)
+
+    orientation = CaseOrientation.of(path)
+    assert CaseOrientation.of(original).is_identity and not orientation.is_identity
+    assert case_shape(path) == ras.shape and read_shape(path) == stored.shape
+    assert orientation.zooms(nib.load(path).header.get_zooms()) == pytest.approx(zooms)
+    assert np.array_equal(orientation.to_case(stored), ras)
+    assert np.array_equal(orientation.to_stored(ras), stored)
+    channels = np.stack([stored, 2 * stored])  # (C, X, Y, Z)
+    assert np.array_equal(orientation.to_case(channels), np.stack([ras, 2 * ras]))
+
+    # write_like takes the case's order and writes the file's own, on its grid.
+    written = nib.load(write_like(ras, path, tmp_path / "out.nii", np.float32))
+    assert np.array_equal(np.asarray(written.dataobj), stored)
+    np.testing.assert_allclose(written.affine, nib.load(path).affine, atol=1e-6)
+
+
+def test_a_header_without_orientation_keeps_its_stored_order(tmp_path):
+    image = nib.Nifti1Image(np.zeros((3, 4, 2), np.float32), np.diag([-1.0, 1, 1, 1]))
+    image.set_qform(None, 0)
+    image.set_sform(None, 0)
+    nib.save(image, str(tmp_path / "plain.nii"))
+    assert CaseOrientation.of(tmp_path / "plain.nii").is_identity
