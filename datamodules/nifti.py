@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from core.errors import DataValidationError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Voxel sizes within 0.1 % are the same (headers written by other tools round them).
 _ZOOM_RTOL = 1e-3
@@ -273,17 +275,20 @@ class CaseOrientation:
     def is_identity(self) -> bool:
         return self.ornt == ((0, 1), (1, 1), (2, 1))
 
-    def shape(self, stored: tuple[int, ...]) -> tuple[int, ...]:
-        """The case's shape for a stored ``(X, Y, Z, …)`` shape (axes beyond the third kept)."""
+    def _permute(self, stored: Sequence[T]) -> list[T]:
         out = list(stored)
         for axis, (target, _) in enumerate(self.ornt):
             out[target] = stored[axis]
-        return tuple(out)
+        return out
 
-    def zooms(self, stored: tuple[float, float, float]) -> tuple[float, float, float]:
-        """The voxel size along the case's axes."""
-        x, y, z = self.shape(stored)
-        return float(x), float(y), float(z)
+    def shape(self, stored: tuple[int, ...]) -> tuple[int, ...]:
+        """The case's shape for a stored ``(X, Y, Z, …)`` shape (axes beyond the third kept)."""
+        return tuple(self._permute(stored))
+
+    def zooms(self, stored: Sequence[float]) -> tuple[float, float, float]:
+        """The voxel size along the case's axes, for the stored axes' ``(dx, dy, dz)``."""
+        x, y, z = self._permute([float(v) for v in stored[:3]])
+        return x, y, z
 
     def _apply(self, volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
         # nibabel reorients the first axes: move any leading channel axes behind the spatial ones.
