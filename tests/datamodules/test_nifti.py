@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import DataValidationError
-from datamodules.nifti import align_to_reference, grid_affine, load_volume
+from datamodules.nifti import align_to_reference, grid_affine, load_volume, read_shape
 
 ATLAS_AFFINE = np.array([[1.0, 0, 0, -98], [0, 1, 0, -134], [0, 0, 1, -72], [0, 0, 0, 1]])
 
@@ -96,3 +96,17 @@ def test_a_trailing_singleton_axis_is_dropped(tmp_path):
     path = _save(tmp_path / "map.nii", np.ones((4, 4, 2, 1), np.float32), np.eye(4))
     data, zooms = load_volume(path)
     assert data.shape == (4, 4, 2) and len(zooms) == 3
+
+
+def test_the_header_shape_agrees_with_the_decoder_on_a_trailing_singleton_axis(tmp_path):
+    # A DWI saved as (X, Y, Z, 1) decodes as a 3D volume, so the shape the cache plans its grid
+    # from (read from the header alone) is 3D too, rather than refused as 4D.
+    path = _save(tmp_path / "dwi.nii.gz", np.ones((6, 5, 4, 1), np.float32), np.eye(4))
+    assert read_shape(path) == (6, 5, 4) == load_volume(path)[0].shape
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4, 2)])
+def test_a_header_shape_that_is_not_one_volume_is_refused_naming_the_file(tmp_path, shape):
+    path = _save(tmp_path / "dwi.nii.gz", np.ones(shape, np.float32), np.eye(4))
+    with pytest.raises(DataValidationError, match=r"^\S+dwi\.nii\.gz: expected a 3D image, found"):
+        read_shape(path)
