@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from cli.errors import naming_files_as_given
 from cli.image_files import (
     OUTPUT_FORMATS,
     as_nifti,
@@ -167,7 +168,14 @@ def segment_cases(
             "--prediction_writer.output_dir", str(out),
             *extra,
         ]  # fmt: skip
-        code = cmd_predict(predict, overrides, in_process=True)
+        converted = {
+            file: images[name]
+            for case, images in cases.items()
+            for name, file in files[case].items()
+            if Path(file) != images[name].absolute()
+        }
+        with naming_files_as_given(converted):  # not the temporary NIfTI the user never saw
+            code = cmd_predict(predict, overrides, in_process=True)
         if code != 0:
             return code
         probabilities = RunLayout(tmp).probabilities_beside(out)

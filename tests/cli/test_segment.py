@@ -46,11 +46,14 @@ def _inputs(twin: Path) -> dict[str, Path]:
     }
 
 
-def _segment(fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extra: str):
+def _segment(
+    fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extra: str, check: bool = True
+):
     flags = [arg for name, path in images.items() for arg in ("--image", f"{name}={path}")]
     return run_in_process(
-        "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd
-    )
+        "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd,
+        check=check,
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -174,6 +177,25 @@ def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
     error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert "m.dcm: a DICOM Segmentation refers to the DICOM series" in error
     assert not (tmp_path / "m.dcm").exists()
+
+
+def test_an_error_about_a_converted_input_names_the_file_the_user_gave(
+    fold, tiny_isles22, tmp_path
+):
+    # An ADC on another grid than the DWI, both .mha: the reader meets them as NIfTI files
+    # converted into a temporary folder, but the error names the user's own files.
+    images = _inputs(tiny_isles22)
+    dwi = sitk.ReadImage(str(images["DWI"]))
+    adc = sitk.ReadImage(str(images["ADC"]))
+    adc.SetOrigin([v + 10.0 for v in adc.GetOrigin()])
+    given = {**images, "DWI": tmp_path / "dwi.mha", "ADC": tmp_path / "adc.mha"}
+    sitk.WriteImage(dwi, str(given["DWI"]))
+    sitk.WriteImage(adc, str(given["ADC"]))
+    result = _segment(fold, given, tmp_path / "m.mha", tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith(f"error: {given['ADC']}: its voxel grid does not match {given['DWI']}")
+    assert "strokeseg-segment-" not in error
 
 
 @pytest.mark.slow
