@@ -34,12 +34,18 @@ _ZOOM_RTOL = 1e-3
 _VOXEL_ATOL = 1e-2
 
 
+def _reason(error: Exception) -> str:
+    """nibabel's error on one line (some span two: "… got 0 bytes from \\n - could the file
+    be damaged?"), so that the first line of the suite's message holds the remedy too."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def _open(path: Path) -> Any:
     try:
         return nib.load(str(path))
     except Exception as error:  # nibabel raises several types for a damaged file
         raise DataValidationError(
-            f"{path}: cannot read the NIfTI header ({type(error).__name__}: {error}). The file "
+            f"{path}: cannot read the NIfTI header ({_reason(error)}). The file "
             "is probably truncated or corrupt; re-extract it from the original archive."
         ) from error
 
@@ -93,7 +99,7 @@ def load_volume(path: Path, ndim: int = 3) -> tuple[np.ndarray, tuple[float, ...
         data = np.asarray(image.dataobj)
     except Exception as error:
         raise DataValidationError(
-            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). The file is "
+            f"{path}: cannot be read as NIfTI ({_reason(error)}). The file is "
             "probably truncated or corrupt; re-extract it from the original archive."
         ) from error
     while data.ndim > ndim and data.shape[-1] == 1:

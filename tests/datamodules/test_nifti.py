@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -110,3 +111,14 @@ def test_a_header_shape_that_is_not_one_volume_is_refused_naming_the_file(tmp_pa
     path = _save(tmp_path / "dwi.nii.gz", np.ones(shape, np.float32), np.eye(4))
     with pytest.raises(DataValidationError, match=r"^\S+dwi\.nii\.gz: expected a 3D image, found"):
         read_shape(path)
+
+
+def test_a_file_cut_after_its_header_is_refused_on_one_line(tmp_path):
+    # nibabel's words for it span two lines; the suite's message is one paragraph.
+    path = _save(tmp_path / "dwi.nii.gz", np.ones((6, 5, 4), np.float32), np.eye(4))
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:352]))
+    with pytest.raises(DataValidationError) as error:
+        load_volume(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot be read as NIfTI") and "\n" not in message
+    assert "re-extract it from the original archive" in message
