@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 from core.errors import ConfigurationError, DataValidationError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File names (any case) taken for an image: NIfTI and the formats SimpleITK reads as volumes.
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".tif", ".tiff")
 DICOM_SEG_SUFFIX = ".dcm"
 #: What ``--output`` / ``--format`` may name.
 OUTPUT_FORMATS = ("nii.gz", "nii", "mha", "nrrd", "dcm")
@@ -48,6 +50,12 @@ if TYPE_CHECKING:
 
 def is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def is_image_file(path: Path) -> bool:
+    """A file named like an image (:data:`IMAGE_SUFFIXES`), not a sidecar (``.json``), a
+    backup or a MetaImage's ``.raw`` data."""
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def is_dicom_seg(path: Path) -> bool:

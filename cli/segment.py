@@ -36,9 +36,10 @@ from cli.image_files import (
     as_nifti,
     check_output,
     format_of,
+    is_image_file,
     write_like_reference,
 )
-from core.errors import ConfigurationError, DatasetNotFoundError
+from core.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
 from core.run_layout import ExperimentLayout, RunLayout, first_fold_config
 
 log = logging.getLogger(__name__)
@@ -201,20 +202,32 @@ def _model_name(model: Path) -> str:
 
 
 def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Path]]:
-    """The patients of ``root``: one folder each, holding ``<NAME>.<ext>`` files (or
-    ``<NAME>/`` DICOM folders) for the model's image names; other entries are ignored.
+    """The patients of ``root``: one folder each, holding an image file ``<NAME>.<ext>`` (or a
+    ``<NAME>/`` DICOM folder) for each of the model's image names, in any case of letters
+    (``dwi.nii.gz`` is the DWI). Other entries are ignored: sidecars (``DWI.json``), backups,
+    a MetaImage's ``.raw`` data, hidden files.
 
     Raises:
         DatasetNotFoundError: For a root without patient folders, or a patient missing an image
             (all such patients listed).
+        DataValidationError: For a patient with two images of one name (both named).
     """
+    names = {name.casefold(): name for name in needed}
     patients: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found: dict[str, Path] = {}
-        for entry in folder.iterdir():
-            stem = entry.name.split(".", 1)[0]
-            if stem in needed and not entry.name.startswith("."):
-                found[stem] = entry
+        for entry in sorted(folder.iterdir()):
+            name = names.get(entry.name.split(".", 1)[0].casefold())
+            if name is None or entry.name.startswith("."):
+                continue
+            if not (entry.is_dir() or is_image_file(entry)):
+                continue
+            if name in found:
+                raise DataValidationError(
+                    f"{folder}: two images for {name}, {found[name].name} and {entry.name}. "
+                    "Keep one per image in each patient folder."
+                )
+            found[name] = entry
         patients[_safe_name(folder.name)] = found
     if not patients:
         raise DatasetNotFoundError(

@@ -313,3 +313,24 @@ def test_a_folder_of_patients_in_one_call(fold, tiny_isles22, tmp_path):
     assert "1 patient(s) already segmented" in again.stdout and "wrote 1 mask(s)" in again.stdout
     assert first.read_bytes() == b"kept"
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(second))), before)
+
+
+def test_patient_folders_take_image_files_only_in_any_case(tmp_path):
+    # Sidecars, backups and a MetaImage's data file share the image's name; none is the image.
+    from cli.segment import patient_folders
+    from core.errors import DataValidationError
+
+    folder = tmp_path / "patients" / "p1"
+    folder.mkdir(parents=True)
+    for name in ("DWI.bak", "DWI.json", "dwi.nii.gz", "ADC.mhd", "ADC.raw", "ADC.json",
+                 ".FLAIR.nii.gz", "notes.txt"):  # fmt: skip
+        (folder / name).write_text("x")
+    (folder / "FLAIR").mkdir()  # a DICOM folder
+    found = patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
+    assert {n: p.name for n, p in found["p1"].items()} == {
+        "DWI": "dwi.nii.gz", "ADC": "ADC.mhd", "FLAIR": "FLAIR"
+    }  # fmt: skip
+
+    (folder / "DWI.mha").write_text("x")
+    with pytest.raises(DataValidationError, match=r"p1: two images for DWI, DWI\.mha and dwi\.nii"):
+        patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
