@@ -228,7 +228,14 @@ def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Pa
                     "Keep one per image in each patient folder."
                 )
             found[name] = entry
-        patients[_safe_name(folder.name)] = found
+        case = _safe_name(folder.name)
+        if case in patients:
+            raise DataValidationError(
+                f"{folder}: its mask would be written as {case}, as another patient folder's "
+                "(names are made safe: other characters than letters, digits, - and _ become "
+                "_). Rename one of the two folders."
+            )
+        patients[case] = found
     if not patients:
         raise DatasetNotFoundError(
             f"{root} holds no patient folder. Expected one folder per patient holding "

@@ -334,3 +334,10 @@ def test_patient_folders_take_image_files_only_in_any_case(tmp_path):
     (folder / "DWI.mha").write_text("x")
     with pytest.raises(DataValidationError, match=r"p1: two images for DWI, DWI\.mha and dwi\.nii"):
         patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
+
+    # Two folders whose safe names agree would write one mask file: refused, not one dropped.
+    (folder / "DWI.mha").unlink()
+    (tmp_path / "patients" / "p 2").mkdir()
+    (tmp_path / "patients" / "p_2").mkdir()
+    with pytest.raises(DataValidationError, match=r"p_2: its mask would be written as p_2,"):
+        patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
