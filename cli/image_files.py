@@ -241,11 +241,19 @@ def write_like_reference(
     import SimpleITK as sitk
 
     with keep_locale():
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))  # (slice, row, column)
+        written_image = sitk.ReadImage(str(written))
+    array = sitk.GetArrayFromImage(written_image)  # (slice, row, column)
     if is_dicom_seg(output):
         write_dicom_seg(array, reference, output, fractional=fractional, model=model)
         return
-    reference_image = read_image(reference)
+    try:
+        reference_image = read_image(reference)
+    except DataValidationError:
+        if not (reference.is_file() and is_nifti(reference)):
+            raise
+        # A NIfTI that nibabel reads and SimpleITK does not (NIfTI-2): the written file carries
+        # its header (qform, sform, pixdim and codes) as NIfTI-1, which SimpleITK reads.
+        reference_image = written_image
     with keep_locale():
         image = sitk.GetImageFromArray(array)  # no NIfTI metadata
         image.CopyInformation(reference_image)

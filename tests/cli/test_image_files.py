@@ -194,3 +194,24 @@ def test_an_image_that_is_not_one_readable_volume_is_refused_naming_it(tmp_path,
     message = str(error.value)
     assert message.startswith(f"{path}: ") and "give" in message.lower()
     assert "No such file" not in message  # ITK's stale errno for a file that exists
+
+
+def test_a_mask_of_a_nifti2_image_that_simpleitk_cannot_open_is_written_on_its_grid(tmp_path):
+    # nibabel reads NIfTI-2 (the prediction runs); SimpleITK may not: the mask's geometry
+    # comes from the written NIfTI-1, which carries the image's header.
+    affine = np.array([[0, 0, 3.0, -30], [-1.5, 0, 0, 60], [0, 2.0, 0, -20], [0, 0, 0, 1]])
+    image = nib.Nifti2Image(np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), affine)
+    image.set_qform(affine, 1)
+    reference = tmp_path / "dwi.nii.gz"
+    nib.save(image, reference)
+    mask = (np.asarray(image.dataobj) % 5 == 0).astype(np.uint8)
+    written = write_like(mask, reference, tmp_path / "written.nii.gz", np.uint8)
+
+    write_like_reference(written, reference, tmp_path / "mask.mha", fractional=False)
+    read = sitk.ReadImage(tmp_path / "mask.mha")
+    assert np.array_equal(sitk.GetArrayFromImage(read).transpose(2, 1, 0), mask)
+    lps = np.diag([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(read.GetOrigin(), lps @ affine[:3, 3], atol=1e-5)
+    np.testing.assert_allclose(read.GetSpacing(), (1.5, 2.0, 3.0), atol=1e-6)
+    direction = lps @ affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    np.testing.assert_allclose(np.reshape(read.GetDirection(), (3, 3)), direction, atol=1e-6)
