@@ -28,6 +28,7 @@ import argparse
 import json
 from pathlib import Path
 
+from cli.image_files import is_image_file
 from core.errors import ConfigurationError, DatasetNotFoundError
 from core.io import write_text
 
@@ -43,13 +44,10 @@ ATLAS2_INPUTS = {"t1-brain-mri": "T1"}
 ATLAS2_OUTPUT = "stroke-segmentation"
 IMAGES = "images"
 RESULTS = "results.json"
-_IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")
 
 
 def _one_image(folder: Path) -> Path:
-    found = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(_IMAGE_SUFFIXES)
-    ) if folder.is_dir() else []  # fmt: skip
+    found = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
     if len(found) != 1:
         raise DatasetNotFoundError(
             f"{folder}: expected one image (.mha), found "

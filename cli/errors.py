@@ -12,12 +12,42 @@ This module imports nothing heavy: ``lightning-data`` answers without loading Li
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from core.errors import UserError
 
 #: Exit status of a user's mistake (argparse's for usage errors).
 USER_ERROR_STATUS = 2
+
+# Temporary files a command made from the user's own (a NIfTI converted from an .mha) → the
+# file the user gave, named in their place in the errors printed here.
+_GIVEN_AS: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def naming_files_as_given(files: Mapping[str, str | Path]) -> Iterator[None]:
+    """Within the block, a user error that names one of ``files`` (temporary file → the user's
+    own) is printed naming the user's file: errors raised deep inside a nested command (the
+    ``lightning`` run of ``lightning-cv segment``) are reported there, where the caller cannot
+    rename them."""
+    saved = dict(_GIVEN_AS)
+    _GIVEN_AS.update({str(made): str(given) for made, given in files.items()})
+    try:
+        yield
+    finally:
+        _GIVEN_AS.clear()
+        _GIVEN_AS.update(saved)
+
+
+def user_message(error: BaseException) -> str:
+    """A user error's message, naming files as the user gave them (:func:`naming_files_as_given`)."""
+    message = str(error)
+    for made in sorted(_GIVEN_AS, key=len, reverse=True):
+        message = message.replace(made, _GIVEN_AS[made])
+    return message
 
 
 def find_user_error(error: BaseException) -> BaseException | None:
@@ -41,7 +71,7 @@ def report_user_error(error: BaseException, prog: str | None = None) -> bool:
     user_error = find_user_error(error)
     if user_error is None:
         return False
-    sys.stderr.write(f"{prog + ': ' if prog else ''}error: {user_error}\n")
+    sys.stderr.write(f"{prog + ': ' if prog else ''}error: {user_message(user_error)}\n")
     return True
 
 

@@ -19,7 +19,10 @@ text files as ASCII; every SimpleITK call here is wrapped in :func:`keep_locale`
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import locale
+import re
 import shutil
 from collections.abc import Iterator
 from importlib import metadata
@@ -29,6 +32,8 @@ from typing import TYPE_CHECKING
 from core.errors import ConfigurationError, DataValidationError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File names (any case) taken for an image: NIfTI and the formats SimpleITK reads as volumes.
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".tif", ".tiff")
 DICOM_SEG_SUFFIX = ".dcm"
 #: What ``--output`` / ``--format`` may name.
 OUTPUT_FORMATS = ("nii.gz", "nii", "mha", "nrrd", "dcm")
@@ -36,6 +41,8 @@ OUTPUT_FORMATS = ("nii.gz", "nii", "mha", "nrrd", "dcm")
 _CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
 _PROPERTY = ("55641003", "SCT", "Infarct")
 _SEG_SERIES_OFFSET = 1000  # the SEG's series number: the source's + 1000 (a common convention)
+# The head of an ITK error line: "MetaImageIO(0x55d4d8026410): " (the class and its address).
+_ITK_PREFIX = re.compile(r"^\s*\w+\(0x[0-9a-fA-F]+\):\s*")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +50,12 @@ if TYPE_CHECKING:
 
 def is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def is_image_file(path: Path) -> bool:
+    """A file named like an image (:data:`IMAGE_SUFFIXES`), not a sidecar (``.json``), a
+    backup or a MetaImage's ``.raw`` data."""
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def is_dicom_seg(path: Path) -> bool:
@@ -113,22 +126,62 @@ def _check_one_volume(folder: Path, files: list[str]) -> None:
         )
 
 
+def _itk_reason(error: RuntimeError) -> str:
+    """ITK's own words from one of its exceptions, without its source path and object address
+    (its last line may be a stale ``Reason: <errno>``, e.g. "No such file or directory" for a
+    truncated file that exists)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    for line in lines:
+        if "ERROR:" in line:
+            return _ITK_PREFIX.sub("", line.split("ERROR:", 1)[1]).strip()
+    return lines[-1] if lines else type(error).__name__
+
+
+def _one_volume(image, path: Path):  # noqa: ANN001, ANN202 - SimpleITK has no stubs
+    """``image`` as one 3D grey-level volume: trailing axes of length 1 (``(X, Y, Z, 1)``) are
+    dropped, as the NIfTI decoder drops them; anything else is refused naming ``path``."""
+    components = image.GetNumberOfComponentsPerPixel()
+    if components != 1:
+        raise DataValidationError(
+            f"{path}: its voxels hold {components} values each (a colour or vector image); a "
+            "scan holds one. Give the grey-level 3D image."
+        )
+    while image.GetDimension() > 3 and image.GetSize()[-1] == 1:
+        image = image[(slice(None),) * (image.GetDimension() - 1) + (0,)]
+    if image.GetDimension() != 3:
+        raise DataValidationError(
+            f"{path}: expected a 3D image, found {image.GetDimension()}D data of size "
+            f"{image.GetSize()}. Give one 3D volume (not a slice, nor a series of volumes such "
+            "as a DWI's b-values)."
+        )
+    return image
+
+
 def read_image(path: Path):  # noqa: ANN201 - SimpleITK has no stubs
-    """Any image SimpleITK reads, or the one DICOM series of a folder."""
+    """One 3D volume from any image file SimpleITK reads, or from the one DICOM series of a
+    folder (trailing axes of length 1 dropped).
+
+    Raises:
+        DataValidationError: If SimpleITK cannot read it, or it is not one grey-level 3D
+            volume; the message names ``path``.
+    """
     import SimpleITK as sitk
 
     try:
         if path.is_dir():
             files = dicom_series_files(path)
             with keep_locale():
-                return sitk.ReadImage(files)
-        with keep_locale():
-            return sitk.ReadImage(str(path))
+                image = sitk.ReadImage(files)
+        else:
+            with keep_locale():
+                image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise DataValidationError(
-            f"{path}: SimpleITK cannot read it ({str(error).strip().splitlines()[-1]}). Give a "
-            "NIfTI, MHA/NRRD or a folder of one DICOM series."
+            f"{path}: SimpleITK cannot read it ({_itk_reason(error)}). The file may be "
+            "truncated or not an image: give a NIfTI, MHA/NRRD or a folder of one DICOM "
+            "series, exported again from the source if it is damaged."
         ) from error
+    return _one_volume(image, path)
 
 
 def as_nifti(name: str, path: Path, folder: Path) -> Path:
@@ -159,6 +212,15 @@ def check_output(output: Path, reference: Path) -> None:
         )
 
 
+def _open_nifti(path: Path, write: bool, actual: Path | None = None) -> io.BufferedIOBase:
+    """A NIfTI file opened as its uncompressed bytes (through gzip for ``.nii.gz``).
+    ``actual`` is the file opened in place of ``path`` (a temporary sibling)."""
+    target, compressed = actual or path, path.name.endswith(".gz")
+    if write:
+        return gzip.open(target, "wb") if compressed else open(target, "wb")
+    return gzip.open(target, "rb") if compressed else open(target, "rb")
+
+
 def write_like_reference(
     written: Path, reference: Path, output: Path, *, fractional: bool, model: str = "model"
 ) -> None:
@@ -168,19 +230,30 @@ def write_like_reference(
     names the model in a DICOM SEG."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if is_nifti(output) and reference.is_file() and is_nifti(reference):
-        if output.name.endswith(".gz") == written.name.endswith(".gz"):
-            tmp = output.with_name(f".{output.name}.tmp")
-            shutil.copyfile(written, tmp)  # written by nibabel with the reference's header
-            tmp.replace(output)
-            return
+        # Written by nibabel with the reference's own header (qform, sform and their codes):
+        # kept byte for byte, only (de)compressed, since SimpleITK would rewrite both forms
+        # from the one it chooses, moving the voxels for a reader that takes the other one.
+        tmp = output.with_name(f".{output.name}.tmp")
+        with _open_nifti(written, False) as source, _open_nifti(output, True, tmp) as target:
+            shutil.copyfileobj(source, target)
+        tmp.replace(output)
+        return
     import SimpleITK as sitk
 
     with keep_locale():
-        array = sitk.GetArrayFromImage(sitk.ReadImage(str(written)))  # (slice, row, column)
+        written_image = sitk.ReadImage(str(written))
+    array = sitk.GetArrayFromImage(written_image)  # (slice, row, column)
     if is_dicom_seg(output):
         write_dicom_seg(array, reference, output, fractional=fractional, model=model)
         return
-    reference_image = read_image(reference)
+    try:
+        reference_image = read_image(reference)
+    except DataValidationError:
+        if not (reference.is_file() and is_nifti(reference)):
+            raise
+        # A NIfTI that nibabel reads and SimpleITK does not (NIfTI-2): the written file carries
+        # its header (qform, sform, pixdim and codes) as NIfTI-1, which SimpleITK reads.
+        reference_image = written_image
     with keep_locale():
         image = sitk.GetImageFromArray(array)  # no NIfTI metadata
         image.CopyInformation(reference_image)

@@ -30,14 +30,16 @@ from pathlib import Path
 
 import yaml
 
+from cli.errors import naming_files_as_given
 from cli.image_files import (
     OUTPUT_FORMATS,
     as_nifti,
     check_output,
     format_of,
+    is_image_file,
     write_like_reference,
 )
-from core.errors import ConfigurationError, DatasetNotFoundError
+from core.errors import ConfigurationError, DatasetNotFoundError, DataValidationError
 from core.run_layout import ExperimentLayout, RunLayout, first_fold_config
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,14 @@ def segment_cases(
             "--prediction_writer.output_dir", str(out),
             *extra,
         ]  # fmt: skip
-        code = cmd_predict(predict, overrides, in_process=True)
+        converted = {
+            file: images[name]
+            for case, images in cases.items()
+            for name, file in files[case].items()
+            if Path(file) != images[name].absolute()
+        }
+        with naming_files_as_given(converted):  # not the temporary NIfTI the user never saw
+            code = cmd_predict(predict, overrides, in_process=True)
         if code != 0:
             return code
         probabilities = RunLayout(tmp).probabilities_beside(out)
@@ -193,21 +202,40 @@ def _model_name(model: Path) -> str:
 
 
 def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Path]]:
-    """The patients of ``root``: one folder each, holding ``<NAME>.<ext>`` files (or
-    ``<NAME>/`` DICOM folders) for the model's image names; other entries are ignored.
+    """The patients of ``root``: one folder each, holding an image file ``<NAME>.<ext>`` (or a
+    ``<NAME>/`` DICOM folder) for each of the model's image names, in any case of letters
+    (``dwi.nii.gz`` is the DWI). Other entries are ignored: sidecars (``DWI.json``), backups,
+    a MetaImage's ``.raw`` data, hidden files.
 
     Raises:
         DatasetNotFoundError: For a root without patient folders, or a patient missing an image
             (all such patients listed).
+        DataValidationError: For a patient with two images of one name (both named).
     """
+    names = {name.casefold(): name for name in needed}
     patients: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found: dict[str, Path] = {}
-        for entry in folder.iterdir():
-            stem = entry.name.split(".", 1)[0]
-            if stem in needed and not entry.name.startswith("."):
-                found[stem] = entry
-        patients[_safe_name(folder.name)] = found
+        for entry in sorted(folder.iterdir()):
+            name = names.get(entry.name.split(".", 1)[0].casefold())
+            if name is None or entry.name.startswith("."):
+                continue
+            if not (entry.is_dir() or is_image_file(entry)):
+                continue
+            if name in found:
+                raise DataValidationError(
+                    f"{folder}: two images for {name}, {found[name].name} and {entry.name}. "
+                    "Keep one per image in each patient folder."
+                )
+            found[name] = entry
+        case = _safe_name(folder.name)
+        if case in patients:
+            raise DataValidationError(
+                f"{folder}: its mask would be written as {case}, as another patient folder's "
+                "(names are made safe: other characters than letters, digits, - and _ become "
+                "_). Rename one of the two folders."
+            )
+        patients[case] = found
     if not patients:
         raise DatasetNotFoundError(
             f"{root} holds no patient folder. Expected one folder per patient holding "

@@ -154,12 +154,7 @@ def _plan(
     """Source ``(X, Y, Z)`` of every case (from headers) and the common network grid."""
     shapes = []
     for item in items:
-        source_shape = case_shape(item.sources[0])
-        if len(source_shape) != 3:
-            raise DataValidationError(
-                f"{item.sources[0]}: expected a 3D image, found shape {source_shape}. The case's "
-                "reference image must be one 3D volume; check that the right file is in its folder."
-            )
+        source_shape = case_shape(item.sources[0])  # one 3D volume, or a DataValidationError
         geometry.check(source_shape, f"{item.name} ({item.sources[0]})")
         shapes.append(source_shape)
     grids = {geometry.network_size(geometry.native_shape(shape)[1:]) for shape in shapes}

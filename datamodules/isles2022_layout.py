@@ -53,9 +53,10 @@ EXPECTED_LAYOUT = """\
   (files are matched by their subject, session and suffix, at any depth)"""
 
 # sub-<label>_ses-<label>[_<key>-<value>...]_<suffix>.nii[.gz]; labels are alphanumeric (BIDS).
+# The extension in any case of letters (a copy made on a case-insensitive file system).
 _NAME_RE = re.compile(
     r"^sub-(?P<sub>[A-Za-z0-9]+)_ses-(?P<ses>[A-Za-z0-9]+)"
-    r"(?P<entities>(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.nii(?:\.gz)?$"
+    r"(?P<entities>(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_(?P<suffix>[A-Za-z0-9]+)\.(?i:nii(?:\.gz)?)$"
 )
 
 
@@ -125,7 +126,7 @@ def sidecar_path(image_path: str | Path) -> Path:
     """The JSON sidecar beside an image (``….nii.gz`` → ``….json``)."""
     path = Path(image_path)
     name = path.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name.rsplit(".", 1)[0]
+    stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name.rsplit(".", 1)[0]
     return path.with_name(stem + ".json")
 
 

@@ -54,16 +54,20 @@ def _open(path: Path) -> Any:
         ) from error
 
 
-def read_shape(path: Path) -> tuple[int, ...]:
-    """Shape from the NIfTI header alone (no voxel data is decoded), as :func:`load_volume`
-    returns the data: trailing axes of length 1 beyond the third (``(X, Y, Z, 1)``) dropped.
+def read_shape(path: Path, ndim: int = 3) -> tuple[int, ...]:
+    """Shape of the ``ndim``-D volume a file holds, from its header alone (no voxel data is
+    decoded). Trailing axes of length 1 (``(X, Y, Z, 1)``) are dropped, as :func:`load_volume`
+    drops them, so a file the decoder accepts is never refused by its shape.
 
     Raises:
-        DataValidationError: If the header cannot be read.
+        DataValidationError: If the header cannot be read, or the file does not hold one
+            ``ndim``-D volume (a 2D slice, a time series); the message names the file.
     """
     shape = tuple(int(n) for n in _open(path).shape)
-    while len(shape) > 3 and shape[-1] == 1:
+    while len(shape) > ndim and shape[-1] == 1:
         shape = shape[:-1]
+    if len(shape) != ndim:
+        raise _wrong_dimensions(path, shape, ndim)
     return shape
 
 

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from cli.image_files import check_output, keep_locale, read_image, write_dicom_seg
+from cli.image_files import (
+    as_nifti,
+    check_output,
+    keep_locale,
+    read_image,
+    write_dicom_seg,
+    write_like_reference,
+)
 from core.errors import ConfigurationError, DataValidationError
+from datamodules.nifti import load_volume, write_like
 from tests.helpers.dicom import PATIENT_ID, SERIES_UID, write_dicom_series
 
 
@@ -108,3 +117,101 @@ def test_a_series_without_a_frame_of_reference_gives_a_user_error(tmp_path):
     with pytest.raises(DataValidationError, match="cannot write a DICOM SEG referring to"):
         write_dicom_seg(array, tmp_path / "series", Path(tmp_path / "seg.dcm"), fractional=False)
     assert not list(tmp_path.glob("*seg.dcm*"))
+
+
+@pytest.mark.parametrize("output_name", ["mask.nii", "mask.nii.gz"])
+def test_a_nifti_mask_keeps_the_reference_header_whose_sform_and_qform_disagree(
+    tmp_path, output_name
+):
+    # The sform (what nibabel reads) is rotated and shifted against the qform (what ITK may
+    # read): a NIfTI mask of a NIfTI image keeps both, so every reader puts it on the voxels
+    # it puts the image on, whatever the compression asked for.
+    qform = np.array([[2.0, 0, 0, -40], [0, 2.0, 0, -50], [0, 0, 4.0, -20], [0, 0, 0, 1]])
+    turn = sitk.Euler3DTransform((0, 0, 0), 0.0, 0.0, 0.2, (5.0, -7.0, 3.0))
+    sform = np.eye(4)
+    sform[:3, :3], sform[:3, 3] = np.reshape(turn.GetMatrix(), (3, 3)), turn.GetTranslation()
+    sform = sform @ qform
+    image = nib.Nifti1Image(np.arange(7 * 6 * 5, dtype=np.float32).reshape(7, 6, 5), None)
+    image.set_qform(qform, 1)
+    image.set_sform(sform, 2)
+    reference = tmp_path / "dwi.nii.gz"
+    nib.save(image, reference)
+    mask = (np.asarray(image.dataobj) % 7 == 0).astype(np.uint8)
+    written = write_like(mask, reference, tmp_path / "written.nii.gz", np.uint8)
+
+    write_like_reference(written, reference, tmp_path / output_name, fractional=False)
+    read, source = nib.load(tmp_path / output_name), nib.load(reference)
+    assert np.array_equal(np.asarray(read.dataobj), mask)
+    for form in ("get_sform", "get_qform"):  # as stored (float32), codes too
+        np.testing.assert_array_equal(
+            getattr(read.header, form)(coded=True)[0], getattr(source.header, form)(coded=True)[0]
+        )
+        assert (
+            getattr(read.header, form)(coded=True)[1] == getattr(source.header, form)(coded=True)[1]
+        )
+    itk_mask, itk_image = sitk.ReadImage(tmp_path / output_name), sitk.ReadImage(reference)
+    np.testing.assert_allclose(itk_mask.GetOrigin(), itk_image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(itk_mask.GetDirection(), itk_image.GetDirection(), atol=1e-6)
+
+
+def test_a_volume_with_a_trailing_axis_of_length_one_is_read_and_written_as_3d(tmp_path):
+    # SimpleITK writes an (X, Y, Z, 1) MetaImage as 4D; it is the 3D volume the NIfTI decoder
+    # takes from an (X, Y, Z, 1) NIfTI, and the mask is written on its 3D grid.
+    image = _oblique_image()
+    reference = tmp_path / "dwi.mha"
+    sitk.WriteImage(sitk.JoinSeries([image]), reference)
+    read = read_image(reference)
+    assert read.GetDimension() == 3 and read.GetSize() == image.GetSize()
+    np.testing.assert_allclose(read.GetDirection(), image.GetDirection(), atol=1e-6)
+    converted = as_nifti("DWI", reference, tmp_path)
+    data, _ = load_volume(converted)
+    written = write_like(
+        (data > 500).astype(np.uint8), converted, tmp_path / "written.nii.gz", np.uint8
+    )
+    write_like_reference(written, reference, tmp_path / "mask.mha", fractional=False)
+    mask = sitk.ReadImage(tmp_path / "mask.mha")
+    assert mask.GetSize() == image.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert np.array_equal(sitk.GetArrayFromImage(mask), sitk.GetArrayFromImage(image) > 500)
+
+
+@pytest.mark.parametrize("kind", ["two volumes", "a slice", "colour", "truncated"])
+def test_an_image_that_is_not_one_readable_volume_is_refused_naming_it(tmp_path, kind):
+    image, path = _oblique_image(), tmp_path / "dwi.mha"
+    if kind == "truncated":
+        sitk.WriteImage(image, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        image = {
+            "two volumes": sitk.JoinSeries([image, image]),
+            "a slice": image[:, :, 2],
+            "colour": sitk.Compose([image] * 3),
+        }[kind]
+        sitk.WriteImage(image, path)
+    with pytest.raises(DataValidationError) as error:
+        read_image(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "give" in message.lower()
+    assert "No such file" not in message  # ITK's stale errno for a file that exists
+
+
+def test_a_mask_of_a_nifti2_image_that_simpleitk_cannot_open_is_written_on_its_grid(tmp_path):
+    # nibabel reads NIfTI-2 (the prediction runs); SimpleITK may not: the mask's geometry
+    # comes from the written NIfTI-1, which carries the image's header.
+    affine = np.array([[0, 0, 3.0, -30], [-1.5, 0, 0, 60], [0, 2.0, 0, -20], [0, 0, 0, 1]])
+    image = nib.Nifti2Image(np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), affine)
+    image.set_qform(affine, 1)
+    reference = tmp_path / "dwi.nii.gz"
+    nib.save(image, reference)
+    mask = (np.asarray(image.dataobj) % 5 == 0).astype(np.uint8)
+    written = write_like(mask, reference, tmp_path / "written.nii.gz", np.uint8)
+
+    write_like_reference(written, reference, tmp_path / "mask.mha", fractional=False)
+    read = sitk.ReadImage(tmp_path / "mask.mha")
+    assert np.array_equal(sitk.GetArrayFromImage(read).transpose(2, 1, 0), mask)
+    lps = np.diag([-1.0, -1.0, 1.0])
+    np.testing.assert_allclose(read.GetOrigin(), lps @ affine[:3, 3], atol=1e-5)
+    np.testing.assert_allclose(read.GetSpacing(), (1.5, 2.0, 3.0), atol=1e-6)
+    direction = lps @ affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    np.testing.assert_allclose(np.reshape(read.GetDirection(), (3, 3)), direction, atol=1e-6)

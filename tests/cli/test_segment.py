@@ -46,11 +46,14 @@ def _inputs(twin: Path) -> dict[str, Path]:
     }
 
 
-def _segment(fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extra: str):
+def _segment(
+    fold: Path, images: dict[str, Path], output: Path, cwd: Path, *extra: str, check: bool = True
+):
     flags = [arg for name, path in images.items() for arg in ("--image", f"{name}={path}")]
     return run_in_process(
-        "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd
-    )
+        "lightning-cv", "segment", str(fold), *flags, "--output", str(output), *extra, cwd=cwd,
+        check=check,
+    )  # fmt: skip
 
 
 @pytest.mark.slow
@@ -176,6 +179,25 @@ def test_segment_lists_missing_and_extra_images(fold, tiny_isles22, tmp_path):
     assert not (tmp_path / "m.dcm").exists()
 
 
+def test_an_error_about_a_converted_input_names_the_file_the_user_gave(
+    fold, tiny_isles22, tmp_path
+):
+    # An ADC on another grid than the DWI, both .mha: the reader meets them as NIfTI files
+    # converted into a temporary folder, but the error names the user's own files.
+    images = _inputs(tiny_isles22)
+    dwi = sitk.ReadImage(str(images["DWI"]))
+    adc = sitk.ReadImage(str(images["ADC"]))
+    adc.SetOrigin([v + 10.0 for v in adc.GetOrigin()])
+    given = {**images, "DWI": tmp_path / "dwi.mha", "ADC": tmp_path / "adc.mha"}
+    sitk.WriteImage(dwi, str(given["DWI"]))
+    sitk.WriteImage(adc, str(given["ADC"]))
+    result = _segment(fold, given, tmp_path / "m.mha", tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith(f"error: {given['ADC']}: its voxel grid does not match {given['DWI']}")
+    assert "strokeseg-segment-" not in error
+
+
 @pytest.mark.slow
 def test_an_exported_model_folder_segments_like_its_experiment_and_refuses_tampering(
     fold, tiny_isles22, tmp_path
@@ -291,3 +313,31 @@ def test_a_folder_of_patients_in_one_call(fold, tiny_isles22, tmp_path):
     assert "1 patient(s) already segmented" in again.stdout and "wrote 1 mask(s)" in again.stdout
     assert first.read_bytes() == b"kept"
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(second))), before)
+
+
+def test_patient_folders_take_image_files_only_in_any_case(tmp_path):
+    # Sidecars, backups and a MetaImage's data file share the image's name; none is the image.
+    from cli.segment import patient_folders
+    from core.errors import DataValidationError
+
+    folder = tmp_path / "patients" / "p1"
+    folder.mkdir(parents=True)
+    for name in ("DWI.bak", "DWI.json", "dwi.nii.gz", "ADC.mhd", "ADC.raw", "ADC.json",
+                 ".FLAIR.nii.gz", "notes.txt"):  # fmt: skip
+        (folder / name).write_text("x")
+    (folder / "FLAIR").mkdir()  # a DICOM folder
+    found = patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
+    assert {n: p.name for n, p in found["p1"].items()} == {
+        "DWI": "dwi.nii.gz", "ADC": "ADC.mhd", "FLAIR": "FLAIR"
+    }  # fmt: skip
+
+    (folder / "DWI.mha").write_text("x")
+    with pytest.raises(DataValidationError, match=r"p1: two images for DWI, DWI\.mha and dwi\.nii"):
+        patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
+
+    # Two folders whose safe names agree would write one mask file: refused, not one dropped.
+    (folder / "DWI.mha").unlink()
+    (tmp_path / "patients" / "p 2").mkdir()
+    (tmp_path / "patients" / "p_2").mkdir()
+    with pytest.raises(DataValidationError, match=r"p_2: its mask would be written as p_2,"):
+        patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])

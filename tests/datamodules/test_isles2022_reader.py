@@ -232,6 +232,19 @@ def test_every_case_is_found_with_its_files_in_both_layouts(dataset, caplog):
     assert check_root(dataset) == dataset
 
 
+def test_an_extension_in_capitals_is_an_image_too(dataset):
+    # A copy made on a case-insensitive file system may spell the extension .NII.GZ.
+    case = _case(dataset, A)
+    dwi = case.files["DWI"]
+    upper = dwi.with_name(dwi.name.replace(".nii.gz", ".NII.GZ"))
+    dwi.rename(upper)
+    (dwi.parent / f"sub-{A}_ses-0001_dwi.json").write_text('{"EchoTime": 0.09}')
+    case = _case(dataset, A)
+    assert case.files["DWI"] == upper and case.sidecar("DWI") == {"EchoTime": 0.09}
+    image, _, _ = read_case(case, ["DWI"])
+    assert image.shape == (1, *SHAPE)
+
+
 def test_sidecars_are_read_beside_their_image_and_bad_json_is_named(dataset):
     a, b = scan_isles2022(dataset, require_masks=True)
     assert a.sidecar("ADC") == {"EchoTime": 0.08}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -107,7 +108,7 @@ def test_a_trailing_singleton_axis_is_dropped(tmp_path):
     # The header-only shape agrees (the cache plans its grid from it): the file is 3D.
     assert read_shape(path) == (4, 4, 2)
     other = _save(tmp_path / "pwi.nii", np.ones((4, 4, 2, 5), np.float32), np.eye(4))
-    assert read_shape(other) == (4, 4, 2, 5)
+    assert read_shape(other, ndim=4) == (4, 4, 2, 5)
 
 
 def test_the_case_orientation_puts_any_stored_order_in_ras_order_and_back(tmp_path):
@@ -145,3 +146,28 @@ def test_a_header_without_orientation_keeps_its_stored_order(tmp_path):
     image.set_sform(None, 0)
     nib.save(image, str(tmp_path / "plain.nii"))
     assert CaseOrientation.of(tmp_path / "plain.nii").is_identity
+
+
+def test_the_header_shape_agrees_with_the_decoder_on_a_trailing_singleton_axis(tmp_path):
+    # A DWI saved as (X, Y, Z, 1) decodes as a 3D volume, so the shape the cache plans its grid
+    # from (read from the header alone) is 3D too, rather than refused as 4D.
+    path = _save(tmp_path / "dwi.nii.gz", np.ones((6, 5, 4, 1), np.float32), np.eye(4))
+    assert read_shape(path) == (6, 5, 4) == load_volume(path)[0].shape
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4, 2)])
+def test_a_header_shape_that_is_not_one_volume_is_refused_naming_the_file(tmp_path, shape):
+    path = _save(tmp_path / "dwi.nii.gz", np.ones(shape, np.float32), np.eye(4))
+    with pytest.raises(DataValidationError, match=r"^\S+dwi\.nii\.gz: expected a 3D image, found"):
+        read_shape(path)
+
+
+def test_a_file_cut_after_its_header_is_refused_on_one_line(tmp_path):
+    # nibabel's words for it span two lines; the suite's message is one paragraph.
+    path = _save(tmp_path / "dwi.nii.gz", np.ones((6, 5, 4), np.float32), np.eye(4))
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:352]))
+    with pytest.raises(DataValidationError) as error:
+        load_volume(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: cannot be read as NIfTI") and "\n" not in message
+    assert "re-extract it from the original archive" in message
