@@ -47,11 +47,14 @@ RESULTS = "results.json"
 
 
 def _one_image(folder: Path) -> Path:
-    found = sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []
+    if folder.is_dir():
+        found = sorted(p for p in folder.iterdir() if is_image_file(p))
+        what = ", ".join(p.name for p in found) if found else "none"
+    else:
+        found, what = [], "no such folder"
     if len(found) != 1:
         raise DatasetNotFoundError(
-            f"{folder}: expected one image (.mha), found "
-            f"{', '.join(p.name for p in found) if found else 'none'}. A challenge container "
+            f"{folder}: expected one image (.mha), found {what}. A challenge container "
             "reads one case per job: one image in each input folder /input/images/<slug>/ "
             "(ISLES 2022: dwi-brain-mri/, adc-brain-mri/, flair-brain-mri/; ATLAS R2.0: "
             "t1-brain-mri/)."

@@ -22,8 +22,12 @@ import contextlib
 import gzip
 import io
 import locale
+import logging
+import os
 import re
 import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +46,7 @@ _CATEGORY = ("49755003", "SCT", "Morphologically Abnormal Structure")
 _PROPERTY = ("55641003", "SCT", "Infarct")
 _SEG_SERIES_OFFSET = 1000  # the SEG's series number: the source's + 1000 (a common convention)
 # The head of an ITK error line: "MetaImageIO(0x55d4d8026410): " (the class and its address).
+log = logging.getLogger(__name__)
 _ITK_PREFIX = re.compile(r"^\s*\w+\(0x[0-9a-fA-F]+\):\s*")
 
 if TYPE_CHECKING:
@@ -126,6 +131,26 @@ def _check_one_volume(folder: Path, files: list[str]) -> None:
         )
 
 
+@contextlib.contextmanager
+def _itk_console() -> Iterator[list[str]]:
+    """Collect what ITK's image readers print straight to the process's standard error (MetaIO's
+    "data not read completely" before it fails on a truncated file, GDCM's warnings), so the
+    suite's one-paragraph error stays the first line a user sees; the lines are yielded."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+            lines.extend(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _itk_reason(error: RuntimeError) -> str:
     """ITK's own words from one of its exceptions, without its source path and object address
     (its last line may be a stale ``Reason: <errno>``, e.g. "No such file or directory" for a
@@ -167,20 +192,19 @@ def read_image(path: Path):  # noqa: ANN201 - SimpleITK has no stubs
     """
     import SimpleITK as sitk
 
+    files = dicom_series_files(path) if path.is_dir() else [str(path)]
     try:
-        if path.is_dir():
-            files = dicom_series_files(path)
-            with keep_locale():
-                image = sitk.ReadImage(files)
-        else:
-            with keep_locale():
-                image = sitk.ReadImage(str(path))
+        with _itk_console() as printed, keep_locale():
+            image = sitk.ReadImage(files if path.is_dir() else files[0])
     except RuntimeError as error:
+        said = f"; {printed[-1]}" if printed else ""
         raise DataValidationError(
-            f"{path}: SimpleITK cannot read it ({_itk_reason(error)}). The file may be "
+            f"{path}: SimpleITK cannot read it ({_itk_reason(error)}{said}). The file may be "
             "truncated or not an image: give a NIfTI, MHA/NRRD or a folder of one DICOM "
             "series, exported again from the source if it is damaged."
         ) from error
+    for line in printed:
+        log.info("%s: SimpleITK said: %s", path, line)
     return _one_volume(image, path)
 
 

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from cli.image_files import keep_locale
+from core.errors import DatasetNotFoundError
 from tests.conftest import RECIPES, configs, isles22_args, run_in_process
 from tests.helpers.dicom import PATIENT_ID, write_dicom_series
 
@@ -341,3 +342,15 @@ def test_patient_folders_take_image_files_only_in_any_case(tmp_path):
     (tmp_path / "patients" / "p_2").mkdir()
     with pytest.raises(DataValidationError, match=r"p_2: its mask would be written as p_2,"):
         patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
+
+
+def test_a_missing_challenge_input_folder_is_named_as_missing(tmp_path):
+    from cli.challenge import _one_image
+
+    with pytest.raises(
+        DatasetNotFoundError, match=r"dwi-brain-mri: expected one image .*found no such folder"
+    ):
+        _one_image(tmp_path / "input" / "images" / "dwi-brain-mri")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"empty: expected one image .*found none"):
+        _one_image(tmp_path / "empty")
