@@ -349,6 +349,26 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
 
 
+def test_the_experiment_folder_is_under_runs_dir_wherever_the_command_runs(
+    tiny_twin, tmp_path, monkeypatch
+):
+    # --runs_dir elsewhere than <working folder>/runs: the composed configuration, the folds
+    # and the report all belong in <runs_dir>/<experiment>, not in ./runs.
+    import cli.crossval
+
+    jobs: list = []
+    monkeypatch.setattr(cli.crossval, "run_local", jobs.extend)
+    monkeypatch.setattr(cli.crossval, "_report", lambda experiment, wandb=False: 0)
+    args = _demo(tiny_twin, tmp_path)
+    runs_dir = tmp_path / "scratch" / "runs"
+    (tmp_path / "cwd").mkdir()
+    run_in_process("lightning-cv", "fit", *args, "--runs_dir", str(runs_dir), cwd=tmp_path / "cwd")
+    experiment = runs_dir / "pspnet_focal_demo"
+    assert (experiment / "cv_config.yaml").is_file()
+    assert not (tmp_path / "cwd" / "runs").exists()
+    assert [Path(job.run_dir) for job in jobs] == [experiment / "fold0", experiment / "fold1"]
+
+
 @pytest.mark.slow
 def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(
     tiny_atlas, shared_cache, tmp_path
