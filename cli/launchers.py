@@ -10,11 +10,14 @@ through submitit) each fold is one task of a job array, which may span several G
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -136,8 +139,33 @@ def _failed(job: FoldJob, code: int) -> FoldFailedError:
     )
 
 
+@contextlib.contextmanager
+def _stopping_the_fold_on_sigterm() -> Iterator[list[int]]:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a scheduler) stops the command as
+    Ctrl-C does: :class:`KeyboardInterrupt` in the waiting ``subprocess.run``, which kills the
+    fold's process, so no fold trains on unseen after the command has gone. Yields the list
+    that receives the signal's number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(jobs: list[FoldJob]) -> None:
     """Run the folds one after another, each as a ``lightning fit`` process.
+
+    Ctrl-C or SIGTERM stops the running fold's process with the command (it resumes from its
+    ``last.ckpt`` when the command is run again) and exits with 128 + the signal's number.
 
     Raises:
         FoldFailedError: When a fold's ``lightning fit`` fails (its own message came first).
@@ -150,7 +178,17 @@ def run_local(jobs: list[FoldJob]) -> None:
         state = "starting over" if job.overwrite else job.state()
         what = {"resume": "resuming from last.ckpt", "start": "fitting"}.get(state, state)
         log.info("── %s: %s", head, what)
-        code = subprocess.run(lightning_command(*job.arguments())).returncode
+        with _stopping_the_fold_on_sigterm() as received:
+            try:
+                code = subprocess.run(lightning_command(*job.arguments())).returncode
+            except KeyboardInterrupt:
+                signum = received[0] if received else signal.SIGINT
+                sys.stderr.write(
+                    f"interrupted ({signal.Signals(signum).name}): fold {job.fold} was stopped "
+                    f"({job.run_dir}). Run the same command again: finished folds are skipped and "
+                    "this one resumes from its last checkpoint.\n"
+                )
+                raise SystemExit(128 + signum) from None
         if code != 0:
             raise _failed(job, code)
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -347,6 +352,38 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     paper = run_in_process("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
+
+
+def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
+    # `kill <pid of lightning-cv>` or `timeout`: the fold's process must not train on unseen
+    # (a second run would share its folder); the command says how to resume.
+    import cli.launchers
+
+    pid_file = tmp_path / "fold.pid"
+    fold = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(5)"
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: [sys.executable, "-c", fold])
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)  # this process survives a miss
+
+    def terminate() -> None:
+        while not pid_file.is_file():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    threading.Thread(target=terminate, daemon=True).start()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.launchers.run_local([job])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    fold_pid, deadline = int(pid_file.read_text()), time.monotonic() + 2
+    try:  # the fold's process was killed (a zombie until this process reaps it), or reaped
+        while (ended := os.waitpid(fold_pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended[0] == fold_pid, "the fold's process still runs"
+    except ChildProcessError:
+        pass
 
 
 def test_the_experiment_folder_is_under_runs_dir_wherever_the_command_runs(
