@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from cli.options import OVERWRITE
-from core.errors import FoldFailedError
+from core.errors import ConfigurationError, FoldFailedError
 from core.legacy import upgrade_config
 from core.recipe import recipe_differences, recipe_of
 from core.run_layout import ExperimentLayout, RunLayout
@@ -113,6 +113,25 @@ class FoldJob:
         """Whether the fold has work to do."""
         return self.overwrite or self.state() != "done"
 
+    def check_resumable(self) -> None:
+        """Refuse a fold that would start over a run it cannot resume: an interrupted fit
+        (no ``fit_done.json``) whose checkpoints are there but not ``last.ckpt``.
+
+        Raises:
+            ConfigurationError: Naming the missing checkpoint and how to start the fold over.
+        """
+        if self.overwrite or self.state() != "start":
+            return
+        present = self.run.checkpoint_files()
+        if present:
+            raise ConfigurationError(
+                f"{self.run.last_checkpoint} is missing, but fold {self.fold} holds "
+                f"{', '.join(p.name for p in present)} and no {self.run.fit_done.name}: its "
+                "interrupted fit cannot resume where it stopped. Start this fold over (lightning-cv "
+                f"fit --config … --folds {self.fold} {OVERWRITE}; the other folds are kept), or "
+                "put its last.ckpt back."
+            )
+
     def __call__(self) -> int:
         """Run the fold in this process (a submitit task: one of the job array's folds)."""
         if not self.pending():
@@ -168,8 +187,12 @@ def run_local(jobs: list[FoldJob]) -> None:
     ``last.ckpt`` when the command is run again) and exits with 128 + the signal's number.
 
     Raises:
+        ConfigurationError: Before any fold runs, for a fold that cannot resume
+            (:meth:`FoldJob.check_resumable`).
         FoldFailedError: When a fold's ``lightning fit`` fails (its own message came first).
     """
+    for job in jobs:
+        job.check_resumable()
     for number, job in enumerate(jobs, start=1):
         head = f"fold {job.fold} ({number}/{len(jobs)})"
         if not job.pending():
@@ -224,6 +247,8 @@ def submit(
 ) -> list[Any]:
     """Submit the pending folds as one job array (submitit); return the job handles."""
     pending = [job for job in jobs if job.pending()]
+    for job in pending:
+        job.check_resumable()
     for job in jobs:
         if job not in pending:
             log.info("── fold %d: finished before, skipped", job.fold)

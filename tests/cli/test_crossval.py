@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import ConfigurationError
 from tests.conftest import (
     EXPERIMENTS,
     RECIPES,
@@ -384,6 +385,29 @@ def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
         assert ended[0] == fold_pid, "the fold's process still runs"
     except ChildProcessError:
         pass
+
+
+def test_an_interrupted_fold_without_its_last_checkpoint_is_named_before_any_fold_runs(
+    tmp_path, monkeypatch
+):
+    # Its best checkpoint is there, last.ckpt is not (deleted, or killed in between): the fold
+    # cannot resume, and `lightning fit` would refuse to start over it, advising --ckpt_path.
+    import cli.launchers
+
+    started: list = []
+    fold = [sys.executable, "-c", "raise SystemExit(2)"]
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: started.append(a) or fold)
+    jobs = [
+        cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), k, str(tmp_path / f"fold{k}"))
+        for k in (0, 1)
+    ]
+    (jobs[1].run.checkpoints).mkdir(parents=True)
+    (jobs[1].run.checkpoints / "best-epoch003-dice0.5000.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match=r"^\S+fold1/checkpoints/last\.ckpt is missing"):
+        cli.launchers.run_local(jobs)
+    assert not started, "no fold ran"
+    jobs[1] = cli.launchers.FoldJob(jobs[1].config, 1, jobs[1].run_dir, overwrite=True)
+    jobs[1].check_resumable()  # --overwrite starts it over
 
 
 def test_the_experiment_folder_is_under_runs_dir_wherever_the_command_runs(
