@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from cli.options import OVERWRITE
-from core.errors import ConfigurationError, FoldFailedError
+from core.errors import ConfigurationError, DataValidationError, FoldFailedError
 from core.legacy import upgrade_config
 from core.recipe import recipe_differences, recipe_of
 from core.run_layout import ExperimentLayout, RunLayout
@@ -52,9 +52,29 @@ def run_lightning_here(*args: str) -> int:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A configuration file as today's release reads it (see :mod:`core.legacy`)."""
-    config, _ = upgrade_config(yaml.safe_load(path.read_text()) or {})
-    return config
+    """A configuration file as today's release reads it (see :mod:`core.legacy`).
+
+    Raises:
+        DataValidationError: For a file that is not a YAML mapping (cut off or edited).
+    """
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not a mapping of settings")
+    except (yaml.YAMLError, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        remedy = (
+            "It is the experiment's composed configuration: delete it and run lightning-cv fit "
+            "again (it is composed anew and checked against the folds' own config.yaml)."
+            if path.name == ExperimentLayout(path.parent).cv_config.name
+            else "Restore it from a copy, or start its fold over (lightning-cv fit --config … "
+            f"--folds <k> {OVERWRITE})."
+        )
+        raise DataValidationError(
+            f"{path} is not a readable configuration ({reason}): it was cut off or edited. "
+            + remedy
+        ) from error
+    return upgrade_config(config)[0]
 
 
 @dataclass(frozen=True)
@@ -114,13 +134,23 @@ class FoldJob:
         return self.overwrite or self.state() != "done"
 
     def check_resumable(self) -> None:
-        """Refuse a fold that would start over a run it cannot resume: an interrupted fit
-        (no ``fit_done.json``) whose checkpoints are there but not ``last.ckpt``.
+        """Refuse a damaged fold folder that neither ``fit`` nor the report could use: a
+        finished fit without its ``config.yaml`` (skipped here, a missing fold in the report),
+        or an interrupted one whose checkpoints are there but not ``last.ckpt``.
 
         Raises:
-            ConfigurationError: Naming the missing checkpoint and how to start the fold over.
+            ConfigurationError: Naming the missing file and how to start the fold over.
         """
-        if self.overwrite or self.state() != "start":
+        if self.overwrite:
+            return
+        if self.run.fit_done.is_file() and not self.run.config.is_file():
+            raise ConfigurationError(
+                f"{self.run.config} is missing, but {self.run.fit_done.name} says fold "
+                f"{self.fold} finished: without it the report counts the fold as missing. Restore "
+                f"it from a copy, or start this fold over (lightning-cv fit --config … --folds "
+                f"{self.fold} {OVERWRITE}; the other folds are kept)."
+            )
+        if self.state() != "start":
             return
         present = self.run.checkpoint_files()
         if present:
@@ -246,9 +276,9 @@ def submit(
     args: argparse.Namespace, jobs: list[FoldJob], experiment: ExperimentLayout
 ) -> list[Any]:
     """Submit the pending folds as one job array (submitit); return the job handles."""
-    pending = [job for job in jobs if job.pending()]
-    for job in pending:
+    for job in jobs:
         job.check_resumable()
+    pending = [job for job in jobs if job.pending()]
     for job in jobs:
         if job not in pending:
             log.info("── fold %d: finished before, skipped", job.fold)

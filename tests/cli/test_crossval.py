@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationError, DataValidationError
 from tests.conftest import (
     EXPERIMENTS,
     RECIPES,
@@ -408,6 +408,33 @@ def test_an_interrupted_fold_without_its_last_checkpoint_is_named_before_any_fol
     assert not started, "no fold ran"
     jobs[1] = cli.launchers.FoldJob(jobs[1].config, 1, jobs[1].run_dir, overwrite=True)
     jobs[1].check_resumable()  # --overwrite starts it over
+
+
+def test_a_finished_fold_without_its_config_is_named_not_skipped(tmp_path, monkeypatch):
+    # fit would skip it (fit_done.json) and the report count it missing, run after run.
+    import cli.launchers
+
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: pytest.fail("a fold ran"))
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    job.run.root.mkdir()
+    job.run.fit_done.write_text("{}")
+    with pytest.raises(ConfigurationError, match=r"^\S+fold1/config\.yaml is missing, but fit_d"):
+        cli.launchers.run_local([job])
+
+
+def test_a_cut_off_configuration_is_named_with_what_to_do(tmp_path):
+    from cli.launchers import read_config
+
+    experiment = tmp_path / "exp"
+    (experiment / "fold0").mkdir(parents=True)
+    for path in (experiment / "cv_config.yaml", experiment / "fold0" / "config.yaml"):
+        path.write_text("model:\n  class_path: x\ndata: [1,")
+    with pytest.raises(
+        DataValidationError, match=r"^\S+/cv_config\.yaml is not a readable .*delete"
+    ):
+        read_config(experiment / "cv_config.yaml")
+    with pytest.raises(DataValidationError, match=r"^\S+/fold0/config\.yaml is not .*--overwrite"):
+        read_config(experiment / "fold0" / "config.yaml")
 
 
 def test_the_experiment_folder_is_under_runs_dir_wherever_the_command_runs(
