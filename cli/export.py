@@ -106,37 +106,35 @@ def _model_card(name: str, configs: dict[int, dict[str, Any]], epochs: dict[int,
 
 def _finished_folds(
     experiment: Path, folds: dict[int, RunLayout], allow_incomplete: bool
-) -> tuple[dict[int, RunLayout], list[int]]:
-    """The folds to export: every fold of the split, each finished (``fit_done.json``); with
-    ``allow_incomplete``, the finished ones and the numbers of the others.
+) -> tuple[dict[int, RunLayout], list[int], list[int]]:
+    """The folds to export: the finished ones (``fit_done.json``); the unfinished ones are
+    refused unless ``allow_incomplete`` leaves them out. Folds of the split that were never
+    run (one ``lightning fit`` of fold 0) are no error: the model card names them.
+
+    Returns:
+        The folds to export, the unfinished folds left out, the folds never run.
 
     Raises:
-        ConfigurationError: Naming the unfinished or missing folds (without
-            ``allow_incomplete``), or when no fold has finished.
+        ConfigurationError: Naming the unfinished folds (without ``allow_incomplete``), or
+            when no fold has finished.
     """
     config = read_config(next(iter(folds.values())).config)
     num_folds = int(((config.get("data") or {}).get("init_args") or {}).get("num_folds", 0))
     unfinished = [k for k, run in folds.items() if not run.fit_done.is_file()]
-    missing = [k for k in range(num_folds) if k not in folds]
+    never_run = [k for k in range(num_folds) if k not in folds]
     finished = {k: run for k, run in folds.items() if k not in unfinished}
-    if (unfinished or missing) and (not allow_incomplete or not finished):
-        parts = []
-        if unfinished:
-            listed = ", ".join(map(str, unfinished))
-            parts.append(f"fold(s) {listed} still training or interrupted (no fit_done.json)")
-        if missing:
-            parts.append(f"fold(s) {', '.join(map(str, missing))} of {num_folds} never run")
-        what = "; ".join(parts)
+    if unfinished and (not allow_incomplete or not finished):
         raise ConfigurationError(
-            f"{experiment} is not finished: {what}. A model folder holds every fold of the "
-            "cross-validation: finish them (lightning-cv fit with the same --config), or "
+            f"{experiment} is not finished: fold(s) {', '.join(map(str, unfinished))} still "
+            "training or interrupted (no fit_done.json), so its best checkpoint is not the "
+            "fold's result. Finish it (lightning-cv fit with the same --config), or "
             + (
                 "pass --allow-incomplete to export only the finished folds."
                 if finished
                 else "train at least one fold to the end."
             )
         )
-    return finished, sorted(unfinished + missing)
+    return finished, unfinished, never_run
 
 
 def export_experiment(
@@ -146,11 +144,11 @@ def export_experiment(
 
     Args:
         allow_incomplete: Export the finished folds of an experiment some of whose folds are
-            unfinished or were never run (the model card says which are left out).
+            unfinished (the model card says which are left out).
 
     Raises:
-        ConfigurationError: For a folder without folds, or with unfinished or missing folds
-            (unless ``allow_incomplete``; then when none has finished).
+        ConfigurationError: For a folder without folds, or with unfinished folds (unless
+            ``allow_incomplete``; then when none has finished).
         OutputExistsError: If ``destination`` exists (and ``overwrite`` is not set, or it is not
             a model folder).
     """
@@ -161,7 +159,7 @@ def export_experiment(
             f"{experiment} holds no fold folder with a config.yaml: give an experiment folder "
             "written by lightning-cv fit (runs/<experiment>)."
         )
-    folds, left_out = _finished_folds(experiment, folds, allow_incomplete)
+    folds, left_out, never_run = _finished_folds(experiment, folds, allow_incomplete)
     if destination.exists():
         if not (overwrite and ModelFolderLayout(destination).manifest.is_file()):
             raise OutputExistsError(
@@ -206,9 +204,13 @@ def export_experiment(
         card = _model_card(layout.name, configs, epochs, summary)
         if left_out:
             card += (
-                f"\n**Incomplete**: fold(s) {', '.join(map(str, left_out))} of the cross-validation "
-                "had not finished and are not part of this model (exported with "
-                "--allow-incomplete).\n"
+                f"\n**Incomplete**: fold(s) {', '.join(map(str, left_out))} had not finished "
+                "training and are not part of this model (exported with --allow-incomplete).\n"
+            )
+        if never_run:
+            card += (
+                f"\nFold(s) {', '.join(map(str, never_run))} of the cross-validation were never "
+                "run; this model holds the others.\n"
             )
         write_text(folder.model_card, card)
         files = [p for p in build.rglob("*") if p.is_file()]
@@ -248,6 +250,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--allow-incomplete",
         action="store_true",
-        help="export only the finished folds of an experiment whose other folds are unfinished "
-        "or were never run (the model card names them)",
+        help="export only the finished folds of an experiment whose other folds are still "
+        "training or were interrupted (the model card names them)",
     )

@@ -32,19 +32,22 @@ def _experiment(root: Path, finished: tuple[int, ...], started: tuple[int, ...])
     return experiment
 
 
-def test_an_unfinished_or_partial_experiment_is_refused_naming_the_folds(tmp_path):
+def test_an_unfinished_fold_is_refused_naming_it(tmp_path):
+    # Fold 1 is still training (or was interrupted): its best checkpoint is no result yet.
     experiment = _experiment(tmp_path, finished=(0,), started=(0, 1))
     with pytest.raises(ConfigurationError, match=r"^\S+exp is not finished: fold\(s\) 1 still "
-                       r"training or interrupted .*; fold\(s\) 2 of 3 never run"):  # fmt: skip
+                       r"training or interrupted \(no fit_done\.json\)"):  # fmt: skip
         export_experiment(experiment, tmp_path / "model")
     assert not (tmp_path / "model").exists()
 
 
-def test_allow_incomplete_exports_the_finished_folds_and_says_so(tmp_path):
+def test_allow_incomplete_exports_the_finished_folds_and_the_card_says_so(tmp_path):
     experiment = _experiment(tmp_path, finished=(0,), started=(0, 1))
     model = ModelFolderLayout(export_experiment(experiment, tmp_path / "m", allow_incomplete=True))
     assert sorted(p.name for p in model.root.glob("fold*")) == ["fold0"]
-    assert "**Incomplete**: fold(s) 1, 2 of the cross-validation" in model.model_card.read_text()
+    card = model.model_card.read_text()
+    assert "**Incomplete**: fold(s) 1 had not finished" in card
+    assert "Fold(s) 2 of the cross-validation were never run" in card  # one fit of a fold: fine
     verify_model_folder(model)
     nothing = _experiment(tmp_path / "b", finished=(), started=(0,))
     with pytest.raises(ConfigurationError, match="train at least one fold to the end"):
