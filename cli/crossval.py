@@ -67,7 +67,9 @@ log = logging.getLogger(__name__)
 # -- composing the configuration ---------------------------------------------------------------
 def compose_config(configs: list[str], extra: list[str]) -> dict[str, Any]:
     """The configuration ``lightning fit`` would run, composed by the ``lightning`` command
-    itself (so defaults, overlays and overrides are resolved exactly as for one fold).
+    itself (so defaults, overlays and overrides are resolved exactly as for one fold), whole:
+    with the keys of one run (``runs_dir``, the cache folder; :data:`core.recipe.PER_RUN_KEYS`)
+    that the experiment's ``cv_config.yaml`` leaves out (:func:`core.recipe.recipe_of`).
 
     Raises:
         ConfigurationError: With the ``lightning`` command's own one-line error.
@@ -85,7 +87,7 @@ def compose_config(configs: list[str], extra: list[str]) -> dict[str, Any]:
             (first[len("error:") :].strip() if first else "\n".join(message[-5:]))
             + " (while composing the configuration of the folds)"
         )
-    config = recipe_of(yaml.safe_load(done.stdout))
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
     if config.get("paper"):
         get_published(config["paper"])  # an unknown key fails before any fold starts
     return config
@@ -167,7 +169,7 @@ def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
         for k in folds
     ]
     _check_recipes(config, experiment, folds, args.overwrite)
-    write_text(experiment.cv_config, yaml.safe_dump(config, sort_keys=False))
+    write_text(experiment.cv_config, yaml.safe_dump(recipe_of(config), sort_keys=False))
     log.info(
         "%s: folds %s of %d → %s",
         experiment.name,

@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
+from cli.launchers import read_config
 from core.errors import ConfigurationError, OutputExistsError
 from core.io import write_text
-from core.run_layout import ExperimentLayout, ModelFolderLayout
+from core.run_layout import ExperimentLayout, ModelFolderLayout, RunLayout
 
 _MARKER = "SYNTHETIC_TWIN.json"
 
@@ -103,11 +104,51 @@ def _model_card(name: str, configs: dict[int, dict[str, Any]], epochs: dict[int,
     return "\n".join(lines)
 
 
-def export_experiment(experiment: Path, destination: Path, overwrite: bool = False) -> Path:
-    """Write the model folder of ``experiment`` at ``destination`` (see the module docstring).
+def _finished_folds(
+    experiment: Path, folds: dict[int, RunLayout], allow_incomplete: bool
+) -> tuple[dict[int, RunLayout], list[int], list[int]]:
+    """The folds to export: the finished ones (``fit_done.json``); the unfinished ones are
+    refused unless ``allow_incomplete`` leaves them out. Folds of the split that were never
+    run (one ``lightning fit`` of fold 0) are no error: the model card names them.
+
+    Returns:
+        The folds to export, the unfinished folds left out, the folds never run.
 
     Raises:
-        ConfigurationError: For a folder without finished folds.
+        ConfigurationError: Naming the unfinished folds (without ``allow_incomplete``), or
+            when no fold has finished.
+    """
+    config = read_config(next(iter(folds.values())).config)
+    num_folds = int(((config.get("data") or {}).get("init_args") or {}).get("num_folds", 0))
+    unfinished = [k for k, run in folds.items() if not run.fit_done.is_file()]
+    never_run = [k for k in range(num_folds) if k not in folds]
+    finished = {k: run for k, run in folds.items() if k not in unfinished}
+    if unfinished and (not allow_incomplete or not finished):
+        raise ConfigurationError(
+            f"{experiment} is not finished: fold(s) {', '.join(map(str, unfinished))} still "
+            "training or interrupted (no fit_done.json), so its best checkpoint is not the "
+            "fold's result. Finish it (lightning-cv fit with the same --config), or "
+            + (
+                "pass --allow-incomplete to export only the finished folds."
+                if finished
+                else "train at least one fold to the end."
+            )
+        )
+    return finished, unfinished, never_run
+
+
+def export_experiment(
+    experiment: Path, destination: Path, overwrite: bool = False, allow_incomplete: bool = False
+) -> Path:
+    """Write the model folder of ``experiment`` at ``destination`` (see the module docstring).
+
+    Args:
+        allow_incomplete: Export the finished folds of an experiment some of whose folds are
+            unfinished (the model card says which are left out).
+
+    Raises:
+        ConfigurationError: For a folder without folds, or with unfinished folds (unless
+            ``allow_incomplete``; then when none has finished).
         OutputExistsError: If ``destination`` exists (and ``overwrite`` is not set, or it is not
             a model folder).
     """
@@ -118,6 +159,7 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
             f"{experiment} holds no fold folder with a config.yaml: give an experiment folder "
             "written by lightning-cv fit (runs/<experiment>)."
         )
+    folds, left_out, never_run = _finished_folds(experiment, folds, allow_incomplete)
     if destination.exists():
         if not (overwrite and ModelFolderLayout(destination).manifest.is_file()):
             raise OutputExistsError(
@@ -159,7 +201,18 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
         if layout.report.summary.is_file():
             shutil.copyfile(layout.report.summary, folder.summary)
             summary = json.loads(folder.summary.read_text(encoding="utf-8"))
-        write_text(folder.model_card, _model_card(layout.name, configs, epochs, summary))
+        card = _model_card(layout.name, configs, epochs, summary)
+        if left_out:
+            card += (
+                f"\n**Incomplete**: fold(s) {', '.join(map(str, left_out))} had not finished "
+                "training and are not part of this model (exported with --allow-incomplete).\n"
+            )
+        if never_run:
+            card += (
+                f"\nFold(s) {', '.join(map(str, never_run))} of the cross-validation were never "
+                "run; this model holds the others.\n"
+            )
+        write_text(folder.model_card, card)
         files = [p for p in build.rglob("*") if p.is_file()]
         write_text(folder.manifest, manifest_of(build, files, experiment=layout.name))
         if destination.exists():
@@ -173,7 +226,12 @@ def export_experiment(experiment: Path, destination: Path, overwrite: bool = Fal
 def cmd_export(args: argparse.Namespace, extra: list[str]) -> int:
     if extra:
         raise ConfigurationError(f"export takes no option {extra[0]!r}.")
-    out = export_experiment(Path(args.experiment), Path(args.to), overwrite=args.overwrite)
+    out = export_experiment(
+        Path(args.experiment),
+        Path(args.to),
+        overwrite=args.overwrite,
+        allow_incomplete=args.allow_incomplete,
+    )
     print(f"exported {args.experiment} to {out} ({ModelFolderLayout(out).model_card.name} inside)")
     return 0
 
@@ -188,4 +246,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--to", required=True, help="the model folder to write")
     export.add_argument(
         "--overwrite", action="store_true", help="replace a model folder exported before"
+    )
+    export.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="export only the finished folds of an experiment whose other folds are still "
+        "training or were interrupted (the model card names them)",
     )

@@ -10,11 +10,14 @@ through submitit) each fold is one task of a job array, which may span several G
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from cli.options import OVERWRITE
-from core.errors import FoldFailedError
+from core.errors import ConfigurationError, DataValidationError, FoldFailedError
 from core.legacy import upgrade_config
 from core.recipe import recipe_differences, recipe_of
 from core.run_layout import ExperimentLayout, RunLayout
@@ -49,9 +52,29 @@ def run_lightning_here(*args: str) -> int:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """A configuration file as today's release reads it (see :mod:`core.legacy`)."""
-    config, _ = upgrade_config(yaml.safe_load(path.read_text()) or {})
-    return config
+    """A configuration file as today's release reads it (see :mod:`core.legacy`).
+
+    Raises:
+        DataValidationError: For a file that is not a YAML mapping (cut off or edited).
+    """
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"a {type(config).__name__}, not a mapping of settings")
+    except (yaml.YAMLError, ValueError) as error:
+        reason = str(error).splitlines()[0]
+        remedy = (
+            "It is the experiment's composed configuration: delete it and run lightning-cv fit "
+            "again (it is composed anew and checked against the folds' own config.yaml)."
+            if path.name == ExperimentLayout(path.parent).cv_config.name
+            else "Restore it from a copy, or start its fold over (lightning-cv fit --config … "
+            f"--folds <k> {OVERWRITE})."
+        )
+        raise DataValidationError(
+            f"{path} is not a readable configuration ({reason}): it was cut off or edited. "
+            + remedy
+        ) from error
+    return upgrade_config(config)[0]
 
 
 @dataclass(frozen=True)
@@ -110,6 +133,35 @@ class FoldJob:
         """Whether the fold has work to do."""
         return self.overwrite or self.state() != "done"
 
+    def check_resumable(self) -> None:
+        """Refuse a damaged fold folder that neither ``fit`` nor the report could use: a
+        finished fit without its ``config.yaml`` (skipped here, a missing fold in the report),
+        or an interrupted one whose checkpoints are there but not ``last.ckpt``.
+
+        Raises:
+            ConfigurationError: Naming the missing file and how to start the fold over.
+        """
+        if self.overwrite:
+            return
+        if self.run.fit_done.is_file() and not self.run.config.is_file():
+            raise ConfigurationError(
+                f"{self.run.config} is missing, but {self.run.fit_done.name} says fold "
+                f"{self.fold} finished: without it the report counts the fold as missing. Restore "
+                f"it from a copy, or start this fold over (lightning-cv fit --config … --folds "
+                f"{self.fold} {OVERWRITE}; the other folds are kept)."
+            )
+        if self.state() != "start":
+            return
+        present = self.run.checkpoint_files()
+        if present:
+            raise ConfigurationError(
+                f"{self.run.last_checkpoint} is missing, but fold {self.fold} holds "
+                f"{', '.join(p.name for p in present)} and no {self.run.fit_done.name}: its "
+                "interrupted fit cannot resume where it stopped. Start this fold over (lightning-cv "
+                f"fit --config … --folds {self.fold} {OVERWRITE}; the other folds are kept), or "
+                "put its last.ckpt back."
+            )
+
     def __call__(self) -> int:
         """Run the fold in this process (a submitit task: one of the job array's folds)."""
         if not self.pending():
@@ -136,12 +188,41 @@ def _failed(job: FoldJob, code: int) -> FoldFailedError:
     )
 
 
+@contextlib.contextmanager
+def _stopping_the_fold_on_sigterm() -> Iterator[list[int]]:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a scheduler) stops the command as
+    Ctrl-C does: :class:`KeyboardInterrupt` in the waiting ``subprocess.run``, which kills the
+    fold's process, so no fold trains on unseen after the command has gone. Yields the list
+    that receives the signal's number."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(jobs: list[FoldJob]) -> None:
     """Run the folds one after another, each as a ``lightning fit`` process.
 
+    Ctrl-C or SIGTERM stops the running fold's process with the command (it resumes from its
+    ``last.ckpt`` when the command is run again) and exits with 128 + the signal's number.
+
     Raises:
+        ConfigurationError: Before any fold runs, for a fold that cannot resume
+            (:meth:`FoldJob.check_resumable`).
         FoldFailedError: When a fold's ``lightning fit`` fails (its own message came first).
     """
+    for job in jobs:
+        job.check_resumable()
     for number, job in enumerate(jobs, start=1):
         head = f"fold {job.fold} ({number}/{len(jobs)})"
         if not job.pending():
@@ -150,7 +231,17 @@ def run_local(jobs: list[FoldJob]) -> None:
         state = "starting over" if job.overwrite else job.state()
         what = {"resume": "resuming from last.ckpt", "start": "fitting"}.get(state, state)
         log.info("── %s: %s", head, what)
-        code = subprocess.run(lightning_command(*job.arguments())).returncode
+        with _stopping_the_fold_on_sigterm() as received:
+            try:
+                code = subprocess.run(lightning_command(*job.arguments())).returncode
+            except KeyboardInterrupt:
+                signum = received[0] if received else signal.SIGINT
+                sys.stderr.write(
+                    f"interrupted ({signal.Signals(signum).name}): fold {job.fold} was stopped "
+                    f"({job.run_dir}). Run the same command again: finished folds are skipped and "
+                    "this one resumes from its last checkpoint.\n"
+                )
+                raise SystemExit(128 + signum) from None
         if code != 0:
             raise _failed(job, code)
 
@@ -185,6 +276,8 @@ def submit(
     args: argparse.Namespace, jobs: list[FoldJob], experiment: ExperimentLayout
 ) -> list[Any]:
     """Submit the pending folds as one job array (submitit); return the job handles."""
+    for job in jobs:
+        job.check_resumable()
     pending = [job for job in jobs if job.pending()]
     for job in jobs:
         if job not in pending:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigurationError
-from core.run_layout import ModelFolderLayout
+from core.run_layout import ModelFolderLayout, fold_number
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -30,14 +30,29 @@ def manifest_of(root: Path, files: list[Path], **fields: Any) -> str:
     return json.dumps({"format": MANIFEST_FORMAT, **fields, "files": listed}, indent=1) + "\n"
 
 
+def read_by_prediction(folder: ModelFolderLayout) -> list[Path]:
+    """The files of a model folder that prediction reads: each ``fold<k>``'s configuration and
+    weights (every fold folder is a member), the recipe, and the summary (its post-processing
+    choice)."""
+    found = [folder.recipe, folder.summary]
+    for path in sorted(folder.root.glob("fold*")):
+        number = fold_number(path.name)
+        if number is not None:
+            found += [folder.fold(number).config, folder.fold(number).weights]
+    return [path for path in found if path.is_file()]
+
+
 def verify_model_folder(folder: ModelFolderLayout) -> dict[str, Any]:
-    """Check every file the manifest lists: present, and with its SHA-256.
+    """Check every file the manifest lists (present, and with its SHA-256), and that it lists
+    every file prediction reads (:func:`read_by_prediction`): a fold added to the folder, or
+    an entry removed from the manifest, is not loaded unchecked.
 
     Returns:
         The manifest.
 
     Raises:
-        ConfigurationError: Naming the first missing or changed file (or a bad manifest).
+        ConfigurationError: Naming the first missing, changed or unlisted file (or a bad
+            manifest).
     """
     try:
         manifest = json.loads(folder.manifest.read_text(encoding="utf-8"))
@@ -47,6 +62,13 @@ def verify_model_folder(folder: ModelFolderLayout) -> dict[str, Any]:
             f"{folder.manifest}: not a readable model-folder manifest ({error}). Export the "
             "model again (lightning-cv export EXPERIMENT --to DIR)."
         ) from error
+    for path in read_by_prediction(folder):
+        if path.relative_to(folder.root).as_posix() not in files:
+            raise ConfigurationError(
+                f"{path}: not in the manifest of the model folder {folder.root}, which prediction "
+                "would read it from (it was added, or the manifest edited, after the export). "
+                "Use an unmodified copy of the folder, or export the model again."
+            )
     for relative, expected in files.items():
         path = folder.root / relative
         if not path.is_file():

@@ -47,7 +47,7 @@ from core.io import write_text
 from core.legacy import upgrade_config
 from core.protocols import Row
 from core.recipe import recipe_differences, recipe_of
-from core.run_layout import ExperimentLayout, ReportLayout, RunLayout
+from core.run_layout import ExperimentLayout, ReportLayout, RunLayout, fold_number
 from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
@@ -187,6 +187,29 @@ def _read_fold(
     )
 
 
+def read_split(run: RunLayout) -> dict[str, Any] | None:
+    """A fold's ``split.json`` (its ``val_cases`` at least); ``None`` when the fold has none
+    (its fit stopped before the DataModule's setup wrote it).
+
+    Raises:
+        DataValidationError: For a file that is not a split (cut off, edited), naming it.
+    """
+    path = run.split
+    if not path.is_file():
+        return None
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(split, dict) or not isinstance(split.get("val_cases"), list):
+            raise ValueError("no list of val_cases")
+    except (OSError, ValueError) as error:
+        raise DataValidationError(
+            f"{path} is not a fold's split ({error}): it was cut off or edited. Copy the fold "
+            "folder again, or re-run the fold (lightning-cv fit --config … --folds "
+            f"{fold_number(run.root.name)} --overwrite)."
+        ) from error
+    return split
+
+
 def _check_out_of_fold(folds: Sequence[FoldResult]) -> list[str]:
     """Every scored case belongs to its fold's validation cases (``split.json``) and to no
     other fold's; returns notes on validation cases a fold did not score.
@@ -199,7 +222,17 @@ def _check_out_of_fold(folds: Sequence[FoldResult]) -> list[str]:
     seen: dict[str, int] = {}
     for fold in folds:
         run = RunLayout(fold.run_dir)
-        split = json.loads(run.split.read_text())
+        split = read_split(run)
+        if split is None:
+            if not fold.cases:
+                continue  # a fold stopped before its first validation: nothing to check
+            raise DataValidationError(
+                f"{run.split} is missing, but {run.val_cases_best.name} beside it scores "
+                f"{len(fold.cases)} case(s): without the split, the report cannot tell that they "
+                "are this fold's validation cases. Copy the fold folder again with its "
+                f"split.json, or re-run the fold (lightning-cv fit --config … --folds {fold.fold} "
+                "--overwrite)."
+            )
         expected = set(split["val_cases"])
         got = [str(r["case"]) for r in fold.cases]
         foreign = sorted(set(got) - expected)

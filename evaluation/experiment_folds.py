@@ -8,7 +8,6 @@ the per-case differences mix the methods with the splits.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from core.errors import ConfigurationError
 from core.protocols import Row
 from core.run_layout import RunLayout
-from evaluation.cv_report import build_report
+from evaluation.cv_report import build_report, read_split
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,9 @@ def read_experiment(experiment_dir: str | Path) -> tuple[list[Row], FoldSplits]:
     val_slices: dict[int, dict[str, tuple[int, ...]]] = {}
     num_folds, seed, unit = report.num_folds, None, None
     for fold in report.folds:
-        split = json.loads(RunLayout(fold.run_dir).split.read_text())
+        split = read_split(RunLayout(fold.run_dir))
+        if split is None:  # stopped before its split was written: it scored no case
+            continue
         val_cases[fold.fold] = tuple(str(case) for case in split.get("val_cases", ()))
         slices = split.get("val_slices") or {}
         val_slices[fold.fold] = {str(c): tuple(int(i) for i in v) for c, v in slices.items()}

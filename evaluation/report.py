@@ -20,13 +20,19 @@ from core.protocols import Row
 
 
 def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
-    """Write ``rows`` as CSV at ``path`` (temporary file, then rename); nothing for no rows."""
+    """Write ``rows`` as CSV at ``path`` (temporary file, then rename); nothing for no rows.
+
+    The columns are every key of the rows, in the order they first appear: rows need not
+    carry the same keys (a fold's ``hd_inf`` count exists only where a distance was
+    infinite); a row's cell of a key it lacks is empty.
+    """
     if not rows:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)

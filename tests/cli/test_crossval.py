@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import ConfigurationError, DataValidationError
 from tests.conftest import (
     EXPERIMENTS,
     RECIPES,
@@ -347,6 +353,108 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     paper = run_in_process("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
+
+
+def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
+    # `kill <pid of lightning-cv>` or `timeout`: the fold's process must not train on unseen
+    # (a second run would share its folder); the command says how to resume.
+    import cli.launchers
+
+    pid_file = tmp_path / "fold.pid"
+    fold = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(5)"
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: [sys.executable, "-c", fold])
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)  # this process survives a miss
+
+    def terminate() -> None:
+        while not pid_file.is_file():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    threading.Thread(target=terminate, daemon=True).start()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.launchers.run_local([job])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    fold_pid, deadline = int(pid_file.read_text()), time.monotonic() + 2
+    try:  # the fold's process was killed (a zombie until this process reaps it), or reaped
+        while (ended := os.waitpid(fold_pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended[0] == fold_pid, "the fold's process still runs"
+    except ChildProcessError:
+        pass
+
+
+def test_an_interrupted_fold_without_its_last_checkpoint_is_named_before_any_fold_runs(
+    tmp_path, monkeypatch
+):
+    # Its best checkpoint is there, last.ckpt is not (deleted, or killed in between): the fold
+    # cannot resume, and `lightning fit` would refuse to start over it, advising --ckpt_path.
+    import cli.launchers
+
+    started: list = []
+    fold = [sys.executable, "-c", "raise SystemExit(2)"]
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: started.append(a) or fold)
+    jobs = [
+        cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), k, str(tmp_path / f"fold{k}"))
+        for k in (0, 1)
+    ]
+    (jobs[1].run.checkpoints).mkdir(parents=True)
+    (jobs[1].run.checkpoints / "best-epoch003-dice0.5000.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match=r"^\S+fold1/checkpoints/last\.ckpt is missing"):
+        cli.launchers.run_local(jobs)
+    assert not started, "no fold ran"
+    jobs[1] = cli.launchers.FoldJob(jobs[1].config, 1, jobs[1].run_dir, overwrite=True)
+    jobs[1].check_resumable()  # --overwrite starts it over
+
+
+def test_a_finished_fold_without_its_config_is_named_not_skipped(tmp_path, monkeypatch):
+    # fit would skip it (fit_done.json) and the report count it missing, run after run.
+    import cli.launchers
+
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: pytest.fail("a fold ran"))
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    job.run.root.mkdir()
+    job.run.fit_done.write_text("{}")
+    with pytest.raises(ConfigurationError, match=r"^\S+fold1/config\.yaml is missing, but fit_d"):
+        cli.launchers.run_local([job])
+
+
+def test_a_cut_off_configuration_is_named_with_what_to_do(tmp_path):
+    from cli.launchers import read_config
+
+    experiment = tmp_path / "exp"
+    (experiment / "fold0").mkdir(parents=True)
+    for path in (experiment / "cv_config.yaml", experiment / "fold0" / "config.yaml"):
+        path.write_text("model:\n  class_path: x\ndata: [1,")
+    with pytest.raises(
+        DataValidationError, match=r"^\S+/cv_config\.yaml is not a readable .*delete"
+    ):
+        read_config(experiment / "cv_config.yaml")
+    with pytest.raises(DataValidationError, match=r"^\S+/fold0/config\.yaml is not .*--overwrite"):
+        read_config(experiment / "fold0" / "config.yaml")
+
+
+def test_the_experiment_folder_is_under_runs_dir_wherever_the_command_runs(
+    tiny_twin, tmp_path, monkeypatch
+):
+    # --runs_dir elsewhere than <working folder>/runs: the composed configuration, the folds
+    # and the report all belong in <runs_dir>/<experiment>, not in ./runs.
+    import cli.crossval
+
+    jobs: list = []
+    monkeypatch.setattr(cli.crossval, "run_local", jobs.extend)
+    monkeypatch.setattr(cli.crossval, "_report", lambda experiment, wandb=False: 0)
+    args = _demo(tiny_twin, tmp_path)
+    runs_dir = tmp_path / "scratch" / "runs"
+    (tmp_path / "cwd").mkdir()
+    run_in_process("lightning-cv", "fit", *args, "--runs_dir", str(runs_dir), cwd=tmp_path / "cwd")
+    experiment = runs_dir / "pspnet_focal_demo"
+    assert (experiment / "cv_config.yaml").is_file()
+    assert not (tmp_path / "cwd" / "runs").exists()
+    assert [Path(job.run_dir) for job in jobs] == [experiment / "fold0", experiment / "fold1"]
 
 
 @pytest.mark.slow
