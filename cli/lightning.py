@@ -171,6 +171,45 @@ def check_command_line(argv: list[str]) -> None:
                 f"--config {value}: no such file (from {Path.cwd()}); give an experiment YAML, "
                 "e.g. experiments/pspnet_focal.yaml, or a run's fold<k>/config.yaml."
             )
+        _check_config_file(value, path)
+
+
+def _check_config_file(value: str, path: Path) -> None:
+    """Refuse a ``--config`` file that is not a YAML mapping of settings, naming the file.
+
+    jsonargparse would say "Unexpected config" or quote a YAML error "in <unicode string>",
+    without the file.
+
+    Raises:
+        ConfigurationError: For a file that cannot be read, is not YAML, is empty (or only
+            comments), or holds something other than a mapping.
+    """
+    example = "an experiment YAML maps settings to values, e.g. 'trainer: {max_epochs: 1}'"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise ConfigurationError(
+            f"--config {value}: cannot be read ({reason}); give a readable YAML text file."
+        ) from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigurationError(
+            f"--config {value}: not valid YAML ({problem}{where}); correct the file ({example})."
+        ) from error
+    if config is None:
+        raise ConfigurationError(
+            f"--config {value}: holds no settings (the file is empty or only comments); "
+            f"leave it out of the command line or add settings ({example})."
+        )
+    if not isinstance(config, dict):
+        text = " ".join(str(config).split())
+        raise ConfigurationError(
+            f"--config {value}: holds a {type(config).__name__} ({text[:40]!r}), not a mapping "
+            f"of settings; {example}."
+        )
 
 
 def main(args: list[str] | None = None) -> None:
