@@ -10,12 +10,14 @@ from __future__ import annotations
 import inspect
 import json
 import pydoc
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from jsonargparse import Namespace
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
@@ -33,6 +35,7 @@ from callbacks.seeding import StepSeed
 from cli.parse_errors import SuiteArgumentParser
 from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
 from core.checkpoints import read_checkpoint
+from core.errors import ConfigurationError
 from core.io import write_text
 from core.protocols import (
     ChecksData,
@@ -319,4 +322,34 @@ class SuiteCLI(LightningCLI):
             callbacks.append(LoggedValuesBar())
         if self.run_plan is not None and self.run_plan.replaced is not None:
             callbacks.append(_CommitReplacement(self.run_plan))
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+            if not _raised_by_lightning(error):
+                raise
+            raise ConfigurationError(_trainer_settings_error(config, error)) from error
+
+
+#: The trainer settings that decide where and how a run computes (named in their errors).
+_PLACEMENT = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+
+
+def _raised_by_lightning(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside Lightning itself (its argument checks), not in the
+    suite's code that the Trainer calls."""
+    frames = traceback.extract_tb(error.__traceback__)
+    origin = Path(frames[-1].filename).parts if frames else ()
+    return "pytorch_lightning" in origin or "lightning_fabric" in origin
+
+
+def _trainer_settings_error(config: dict[str, Any], error: BaseException) -> str:
+    """The one paragraph for trainer settings Lightning refuses (an accelerator this machine
+    does not have, more devices than it has, an unknown strategy, a missing backend)."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    reason += "" if reason.endswith((".", "!", "?")) else "."
+    given = ", ".join(f"trainer.{key}={config.get(key)!r}" for key in _PLACEMENT if key in config)
+    return (
+        f"The trainer settings cannot be used here ({given}): {reason} Change the "
+        "--trainer.<setting> it names (on a machine without a GPU: --trainer.accelerator cpu "
+        "--trainer.devices 1, and no mixed precision); `lightning fit --help` lists the settings."
+    )

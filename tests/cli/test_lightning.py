@@ -380,6 +380,29 @@ def test_user_mistakes_exit_2_with_the_problem_first(
         assert "Cannot make 40 folds from the 8 patients" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "override, reason",
+    [
+        (["--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
+        (["--trainer.devices", "0"], "value is not a valid input using cpu accelerator"),
+        (["--trainer.accelerator", "tpu"], "torch_xla"),
+    ],
+    ids=["strategy", "devices", "accelerator"],
+)
+def test_trainer_settings_lightning_refuses_are_one_paragraph(
+    override, reason, tiny_twin, shared_cache, tmp_path
+):
+    args = _demo(tiny_twin, tmp_path, shared_cache) + override
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    head = _stderr_head(result)
+    assert head.startswith("error: The trainer settings cannot be used here ("), result.stderr
+    assert f"trainer.{override[0].rsplit('.', 1)[1]}=" in head and reason in head
+    assert "--trainer.accelerator cpu" in head
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
     (tmp_path / "blocker").write_text("")
