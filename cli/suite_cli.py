@@ -34,7 +34,7 @@ from callbacks.progress import LoggedValuesBar
 from callbacks.seeding import StepSeed
 from cli.parse_errors import SuiteArgumentParser
 from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
-from core.checkpoints import read_checkpoint
+from core.checkpoints import check_weights_fit, read_checkpoint
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.protocols import (
@@ -279,6 +279,7 @@ class SuiteCLI(LightningCLI):
         plan = self.run_plan
         if plan is not None and plan.ckpt_path is not None:
             state = read_checkpoint(plan.ckpt_path)
+            check_weights_fit(state, self.model, plan.ckpt_path)
             if isinstance(self.datamodule, SignedData):
                 saved = state.get(type(self.datamodule).__qualname__, {})
                 self.datamodule.check_signature(saved.get("signature"), str(plan.ckpt_path))

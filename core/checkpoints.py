@@ -53,6 +53,57 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     return state
 
 
+def check_weights_fit(state: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """Refuse a checkpoint whose weights are not those of ``module`` (another network, or the
+    same one with other widths), before Lightning fails on them with a traceback.
+
+    A module that loads non-strictly (``strict_loading = False``) is not checked.
+
+    Raises:
+        CheckpointError: Naming the file, the parameters it lacks, those it has in excess and
+            those of another shape, and what to do.
+    """
+    if not getattr(module, "strict_loading", True):
+        return
+    saved = state.get("state_dict")
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path} holds no weights (no state_dict). Pass a .ckpt file written by lightning fit."
+        )
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    reshaped = [
+        f"{key} {tuple(saved[key].shape)} instead of {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in saved
+        and hasattr(value, "shape")
+        and tuple(getattr(saved[key], "shape", ())) != tuple(value.shape)
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+
+    def listed(what: str, keys: list[str]) -> str:
+        more = f", … ({len(keys) - 3} more)" if len(keys) > 3 else ""
+        return f"{len(keys)} {what} ({', '.join(keys[:3])}{more})"
+
+    found = [
+        listed(what, keys)
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", reshaped),
+        )
+        if keys
+    ]
+    raise CheckpointError(
+        f"{path} holds the weights of another network than this configuration's "
+        f"{type(module).__name__}: {'; '.join(found)}. Pass a checkpoint of this experiment "
+        "(--ckpt_path last or best of its fold), or run with the configuration the checkpoint "
+        "was trained with (--config runs/<experiment>/fold<k>/config.yaml)."
+    )
+
+
 def read_weights(path: Path) -> dict[str, Any]:
     """An exported fold's ``weights.pt``: ``{"state_dict": …, "signature": …}`` of tensors and
     plain values only, loaded with ``weights_only=True`` (nothing is unpickled).

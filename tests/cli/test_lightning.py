@@ -242,6 +242,22 @@ def test_predict_refuses_a_checkpoint_trained_on_another_grid(
     assert not (checkpoint.parents[1] / "predict" / "predictions").exists()
 
 
+def test_a_checkpoint_of_another_network_is_one_paragraph_naming_it(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    checkpoint = demo_runs / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    args += ["--model.init_args.net.init_args.backbone_depth", "34", "--ckpt_path", str(checkpoint)]
+    for stage in ("fit", "validate"):
+        result = run_in_process("lightning", stage, *args, "--experiment", "other", cwd=tmp_path,
+                                check=False)  # fmt: skip
+        assert result.returncode == 2, result.stderr[-3000:]
+        head = _stderr_head(result)
+        assert head.startswith(f"error: {checkpoint} holds the weights of another network"), head
+        assert "missing (net.layer" in head and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "other").exists()
+
+
 @pytest.mark.slow
 def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, demo_runs, tmp_path):
     args = _demo(tiny_twin, tmp_path, shared_cache)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.checkpoints import best_checkpoint, read_checkpoint
+from core.checkpoints import best_checkpoint, check_weights_fit, read_checkpoint
 from core.errors import CheckpointError, UserError
 from core.run_layout import RunLayout
 
@@ -34,3 +34,24 @@ def test_the_best_checkpoint_is_looked_up_in_the_runs_own_folder(tmp_path):
     }}  # fmt: skip
     torch.save({"epoch": 2, "callbacks": record}, run.last_checkpoint)
     assert best_checkpoint(run) == run.checkpoint("best-epoch001.ckpt")
+
+
+def test_weights_of_another_network_are_refused_naming_the_file_and_the_parameters(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    path = tmp_path / "other.ckpt"
+    state = {"epoch": 0, "state_dict": net.state_dict()}
+    check_weights_fit(state, net, path)  # its own weights fit
+    wider = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    with pytest.raises(CheckpointError) as raised:
+        check_weights_fit(state, wider, path)
+    message = str(raised.value)
+    assert message.startswith(f"{path} holds the weights of another network than")
+    assert "6 of another shape (0.weight (4, 3, 3, 3) instead of (8, 3, 3, 3)" in message
+    assert "--ckpt_path last or best" in message
+    other = torch.nn.ModuleDict({"fc": torch.nn.Linear(2, 2)})
+    with pytest.raises(CheckpointError, match=r"2 missing \(fc.weight, fc.bias\); 7 unexpected"):
+        check_weights_fit(state, other, path)
+    other.strict_loading = False  # a module that loads non-strictly is not checked
+    check_weights_fit(state, other, path)
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        check_weights_fit({"epoch": 0}, net, path)
