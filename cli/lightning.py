@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -212,6 +213,27 @@ def _check_config_file(value: str, path: Path) -> None:
         )
 
 
+#: Exit status of a command stopped by SIGTERM (the shell's 128 + signal number).
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+def _report_terminated(argv: list[str], plans: list[RunPlan]) -> None:
+    """Say on stderr that the command was stopped by SIGTERM, and how to go on."""
+    stage = next((argument for argument in argv if argument in SUBCOMMANDS), "fit")
+    message = f"lightning {stage}: stopped by SIGTERM before it finished"
+    if plans and stage == "fit":
+        run = plans[-1].run
+        message += (
+            f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: run the "
+            "same command with --ckpt_path last to resume."
+        )
+    elif plans:
+        message += f"; what it wrote to {plans[-1].stage.root} is incomplete: run it again."
+    else:
+        message += "."
+    sys.stderr.write(message + "\n")
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning`` console script."""
     _configure_logging()
@@ -223,6 +245,7 @@ def main(args: list[str] | None = None) -> None:
         raise
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from cli.suite_cli import SuiteCLI
 
@@ -242,6 +265,11 @@ def main(args: list[str] | None = None) -> None:
             home=_run_home(argv),
             plans=plans,
         )
+    except SIGTERMException:
+        # Lightning stops its loops at SIGTERM with a SystemExit whose status is 0, which would
+        # tell a script, a scheduler or lightning-cv that the command finished.
+        _report_terminated(argv, plans)
+        sys.exit(TERMINATED_STATUS)
     except Exception as error:
         exit_if_user_error(error)
         raise

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from tests.conftest import RECIPES, configs, isles_args, run_cli, run_in_process
+from tests.conftest import BIN, RECIPES, configs, isles_args, run_cli, run_in_process
 
 
 def _demo(twin: Path, tmp: Path, cache: Path | None = None) -> list[str]:
@@ -276,6 +280,35 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, de
     run_in_process("lightning", "fit", *args, "--overwrite", cwd=tmp_path)
     epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
     assert epochs == [0]
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]  # not 0: not finished
+    assert "lightning fit: stopped by SIGTERM before it finished" in stderr
+    assert "--ckpt_path last to resume" in stderr and "Traceback" not in stderr
+    assert not (run_dir / "fit_done.json").exists()
+    assert not [p.name for p in run_dir.rglob("*") if ".tmp" in p.name]
+    epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    resumed = [*args[:-2], "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"]
+    run_in_process("lightning", "fit", *resumed, cwd=tmp_path)
+    assert (run_dir / "fit_done.json").is_file()
 
 
 def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_folder(
