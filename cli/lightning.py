@@ -189,13 +189,14 @@ def _check_config_file(value: str, path: Path) -> None:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
+        reason = (error.strerror if isinstance(error, OSError) else None) or type(error).__name__
         raise ConfigurationError(
             f"--config {value}: cannot be read ({reason}); give a readable YAML text file."
         ) from error
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        marked = isinstance(error, yaml.MarkedYAMLError)
+        mark = error.problem_mark if marked else None
+        problem = (error.problem if marked else None) or str(error).splitlines()[0]
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigurationError(
             f"--config {value}: not valid YAML ({problem}{where}); correct the file ({example})."

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from jsonargparse import Namespace
+from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import (
     EarlyStopping,
@@ -34,7 +35,7 @@ from callbacks.progress import LoggedValuesBar
 from callbacks.seeding import StepSeed
 from cli.parse_errors import SuiteArgumentParser
 from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
-from core.checkpoints import check_weights_fit, read_checkpoint
+from core.checkpoints import AtomicCheckpointIO, check_weights_fit, read_checkpoint
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.protocols import (
@@ -279,7 +280,7 @@ class SuiteCLI(LightningCLI):
         plan = self.run_plan
         if plan is not None and plan.ckpt_path is not None:
             state = read_checkpoint(plan.ckpt_path)
-            check_weights_fit(state, self.model, plan.ckpt_path)
+            check_weights_fit(state, self.model, plan.ckpt_path, strict=self.model.strict_loading)
             if isinstance(self.datamodule, SignedData):
                 saved = state.get(type(self.datamodule).__qualname__, {})
                 self.datamodule.check_signature(saved.get("signature"), str(plan.ckpt_path))
@@ -324,11 +325,15 @@ class SuiteCLI(LightningCLI):
         if self.run_plan is not None and self.run_plan.replaced is not None:
             callbacks.append(_CommitReplacement(self.run_plan))
         try:
-            return super()._instantiate_trainer(config, callbacks)
+            trainer = super()._instantiate_trainer(config, callbacks)
         except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
             if not _raised_by_lightning(error):
                 raise
             raise ConfigurationError(_trainer_settings_error(config, error)) from error
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not a writer the user chose
+            strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
 
 #: The trainer settings that decide where and how a run computes (named in their errors).

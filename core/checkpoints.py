@@ -1,4 +1,4 @@
-"""Reading Lightning checkpoints with an error a user can act on."""
+"""Reading Lightning checkpoints with an error a user can act on; writing them atomically."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 
 from core.errors import CheckpointError
+from core.io import temporary_sibling
 from core.run_layout import RunLayout
 
 
@@ -53,17 +55,21 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     return state
 
 
-def check_weights_fit(state: dict[str, Any], module: torch.nn.Module, path: Path) -> None:
+def check_weights_fit(
+    state: dict[str, Any], module: torch.nn.Module, path: Path, *, strict: bool = True
+) -> None:
     """Refuse a checkpoint whose weights are not those of ``module`` (another network, or the
     same one with other widths), before Lightning fails on them with a traceback.
 
-    A module that loads non-strictly (``strict_loading = False``) is not checked.
+    Args:
+        strict: Whether the module loads its weights strictly (a ``LightningModule``'s
+            ``strict_loading``); a module that does not is not checked.
 
     Raises:
         CheckpointError: Naming the file, the parameters it lacks, those it has in excess and
             those of another shape, and what to do.
     """
-    if not getattr(module, "strict_loading", True):
+    if not strict:
         return
     saved = state.get("state_dict")
     if not isinstance(saved, dict):
@@ -76,9 +82,9 @@ def check_weights_fit(state: dict[str, Any], module: torch.nn.Module, path: Path
     reshaped = [
         f"{key} {tuple(saved[key].shape)} instead of {tuple(value.shape)}"
         for key, value in expected.items()
-        if key in saved
-        and hasattr(value, "shape")
-        and tuple(getattr(saved[key], "shape", ())) != tuple(value.shape)
+        if isinstance(value, torch.Tensor)
+        and isinstance(saved.get(key), torch.Tensor)
+        and saved[key].shape != value.shape
     ]
     if not (missing or unexpected or reshaped):
         return
@@ -102,6 +108,34 @@ def check_weights_fit(state: dict[str, Any], module: torch.nn.Module, path: Path
         "(--ckpt_path last or best of its fold), or run with the configuration the checkpoint "
         "was trained with (--config runs/<experiment>/fold<k>/config.yaml)."
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, atomic beside the checkpoint.
+
+    Lightning writes a checkpoint to a file of the system's temporary folder and moves it into
+    place; when that folder is on another filesystem than the run (a node-local ``/tmp``, a
+    tmpfs), the move is a copy, and a Ctrl-C or a kill during it leaves a cut-off
+    ``last.ckpt`` where the previous complete one was. Here the checkpoint is written to a
+    hidden sibling (``.last.ckpt.tmp-<pid>``, removed if the write fails) and renamed over the
+    old one: the file under the checkpoint's name is always a complete checkpoint. Remote
+    paths (``s3://…``) keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(path)
+        try:
+            torch.save(checkpoint, tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def read_weights(path: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from core.checkpoints import AtomicCheckpointIO
 from tests.conftest import BIN, RECIPES, configs, isles_args, run_cli, run_in_process
 
 
@@ -340,6 +341,8 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
     assert settings["name"] == "fold2"
     assert Path(settings["dir"]) == run_dir
     assert settings["id"] == (run_dir / "wandb_run_id").read_text().strip()  # resumes continue it
+    # Checkpoints are written beside their name and renamed, never moved in from TMPDIR.
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 @pytest.mark.slow
