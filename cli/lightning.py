@@ -31,11 +31,14 @@ is imported only after that.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,16 +221,47 @@ def _check_config_file(value: str, path: Path) -> None:
 TERMINATED_STATUS = 128 + signal.SIGTERM
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds(exception: type[BaseException]) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``exception`` (as Ctrl-C raises KeyboardInterrupt), so
+    that the ``finally`` clauses run: a run set aside by ``--overwrite`` is put back.
+
+    Only where SIGTERM would otherwise kill the process at once (no handler of a launcher such
+    as submitit's). While Lightning's loops run, its own handler (which calls this one too)
+    stops them at the end of a step instead.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def unwind(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is unwind:  # not called by Lightning's handler
+            raise exception
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _report_terminated(argv: list[str], plans: list[RunPlan]) -> None:
     """Say on stderr that the command was stopped by SIGTERM, and how to go on."""
     stage = next((argument for argument in argv if argument in SUBCOMMANDS), "fit")
     message = f"lightning {stage}: stopped by SIGTERM before it finished"
-    if plans and stage == "fit":
+    if plans and stage == "fit" and plans[-1].replaced is not None:
+        message += f"; the earlier run of {plans[-1].run.root} is kept: run the command again."
+    elif plans and stage == "fit" and plans[-1].run.last_checkpoint.is_file():
         run = plans[-1].run
         message += (
             f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: run the "
             "same command with --ckpt_path last to resume."
         )
+    elif plans and stage == "fit":
+        message += "; no epoch finished: run the command again."
     elif plans:
         message += f"; what it wrote to {plans[-1].stage.root} is incomplete: run it again."
     else:
@@ -256,16 +290,17 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     plans: list[RunPlan] = []
     try:
-        SuiteCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            args=None if args is None and upgraded == argv else upgraded,
-            home=_run_home(argv),
-            plans=plans,
-        )
+        with _sigterm_unwinds(SIGTERMException):
+            SuiteCLI(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_kwargs={"overwrite": True},
+                args=None if args is None and upgraded == argv else upgraded,
+                home=_run_home(argv),
+                plans=plans,
+            )
     except SIGTERMException:
         # Lightning stops its loops at SIGTERM with a SystemExit whose status is 0, which would
         # tell a script, a scheduler or lightning-cv that the command finished.

@@ -312,6 +312,36 @@ def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_ca
     assert (run_dir / "fit_done.json").is_file()
 
 
+@pytest.mark.slow
+def test_sigterm_before_an_overwriting_fit_trains_puts_the_earlier_run_back(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    run_dir = _copy_runs(demo_runs, tmp_path)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    # A deep backbone keeps the new fit a second or two between setting the old run aside and
+    # starting Lightning's loops (whose own SIGTERM handling stops at the end of a step).
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--overwrite"]
+    args += ["--model.init_args.net.init_args.backbone_depth", "101"]
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(run_dir.parent.glob(f".{run_dir.name}.replaced-*")):  # set aside, not trained
+        assert process.poll() is None and time.monotonic() < deadline, "the run was not set aside"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert f"the earlier run of {run_dir} is kept" in stderr and "Traceback" not in stderr
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
+
+
 def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_folder(
     tiny_twin, tmp_path, monkeypatch
 ):
