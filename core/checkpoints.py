@@ -32,6 +32,11 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     )
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint. {advice}")
+    if mmap and not zipfile.is_zipfile(path):  # torch.load would blame the memory-mapping
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable checkpoint (not the zip archive torch.save "
+            f"writes, or one cut off before its end). {advice}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except (

@@ -25,11 +25,15 @@ def test_empty_truncated_and_foreign_files_are_refused_naming_the_file(tmp_path)
     empty.write_bytes(b"")
     cut.write_bytes(good.read_bytes()[:300])
     torch.save([1, 2, 3], foreign)
+    junk = tmp_path / "junk.ckpt"  # not a zip archive at all (a copy of something else)
+    junk.write_bytes(bytes(range(256)) * 20)
     for path, reason in ((empty, "is empty"), (cut, "not a readable checkpoint"),
+                         (junk, "not the zip archive torch.save writes"),
                          (foreign, "not a Lightning checkpoint")):  # fmt: skip
         with pytest.raises(CheckpointError, match=reason) as raised:
             read_checkpoint(path)
         assert str(raised.value).startswith(str(path)) and isinstance(raised.value, UserError)
+        assert "mmap" not in str(raised.value)  # torch's advice on saving, not the user's problem
 
 
 def test_the_best_checkpoint_is_looked_up_in_the_runs_own_folder(tmp_path):
