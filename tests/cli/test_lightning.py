@@ -467,9 +467,9 @@ def test_user_mistakes_exit_2_with_the_problem_first(
     [
         (["--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
         (["--trainer.devices", "0"], "value is not a valid input using cpu accelerator"),
-        (["--trainer.accelerator", "tpu"], "torch_xla"),
+        (["--trainer.num_nodes", "0"], "`num_nodes` must be a positive integer, but got 0."),
     ],
-    ids=["strategy", "devices", "accelerator"],
+    ids=["strategy", "devices", "num_nodes"],
 )
 def test_trainer_settings_lightning_refuses_are_one_paragraph(
     override, reason, tiny_twin, shared_cache, tmp_path
