@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import pydoc
 import traceback
 from datetime import datetime, timezone
@@ -191,6 +192,8 @@ class SuiteCLI(LightningCLI):
             and cfg.trainer.get("strategy") == "ddp"
         ):
             cfg.trainer.strategy = "ddp_find_unused_parameters_true"
+        _check_experiment_name(cfg.experiment)
+        _check_runs_dir(Path(cfg.runs_dir))
         plan = plan_run(
             cfg.runs_dir,
             cfg.experiment,
@@ -334,6 +337,42 @@ class SuiteCLI(LightningCLI):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not a writer the user chose
             strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
+
+
+def _check_experiment_name(name: str) -> None:
+    """Refuse an experiment name that is no folder of its own under ``runs_dir``.
+
+    Raises:
+        ConfigurationError: For an empty name, or ``.``/``..``, or one with such a part.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name.strip() or any(part in ("", ".", "..") for part in parts):
+        raise ConfigurationError(
+            f"--experiment {name!r} does not name a folder of its own under runs_dir (its runs "
+            "would land beside or outside the other experiments' folders). Give a name such as "
+            "--experiment pspnet_focal_v2."
+        )
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """Refuse a ``runs_dir`` that cannot be created or written, before anything is built.
+
+    Raises:
+        ConfigurationError: Naming the folder, what is wrong and what to do.
+    """
+    existing = runs_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} exists and is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem is not None:
+        raise ConfigurationError(
+            f"--runs_dir {runs_dir}: cannot hold the run folders, {problem}. Pass a writable "
+            "folder (the default is runs/ in the working folder), or fix its permissions."
+        )
 
 
 #: The trainer settings that decide where and how a run computes (named in their errors).

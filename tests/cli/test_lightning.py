@@ -485,6 +485,27 @@ def test_trainer_settings_lightning_refuses_are_one_paragraph(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ("runs_dir", "cannot hold the run folders, {blocker} exists and is not a folder"),
+        ("experiment", "does not name a folder of its own under runs_dir"),
+    ],
+)
+def test_a_run_folder_that_cannot_be_made_is_one_paragraph(
+    where, expected, tiny_twin, shared_cache, tmp_path
+):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    args += ["--runs_dir", str(blocker / "runs")] if where == "runs_dir" else ["--experiment", ""]
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert expected.format(blocker=blocker) in _stderr_head(result), result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
     (tmp_path / "blocker").write_text("")
