@@ -31,10 +31,14 @@ is imported only after that.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +175,98 @@ def check_command_line(argv: list[str]) -> None:
                 f"--config {value}: no such file (from {Path.cwd()}); give an experiment YAML, "
                 "e.g. experiments/pspnet_focal.yaml, or a run's fold<k>/config.yaml."
             )
+        _check_config_file(value, path)
+
+
+def _check_config_file(value: str, path: Path) -> None:
+    """Refuse a ``--config`` file that is not a YAML mapping of settings, naming the file.
+
+    jsonargparse would say "Unexpected config" or quote a YAML error "in <unicode string>",
+    without the file.
+
+    Raises:
+        ConfigurationError: For a file that cannot be read, is not YAML, is empty (or only
+            comments), or holds something other than a mapping.
+    """
+    example = "an experiment YAML maps settings to values, e.g. 'trainer: {max_epochs: 1}'"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        reason = (error.strerror if isinstance(error, OSError) else None) or type(error).__name__
+        raise ConfigurationError(
+            f"--config {value}: cannot be read ({reason}); give a readable YAML text file."
+        ) from error
+    except yaml.YAMLError as error:
+        marked = isinstance(error, yaml.MarkedYAMLError)
+        mark = error.problem_mark if marked else None
+        problem = (error.problem if marked else None) or str(error).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigurationError(
+            f"--config {value}: not valid YAML ({problem}{where}); correct the file ({example})."
+        ) from error
+    if config is None:
+        raise ConfigurationError(
+            f"--config {value}: holds no settings (the file is empty or only comments); "
+            f"leave it out of the command line or add settings ({example})."
+        )
+    if not isinstance(config, dict):
+        text = " ".join(str(config).split())
+        raise ConfigurationError(
+            f"--config {value}: holds a {type(config).__name__} ({text[:40]!r}), not a mapping "
+            f"of settings; {example}."
+        )
+
+
+#: Exit status of a command stopped by SIGTERM (the shell's 128 + signal number).
+TERMINATED_STATUS = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds(exception: type[BaseException]) -> Iterator[None]:
+    """Within the block, SIGTERM raises ``exception`` (as Ctrl-C raises KeyboardInterrupt), so
+    that the ``finally`` clauses run: a run set aside by ``--overwrite`` is put back.
+
+    Only where SIGTERM would otherwise kill the process at once (no handler of a launcher such
+    as submitit's). While Lightning's loops run, its own handler (which calls this one too)
+    stops them at the end of a step instead.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def unwind(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is unwind:  # not called by Lightning's handler
+            raise exception
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _report_terminated(argv: list[str], plans: list[RunPlan]) -> None:
+    """Say on stderr that the command was stopped by SIGTERM, and how to go on."""
+    stage = next((argument for argument in argv if argument in SUBCOMMANDS), "fit")
+    message = f"lightning {stage}: stopped by SIGTERM before it finished"
+    if plans and stage == "fit" and plans[-1].replaced is not None:
+        message += f"; the earlier run of {plans[-1].run.root} is kept: run the command again."
+    elif plans and stage == "fit" and plans[-1].run.last_checkpoint.is_file():
+        run = plans[-1].run
+        message += (
+            f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: run the "
+            "same command with --ckpt_path last to resume."
+        )
+    elif plans and stage == "fit":
+        message += "; no epoch finished: run the command again."
+    elif plans:
+        message += f"; what it wrote to {plans[-1].stage.root} is incomplete: run it again."
+    else:
+        message += "."
+    sys.stderr.write(message + "\n")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -184,6 +280,7 @@ def main(args: list[str] | None = None) -> None:
         raise
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from cli.suite_cli import SuiteCLI
 
@@ -193,16 +290,22 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     plans: list[RunPlan] = []
     try:
-        SuiteCLI(
-            pl.LightningModule,
-            pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            args=None if args is None and upgraded == argv else upgraded,
-            home=_run_home(argv),
-            plans=plans,
-        )
+        with _sigterm_unwinds(SIGTERMException):
+            SuiteCLI(
+                pl.LightningModule,
+                pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                save_config_kwargs={"overwrite": True},
+                args=None if args is None and upgraded == argv else upgraded,
+                home=_run_home(argv),
+                plans=plans,
+            )
+    except SIGTERMException:
+        # Lightning stops its loops at SIGTERM with a SystemExit whose status is 0, which would
+        # tell a script, a scheduler or lightning-cv that the command finished.
+        _report_terminated(argv, plans)
+        sys.exit(TERMINATED_STATUS)
     except Exception as error:
         exit_if_user_error(error)
         raise

@@ -40,6 +40,16 @@ def _close(word: str, candidates: list[str]) -> str | None:
     return matches[0] if matches else None
 
 
+def _close_section(key: str, candidates: list[str]) -> str | None:
+    """``model.class_path`` for ``modle.class_path``: a typo in the first part of a dotted key
+    (a section of a config file), matched against the first parts of the accepted keys."""
+    head, dot, rest = key.partition(".")
+    if not dot:
+        return None
+    match = _close(head, sorted({candidate.split(".", 1)[0] for candidate in candidates}))
+    return f"{match}.{rest}" if match and match != head else None
+
+
 def _parameters(class_path: str) -> list[str]:
     module, _, name = class_path.rpartition(".")
     try:
@@ -55,7 +65,7 @@ def _suggestion(leaf: str, class_path: str | None, options: list[str]) -> str:
     option = _OPTION.search(leaf) or _SUBCOMMAND_OPTION.search(leaf)
     if option is not None:
         candidates = _parameters(class_path) if class_path and _OPTION.search(leaf) else options
-        match = _close(option.group(1), candidates)
+        match = _close(option.group(1), candidates) or _close_section(option.group(1), candidates)
         return f" (did you mean '{match}'?)" if match else ""
     attribute = _ATTRIBUTE.search(leaf)
     if attribute is not None:

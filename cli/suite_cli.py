@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import pydoc
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from jsonargparse import Namespace
+from lightning_fabric.plugins import TorchCheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
@@ -32,7 +36,8 @@ from callbacks.progress import LoggedValuesBar
 from callbacks.seeding import StepSeed
 from cli.parse_errors import SuiteArgumentParser
 from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
-from core.checkpoints import read_checkpoint
+from core.checkpoints import AtomicCheckpointIO, check_weights_fit, read_checkpoint
+from core.errors import ConfigurationError
 from core.io import write_text
 from core.protocols import (
     ChecksData,
@@ -187,6 +192,8 @@ class SuiteCLI(LightningCLI):
             and cfg.trainer.get("strategy") == "ddp"
         ):
             cfg.trainer.strategy = "ddp_find_unused_parameters_true"
+        _check_experiment_name(cfg.experiment)
+        _check_runs_dir(Path(cfg.runs_dir))
         plan = plan_run(
             cfg.runs_dir,
             cfg.experiment,
@@ -276,6 +283,7 @@ class SuiteCLI(LightningCLI):
         plan = self.run_plan
         if plan is not None and plan.ckpt_path is not None:
             state = read_checkpoint(plan.ckpt_path)
+            check_weights_fit(state, self.model, plan.ckpt_path, strict=self.model.strict_loading)
             if isinstance(self.datamodule, SignedData):
                 saved = state.get(type(self.datamodule).__qualname__, {})
                 self.datamodule.check_signature(saved.get("signature"), str(plan.ckpt_path))
@@ -319,4 +327,74 @@ class SuiteCLI(LightningCLI):
             callbacks.append(LoggedValuesBar())
         if self.run_plan is not None and self.run_plan.replaced is not None:
             callbacks.append(_CommitReplacement(self.run_plan))
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            trainer = super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as error:
+            if not _raised_by_lightning(error):
+                raise
+            raise ConfigurationError(_trainer_settings_error(config, error)) from error
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not a writer the user chose
+            strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
+
+
+def _check_experiment_name(name: str) -> None:
+    """Refuse an experiment name that is no folder of its own under ``runs_dir``.
+
+    Raises:
+        ConfigurationError: For an empty name, or ``.``/``..``, or one with such a part.
+    """
+    parts = name.replace("\\", "/").split("/")
+    if not name.strip() or any(part in ("", ".", "..") for part in parts):
+        raise ConfigurationError(
+            f"--experiment {name!r} does not name a folder of its own under runs_dir (its runs "
+            "would land beside or outside the other experiments' folders). Give a name such as "
+            "--experiment pspnet_focal_v2."
+        )
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """Refuse a ``runs_dir`` that cannot be created or written, before anything is built.
+
+    Raises:
+        ConfigurationError: Naming the folder, what is wrong and what to do.
+    """
+    existing = runs_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} exists and is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user"
+    if problem is not None:
+        raise ConfigurationError(
+            f"--runs_dir {runs_dir}: cannot hold the run folders, {problem}. Pass a writable "
+            "folder (the default is runs/ in the working folder), or fix its permissions."
+        )
+
+
+#: The trainer settings that decide where and how a run computes (named in their errors).
+_PLACEMENT = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+
+
+def _raised_by_lightning(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside Lightning itself (its argument checks), not in the
+    suite's code that the Trainer calls."""
+    frames = traceback.extract_tb(error.__traceback__)
+    origin = Path(frames[-1].filename).parts if frames else ()
+    return "pytorch_lightning" in origin or "lightning_fabric" in origin
+
+
+def _trainer_settings_error(config: dict[str, Any], error: BaseException) -> str:
+    """The one paragraph for trainer settings Lightning refuses (an accelerator this machine
+    does not have, more devices than it has, an unknown strategy, a missing backend)."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    reason += "" if reason.endswith((".", "!", "?")) else "."
+    given = ", ".join(f"trainer.{key}={config.get(key)!r}" for key in _PLACEMENT if key in config)
+    return (
+        f"The trainer settings cannot be used here ({given}): {reason} Change the "
+        "--trainer.<setting> it names (on a machine without a GPU: --trainer.accelerator cpu "
+        "--trainer.devices 1, and no mixed precision); `lightning fit --help` lists the settings."
+    )

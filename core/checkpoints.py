@@ -1,4 +1,4 @@
-"""Reading Lightning checkpoints with an error a user can act on."""
+"""Reading Lightning checkpoints with an error a user can act on; writing them atomically."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 
 from core.errors import CheckpointError
+from core.io import temporary_sibling
 from core.run_layout import RunLayout
 
 
@@ -30,6 +32,11 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
     )
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint. {advice}")
+    if mmap and not zipfile.is_zipfile(path):  # torch.load would blame the memory-mapping
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable checkpoint (not the zip archive torch.save "
+            f"writes, or one cut off before its end). {advice}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except (
@@ -51,6 +58,89 @@ def read_checkpoint(path: Path, *, mmap: bool = True) -> dict[str, Any]:
             "written by lightning fit."
         )
     return state
+
+
+def check_weights_fit(
+    state: dict[str, Any], module: torch.nn.Module, path: Path, *, strict: bool = True
+) -> None:
+    """Refuse a checkpoint whose weights are not those of ``module`` (another network, or the
+    same one with other widths), before Lightning fails on them with a traceback.
+
+    Args:
+        strict: Whether the module loads its weights strictly (a ``LightningModule``'s
+            ``strict_loading``); a module that does not is not checked.
+
+    Raises:
+        CheckpointError: Naming the file, the parameters it lacks, those it has in excess and
+            those of another shape, and what to do.
+    """
+    if not strict:
+        return
+    saved = state.get("state_dict")
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path} holds no weights (no state_dict). Pass a .ckpt file written by lightning fit."
+        )
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in saved]
+    unexpected = [key for key in saved if key not in expected]
+    reshaped = [
+        f"{key} {tuple(saved[key].shape)} instead of {tuple(value.shape)}"
+        for key, value in expected.items()
+        if isinstance(value, torch.Tensor)
+        and isinstance(saved.get(key), torch.Tensor)
+        and saved[key].shape != value.shape
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+
+    def listed(what: str, keys: list[str]) -> str:
+        more = f", … ({len(keys) - 3} more)" if len(keys) > 3 else ""
+        return f"{len(keys)} {what} ({', '.join(keys[:3])}{more})"
+
+    found = [
+        listed(what, keys)
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("of another shape", reshaped),
+        )
+        if keys
+    ]
+    raise CheckpointError(
+        f"{path} holds the weights of another network than this configuration's "
+        f"{type(module).__name__}: {'; '.join(found)}. Pass a checkpoint of this experiment "
+        "(--ckpt_path last or best of its fold), or run with the configuration the checkpoint "
+        "was trained with (--config runs/<experiment>/fold<k>/config.yaml)."
+    )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, atomic beside the checkpoint.
+
+    Lightning writes a checkpoint to a file of the system's temporary folder and moves it into
+    place; when that folder is on another filesystem than the run (a node-local ``/tmp``, a
+    tmpfs), the move is a copy, and a Ctrl-C or a kill during it leaves a cut-off
+    ``last.ckpt`` where the previous complete one was. Here the checkpoint is written to a
+    hidden sibling (``.last.ckpt.tmp-<pid>``, removed if the write fails) and renamed over the
+    old one: the file under the checkpoint's name is always a complete checkpoint. Remote
+    paths (``s3://…``) keep Lightning's writer.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(path)
+        try:
+            torch.save(checkpoint, tmp)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def read_weights(path: Path) -> dict[str, Any]:

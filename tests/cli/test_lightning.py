@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +19,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from tests.conftest import RECIPES, configs, isles_args, run_cli, run_in_process
+from core.checkpoints import AtomicCheckpointIO
+from tests.conftest import BIN, RECIPES, configs, isles_args, run_cli, run_in_process
 
 
 def _demo(twin: Path, tmp: Path, cache: Path | None = None) -> list[str]:
@@ -242,6 +247,22 @@ def test_predict_refuses_a_checkpoint_trained_on_another_grid(
     assert not (checkpoint.parents[1] / "predict" / "predictions").exists()
 
 
+def test_a_checkpoint_of_another_network_is_one_paragraph_naming_it(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    checkpoint = demo_runs / "pspnet_focal_demo" / "fold0" / "checkpoints" / "last.ckpt"
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    args += ["--model.init_args.net.init_args.backbone_depth", "34", "--ckpt_path", str(checkpoint)]
+    for stage in ("fit", "validate"):
+        result = run_in_process("lightning", stage, *args, "--experiment", "other", cwd=tmp_path,
+                                check=False)  # fmt: skip
+        assert result.returncode == 2, result.stderr[-3000:]
+        head = _stderr_head(result)
+        assert head.startswith(f"error: {checkpoint} holds the weights of another network"), head
+        assert "missing (net.layer" in head and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "other").exists()
+
+
 @pytest.mark.slow
 def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, demo_runs, tmp_path):
     args = _demo(tiny_twin, tmp_path, shared_cache)
@@ -260,6 +281,65 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, de
     run_in_process("lightning", "fit", *args, "--overwrite", cwd=tmp_path)
     epochs = sorted({int(float(r["epoch"])) for r in _metrics(run_dir) if r.get("val/dice")})
     assert epochs == [0]
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]  # not 0: not finished
+    assert "lightning fit: stopped by SIGTERM before it finished" in stderr
+    assert "--ckpt_path last to resume" in stderr and "Traceback" not in stderr
+    assert not (run_dir / "fit_done.json").exists()
+    assert not [p.name for p in run_dir.rglob("*") if ".tmp" in p.name]
+    epoch = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"]
+    resumed = [*args[:-2], "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"]
+    run_in_process("lightning", "fit", *resumed, cwd=tmp_path)
+    assert (run_dir / "fit_done.json").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_before_an_overwriting_fit_trains_puts_the_earlier_run_back(
+    tiny_twin, shared_cache, demo_runs, tmp_path
+):
+    run_dir = _copy_runs(demo_runs, tmp_path)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    # A deep backbone keeps the new fit a second or two between setting the old run aside and
+    # starting Lightning's loops (whose own SIGTERM handling stops at the end of a step).
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--overwrite"]
+    args += ["--model.init_args.net.init_args.backbone_depth", "101"]
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(run_dir.parent.glob(f".{run_dir.name}.replaced-*")):  # set aside, not trained
+        assert process.poll() is None and time.monotonic() < deadline, "the run was not set aside"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert f"the earlier run of {run_dir} is kept" in stderr and "Traceback" not in stderr
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before
 
 
 def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_folder(
@@ -291,6 +371,8 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
     assert settings["name"] == "fold2"
     assert Path(settings["dir"]) == run_dir
     assert settings["id"] == (run_dir / "wandb_run_id").read_text().strip()  # resumes continue it
+    # Checkpoints are written beside their name and renamed, never moved in from TMPDIR.
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 @pytest.mark.slow
@@ -378,6 +460,50 @@ def test_user_mistakes_exit_2_with_the_problem_first(
     assert len(result.stderr.strip().splitlines()) <= 2
     if override[0] == "--data.init_args.num_folds":
         assert "Cannot make 40 folds from the 8 patients" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "override, reason",
+    [
+        (["--trainer.strategy", "nonsense"], "invalid strategy name: `strategy='nonsense'`"),
+        (["--trainer.devices", "0"], "value is not a valid input using cpu accelerator"),
+        (["--trainer.num_nodes", "0"], "`num_nodes` must be a positive integer, but got 0."),
+    ],
+    ids=["strategy", "devices", "num_nodes"],
+)
+def test_trainer_settings_lightning_refuses_are_one_paragraph(
+    override, reason, tiny_twin, shared_cache, tmp_path
+):
+    args = _demo(tiny_twin, tmp_path, shared_cache) + override
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    head = _stderr_head(result)
+    assert head.startswith("error: The trainer settings cannot be used here ("), result.stderr
+    assert f"trainer.{override[0].rsplit('.', 1)[1]}=" in head and reason in head
+    assert "--trainer.accelerator cpu" in head
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ("runs_dir", "cannot hold the run folders, {blocker} exists and is not a folder"),
+        ("experiment", "does not name a folder of its own under runs_dir"),
+    ],
+)
+def test_a_run_folder_that_cannot_be_made_is_one_paragraph(
+    where, expected, tiny_twin, shared_cache, tmp_path
+):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    args += ["--runs_dir", str(blocker / "runs")] if where == "runs_dir" else ["--experiment", ""]
+    result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert expected.format(blocker=blocker) in _stderr_head(result), result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

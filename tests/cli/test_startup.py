@@ -142,6 +142,34 @@ def test_lightning_leaves_what_it_cannot_tell_early_to_lightningcli(tmp_path):
         check_command_line(["prdict"])
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a: [1, 2\n  b: }\n", "not valid YAML (expected ',' or ']', but got ':' at line 2"),
+        (b"", "holds no settings (the file is empty or only comments)"),
+        (b"# trainer:\n#   max_epochs: 3\n", "holds no settings"),
+        (b"just a string\n", "holds a str ('just a string'), not a mapping of settings"),
+        (b"- 1\n- 2\n", "holds a list ('[1, 2]'), not a mapping of settings"),
+        (b"\xff\xfe\x00binary", "cannot be read (UnicodeDecodeError)"),
+    ],
+    ids=["broken", "empty", "comments", "scalar", "list", "binary"],
+)
+def test_a_config_file_that_is_not_a_yaml_mapping_is_named(content, message, tmp_path):
+    config = tmp_path / "delta.yaml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigurationError) as caught:
+        check_command_line(["fit", "--config", str(tmp_path / "ok.yaml"), "--config", str(config)])
+    assert "no such file" in str(caught.value)  # the first file is checked first
+    (tmp_path / "ok.yaml").write_text("trainer: {}\n")
+    with pytest.raises(ConfigurationError) as caught:
+        check_command_line(["fit", "--config", str(tmp_path / "ok.yaml"), "--config", str(config)])
+    assert str(caught.value).startswith(f"--config {config}: {message}"), caught.value
+    result, heavy = _run("lightning", "fit", f"--config={config}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith(f"error: --config {config}: {message}")
+    assert heavy == []
+
+
 def test_lazy_package_attributes_resolve():
     import cli.lightning
     import evaluation
