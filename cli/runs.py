@@ -201,7 +201,12 @@ def wandb_run_id(run: RunLayout) -> str:
 
 
 class _ResumingWriter(ExperimentWriter):
-    """Keeps the rows of an existing ``metrics.csv`` up to an epoch, then appends."""
+    """Keeps the rows of an existing ``metrics.csv`` up to an epoch, then appends.
+
+    Rows without an epoch (the learning-rate monitor's, logged as an epoch starts) are kept up
+    to the last step of the kept epochs: a later one belongs to an epoch that is run again (it
+    is logged again) or, resuming from an earlier checkpoint, to a discarded timeline.
+    """
 
     def __init__(self, log_dir: str, keep_until_epoch: int | None) -> None:
         self._keep_until_epoch = keep_until_epoch
@@ -215,12 +220,17 @@ class _ResumingWriter(ExperimentWriter):
             return
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            keys = list(reader.fieldnames or [])
-            rows = [
-                r
-                for r in reader
-                if r.get("epoch") in ("", None) or float(r["epoch"]) <= self._keep_until_epoch
-            ]
+            keys = sorted(reader.fieldnames or [])  # Lightning's writer keeps its keys sorted
+            rows = list(reader)
+        epochs = [r for r in rows if r.get("epoch") not in ("", None)]
+        kept = [r for r in epochs if float(r["epoch"]) <= self._keep_until_epoch]
+        last_step = max((float(r["step"]) for r in kept if r.get("step")), default=-1.0)
+        rows = [
+            r
+            for r in rows
+            if (r in kept)
+            or (r.get("epoch") in ("", None) and r.get("step") and float(r["step"]) <= last_step)
+        ]
         tmp = temporary_sibling(path)
         with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)

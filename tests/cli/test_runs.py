@@ -115,21 +115,39 @@ def test_a_requeued_slurm_job_resumes_from_its_hpc_checkpoint(tmp_path, monkeypa
 def test_the_csv_log_keeps_its_rows_up_to_the_resumed_epoch(tmp_path):
     run_dir = tmp_path / "exp" / "fold0"
     run_dir.mkdir(parents=True)
+    # As Lightning writes them: the learning-rate monitor's rows (no epoch) as each epoch
+    # starts, at the step after the previous epoch's last.
     rows = [
-        {"epoch": "0", "step": "1", "val/dice": "0.1"},
-        {"epoch": "1", "step": "3", "val/dice": "0.2"},
-        {"epoch": "2", "step": "4", "val/dice": ""},
+        {"epoch": "", "step": "0", "val/dice": "", "lr": "0.1"},
+        {"epoch": "0", "step": "1", "val/dice": "0.1", "lr": ""},
+        {"epoch": "", "step": "2", "val/dice": "", "lr": "0.05"},
+        {"epoch": "1", "step": "3", "val/dice": "0.2", "lr": ""},
+        {"epoch": "", "step": "4", "val/dice": "", "lr": "0.02"},
+        {"epoch": "2", "step": "4", "val/dice": "", "lr": ""},
     ]
     with (run_dir / "metrics.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "val/dice"])
+        writer = csv.DictWriter(handle, fieldnames=["epoch", "step", "val/dice", "lr"])
         writer.writeheader()
         writer.writerows(rows)
     logger = RunCSVLogger(str(tmp_path), "exp", "fold0", keep_until_epoch=1)
+    logger.log_metrics({"lr": 0.02}, step=4)  # epoch 2 starts again: its rate is logged again
     logger.log_metrics({"val/dice": 0.3, "epoch": 2}, step=5)
     logger.save()
     with (run_dir / "metrics.csv").open() as handle:
-        kept = [(r["epoch"], r["val/dice"]) for r in csv.DictReader(handle)]
-    assert kept == [("0", "0.1"), ("1", "0.2"), ("2", "0.3")]
+        kept = [(r["epoch"], r["val/dice"], r["lr"]) for r in csv.DictReader(handle)]
+    assert kept == [
+        ("", "", "0.1"), ("0", "0.1", ""), ("", "", "0.05"), ("1", "0.2", ""),
+        ("", "", "0.02"), ("2", "0.3", ""),
+    ]  # fmt: skip
+
+    # Resuming from an earlier checkpoint (epoch 0, e.g. --ckpt_path best): the later epochs'
+    # rates belong to a discarded timeline.
+    earlier = RunCSVLogger(str(tmp_path), "exp", "fold0", keep_until_epoch=0)
+    earlier.log_metrics({"val/dice": 0.4, "epoch": 1}, step=3)
+    earlier.save()
+    with (run_dir / "metrics.csv").open() as handle:
+        kept = [(r["epoch"], r["val/dice"], r["lr"]) for r in csv.DictReader(handle)]
+    assert kept == [("", "", "0.1"), ("0", "0.1", ""), ("1", "0.4", "")]
     fresh = RunCSVLogger(str(tmp_path), "exp", "fold0")  # a new run: the old file goes
     fresh.log_metrics({"val/dice": 0.9, "epoch": 0}, step=0)
     fresh.save()
