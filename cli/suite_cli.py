@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import pydoc
 import traceback
 from datetime import datetime, timezone
@@ -38,7 +37,7 @@ from cli.parse_errors import SuiteArgumentParser
 from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
 from core.checkpoints import AtomicCheckpointIO, check_weights_fit, read_checkpoint
 from core.errors import ConfigurationError
-from core.io import write_text
+from core.io import why_not_writable, write_text
 from core.protocols import (
     ChecksData,
     ChecksDataDir,
@@ -360,14 +359,7 @@ def _check_runs_dir(runs_dir: Path) -> None:
     Raises:
         ConfigurationError: Naming the folder, what is wrong and what to do.
     """
-    existing = runs_dir.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} exists and is not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable by this user"
+    problem = why_not_writable(runs_dir)
     if problem is not None:
         raise ConfigurationError(
             f"--runs_dir {runs_dir}: cannot hold the run folders, {problem}. Pass a writable "

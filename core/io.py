@@ -33,3 +33,16 @@ def replace_folder(staging: Path, target: Path) -> Path:
     staging.replace(target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def why_not_writable(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created (with its missing parents) or written to, or ``None``
+    when it can: asked before long work that will write there."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} exists and is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from core.errors import ConfigurationError, DataValidationError
+from core.io import why_not_writable
 from datamodules.cache import CACHE_FORMAT_VERSION, CacheItem, DecodedCase, LoadFn
 from datamodules.geometry import SliceGeometry
 from datamodules.nifti import CaseOrientation, case_shape
@@ -43,14 +44,7 @@ def check_cache_root(root: Path) -> None:
     Raises:
         ConfigurationError: Naming the folder, what is wrong and what to do.
     """
-    existing = root
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} exists and is not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{existing} is not writable by this user"
+    problem = why_not_writable(root)
     if problem is not None:
         raise ConfigurationError(
             f"Cannot use {root} as the preprocessing cache: {problem}. Point "
