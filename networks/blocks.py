@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from types import EllipsisType
 
@@ -11,6 +12,8 @@ from monai.networks.layers.factories import Conv
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 from core.errors import ConfigurationError
 
@@ -145,11 +148,46 @@ class VolumeNet(nn.Module):
 
         Raises:
             ValueError: if ``x`` is not (B, in_channels, D, H, W).
+            ConfigurationError: if the volume pools to one voxel where a normalisation layer
+                needs more (:meth:`_check_deepest_level`).
         """
         check_volume(type(self).__name__, x, self.in_channels)
-        x, crop = pad_to_multiples(x, self.multiples)
+        padded, crop = pad_to_multiples(x, self.multiples)
+        self._check_deepest_level(x, padded)
         index: tuple[EllipsisType | slice, ...] = (Ellipsis, *crop)
-        return self.segment(x)[index]
+        return self.segment(padded)[index]
+
+    def _check_deepest_level(self, x: torch.Tensor, padded: torch.Tensor) -> None:
+        """Refuse a batch whose deepest level leaves a normalisation layer that uses the input's
+        statistics a single value per channel: torch cannot normalise one value (instance norm
+        needs two voxels of a sample, also in eval mode; batch norm, training, two voxels or
+        samples).
+
+        Raises:
+            ConfigurationError: Naming the volume, the poolings and the settings to change.
+        """
+        voxels = math.prod(s // m for s, m in zip(padded.shape[2:], self.multiples))
+        if voxels > 1:
+            return
+        norms = [
+            m
+            for m in self.modules()
+            if isinstance(m, _NormBase) and (m.training or not m.track_running_stats)
+        ]
+        per_sample = any(isinstance(m, _InstanceNorm) for m in norms)
+        if not norms or (not per_sample and x.shape[0] > 1):
+            return
+        depth, height, width = x.shape[2:]
+        pool_d, pool_h, pool_w = self.multiples
+        raise ConfigurationError(
+            f"{type(self).__name__} cannot segment volumes of D×H×W = {depth}×{height}×{width}"
+            f"{'' if per_sample else ' one at a time'}: its poolings (together "
+            f"{pool_d}×{pool_h}×{pool_w}) leave one voxel at the deepest level, and its "
+            f"{'instance' if per_sample else 'batch'} norm cannot normalise a single value. Set "
+            f"data.init_args.image_size above {min(pool_h, pool_w)} or data.init_args.depth "
+            f"above {pool_d} (null: each case's own depth)"
+            + ("." if per_sample else ", or data.init_args.batch_size above 1.")
+        )
 
 
 def volume_settings(

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.errors import ConfigurationError
 from networks import OmarovUNet3D, UNet3DCicek, VNet, classic_unet3d
 
 CASES = [  # (factory, input shape, out channels); small widths and odd-ish sizes keep it fast
@@ -92,6 +93,39 @@ def test_default_pooling_never_touches_the_slice_axis(net_class):
     with torch.no_grad():
         net(torch.randn(1, 1, 3, 16, 16))
     assert depths and set(depths) == {3}
+
+
+@pytest.mark.parametrize(
+    ("factory", "shape", "training", "setting"),
+    [
+        # Seed 001's network on a CPU-sized grid: instance norm, in training and in eval mode.
+        (lambda: OmarovUNet3D(base_width=2), (2, 5, 8, 16, 16), True, "depth above 16"),
+        (lambda: OmarovUNet3D(base_width=2), (1, 5, 2, 12, 16), False, "image_size above 16"),
+        # Batch norm, one volume per batch (seed 003's batch 1), training only.
+        (lambda: UNet3DCicek(base_width=4, pool=2), (1, 5, 2, 8, 8), True, "batch_size above 1"),
+        (lambda: VNet(base_width=4), (1, 5, 1, 16, 16), True, "depth above 1"),
+    ],
+    ids=["omarov-train", "omarov-eval", "cicek-222-batch1", "vnet-one-slice"],
+)
+def test_a_volume_pooled_to_one_voxel_is_refused_naming_the_settings(
+    factory, shape, training, setting
+):
+    # Padding to the poolings' multiple leaves a single voxel at the deepest level, which a
+    # normalisation layer using the input's statistics cannot normalise: a user error that
+    # names the grid and the settings, not torch's ValueError from inside the network.
+    net = factory().train(training)
+    with pytest.raises(ConfigurationError, match=setting) as error:
+        net(torch.randn(shape))
+    volume = "×".join(str(n) for n in shape[2:])
+    assert str(error.value).startswith(
+        f"{type(net).__name__} cannot segment volumes of D×H×W = {volume}"
+    )
+
+
+def test_a_volume_pooled_to_one_voxel_still_runs_where_no_norm_needs_more():
+    # Batch norm in eval mode uses its running statistics; two volumes per batch give two values.
+    assert UNet3DCicek(base_width=4, pool=2).eval()(torch.randn(1, 5, 2, 8, 8)).shape[2] == 2
+    assert VNet(base_width=4).train()(torch.randn(2, 5, 1, 16, 16)).shape[2] == 1
 
 
 def test_invalid_arguments_and_inputs_are_reported():
