@@ -155,9 +155,12 @@ def export_experiment(
     layout = ExperimentLayout(experiment)
     folds = layout.folds()
     if not folds:
+        what = (
+            "holds no fold folder with a config.yaml" if experiment.is_dir() else "does not exist"
+        )
         raise ConfigurationError(
-            f"{experiment} holds no fold folder with a config.yaml: give an experiment folder "
-            "written by lightning-cv fit (runs/<experiment>)."
+            f"{experiment} {what}: give an experiment folder written by lightning-cv fit "
+            "(runs/<experiment>)."
         )
     folds, left_out, never_run = _finished_folds(experiment, folds, allow_incomplete)
     if destination.exists():

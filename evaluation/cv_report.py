@@ -353,9 +353,14 @@ def build_report(experiment_dir: Path) -> CVReport:
     experiment_dir = Path(experiment_dir)
     fold_runs = ExperimentLayout(experiment_dir).folds()
     if not fold_runs:
+        what = (
+            "holds no fold folder (fold<k>/config.yaml)"
+            if experiment_dir.is_dir()
+            else "does not exist"
+        )
         raise ConfigurationError(
-            f"{experiment_dir} holds no fold folder (fold<k>/config.yaml): run the folds first "
-            "(lightning-cv fit --config experiments/<recipe>.yaml), or pass runs/<experiment>."
+            f"{experiment_dir} {what}: run the folds first (lightning-cv fit --config "
+            "experiments/<recipe>.yaml), or pass runs/<experiment>."
         )
     configs = {fold: _load_config(run) for fold, run in fold_runs.items()}
     _check_one_recipe(configs, experiment_dir)

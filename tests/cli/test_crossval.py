@@ -349,7 +349,7 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert wrong_fold.returncode == 2
     assert wrong_fold.stderr.startswith("error: --folds '0,7': folds must be in 0..2")
     nothing = run_in_process("lightning-cv", "report", str(tmp_path / "runs" / "nope"), cwd=tmp_path, check=False)  # fmt: skip
-    assert nothing.returncode == 2 and "holds no fold folder" in nothing.stderr.splitlines()[0]
+    assert nothing.returncode == 2 and "nope does not exist" in nothing.stderr.splitlines()[0]
     paper = run_in_process("lightning-cv", "fit", *args, "--paper", "abulnaga/focall", cwd=tmp_path, check=False)  # fmt: skip
     assert paper.returncode == 2 and "abulnaga/focal" in paper.stderr.splitlines()[0]
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"

@@ -77,10 +77,10 @@ def test_help_imports_no_heavy_library(command, tmp_path):
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        (("lightning-cv", "report", "runs/missing"), "holds no fold folder"),
+        (("lightning-cv", "report", "runs/missing"), "runs/missing does not exist"),
         (("lightning-cv", "report", "runs/missing", "--bogus"), "report takes no option"),
         (("lightning-cv", "compare", "runs/a"), "needs two different experiment folders"),
-        (("lightning-cv", "compare", "runs/a", "runs/b"), "holds no fold folder"),
+        (("lightning-cv", "compare", "runs/a", "runs/b"), "runs/a does not exist"),
         (("lightning-cv", "fit"), "--config"),
         # composed by a `lightning` process of its own, which answers before importing torch
         (("lightning-cv", "fit", "--config", "missing.yaml"), "no such file"),
