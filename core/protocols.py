@@ -44,7 +44,9 @@ class SignedData(Protocol):
 
     def signature(self) -> dict[str, Any]: ...
 
-    def check_signature(self, saved: Mapping[str, Any] | None, where: str) -> None: ...
+    def check_signature(
+        self, saved: Mapping[str, Any] | None, where: str, remedy: str | None = None
+    ) -> None: ...
 
 
 @runtime_checkable

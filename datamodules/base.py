@@ -273,8 +273,14 @@ class SliceDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.check_signature(state_dict.get("signature"), "the checkpoint")
 
-    def check_signature(self, saved: dict[str, Any] | None, where: str) -> None:
+    def check_signature(
+        self, saved: dict[str, Any] | None, where: str, remedy: str | None = None
+    ) -> None:
         """Refuse to evaluate a network on inputs other than those it was trained on.
+
+        Args:
+            remedy: What the error tells the user to do (default: run with the training run's
+                own configuration).
 
         Raises:
             ConfigurationError: Listing each setting that differs, with both values.
@@ -291,9 +297,12 @@ class SliceDataModule(pl.LightningDataModule):
         if differences:
             raise ConfigurationError(
                 f"The data settings differ from those {where} was trained with, so its inputs "
-                f"would not be what it learned on: {'; '.join(differences)}. Run with the "
-                "training run's own configuration (--config runs/<experiment>/fold<k>/config.yaml) "
-                "or set these values back."
+                f"would not be what it learned on: {'; '.join(differences)}. "
+                + (
+                    remedy
+                    or "Run with the training run's own configuration (--config "
+                    "runs/<experiment>/fold<k>/config.yaml) or set these values back."
+                )
             )
 
     # -- cache ----------------------------------------------------------------------------

@@ -125,6 +125,14 @@ def build_member(checkpoint: Path) -> tuple[pl.LightningModule, dict[str, Any]]:
     return module, signature
 
 
+#: What to do when an ensemble's members were trained on other data settings than its data.
+_MIXED_INPUTS = (
+    "An ensemble feeds every member the same inputs: ensemble only experiments trained with the "
+    "same data settings (lightning-cv predict A B … of one preprocessing), or predict the others "
+    "on their own."
+)
+
+
 class EnsembleModule(CaseEvaluationModule):
     """The mean lesion probability of trained members, evaluated and predicted per case.
 
@@ -190,7 +198,7 @@ class EnsembleModule(CaseEvaluationModule):
         """
         if isinstance(datamodule, SignedData):
             for path, signature in zip(self.checkpoints, self.signatures):
-                datamodule.check_signature(signature or None, str(path))
+                datamodule.check_signature(signature or None, str(path), _MIXED_INPUTS)
 
     def predict_case(self, case: dict[str, Any]) -> CasePrediction:
         total = None

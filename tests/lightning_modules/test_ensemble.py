@@ -38,3 +38,21 @@ def test_a_copy_without_its_best_checkpoint_is_refused_not_filled_from_the_origi
     next(copy.glob("checkpoints/best-*.ckpt")).unlink()
     with pytest.raises(ConfigurationError, match="has no best checkpoint"):
         resolve_members([str(copy)])
+
+
+def test_members_trained_on_other_data_settings_are_refused_with_an_ensembles_remedy(tiny_twin):
+    # The ensemble's own error: the remedy is to ensemble experiments of one preprocessing, not
+    # "run with the training run's own configuration" (an ensemble has several).
+    from types import SimpleNamespace
+
+    from datamodules import ISLES2018DataModule
+    from lightning_modules.ensemble import EnsembleModule
+
+    datamodule = ISLES2018DataModule(data_dir=str(tiny_twin), image_size=32)
+    trained = {**datamodule.signature(), "image_size": [48, 48]}
+    ensemble = SimpleNamespace(checkpoints=[Path("runs/b/fold0/best.ckpt")], signatures=[trained])
+    with pytest.raises(ConfigurationError) as error:
+        EnsembleModule.check_data(ensemble, datamodule)  # type: ignore[arg-type]
+    message = str(error.value)
+    assert "runs/b/fold0/best.ckpt was trained with" in message and "image_size" in message
+    assert "ensemble only experiments trained with the same data settings" in message
