@@ -32,6 +32,7 @@ those tables existed give ``none``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,8 @@ from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
 from evaluation.published import PublishedResult, get_published
 from evaluation.report import read_case_table, write_case_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,6 +172,15 @@ def _read_fold(
     fold: int, run: RunLayout, metrics: Sequence[str], monitor: str, mode: str
 ) -> FoldResult:
     best_epoch, value = _best_from_metrics(run, monitor, mode)
+    if best_epoch is None and run.fit_done.is_file():
+        log.warning(
+            "%s: no %s value in it (cut off or deleted?): fold %d's best epoch is unknown; its "
+            "numbers come from %s",
+            run.metrics,
+            monitor,
+            fold,
+            run.val_cases_best.name,
+        )
     table = run.val_cases_best
     rows = read_case_table(table) if table.is_file() else []
     candidates = run.val_postprocessing_best
@@ -440,7 +452,8 @@ def format_report(report: CVReport) -> str:
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for fold in report.folds:
-        cells = [str(fold.fold), str(len(fold.cases)), str(fold.best_epoch)]
+        epoch = "?" if fold.best_epoch is None else str(fold.best_epoch)
+        cells = [str(fold.fold), str(len(fold.cases)), epoch]
         cells += [_number(fold.values.get(m)) for m in report.metrics]
         lines.append("| " + " | ".join(cells) + " |")
     means = ["mean ± sd", "", ""] + [

@@ -88,3 +88,20 @@ def test_a_fold_stopped_before_its_split_counts_as_unfinished(tmp_path):
     assert not report.complete and [len(f.cases) for f in report.folds] == [2, 0]
     rows, splits = read_experiment(experiment)
     assert len(rows) == 2 and list(splits.val_cases) == [0]
+
+
+def test_a_finished_fold_whose_metrics_are_cut_off_is_reported_with_an_unknown_best_epoch(
+    tmp_path, caplog
+):
+    # The numbers come from val_cases_best.csv; a cut-off metrics.csv loses only the best
+    # epoch, which the report shows as unknown and the log names the file.
+    experiment = _experiment(tmp_path)
+    metrics = ExperimentLayout(experiment).fold(0).metrics
+    metrics.write_text("epoch,step,val/dice\n0,9,0.5\n1,19,0.")  # cut inside a row
+    ExperimentLayout(experiment).fold(1).metrics.write_text("epoch,st")
+    with caplog.at_level("WARNING"):
+        report = build_report(experiment)
+    assert [fold.best_epoch for fold in report.folds] == [0, None]
+    assert "metrics.csv: no val/dice value in it" in caplog.text and "fold 1" in caplog.text
+    text = write_report(report)["report"].read_text()
+    assert "| 1 | 3 | ? |" in text
