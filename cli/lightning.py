@@ -248,10 +248,10 @@ def _sigterm_unwinds(exception: type[BaseException]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _report_terminated(argv: list[str], plans: list[RunPlan]) -> None:
-    """Say on stderr that the command was stopped by SIGTERM, and how to go on."""
+def _report_terminated(argv: list[str], plans: list[RunPlan], by: str = "SIGTERM") -> None:
+    """Say on stderr that the command was stopped (``by`` SIGTERM, Ctrl-C), and how to go on."""
     stage = next((argument for argument in argv if argument in SUBCOMMANDS), "fit")
-    message = f"lightning {stage}: stopped by SIGTERM before it finished"
+    message = f"lightning {stage}: stopped by {by} before it finished"
     if plans and stage == "fit" and plans[-1].replaced is not None:
         message += f"; the earlier run of {plans[-1].run.root} is kept: run the command again."
     elif plans and stage == "fit" and plans[-1].run.last_checkpoint.is_file():
@@ -269,10 +269,25 @@ def _report_terminated(argv: list[str], plans: list[RunPlan]) -> None:
     sys.stderr.write(message + "\n")
 
 
+#: Exit status of a command stopped by Ctrl-C (the shell's 128 + SIGINT).
+INTERRUPTED_STATUS = 128 + signal.SIGINT
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning`` console script."""
     _configure_logging()
     argv = list(sys.argv[1:] if args is None else args)
+    plans: list[RunPlan] = []
+    try:
+        _main(argv, args, plans)
+    except KeyboardInterrupt:
+        # Ctrl-C while the command starts (imports, parsing, the cache build): Lightning's
+        # loops handle it themselves once they run.
+        _report_terminated(argv, plans, by="Ctrl-C")
+        sys.exit(INTERRUPTED_STATUS)
+
+
+def _main(argv: list[str], args: list[str] | None, plans: list[RunPlan]) -> None:
     try:
         check_command_line(argv)
     except ConfigurationError as error:
@@ -288,7 +303,6 @@ def main(args: list[str] | None = None) -> None:
     # The arguments are passed explicitly (they may hold upgraded configurations); Lightning
     # warns about that whenever the process also has command-line arguments, as it always has.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    plans: list[RunPlan] = []
     try:
         with _sigterm_unwinds(SIGTERMException):
             SuiteCLI(

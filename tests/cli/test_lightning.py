@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from core.checkpoints import AtomicCheckpointIO
-from tests.conftest import BIN, RECIPES, configs, isles_args, run_cli, run_in_process
+from tests.conftest import BIN, RECIPES, REPO, configs, isles_args, run_cli, run_in_process
 
 
 def _demo(twin: Path, tmp: Path, cache: Path | None = None) -> list[str]:
@@ -310,6 +310,27 @@ def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_ca
     resumed = [*args[:-2], "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"]
     run_in_process("lightning", "fit", *resumed, cwd=tmp_path)
     assert (run_dir / "fit_done.json").is_file()
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
+    # Ctrl-C during the imports (seconds of them): the command says it stopped, status 130.
+    # The signal is sent once the process has loaded torch's library, inside the command.
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "fit", "--config", str(REPO / "experiments" / "demo.yaml")],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in (maps.read_text() if maps.exists() else ""):
+        assert process.poll() is None and time.monotonic() < deadline, "torch never loaded"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert stderr.startswith("lightning fit: stopped by Ctrl-C before it finished")
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.slow
