@@ -20,8 +20,8 @@ configurations is no result of either. It writes ``runs/<experiment>/report/``
 Conventions: the spread over folds is the sample standard deviation (``ddof = 1``), the one
 seed 003's Table 1 uses (0.54 ± 0.09 from its five folds; ``ddof = 0`` would give 0.08); the
 spread over cases is the population standard deviation, as the per-run reports give it.
-Non-finite per-case values (a Hausdorff distance with one empty mask) are left out of means
-and counted.
+Non-finite per-case values are left out of means; the infinite ones (a Hausdorff distance
+with one empty mask) are counted.
 
 Post-processing is chosen here, from the folds' ``val_postprocessing_best.csv`` (each
 candidate's Dice and lesion F1 per validation case, scored at the best epoch): the means over
@@ -107,8 +107,10 @@ def _global_dice(rows: Sequence[Row]) -> float:
 
 
 def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float]:
-    """Mean of each metric over the cases' finite values, the number of non-finite ones
-    (``<metric>_inf``), and ``global_dice`` when the rows carry voxel counts."""
+    """Mean of each metric over the cases' finite values, the number of infinite ones
+    (``<metric>_inf``: a distance with exactly one empty mask), and ``global_dice`` when the
+    rows carry voxel counts. A metric a table lacks (written before its preset had it) or
+    leaves empty has no mean (NaN) and is no infinite value."""
     values: dict[str, float] = {}
     for metric in metrics:
         if metric in VOXEL_COUNT_METRICS:
@@ -116,7 +118,7 @@ def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float
         column = [r.get(metric) for r in rows]
         finite = _finite(column)
         values[metric] = float(np.mean(finite)) if finite else math.nan
-        infinite = len(column) - len(finite)
+        infinite = sum(isinstance(v, float) and math.isinf(v) for v in column)
         if infinite:
             values[f"{metric}_inf"] = float(infinite)
     if rows and all(k in rows[0] for k in VOXEL_COUNT_METRICS):
