@@ -53,7 +53,7 @@ from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
 from evaluation.published import PublishedResult, get_published
-from evaluation.report import read_case_table, write_case_table
+from evaluation.report import global_dice, read_case_table, write_case_table
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,6 @@ def _finite(values: Sequence[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
 
 
-def _global_dice(rows: Sequence[Row]) -> float:
-    """2ΣTP / (2ΣTP + ΣFP + ΣFN) over cases (1.0 when every mask is empty)."""
-    tp, fp, fn = (sum(float(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float]:
     """Mean of each metric over the cases' finite values, the number of infinite ones
     (``<metric>_inf``: a distance with exactly one empty mask), and ``global_dice`` when the
@@ -122,7 +116,7 @@ def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float
         if infinite:
             values[f"{metric}_inf"] = float(infinite)
     if rows and all(k in rows[0] for k in VOXEL_COUNT_METRICS):
-        values["global_dice"] = _global_dice(rows)
+        values["global_dice"] = global_dice(rows)
     return values
 
 
