@@ -20,8 +20,8 @@ configurations is no result of either. It writes ``runs/<experiment>/report/``
 Conventions: the spread over folds is the sample standard deviation (``ddof = 1``), the one
 seed 003's Table 1 uses (0.54 ± 0.09 from its five folds; ``ddof = 0`` would give 0.08); the
 spread over cases is the population standard deviation, as the per-run reports give it.
-Non-finite per-case values (a Hausdorff distance with one empty mask) are left out of means
-and counted.
+Non-finite per-case values are left out of means; the infinite ones (a Hausdorff distance
+with one empty mask) are counted.
 
 Post-processing is chosen here, from the folds' ``val_postprocessing_best.csv`` (each
 candidate's Dice and lesion F1 per validation case, scored at the best epoch): the means over
@@ -53,7 +53,7 @@ from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
 from evaluation.published import PublishedResult, get_published
-from evaluation.report import read_case_table, write_case_table
+from evaluation.report import global_dice, read_case_table, write_case_table
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,11 @@ def _finite(values: Sequence[Any]) -> list[float]:
     return [float(v) for v in values if isinstance(v, float) and math.isfinite(v)]
 
 
-def _global_dice(rows: Sequence[Row]) -> float:
-    """2ΣTP / (2ΣTP + ΣFP + ΣFN) over cases (1.0 when every mask is empty)."""
-    tp, fp, fn = (sum(float(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
-    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float]:
-    """Mean of each metric over the cases' finite values, the number of non-finite ones
-    (``<metric>_inf``), and ``global_dice`` when the rows carry voxel counts."""
+    """Mean of each metric over the cases' finite values, the number of infinite ones
+    (``<metric>_inf``: a distance with exactly one empty mask), and ``global_dice`` when the
+    rows carry voxel counts. A metric a table lacks (written before its preset had it) or
+    leaves empty has no mean (NaN) and is no infinite value."""
     values: dict[str, float] = {}
     for metric in metrics:
         if metric in VOXEL_COUNT_METRICS:
@@ -116,11 +112,11 @@ def case_summary(rows: Sequence[Row], metrics: Sequence[str]) -> dict[str, float
         column = [r.get(metric) for r in rows]
         finite = _finite(column)
         values[metric] = float(np.mean(finite)) if finite else math.nan
-        infinite = len(column) - len(finite)
+        infinite = sum(isinstance(v, float) and math.isinf(v) for v in column)
         if infinite:
             values[f"{metric}_inf"] = float(infinite)
     if rows and all(k in rows[0] for k in VOXEL_COUNT_METRICS):
-        values["global_dice"] = _global_dice(rows)
+        values["global_dice"] = global_dice(rows)
     return values
 
 

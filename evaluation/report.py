@@ -1,7 +1,9 @@
 """Per-case tables of a run: written as CSV (atomically), read back, and shown as text.
 
 A row is one case: ``{"case": name, <metric>: value, ...}`` with the metrics of a preset
-(:mod:`evaluation.metrics`). The fold workflow reads these tables back to pool folds.
+(:mod:`evaluation.metrics`). The fold workflow reads these tables back to pool folds. Voxel
+counts (``tp``, ``fp``, ``fn``, preset ``atlas_dunet``) are pooled over cases, never averaged:
+:func:`global_dice`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from core.errors import DataValidationError
 from core.io import temporary_sibling
 from core.protocols import Row
+from evaluation.metrics import VOXEL_COUNT_METRICS
 
 
 def write_case_table(path: Path, rows: Sequence[Row]) -> Path | None:
@@ -68,6 +71,15 @@ def read_case_table(path: Path) -> list[Row]:
         return rows
 
 
+def global_dice(rows: Sequence[Row]) -> float:
+    """D-UNet's global Dice of per-case rows with voxel counts: 2ΣTP / (2ΣTP + ΣFP + ΣFN) over
+    the cases (1.0 when every mask is empty; NaN without rows)."""
+    if not rows:
+        return math.nan
+    tp, fp, fn = (sum(float(r[k]) for r in rows) for k in ("tp", "fp", "fn"))
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
 def _number(value: Any) -> Any:
     try:
         return float(value)
@@ -81,20 +93,32 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    number = _number(value)
+    return f"{number:.0f}" if isinstance(number, float) and math.isfinite(number) else str(value)
+
+
 def format_case_table(rows: Sequence[Row], title: str = "") -> str:
     """Fixed-width text table of per-case rows, with a mean row over the finite values.
 
     Infinite values (a Hausdorff distance with one empty mask) are counted in the mean row,
-    ``(2×inf)``, not averaged.
+    ``(2×inf)``, not averaged. Voxel counts (``tp``, ``fp``, ``fn``) are summed there
+    (``Σ 1234``), and a last line gives their :func:`global_dice`.
     """
     if not rows:
         return f"{title}\n(no cases)"
     columns = list(rows[0])
-    cells = [[_format(_number(row[c])) for c in columns] for row in rows]
+    cells = [
+        [_count(row[c]) if c in VOXEL_COUNT_METRICS else _format(_number(row[c])) for c in columns]
+        for row in rows
+    ]
     means = ["mean"]
     for column in columns[1:]:
         values = [_number(row[column]) for row in rows]
         finite = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+        if column in VOXEL_COUNT_METRICS:
+            means.append(f"Σ {sum(finite):.0f}")
+            continue
         infinite = sum(isinstance(v, float) and math.isinf(v) for v in values)
         mean = _format(float(np.mean(finite))) if finite else "-"
         means.append(mean + (f" ({infinite}×inf)" if infinite else ""))
@@ -103,4 +127,10 @@ def format_case_table(rows: Sequence[Row], title: str = "") -> str:
     body = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     footer = "  ".join(v.rjust(w) for v, w in zip(means, widths))
     rule = "-" * len(line)
-    return "\n".join([title, line, rule, *body, rule, footer]).strip("\n")
+    pooled = []
+    if VOXEL_COUNT_METRICS <= set(columns):
+        pooled.append(
+            f"global_dice {_format(global_dice(rows))} (2ΣTP / (2ΣTP + ΣFP + ΣFN) over "
+            f"{len(rows)} cases)"
+        )
+    return "\n".join([title, line, rule, *body, rule, footer, *pooled]).strip("\n")

@@ -65,6 +65,25 @@ def test_folds_with_and_without_an_infinite_distance_are_reported(tmp_path):
     assert summary["hd"]["case_sd"] == pytest.approx(np.std([3.0, 5.0, 7.0, 2.0]))
 
 
+def test_a_metric_the_folds_tables_lack_is_not_counted_as_infinite(tmp_path):
+    # Folds of a release whose isles2018 preset had no Jaccard yet (0.4): the column is absent,
+    # which is no case with an empty mask; only the one infinite hd is counted.
+    experiment = _experiment(tmp_path)
+    for fold in _SCORES:
+        table = ExperimentLayout(experiment).fold(fold).val_cases_best
+        with table.open() as handle:
+            rows = [
+                {k: v for k, v in row.items() if k != "jaccard"} for row in csv.DictReader(handle)
+            ]
+        write_case_table(table, rows)
+    report = build_report(experiment)
+    assert "jaccard_inf" not in report.pooled and report.pooled["hd_inf"] == 1.0
+    assert all("jaccard_inf" not in fold.values for fold in report.folds)
+    assert math.isnan(report.pooled["jaccard"])
+    markdown = write_report(report)["report"].read_text()
+    assert "left out of the means): hd 1, assd 1\n" in markdown
+
+
 def test_a_fold_without_its_split_is_named(tmp_path):
     experiment = _experiment(tmp_path)
     split = ExperimentLayout(experiment).fold(1).split
