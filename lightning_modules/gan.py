@@ -9,6 +9,7 @@ DWI, the lesion is still segmented from perfusion alone.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -27,6 +28,8 @@ from core.protocols import HasMinimumInputSize, ServesSamples
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 from lightning_modules.tta import flip_average
+
+log = logging.getLogger(__name__)
 
 #: The name of the synthetic DWI in a :class:`CasePrediction`'s images.
 SYNTHETIC_DWI = "dwi"
@@ -284,13 +287,22 @@ class CTPToDWIGAN(CaseEvaluationModule):
         prediction = super().validation_step(batch, batch_idx)
         real, fake = batch.get("target"), prediction.images[SYNTHETIC_DWI]
         if real is not None:
-            data_range = (float(real.min()), float(real.max()))  # validation: syncs allowed
-            psnr = peak_signal_noise_ratio(fake, real.float(), data_range=data_range)
-            ssim = structural_similarity_index_measure(fake, real.float(), data_range=data_range)
-            assert isinstance(ssim, torch.Tensor)
-            self.val_psnr.update(psnr)
-            self.val_ssim.update(ssim)
+            self.score_synthesis(fake, real, batch["case"])
         return prediction
+
+    def score_synthesis(self, fake: torch.Tensor, real: torch.Tensor, case: str) -> None:
+        """Add one case's PSNR and SSIM of the synthetic DWI against the real one, over the real
+        DWI's range. A constant real DWI (a blank file) has no range to score against: it is
+        left out with a warning, instead of a NaN that would turn the epoch's means NaN."""
+        low, high = float(real.min()), float(real.max())  # validation: syncs allowed
+        if not high > low:
+            log.warning("%s: its real DWI is constant (%g): no PSNR/SSIM for this case", case, low)
+            return
+        psnr = peak_signal_noise_ratio(fake, real.float(), data_range=(low, high))
+        ssim = structural_similarity_index_measure(fake, real.float(), data_range=(low, high))
+        assert isinstance(ssim, torch.Tensor)
+        self.val_psnr.update(psnr)
+        self.val_ssim.update(ssim)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()

@@ -181,3 +181,16 @@ def test_missing_dwi_target_is_a_configuration_error(tmp_path):
     trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
     with pytest.raises(Exception, match="targets: \\[DWI\\]"):
         trainer.fit(module, DataLoader([batch, batch], batch_size=2))
+
+
+def test_a_constant_real_dwi_is_left_out_of_psnr_and_ssim(caplog):
+    # A blank DWI has no range to score against: without the guard its PSNR is NaN, and an
+    # epoch of such cases logs val/psnr = NaN.
+    module = _module()
+    fake = torch.rand(3, 1, 32, 32)
+    with caplog.at_level("WARNING"):
+        module.score_synthesis(fake, torch.zeros(3, 1, 32, 32), "case_1")
+    assert module.val_psnr.update_count == 0 and "case_1: its real DWI is constant" in caplog.text
+    module.score_synthesis(fake, fake * 0.9 + 0.05, "case_2")
+    assert module.val_psnr.update_count == 1
+    assert torch.isfinite(module.val_psnr.compute()) and torch.isfinite(module.val_ssim.compute())
