@@ -283,17 +283,22 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, de
     assert epochs == [0]
 
 
-@pytest.mark.slow
-def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
-    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
-    process = subprocess.Popen(
+def _start_fit(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``lightning fit`` as its own process, for a test to signal: stderr piped, one thread."""
+    return subprocess.Popen(
         [str(BIN / "lightning"), "fit", *args],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
+    process = _start_fit(args, tmp_path)
     run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
     deadline = time.monotonic() + 120
     while not (run_dir / "checkpoints" / "last.ckpt").is_file():
@@ -315,13 +320,7 @@ def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_ca
 def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
     # Ctrl-C during the imports (seconds of them): the command says it stopped, status 130.
     # The signal is sent once the process has loaded torch's library, inside the command.
-    process = subprocess.Popen(
-        [str(BIN / "lightning"), "fit", "--config", str(REPO / "experiments" / "demo.yaml")],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_fit(["--config", str(REPO / "experiments" / "demo.yaml")], tmp_path)
     maps, deadline = Path(f"/proc/{process.pid}/maps"), time.monotonic() + 60
     while "libtorch" not in (maps.read_text() if maps.exists() else ""):
         assert process.poll() is None and time.monotonic() < deadline, "torch never loaded"
@@ -343,14 +342,7 @@ def test_sigterm_before_an_overwriting_fit_trains_puts_the_earlier_run_back(
     # starting Lightning's loops (whose own SIGTERM handling stops at the end of a step).
     args = [*_demo(tiny_twin, tmp_path, shared_cache), "--overwrite"]
     args += ["--model.init_args.net.init_args.backbone_depth", "101"]
-    process = subprocess.Popen(
-        [str(BIN / "lightning"), "fit", *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start_fit(args, tmp_path)
     deadline = time.monotonic() + 120
     while not list(run_dir.parent.glob(f".{run_dir.name}.replaced-*")):  # set aside, not trained
         assert process.poll() is None and time.monotonic() < deadline, "the run was not set aside"
