@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, first_few
 from core.io import temporary_sibling
 from core.run_layout import RunLayout
 
@@ -95,8 +95,7 @@ def check_weights_fit(
         return
 
     def listed(what: str, keys: list[str]) -> str:
-        more = f", … ({len(keys) - 3} more)" if len(keys) > 3 else ""
-        return f"{len(keys)} {what} ({', '.join(keys[:3])}{more})"
+        return f"{len(keys)} {what} ({first_few(keys, 3)})"
 
     found = [
         listed(what, keys)

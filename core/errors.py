@@ -8,6 +8,15 @@ user a traceback, so library code raises one of the classes below.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+
+def first_few(items: Sequence[str], shown: int) -> str:
+    """The first ``shown`` of ``items`` joined for a message, and how many more there are."""
+    more = len(items) - shown
+    joined = ", ".join(items[:shown])
+    return f"{joined}, … ({more} more)" if more > 0 else joined
+
 
 class UserError(Exception):
     """Base of the errors caused by the user's data, files or settings, not by the suite."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from core.errors import PretrainedWeightsNotFoundError, WeightsError
+from core.errors import PretrainedWeightsNotFoundError, WeightsError, first_few
 
 if TYPE_CHECKING:
     from networks.pspnet.model import PSPNet
@@ -38,9 +38,7 @@ _EXPECTED = (
 
 def show_keys(keys: Sequence[str]) -> str:
     """The first few keys, and how many more there are."""
-    shown = ", ".join(keys[:_SHOWN_KEYS])
-    more = len(keys) - _SHOWN_KEYS
-    return f"{shown}, … ({more} more)" if more > 0 else shown
+    return first_few(keys, _SHOWN_KEYS)
 
 
 def modules_of(keys: Sequence[str]) -> str:
