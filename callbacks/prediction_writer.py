@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from core.distributed import gather_objects
 from core.errors import ConfigurationError, DataValidationError
 from core.io import replace_folder, write_text
 from core.protocols import CaseTableSource
@@ -28,6 +29,26 @@ def _staging(folder: Path) -> Path:
     """Where a predict run writes ``folder`` before it is complete (the same name on every
     rank, so that all ranks of a DDP run write into one folder)."""
     return folder.with_name(f".{folder.name}.partial")
+
+
+def _refuse_a_second_case(
+    claims: dict[str, tuple[str, Path]], out: Path, relative: str, case: str, source: Path
+) -> None:
+    """Refuse ``case`` a file name another case of ``claims`` has (the same case from the same
+    source, predicted twice, is fine).
+
+    Raises:
+        DataValidationError: Naming the file, both cases and their sources.
+    """
+    if relative in claims and claims[relative] != (case, source):
+        other, other_source = claims[relative]
+        raise DataValidationError(
+            f"{out / relative}: cases {other} and {case} would both be written to "
+            f"this one file (from {other_source} and {source}), so one mask would replace "
+            "the other. The file name comes from the case's files (ISLES 2018: the SMIR "
+            "id of its CT_MTT folder); one case folder is probably a copy of the other: "
+            "remove or restore the duplicate, then predict again."
+        )
 
 
 class NiftiPredictionWriter(BasePredictionWriter):
@@ -49,7 +70,8 @@ class NiftiPredictionWriter(BasePredictionWriter):
     challenge evaluator reads holds the masks of exactly one complete run (never stale masks
     of an earlier run, never half a run after a crash). An ``output_dir`` outside the run
     folder (an absolute path) must be empty or absent: the writer does not replace folders
-    it did not make.
+    it did not make. Two cases whose files have one name (a copied case folder) are refused,
+    under DDP over the cases of every rank, before the folder is published.
 
     Args:
         output_dir: Folder of the masks; relative paths are inside the run's stage folder
@@ -165,19 +187,25 @@ class NiftiPredictionWriter(BasePredictionWriter):
         """Reserve ``relative`` for ``case``, or refuse a second case with the same file name:
         writing it would silently replace the first case's mask."""
         assert self._out is not None, "on_predict_start sets the output folder"
-        if relative in self._targets:
-            other, other_source = self._targets[relative]
-            raise DataValidationError(
-                f"{self._out / relative}: cases {other} and {case} would both be written to "
-                f"this one file (from {other_source} and {source}), so one mask would replace "
-                "the other. The file name comes from the case's files (ISLES 2018: the SMIR "
-                "id of its CT_MTT folder); one case folder is probably a copy of the other: "
-                "remove or restore the duplicate, then predict again."
-            )
+        _refuse_a_second_case(self._targets, self._out, relative, case, source)
         self._targets[relative] = (case, source)
+
+    def _claim_across_ranks(self) -> None:
+        """Under DDP each rank claimed the files of its own cases only: two cases on two ranks
+        named for one file would have had one mask replace the other in the shared staging
+        folder. Every rank checks the union (the same, so all raise or none), before the
+        folder is published. A case predicted on two ranks (a padded sampler) is one case."""
+        assert self._out is not None, "on_predict_start sets the output folder"
+        union: dict[str, tuple[str, Path]] = {}
+        for part in gather_objects(self._targets):
+            for relative, (case, source) in part.items():
+                _refuse_a_second_case(union, self._out, relative, case, source)
+                union[relative] = (case, source)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.strategy.barrier("prediction_writer_done")
+        if self._out is not None:
+            self._claim_across_ranks()
         if not trainer.is_global_zero or self._out is None:
             return
         out, probabilities, table = self._folders(trainer)

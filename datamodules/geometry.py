@@ -302,15 +302,29 @@ class SliceGeometry:
             assert native_spacing is not None, "this geometry resamples: pass native_spacing"
             spacing = [float(v) for v in native_spacing]
             probability = self._fit(probability, self.resampled_size((height, width), spacing))
-        if tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0):
-            probability = F.interpolate(
-                probability[:, None], size=(h1 - h0, w1 - w0), mode="bilinear", align_corners=False
-            )[:, 0]
+        resize = tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0)
         if out is None:
-            if (h0, h1, w0, w1) == (0, height, 0, width):
+            if not resize and (h0, h1, w0, w1) == (0, height, 0, width):
                 return probability
             out = probability.new_empty((probability.shape[0], height, width))
-        out[:, h0:h1, w0:w1] = probability
+        window = out[:, h0:h1, w0:w1]
+        if not resize:
+            window.copy_(probability)
+        elif out.dtype == probability.dtype:
+            # Resized straight into the output's window: no intermediate tensor and no copy of
+            # it (F.interpolate's own kernel, with its out= argument).
+            torch.ops.aten.upsample_bilinear2d.out(
+                probability[:, None], [h1 - h0, w1 - w0], False, None, None, out=window[:, None]
+            )
+        else:
+            window.copy_(
+                F.interpolate(
+                    probability[:, None],
+                    size=(h1 - h0, w1 - w0),
+                    mode="bilinear",
+                    align_corners=False,
+                )[:, 0]
+            )
         out[:, :h0] = 0
         out[:, h1:] = 0
         out[:, h0:h1, :w0] = 0

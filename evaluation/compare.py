@@ -276,7 +276,8 @@ def format_comparison(comparison: Comparison) -> str:
     lines = [
         f"# {c.metric}: {b_name} vs {a_name}",
         "",
-        f"Paired by case; difference = {b_name} − {a_name}; the test drops ties before ranking.",
+        f"Paired by case; difference = {b_name} − {a_name}; sd: the sample standard deviation "
+        "over the cases (ddof = 1); the test drops ties before ranking.",
         "",
         "| | value |",
         "|---|---:|",

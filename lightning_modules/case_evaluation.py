@@ -31,7 +31,9 @@ import pytorch_lightning as pl
 import torch
 
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.distributed import gather_objects
 from core.errors import ConfigurationError
+from core.host_buffers import HostBuffers
 from core.protocols import ServesSamples
 from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
@@ -41,11 +43,7 @@ from lightning_modules.tta import IDENTITY, Flip, mirror_flips
 
 def _gather_names(names: dict[int, str]) -> dict[int, str]:
     """The case-index → name maps of every rank, merged (identity on one process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return names
-    gathered: list[dict[int, str] | None] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, names)
-    return {index: name for part in gathered if part for index, name in part.items()}
+    return {index: name for part in gather_objects(names) for index, name in part.items()}
 
 
 @dataclass
@@ -110,6 +108,7 @@ class CaseEvaluationModule(pl.LightningModule):
         self._train_epoch_only: set[str] = set()
         self._train_prog_bar: set[str] = set()
         self._train_shown: dict[str, torch.Tensor] = {}  # the last logged, for progress bars
+        self._host_buffers = HostBuffers()  # the native-grid outputs of cases on the CPU
 
     # -- test-time augmentation -----------------------------------------------------------
     def use_tta(self, on: bool) -> None:
@@ -123,6 +122,16 @@ class CaseEvaluationModule(pl.LightningModule):
         """The lesion probability ``(N, H, W)`` of one case on its native grid (and any other
         outputs the module makes of it)."""
         raise NotImplementedError
+
+    def case_output(self, like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised float32 tensor of ``shape`` on ``like``'s device for a case's
+        native-grid output. On the CPU it comes from buffers reused from case to case once
+        their earlier case is let go (:class:`core.host_buffers.HostBuffers`: a fresh 35 MB
+        ATLAS output costs more in page faults than mapping the slices into it); a GPU's
+        caching allocator does that already."""
+        if like.device.type == "cpu":
+            return self._host_buffers.empty(shape, torch.float32)
+        return like.new_empty(shape, dtype=torch.float32)
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor | None:
         """The training loss of a whole case, logged as ``<stage>/loss``; ``None``: not logged."""

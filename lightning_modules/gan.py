@@ -261,24 +261,24 @@ class CTPToDWIGAN(CaseEvaluationModule):
         image, geometry = case["image"], case["geometry"]
         depth, height, width = case["native_shape"]
         slice_batch = self.hparams["slice_batch"]
-        out = image.new_empty((depth, height, width), dtype=torch.float32)
-        generated = []
+        generated, probabilities = [], []
         for start in range(0, depth, slice_batch):
             chunk = image[start : start + slice_batch]
             fake, logits = self(chunk)
             generated.append(fake.float())
-            probability = flip_average(
-                self.lesion_probability,
-                chunk,
-                self.tta_flips,
-                identity=torch.softmax(logits.float(), dim=1)[:, 1],
+            probabilities.append(
+                flip_average(
+                    self.lesion_probability,
+                    chunk,
+                    self.tta_flips,
+                    identity=torch.softmax(logits.float(), dim=1)[:, 1],
+                )
             )
-            geometry.to_native(
-                probability,
-                (height, width),
-                out=out[start : start + slice_batch],
-                native_spacing=case["spacing"][1:],
-            )
+        # The whole case mapped at once, as SegmentationModule.predict_case does.
+        out = self.case_output(image, (depth, height, width))
+        geometry.to_native(
+            torch.cat(probabilities), (height, width), out=out, native_spacing=case["spacing"][1:]
+        )
         return CasePrediction(out, {SYNTHETIC_DWI: torch.cat(generated)})
 
     def validation_step(  # type: ignore[override]

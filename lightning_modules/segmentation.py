@@ -141,6 +141,12 @@ class SegmentationModule(CaseEvaluationModule):
         """Lesion probability ``(N, H, W)`` of one case on its native grid (averaged over
         :attr:`tta_flips` on the network grid, before the geometry maps it back).
 
+        The network runs over the case in chunks of :attr:`slice_batch`, then the whole case's
+        network-grid probability (small: 189 × 64² floats for an ATLAS scan) is mapped to the
+        native grid at once: the forward passes run back to back, not each after 3 MB of
+        output writes that evict their weights and activations from the caches (10–20 µs a
+        slice on these CPUs, docs/performance.md, P6).
+
         Args:
             case: A case item (see :class:`datamodules.datasets.CaseDataset`): ``image``
                 ``(N, C, h, w)``, ``native_shape`` ``(N, H, W)`` and the ``geometry`` that maps
@@ -148,17 +154,18 @@ class SegmentationModule(CaseEvaluationModule):
         """
         image, geometry = case["image"], case["geometry"]
         depth, height, width = case["native_shape"]
-        out = image.new_empty((depth, height, width), dtype=torch.float32)
-        for start in range(0, depth, self.slice_batch):
-            chunk = flip_average(
-                self.lesion_probability, image[start : start + self.slice_batch], self.tta_flips
-            )
-            geometry.to_native(
-                chunk,
-                (height, width),
-                out=out[start : start + self.slice_batch],
-                native_spacing=case["spacing"][1:],
-            )
+        probability = torch.cat(
+            [
+                flip_average(
+                    self.lesion_probability, image[start : start + self.slice_batch], self.tta_flips
+                )
+                for start in range(0, depth, self.slice_batch)
+            ]
+        )  # (N, h, w)
+        out = self.case_output(image, (depth, height, width))
+        geometry.to_native(
+            probability, (height, width), out=out, native_spacing=case["spacing"][1:]
+        )
         return CasePrediction(out)  # (N, H, W)
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

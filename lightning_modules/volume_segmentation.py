@@ -127,9 +127,11 @@ class VolumeSegmentationModule(SegmentationModule):
         )
         assert isinstance(probability, torch.Tensor)
         probability = geometry.crop_depth(probability[0, 0].float(), depth)  # (D, h, w)
-        return CasePrediction(
-            geometry.to_native(probability, (height, width), native_spacing=case["spacing"][1:])
+        out = self.case_output(probability, (depth, height, width))
+        geometry.to_native(
+            probability, (height, width), out=out, native_spacing=case["spacing"][1:]
         )
+        return CasePrediction(out)
 
     def case_loss(self, probability: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """The training loss on the whole case as one volume, from its native-grid probability."""

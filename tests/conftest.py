@@ -174,6 +174,46 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def _gloo_rank(rank: int, port: int, world_size: int, worker: Callable, args: tuple, out) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60)
+    )
+    try:
+        try:
+            out[rank] = ("returned", worker(rank, *args))
+        except Exception as error:  # the test reads what each rank raised
+            out[rank] = ("raised", error)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo(worker: Callable, world_size: int, *args: object) -> dict[int, tuple[str, object]]:
+    """Run ``worker(rank, *args)`` in ``world_size`` forked processes joined by a gloo process
+    group (real CPU DDP collectives); per rank, ``("returned", value)`` or ``("raised",
+    exception)``. Fork, not spawn: the ranks reuse the test's imports (spawn costs ~4 s each)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.start_processes(
+            _gloo_rank,
+            args=(port, world_size, worker, args, out),
+            nprocs=world_size,
+            start_method="fork",
+        )
+        return dict(out)
+
+
 def configs(*names: str) -> list[str]:
     """``--config experiments/<name>`` for each name."""
     return [arg for name in names for arg in ("--config", str(EXPERIMENTS / name))]

@@ -13,6 +13,7 @@ import torch
 from callbacks.prediction_writer import NiftiPredictionWriter
 from core.errors import DataValidationError
 from datamodules.nifti import PredictionTarget
+from tests.conftest import run_gloo
 
 
 class _SourceGrid:
@@ -81,3 +82,45 @@ def test_distinct_cases_are_written_on_the_source_grid(tmp_path, source):
     image = nib.load(out / written[0])
     assert image.get_data_dtype() == np.uint8 and image.shape == (4, 3, 2)
     np.testing.assert_allclose(image.affine, nib.load(source).affine)
+
+
+# --- two real processes (gloo): each rank writes its own cases into the one folder ------------
+
+
+def _predict_on_rank(rank: int, run: Path, source: Path, targets: list[tuple[str, str]]) -> list:
+    import torch.distributed as dist
+
+    trainer = SimpleNamespace(
+        log_dir=str(run),
+        is_global_zero=rank == 0,
+        strategy=SimpleNamespace(barrier=lambda name=None: dist.barrier()),
+    )
+    writer, module = NiftiPredictionWriter(output_dir="predictions"), SimpleNamespace()
+    writer.on_predict_start(trainer, module)
+    case, name = targets[rank]
+    prediction, batch = _case(case, source, name)
+    writer.write_on_batch_end(trainer, module, prediction, None, batch, 0)
+    writer.on_predict_end(trainer, module)
+    dist.barrier()  # rank 0 publishes the folder after the others have left on_predict_end
+    return sorted(p.name for p in (run / "predictions").iterdir())
+
+
+@pytest.mark.slow
+def test_two_ranks_cases_named_for_one_file_are_refused_on_every_rank(tmp_path, source):
+    """Each rank checks its own cases as it writes; a case on each rank named for one file
+    (a copied case folder split across ranks) is caught over the union at the end, by every
+    rank, and the evaluator's folder is never published. The same case on two ranks (a
+    padded sampler) is one case, not a conflict."""
+    clash = [
+        ("TESTING/case_27", "SMIR.strokeseg.1.nii"),
+        ("TESTING/case_29", "SMIR.strokeseg.1.nii"),
+    ]
+    outcomes = run_gloo(_predict_on_rank, 2, tmp_path / "clash", source, clash)
+    for kind, error in outcomes.values():
+        assert kind == "raised" and isinstance(error, DataValidationError), outcomes
+        assert "cases TESTING/case_27 and TESTING/case_29 would both be written" in str(error)
+    assert not (tmp_path / "clash" / "predictions").exists()
+
+    padded = [("TESTING/case_27", "SMIR.strokeseg.1.nii")] * 2
+    outcomes = run_gloo(_predict_on_rank, 2, tmp_path / "padded", source, padded)
+    assert outcomes == {rank: ("returned", ["SMIR.strokeseg.1.nii"]) for rank in (0, 1)}

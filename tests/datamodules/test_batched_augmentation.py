@@ -81,3 +81,52 @@ def test_reseeding_in_place_draws_monais_stream_and_leaves_the_class_generator()
         assert (ours.draw_in_plane((32, 32)) == monai.draw_in_plane((32, 32))).all()
     assert (Randomizable.R.get_state()[1] == shared).all()
     assert ours.R is not Augmentation().transform().R  # each transform its own generator
+
+
+def _drawn_with_numpy(augmentation: Augmentation, seed: int, size: tuple[int, int]):
+    """The paper's draw written plainly: RandomState's uniform and random one at a time,
+    each operation a 3×3 NumPy matrix, composed in the drawn order."""
+    import numpy as np
+
+    draw, (height, width) = np.random.RandomState(seed), size
+    rotate, translate = np.deg2rad(augmentation.rotate_degrees), augmentation.translate_fraction
+    angle = draw.uniform(-rotate, rotate)
+    cos, sin = np.cos(angle), np.sin(angle)
+    shift = [draw.uniform(-translate, translate) * side for side in (height, width)]
+    zoom = 1.0 / draw.uniform(*augmentation.scale_range)
+    flip = [
+        -1.0 if axis in augmentation.flip_axes and draw.random() < 0.5 else 1.0 for axis in (0, 1)
+    ]
+    operations = [
+        np.array([[cos, -sin, 0], [sin, cos, 0], [0, 0, 1]]),
+        np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]]),
+        np.diag([zoom, zoom, 1.0]),
+        np.diag([*flip, 1.0]),
+    ]
+    order = draw.permutation(4) if augmentation.random_order else range(4)
+    matrix = np.eye(3)
+    for index in order:
+        matrix = operations[index] @ matrix
+    return matrix
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        Augmentation(),
+        Augmentation(20.0, 0.1, (0.8, 1.2), (1,), random_order=False),
+        Augmentation(10.0, 0.1, (0.9, 1.1), (0, 1)),
+        Augmentation(30.0, 0.2, (0.8, 1.25), ()),
+    ],
+)
+def test_the_drawn_matrices_are_the_papers_draw_composed_in_the_drawn_order(augmentation):
+    """The draw takes the uniform doubles in one call and composes on Python floats; the
+    matrices are those of one RandomState call per value and NumPy products (to rounding in
+    the products: ≤ 2 ulp of the shifts), so the random stream and the composition order are
+    the paper's."""
+    transform = augmentation.transform()
+    for seed in range(300):
+        transform.set_random_state(seed=seed)
+        got = transform.draw_in_plane((64, 57))
+        expected = _drawn_with_numpy(augmentation, seed, (64, 57))
+        assert abs(got - expected).max() <= 1e-13, seed

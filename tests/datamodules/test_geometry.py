@@ -183,3 +183,27 @@ def test_target_spacing_is_part_of_the_cache_key_only_when_set():
     assert settings["target_spacing"] == [1.5, 1.5]
     with pytest.raises(ConfigurationError, match="image_size"):
         SliceGeometry.create(ISLES_AXES, target_spacing=2.0)
+
+
+@pytest.mark.parametrize(
+    ("crop", "dtype"),
+    [(None, torch.float32), ((3, 40, 2, 29), torch.float32), ((3, 40, 2, 29), torch.bfloat16)],
+)
+def test_to_native_into_an_output_equals_resizing_then_pasting(crop, dtype):
+    """With ``out`` the window is resized straight into it (F.interpolate's kernel with its
+    ``out=``, or a copy for another dtype): the values of resizing first and pasting after,
+    bit for bit, and zeros outside the window whatever the buffer held."""
+    geometry = SliceGeometry.create(ISLES_AXES, size=(16, 12), crop=crop)
+    native_hw = (45, 31)
+    h0, h1, w0, w1 = geometry.window(native_hw)
+    probability = torch.rand(5, 16, 12, generator=torch.Generator().manual_seed(0)).to(dtype)
+    expected = torch.zeros(5, *native_hw)
+    expected[:, h0:h1, w0:w1] = torch.nn.functional.interpolate(
+        probability[:, None], size=(h1 - h0, w1 - w0), mode="bilinear", align_corners=False
+    )[:, 0].float()
+    out = torch.full((5, *native_hw), float("nan"))
+    returned = geometry.to_native(probability, native_hw, out=out)
+    assert returned.data_ptr() == out.data_ptr()
+    assert torch.equal(out, expected)
+    if dtype == torch.float32:  # and without an output to fill, the same values
+        assert torch.equal(geometry.to_native(probability, native_hw), expected)

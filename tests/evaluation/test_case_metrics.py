@@ -1,17 +1,13 @@
 """CaseMetrics: summaries, per-case table, rank merging (simulated and real gloo DDP), guards."""
 
-import datetime
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from evaluation import CaseMetrics, isles2018
+from tests.conftest import run_gloo
 
 SPACING = (0.8, 0.8, 12.0)
 
@@ -142,23 +138,10 @@ def test_metric_flags() -> None:
 # --- real two-process DDP (gloo, CPU) -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, port: int, shards: list[list[int]], out: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group(
-        "gloo", rank=rank, world_size=len(shards), timeout=datetime.timedelta(seconds=60)
-    )
-    try:
-        metric = _fill(CaseMetrics(), shards[rank])
-        summary = {key: value.item() for key, value in metric.compute().items()}
-        out[rank] = (summary, metric.table(), len(metric.case_ids))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, shards: list[list[int]]) -> tuple:
+    metric = _fill(CaseMetrics(), shards[rank])
+    summary = {key: value.item() for key, value in metric.compute().items()}
+    return summary, metric.table(), len(metric.case_ids)
 
 
 @pytest.mark.slow
@@ -167,13 +150,9 @@ def test_real_ddp_matches_single_process_with_uneven_and_idle_ranks() -> None:
     single = _fill(CaseMetrics(), CASES)
     reference = {key: value.item() for key, value in single.compute().items()}
     shards = [[7, 11, 2], [3, 5], []]  # uneven, and rank 2 sees no case at all
-    with mp.Manager() as manager:
-        out = manager.dict()
-        # fork, not spawn: children reuse the parent's imports (spawn costs ~4 s per rank).
-        mp.start_processes(
-            _ddp_worker, args=(_free_port(), shards, out), nprocs=3, start_method="fork"
-        )
-        results = dict(out)
+    outcomes = run_gloo(_ddp_worker, 3, shards)
+    assert all(kind == "returned" for kind, _ in outcomes.values()), outcomes
+    results = {rank: value for rank, (_, value) in outcomes.items()}
     assert sorted(results) == [0, 1, 2]
     for rank, (summary, table, local_rows) in results.items():
         assert summary == pytest.approx(reference, nan_ok=True)

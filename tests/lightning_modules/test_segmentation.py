@@ -64,6 +64,25 @@ def test_a_perfect_network_scores_dice_one_through_crop_and_resize(tmp_path, siz
         assert dice == 1.0 if exact else dice > 0.97
 
 
+def test_predictions_kept_side_by_side_are_each_their_own_case(tmp_path):
+    """The native-grid outputs reuse host buffers from case to case (core.host_buffers):
+    a prediction still held, as Lightning holds a step's output while the next case is
+    predicted or a list keeps them all, is never written over by a later case."""
+    geometry = SliceGeometry.create((2, 1, 0), crop=(6, 50, 4, 40))
+    shapes = [(44, 53, 7), (44, 53, 7), (44, 53, 7)]
+    dataset, labels = _cases(tmp_path, geometry, shapes)
+    module = SegmentationModule(_Oracle(), FocalLoss(), metrics="isles2018").eval()
+    with torch.inference_mode():
+        kept = [module.predict_case(case).probability for case in dataset]
+        alone = [module.predict_case(case).probability.clone() for case in dataset]
+    assert len({p.data_ptr() for p in kept}) == 3
+    for probability, fresh, label in zip(kept, alone, labels, strict=True):
+        assert torch.equal(probability, fresh)
+        assert geometry.to_source((probability >= 0.5).numpy().astype(np.uint8)).sum() == (
+            label.sum()
+        )
+
+
 def test_validation_reports_case_names_not_indices(tmp_path):
     geometry = SliceGeometry.create((2, 0, 1))
     dataset, _ = _cases(tmp_path, geometry, [(20, 16, 3), (20, 16, 4)])
