@@ -28,9 +28,15 @@ import torch
 #: validation loop still holds while the next is predicted.
 KEEP = 2
 
-# The count of a pooled array that only the pool refers to: the pool's list and
-# ``sys.getrefcount``'s own argument.
-_UNREFERENCED = 2
+
+def _references(arrays: list[np.ndarray], index: int) -> int:
+    return sys.getrefcount(arrays[index])
+
+
+# What ``_references`` reads for an array only its list refers to, measured rather than
+# assumed (2 on CPython 3.11: the list and the call's argument; interpreters that borrow
+# references, as 3.14 does, count fewer).
+_UNREFERENCED = _references([np.empty(1, dtype=np.uint8)], 0)
 
 
 class HostBuffers:
@@ -48,9 +54,8 @@ class HostBuffers:
     def empty(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """An uninitialised CPU tensor of ``shape`` and ``dtype`` (one NumPy has), in a buffer
         nothing else refers to: a pooled one large enough, or a new one, kept for next time."""
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = math.prod(int(n) for n in shape) * itemsize
         numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
+        nbytes = math.prod(int(n) for n in shape) * numpy_dtype.itemsize
         for index in range(len(self._arrays)):
             # Indexing, not a loop variable: a name bound to the array would count as a holder.
             if self._arrays[index].nbytes >= nbytes and self._is_free(index):
@@ -63,7 +68,7 @@ class HostBuffers:
         return self._view(array, nbytes, numpy_dtype, shape)
 
     def _is_free(self, index: int) -> bool:
-        return sys.getrefcount(self._arrays[index]) <= _UNREFERENCED
+        return _references(self._arrays, index) <= _UNREFERENCED
 
     @staticmethod
     def _view(
