@@ -106,6 +106,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
         self._choice = NONE
         self._structure = structure_for("")
         self._out: Path | None = None
+        self._places: tuple[Path, Path, Path] | None = None  # _folders, resolved at the start
         self._sidecars: set[str] = set()
         self._targets: dict[str, tuple[str, Path]] = {}
         self._written = 0
@@ -119,8 +120,10 @@ class NiftiPredictionWriter(BasePredictionWriter):
         return out, run.probabilities_beside(out), run.predict_cases_beside(out)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Resolved on every rank: trainer.log_dir is a collective under DDP.
-        out, probabilities, _ = self._folders(trainer)
+        # Resolved here, on every rank, and kept: trainer.log_dir is a collective under DDP, so
+        # asking for it again where only rank 0 runs (on_predict_end) would wait forever.
+        self._places = self._folders(trainer)
+        out, probabilities, _ = self._places
         if trainer.is_global_zero:
             if Path(self.output_dir).is_absolute():
                 for folder in (out, probabilities) if self.save_probability else (out,):
@@ -206,9 +209,9 @@ class NiftiPredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier("prediction_writer_done")
         if self._out is not None:
             self._claim_across_ranks()
-        if not trainer.is_global_zero or self._out is None:
+        if not trainer.is_global_zero or self._places is None:
             return
-        out, probabilities, table = self._folders(trainer)
+        out, probabilities, table = self._places
         replace_folder(_staging(out), out)
         if self.save_probability:
             replace_folder(_staging(probabilities), probabilities)

@@ -136,6 +136,14 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, shared_cache, tm
     two = _val_table(run_dir / "validate")
     assert one == two
     assert len(one) == len({row["case"] for row in one})
+    # Prediction: each rank writes its cases into the one folder rank 0 publishes (the
+    # writer once asked rank 0 alone for trainer.log_dir, a collective, at the end: a crash).
+    predict = ["--ckpt_path", "last", "--prediction_writer.save_probability=true"]
+    run_in_process("lightning", "predict", *args, *predict, cwd=tmp_path)
+    single = {p.name: p.read_bytes() for p in (run_dir / "predict" / "predictions").iterdir()}
+    run_cli("lightning", "predict", *args, *ddp, *predict, cwd=tmp_path)
+    both = {p.name: p.read_bytes() for p in (run_dir / "predict" / "predictions").iterdir()}
+    assert both == single and len(single) == len(list((tiny_twin / "TESTING").iterdir()))
 
 
 @pytest.mark.slow
