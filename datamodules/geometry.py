@@ -303,6 +303,11 @@ class SliceGeometry:
             spacing = [float(v) for v in native_spacing]
             probability = self._fit(probability, self.resampled_size((height, width), spacing))
         resize = tuple(probability.shape[-2:]) != (h1 - h0, w1 - w0)
+        if out is not None and tuple(out.shape) != (probability.shape[0], height, width):
+            raise ValueError(
+                f"to_native: out is {tuple(out.shape)}, the slices need "
+                f"{(probability.shape[0], height, width)}"
+            )
         if out is None:
             if not resize and (h0, h1, w0, w1) == (0, height, 0, width):
                 return probability
@@ -310,9 +315,14 @@ class SliceGeometry:
         window = out[:, h0:h1, w0:w1]
         if not resize:
             window.copy_(probability)
-        elif out.dtype == probability.dtype:
+        elif (
+            out.dtype == probability.dtype
+            and out.device == probability.device
+            and not (probability.requires_grad and torch.is_grad_enabled())
+        ):
             # Resized straight into the output's window: no intermediate tensor and no copy of
-            # it (F.interpolate's own kernel, with its out= argument).
+            # it (F.interpolate's own kernel, with its out= argument, which autograd and a
+            # copy across devices or dtypes do not take: those go the way below).
             torch.ops.aten.upsample_bilinear2d.out(
                 probability[:, None], [h1 - h0, w1 - w0], False, None, None, out=window[:, None]
             )

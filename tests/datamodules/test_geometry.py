@@ -207,3 +207,13 @@ def test_to_native_into_an_output_equals_resizing_then_pasting(crop, dtype):
     assert torch.equal(out, expected)
     if dtype == torch.float32:  # and without an output to fill, the same values
         assert torch.equal(geometry.to_native(probability, native_hw), expected)
+
+
+def test_to_native_keeps_gradients_and_refuses_an_output_of_another_shape():
+    geometry = SliceGeometry.create(ISLES_AXES, size=(16, 12), crop=(3, 40, 2, 29))
+    probability = torch.rand(5, 16, 12, requires_grad=True)
+    native = geometry.to_native(probability, (45, 31))  # the resize out= cannot differentiate
+    native.sum().backward()
+    assert probability.grad is not None and probability.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"out is \(3, 45, 31\), the slices need \(5, 45, 31\)"):
+        geometry.to_native(probability.detach(), (45, 31), out=torch.empty(3, 45, 31))
