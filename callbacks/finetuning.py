@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BackboneFinetuning
 from torch.optim import Optimizer
 
+from core.errors import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,23 @@ class TwoStageFinetuning(BackboneFinetuning):
         )
         self.stage2_lr = stage2_lr
         self.stage1_train_bn = train_bn
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse several processes before anything is frozen.
+
+        Raises:
+            ConfigurationError: Under DDP (more than one process).
+        """
+        if stage == "fit" and trainer.world_size > 1:
+            raise ConfigurationError(
+                f"TwoStageFinetuning does not work with {trainer.world_size} processes yet: "
+                "DDP leaves out the parameters frozen when it wraps the model, so once stage 2 "
+                "unfreezes the backbone its gradients are never averaged and each process's "
+                "weights drift apart (the checkpoint keeps one of them). Train this recipe on "
+                "one device (--trainer.devices 1), or without the two stages (remove the "
+                "callback from trainer.callbacks in a copy of the recipe)."
+            )
+        super().setup(trainer, pl_module, stage)
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
         self.freeze(pl_module.backbone, train_bn=self.stage1_train_bn)

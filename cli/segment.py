@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import pydoc
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,31 @@ def segment_case(
     return segment_cases(model, {_CASE: images}, outputs, extra, tta)
 
 
+_PROCESS_SETTINGS = ("--trainer.devices", "--trainer.num_nodes")
+
+
+def _one_process(extra: Sequence[str]) -> Sequence[str]:
+    """``extra`` if it keeps segmentation in one process.
+
+    Raises:
+        ConfigurationError: Naming a ``--trainer.devices`` or ``--trainer.num_nodes`` other
+            than 1.
+    """
+    for index, option in enumerate(extra):
+        name, equals, value = option.partition("=")
+        if name not in _PROCESS_SETTINGS:
+            continue
+        if not equals:
+            value = extra[index + 1] if index + 1 < len(extra) else ""
+        if not re.fullmatch(r"1|\[\s*\d+\s*\]", value.strip()):  # one device: 1, or [k]
+            raise ConfigurationError(
+                f"{name} {value}: segment runs in one process (one device, one node); drop "
+                f"the option, or give {name} 1. To predict many cases on several GPUs, use "
+                "lightning-cv predict."
+            )
+    return extra
+
+
 def segment_cases(
     model: Path,
     cases: dict[str, dict[str, Path]],
@@ -167,7 +193,12 @@ def segment_cases(
             "--data.init_args.cache_dir", str(tmp / "cache"),
             "--data.init_args.num_workers", "0",
             "--prediction_writer.output_dir", str(out),
-            *extra,
+            # One process: a patient's few cases gain nothing from DDP, and the ranks would
+            # each read the images into a temporary folder of their own (a model trained on
+            # several GPUs has devices: auto in its configuration).
+            "--trainer.devices", "1",
+            "--trainer.num_nodes", "1",
+            *_one_process(extra),
         ]  # fmt: skip
         converted = {
             file: images[name]

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from torchmetrics import MeanMetric
 
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
 from core.distributed import gather_objects
@@ -100,6 +101,10 @@ class CaseEvaluationModule(pl.LightningModule):
         self.val_metrics = CaseMetrics(metrics, candidates=CANDIDATES)
         self.test_metrics = CaseMetrics(metrics)
         self.predict_metrics = CaseMetrics(metrics)
+        # The whole-case loss of each stage (not saved in checkpoints: metric states are not).
+        self.case_losses = torch.nn.ModuleDict(
+            {stage: MeanMetric(nan_strategy="disable") for stage in ("val", "test")}
+        )
         self.case_table: list[dict[str, Any]] = []
         self.postprocessing_table: list[dict[str, Any]] = []
         self._case_names: dict[int, str] = {}
@@ -230,7 +235,13 @@ class CaseEvaluationModule(pl.LightningModule):
         prediction = self.predict_case(case)
         loss = self.case_loss(prediction.probability, case["label"])
         if loss is not None:
-            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=1, sync_dist=True)
+            # The mean over every case of every rank: a metric keeps the sum and the count.
+            # (sync_dist averaged the ranks' means, each rank's count truncated to an integer:
+            # 3 cases on 2 ranks logged 1.5 times the loss.)
+            case_loss = self.case_losses[stage]
+            assert isinstance(case_loss, MeanMetric), "made in __init__"
+            case_loss.update(loss.detach().float())
+            self.log(f"{stage}/loss", case_loss, on_step=False, on_epoch=True, batch_size=1)
         self._score(case, prediction.probability, metrics)
         return prediction
 
@@ -293,8 +304,7 @@ class CaseEvaluationModule(pl.LightningModule):
         return {"case": batch["case"], "probability": probability, "mask": mask}
 
     def on_predict_epoch_end(self) -> None:
-        scored = torch.tensor(float(self.predict_metrics.update_count))
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(scored)  # collective: every rank summarises, or none
-        if scored.item() > 0:
+        # A collective (every rank summarises, or none), on Python objects: NCCL cannot reduce
+        # a CPU tensor.
+        if sum(gather_objects(self.predict_metrics.update_count)) > 0:
             self._case_rows(self.predict_metrics)

@@ -23,6 +23,7 @@ from torchmetrics.functional.image import (
 )
 
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
+from core.distributed import gather_objects
 from core.errors import ConfigurationError
 from core.protocols import HasMinimumInputSize, ServesSamples
 from evaluation.metrics import PresetName
@@ -306,6 +307,8 @@ class CTPToDWIGAN(CaseEvaluationModule):
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        if self.val_psnr.update_count:
+        # Whether any rank scored a case (a collective: a rank whose cases all had a blank
+        # DWI would otherwise skip the metrics' sync that the others wait in).
+        if sum(gather_objects(self.val_psnr.update_count)) > 0:
             self.log("val/psnr", self.val_psnr)
             self.log("val/ssim", self.val_ssim)

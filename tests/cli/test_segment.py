@@ -354,3 +354,16 @@ def test_a_missing_challenge_input_folder_is_named_as_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match=r"empty: expected one image .*found none"):
         _one_image(tmp_path / "empty")
+
+
+def test_segment_keeps_to_one_process():
+    """Under DDP each rank read the images into a temporary folder of its own and the other
+    rank's cache was missing: segment refuses several devices or nodes, naming the option."""
+    from cli.segment import _one_process
+    from core.errors import ConfigurationError
+
+    for fine in ([], ["--trainer.devices", "1"], ["--trainer.devices=[1]", "--tta"]):
+        assert _one_process(fine) == fine
+    for bad in (["--trainer.devices", "2"], ["--trainer.num_nodes=2"], ["--trainer.devices=auto"]):
+        with pytest.raises(ConfigurationError, match="segment runs in one process"):
+            _one_process(bad)
