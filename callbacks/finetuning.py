@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BackboneFinetuning
+from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from core.errors import ConfigurationError
@@ -21,6 +24,22 @@ class TwoStageFinetuning(BackboneFinetuning):
     train at the optimiser's learning rate (the paper: 1e-2). Stage 2: everything is unfrozen
     and *every* parameter group is set to ``stage2_lr`` (the paper: 1e-4). Unlike the parent
     class there is no per-epoch backbone learning-rate ramp; a plateau scheduler takes over.
+
+    Unlike the parent class, the optimiser holds every parameter from the start: the backbone
+    is frozen only once the model is built, wrapped and given its optimiser (``on_fit_start``),
+    and stage 2 unfreezes it in place rather than adding a parameter group. A frozen parameter
+    has no gradient, so the optimiser leaves it alone (no step, no weight decay, no state).
+    This is what makes the callback work
+
+    - under DDP: DDP averages the gradients of the parameters that required them when it
+      wrapped the model, so the backbone must not be frozen yet at that point (the parent
+      class freezes it before, and each process's backbone then drifted apart in stage 2).
+      Stage 1 leaves those parameters without gradients, which DDP accepts only when it looks
+      for unused parameters (:meth:`ddp_finds_unused_parameters`: the ``lightning`` command
+      turns ``--trainer.strategy ddp`` into ``ddp_find_unused_parameters_true``; a trainer
+      built otherwise with a DDP that does not look is refused, with that advice);
+    - on resuming: whether stage 2 has begun is part of the callback's checkpoint state, so a
+      run resumed (or requeued by SLURM) after the switch keeps training the backbone.
 
     Args:
         unfreeze_at_epoch: First epoch of stage 2 (the paper does not give it).
@@ -42,35 +61,67 @@ class TwoStageFinetuning(BackboneFinetuning):
         )
         self.stage2_lr = stage2_lr
         self.stage1_train_bn = train_bn
+        self.in_stage2 = False
+
+    @classmethod
+    def ddp_finds_unused_parameters(cls) -> bool:
+        """The frozen backbone has no gradients in stage 1 (:class:`core.protocols.PartialBackward`)."""
+        return True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Refuse several processes before anything is frozen.
+        """Check the strategy; nothing is frozen yet (see the class docstring).
 
         Raises:
-            ConfigurationError: Under DDP (more than one process).
+            ConfigurationError: A strategy other than one device or DDP (a sharded model's
+                parameters are not the module's own).
         """
-        if stage == "fit" and trainer.world_size > 1:
+        strategy = trainer.strategy
+        if stage == "fit" and (
+            not isinstance(strategy, SingleDeviceStrategy | DDPStrategy)
+            or isinstance(strategy, DeepSpeedStrategy)  # a DDPStrategy that shards the model
+        ):
             raise ConfigurationError(
-                f"TwoStageFinetuning does not work with {trainer.world_size} processes yet: "
-                "DDP leaves out the parameters frozen when it wraps the model, so once stage 2 "
-                "unfreezes the backbone its gradients are never averaged and each process's "
-                "weights drift apart (the checkpoint keeps one of them). Train this recipe on "
-                "one device (--trainer.devices 1), or without the two stages (remove the "
-                "callback from trainer.callbacks in a copy of the recipe)."
+                f"TwoStageFinetuning supports one device or DDP, not the "
+                f"{type(strategy).__name__} strategy: choose --trainer.strategy "
+                "ddp_find_unused_parameters_true (several devices) or auto (one device)."
             )
-        super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Freeze the backbone for stage 1, after DDP has wrapped the model.
+
+        Raises:
+            ConfigurationError: DDP that does not look for unused parameters.
+        """
+        model = trainer.strategy.model
+        if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
+            raise ConfigurationError(
+                f"TwoStageFinetuning under DDP ({trainer.world_size} processes) needs DDP to look "
+                "for unused parameters, because the frozen backbone has no gradients in stage 1: "
+                "add --trainer.strategy ddp_find_unused_parameters_true (in place of ddp)."
+            )
+        super().on_fit_start(trainer, pl_module)  # a resumed run's parameter groups
+        if not self.in_stage2:
+            self.freeze(pl_module.backbone, train_bn=self.stage1_train_bn)
 
     def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
-        self.freeze(pl_module.backbone, train_bn=self.stage1_train_bn)
+        """Not used: :meth:`on_fit_start` freezes, once the optimiser holds every parameter."""
 
     def finetune_function(
         self, pl_module: pl.LightningModule, epoch: int, optimizer: Optimizer
     ) -> None:
-        if epoch != self.unfreeze_backbone_at_epoch:
+        if self.in_stage2 or epoch < self.unfreeze_backbone_at_epoch:
             return
         for group in optimizer.param_groups:
             group["lr"] = self.stage2_lr
-        self.unfreeze_and_add_param_group(
-            pl_module.backbone, optimizer, self.stage2_lr, train_bn=True
-        )
+        self.make_trainable(pl_module.backbone)
+        self.in_stage2 = True
         log.info("Fine-tuning stage 2 from epoch %d: all layers at lr %g", epoch, self.stage2_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "in_stage2": self.in_stage2}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # Checkpoints of 0.12.0 and earlier: stage 2 had added the backbone as a second group.
+        groups = self._internal_optimizer_metadata.get(0, [])
+        self.in_stage2 = bool(state_dict.get("in_stage2", len(groups) > 1))

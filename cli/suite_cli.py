@@ -62,6 +62,17 @@ def _class_of(section: Any) -> type | None:
     return found if inspect.isclass(found) else None
 
 
+def _partial_backward(model_class: type | None, callbacks: Any) -> bool:
+    """Whether the module or one of the trainer's callbacks leaves parameters without gradients
+    (:class:`core.protocols.PartialBackward`), so that DDP must look for them."""
+    sections = callbacks if isinstance(callbacks, list) else [callbacks]
+    classes = [model_class, *(_class_of(section) for section in sections)]
+    return any(
+        cls is not None and issubclass(cls, PartialBackward) and cls.ddp_finds_unused_parameters()
+        for cls in classes
+    )
+
+
 def _checkpoint_filename(monitor: str) -> str:
     """``best-epoch007-dice0.6360.ckpt`` for ``val/dice``."""
     return f"best-epoch{{epoch:03d}}-{monitor.rsplit('/', 1)[-1]}{{{monitor}:.4f}}"
@@ -184,11 +195,8 @@ class SuiteCLI(LightningCLI):
         folder = None
         if model_class is not None and issubclass(model_class, RunFolderOwner):
             folder = model_class.run_folder()
-        if (
-            model_class is not None
-            and issubclass(model_class, PartialBackward)
-            and model_class.ddp_finds_unused_parameters()
-            and cfg.trainer.get("strategy") == "ddp"
+        if cfg.trainer.get("strategy") == "ddp" and _partial_backward(
+            model_class, cfg.trainer.get("callbacks")
         ):
             cfg.trainer.strategy = "ddp_find_unused_parameters_true"
         _check_experiment_name(cfg.experiment)

@@ -110,8 +110,9 @@ class RunFolderOwner(Protocol):
 
 @runtime_checkable
 class PartialBackward(Protocol):
-    """A module whose backward passes each reach only part of its parameters (a GAN's two
-    optimizers), so that DDP must look for parameters without gradients."""
+    """A module, or a callback, by which backward passes reach only part of the module's
+    parameters (a GAN's two optimizers; a fine-tuning stage with frozen layers), so that DDP
+    must look for parameters without gradients."""
 
     @classmethod
     def ddp_finds_unused_parameters(cls) -> bool: ...

@@ -127,9 +127,18 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, shared_cache, tm
     # Two processes need real ones (DDP spawns the second rank as a copy of the command).
     args = _demo(tiny_twin, tmp_path, shared_cache)
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
-    run_cli("lightning", "fit", *args, *ddp, cwd=tmp_path)
+    # With seed 003's two-stage fine-tuning (frozen backbone in epoch 0): the command makes DDP
+    # look for the parameters without gradients (TwoStageFinetuning is PartialBackward).
+    finetuning = [
+        "--trainer.callbacks+=callbacks.TwoStageFinetuning",
+        "--trainer.callbacks.unfreeze_at_epoch=1",
+        "--trainer.max_epochs=2",
+    ]
+    run_cli("lightning", "fit", *args, *ddp, *finetuning, cwd=tmp_path)
     run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["callbacks"]["TwoStageFinetuning"]["in_stage2"]
+    assert "strategy: ddp_find_unused_parameters_true" in (run_dir / "config.yaml").read_text()
     run_in_process("lightning", "validate", *args, "--ckpt_path", "last", cwd=tmp_path)
     one = _val_table(run_dir / "validate")
     (loss_one,) = [r["val/loss"] for r in _metrics(run_dir / "validate") if r.get("val/loss")]
