@@ -3,7 +3,8 @@
 jsonargparse's messages repeat every alternative of every union type; :class:`SuiteArgumentParser`
 reduces them to the key path, the failing class and the reason, with a "did you mean" where a
 close name exists, and never prints the usage banner before it (the error policy of
-:mod:`cli.errors`).
+:mod:`cli.errors`). It also parses a nested class's command-line values as typed
+(:mod:`cli.nested_values`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 from pytorch_lightning.cli import LightningArgumentParser
 
 from cli.errors import USER_ERROR_STATUS
+from cli.nested_values import nested_values_as_read
 
 _KEY = re.compile(r'Parser key "([^"]+)"')
 _CLASS = re.compile(r"Problem with given class_path '([^']+)'")
@@ -119,7 +121,12 @@ def _keys_of(parser: Any) -> list[str]:
 
 
 class SuiteArgumentParser(LightningArgumentParser):
-    """LightningCLI's parser whose errors are one line first, the usage never before it."""
+    """LightningCLI's parser whose errors are one line first, the usage never before it, and
+    whose nested command-line values reach their class as typed (``null`` as ``None``)."""
+
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:
+        with nested_values_as_read():
+            return super().parse_args(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # nested parsing: the caller handles the exception

@@ -60,9 +60,8 @@ def _not_found(given: Path) -> PretrainedWeightsNotFoundError:
         "and a 'state_dict'/'model' wrapper are accepted): convert the public checkpoint "
         "(hszhao/semseg's .pth, or the Caffe-converted one pytorch-semseg loads) and place it "
         'there, see the README section "Pretrained weights". Or train without it: lightning fit '
-        "--config experiments/pspnet_focal.yaml --config experiments/pspnet_scratch_focal.yaml "
-        "(a YAML null: on the command line, jsonargparse hands a nested --...pretrained_weights "
-        "null to the network as the text 'None')."
+        "--config experiments/pspnet_focal.yaml --config experiments/pspnet_scratch_focal.yaml, "
+        f"or set --{_SETTING} null."
     )
 
 
