@@ -67,6 +67,9 @@ def _parse(*override: str) -> dict:
     ],
 )
 def test_a_nested_value_reaches_the_class_as_typed(key, value, expected):
+    from cli.nested_values import AVAILABLE
+
+    assert AVAILABLE, "this jsonargparse lacks adapt_class_type or NestedArg: see the module"
     original = _typehints.adapt_class_type
     assert _parse(f"--model.init_args.net.init_args.{key}", value)[key] == expected
     assert _typehints.adapt_class_type is original  # jsonargparse is left as it was
