@@ -124,15 +124,17 @@ class NiftiPredictionWriter(BasePredictionWriter):
         # asking for it again where only rank 0 runs (on_predict_end) would wait forever.
         self._places = self._folders(trainer)
         out, probabilities, _ = self._places
+        # Every rank refuses alike before the barrier (rank 0 alone left the others waiting in
+        # it): nothing writes into these folders before every rank has passed it.
+        if Path(self.output_dir).is_absolute():
+            for folder in (out, probabilities) if self.save_probability else (out,):
+                if folder.is_dir() and any(folder.iterdir()):
+                    raise ConfigurationError(
+                        f"prediction_writer.output_dir {folder} is not empty. A predict run "
+                        "writes into an empty folder (or its own folder inside the run, the "
+                        "default), so the folder never mixes runs: empty it, or choose another."
+                    )
         if trainer.is_global_zero:
-            if Path(self.output_dir).is_absolute():
-                for folder in (out, probabilities) if self.save_probability else (out,):
-                    if folder.is_dir() and any(folder.iterdir()):
-                        raise ConfigurationError(
-                            f"prediction_writer.output_dir {folder} is not empty. A predict run "
-                            "writes into an empty folder (or its own folder inside the run, the "
-                            "default), so the folder never mixes runs: empty it, or choose another."
-                        )
             for folder in (out, probabilities):
                 shutil.rmtree(_staging(folder), ignore_errors=True)  # a crashed run's leftovers
                 _staging(folder).mkdir(parents=True)

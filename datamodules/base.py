@@ -29,6 +29,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from monai.data import DataLoader, DistributedSampler, set_track_meta
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import default_collate
 
@@ -405,10 +406,12 @@ class SliceDataModule(pl.LightningDataModule):
                 f"data.init_args.num_folds to at most {patients}, or add cases."
             )
 
-    def _splits_for_stage(self) -> list[str]:
+    def _predicting(self) -> bool:
         trainer = self.trainer
-        predicting = trainer is not None and trainer.state.fn == "predict"
-        return [self.predict_split] if predicting else [self.train_split]
+        return trainer is not None and trainer.state.fn == "predict"
+
+    def _splits_for_stage(self) -> list[str]:
+        return [self.predict_split] if self._predicting() else [self.train_split]
 
     def prepare_data(self) -> None:
         """Validate and decode every case of the needed split once (local rank 0 only)."""
@@ -443,11 +446,46 @@ class SliceDataModule(pl.LightningDataModule):
             self.caches[split] = SliceCache(self.cache_path(split))
         if self.train_split in self.caches:
             self._split(self.caches[self.train_split])
-            trainer = self.trainer
+        self._check_processes(stage)  # before the collective below, on every rank alike
+        trainer = self.trainer
+        if self.train_split in self.caches and trainer is not None:
             # trainer.log_dir is a collective under DDP: every rank must ask for it.
-            log_dir = trainer.log_dir if trainer is not None else None
+            log_dir = trainer.log_dir
             if log_dir is not None:
                 self._write_split(Path(log_dir))
+
+    def _check_processes(self, stage: str) -> None:
+        """Refuse to share fewer cases than there are processes: the case loaders neither pad
+        nor drop (each case is scored once), so every process needs a case of its own.
+
+        Every rank decides from the same split and the same process group, so all ranks raise
+        together and none is left waiting in a collective for another.
+
+        Raises:
+            ConfigurationError: Naming the stage, the cases, the processes and what to do.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        trainer = self.trainer
+        if stage == "fit" and trainer is not None and trainer.limit_val_batches == 0:
+            return  # no validation loader is made
+        processes = torch.distributed.get_world_size()
+        if self._predicting():
+            cases = len(self.caches[self.predict_split])
+            where, remedy = f"the {self.predict_split} split of {self.data_dir}", ""
+        else:
+            cases = len(self.val_cases)
+            where = f"validation fold {self.fold} of {self.num_folds} ({self.data_dir})"
+            remedy = ", or make the folds larger (fewer data.init_args.num_folds, or more cases)"
+        if cases >= processes:
+            return
+        most, command = max(cases, 1), TrainerFn(stage).value
+        raise ConfigurationError(
+            f"lightning {command} with {processes} processes: {where} holds {cases} "
+            f"case{'' if cases == 1 else 's'}, and every process needs at least one (each case "
+            f"is scored once, by one process). Run it in at most {most} "
+            f"process{'' if most == 1 else 'es'} (--trainer.devices {most}){remedy}."
+        )
 
     def _split(self, cache: SliceCache) -> None:
         self.check_folds()

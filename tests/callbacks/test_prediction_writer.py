@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from callbacks.prediction_writer import NiftiPredictionWriter
-from core.errors import DataValidationError
+from core.errors import ConfigurationError, DataValidationError
 from datamodules.nifti import PredictionTarget
 from tests.conftest import run_gloo
 
@@ -124,3 +124,29 @@ def test_two_ranks_cases_named_for_one_file_are_refused_on_every_rank(tmp_path, 
     padded = [("TESTING/case_27", "SMIR.strokeseg.1.nii")] * 2
     outcomes = run_gloo(_predict_on_rank, 2, tmp_path / "padded", source, padded)
     assert outcomes == {rank: ("returned", ["SMIR.strokeseg.1.nii"]) for rank in (0, 1)}
+
+
+def _start_on_rank(rank: int, out: Path, run: Path) -> str:
+    import torch.distributed as dist
+
+    trainer = SimpleNamespace(
+        log_dir=str(run),
+        is_global_zero=rank == 0,
+        strategy=SimpleNamespace(barrier=lambda name=None: dist.barrier()),
+    )
+    NiftiPredictionWriter(output_dir=str(out)).on_predict_start(trainer, SimpleNamespace())
+    return "started"
+
+
+@pytest.mark.slow
+def test_a_non_empty_output_folder_is_refused_on_every_rank(tmp_path):
+    """Rank 0 alone refused a non-empty absolute output_dir, leaving the other ranks in the
+    staging barrier: they died with gloo's "Connection closed by peer" traceback after the
+    one-line error. Every rank now refuses before the barrier."""
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "SMIR.strokeseg.1.nii").write_bytes(b"")
+    outcomes = run_gloo(_start_on_rank, 2, out, tmp_path / "run")
+    for kind, error in outcomes.values():
+        assert kind == "raised" and isinstance(error, ConfigurationError), outcomes
+        assert str(error).startswith(f"prediction_writer.output_dir {out} is not empty.")

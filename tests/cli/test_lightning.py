@@ -164,6 +164,38 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, shared_cache, tm
     assert both == single and len(single) == len(list((tiny_twin / "TESTING").iterdir()))
 
 
+def _one_error(result: subprocess.CompletedProcess) -> str:
+    """The error a DDP command printed (once per rank, the same): exit 2, no traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (message,) = {line for line in result.stderr.splitlines() if line.startswith("error:")}
+    return message
+
+
+@pytest.mark.slow
+def test_ddp_user_mistakes_are_one_line_on_every_rank(tiny_twin, shared_cache, tmp_path):
+    # Two processes need real ones. Each mistake was a traceback: MONAI's distributed sampler
+    # ("the dataset length is less than the number of participating ranks"), and gloo's
+    # "Connection closed by peer" of a rank left waiting by rank 0's refusal.
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.strategy", "ddp"]
+    args += ["--trainer.devices", "2"]
+    small_fold = ["--data.init_args.num_folds", "6", "--data.init_args.fold", "3"]  # 1 case
+    message = _one_error(
+        run_cli("lightning", "validate", *args, *small_fold, cwd=tmp_path, check=False)
+    )
+    assert message.startswith(
+        "error: lightning validate with 2 processes: validation fold 3 of 6 "
+        f"({tiny_twin}) holds 1 case, and every process needs at least one"
+    )
+    assert "(--trainer.devices 1), or make the folds larger" in message
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "SMIR.strokeseg.1.nii").write_bytes(b"")
+    output = ["--prediction_writer.output_dir", str(taken)]
+    message = _one_error(run_cli("lightning", "predict", *args, *output, cwd=tmp_path, check=False))
+    assert message.startswith(f"error: prediction_writer.output_dir {taken} is not empty.")
+
+
 @pytest.mark.slow
 def test_test_and_predict_from_the_run_write_into_its_folder(
     tiny_twin, shared_cache, demo_runs, tmp_path

@@ -4,6 +4,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +18,7 @@ from datamodules.isles2018_reader import read_case, scan_isles2018
 from datamodules.nifti import write_like
 from datamodules.normalization import normalize_channels
 from datamodules.transforms import Augmentation
+from tests.conftest import run_gloo
 
 
 def _datamodule(root: Path, tmp_path: Path, **kwargs) -> ISLES2018DataModule:
@@ -129,6 +131,49 @@ def test_distributed_case_sampler_neither_pads_nor_drops(tiny_twin, tmp_path):
         )
         seen += [dataset[i]["case_index"] for i in sampler]
     assert sorted(seen) == sorted(dm.val_cases.tolist())
+
+
+def _setup_on_rank(rank: int, twin: Path, tmp_path: Path, runs: list[tuple]) -> list[str]:
+    """Each ``(stage, fold, limit_val_batches)`` set up on this rank: ``"ok"`` or the error."""
+    outcomes = []
+    for stage, fold, limit in runs:
+        dm = _datamodule(twin, tmp_path, fold=fold)
+        state = SimpleNamespace(fn=stage)
+        dm.trainer = SimpleNamespace(state=state, log_dir=None, limit_val_batches=limit)
+        try:
+            dm.setup(stage)
+            outcomes.append("ok")
+        except ConfigurationError as error:
+            outcomes.append(str(error))
+    return outcomes
+
+
+@pytest.mark.slow
+def test_fewer_cases_than_processes_is_refused_alike_on_every_rank(tiny_twin, tmp_path):
+    """Each case is scored by one process, so a fold (or predict split) with fewer cases than
+    processes was MONAI's "dataset length is less than the number of participating ranks"
+    traceback. Every rank now refuses it at setup, alike, before any collective."""
+    dm = _datamodule(tiny_twin, tmp_path)
+    dm.prepare_data()
+    dm.trainer = SimpleNamespace(state=SimpleNamespace(fn="predict"))
+    dm.prepare_data()
+    # Three processes; the folds hold 6, 4 and 2 cases, the TESTING split 2.
+    runs = [("validate", 0, 1.0), ("fit", 2, 1.0), ("test", 2, 1.0), ("fit", 2, 0)]
+    runs.append(("predict", 0, 1.0))
+    outcomes = run_gloo(_setup_on_rank, 3, tiny_twin, tmp_path, runs)
+    assert {kind for kind, _ in outcomes.values()} == {"returned"}, outcomes
+    validate, fit, test, fit_without_validation, predict = outcomes[0][1]
+    assert all(outcome[1] == outcomes[0][1] for outcome in outcomes.values())
+    assert validate == fit_without_validation == "ok"
+    assert fit.startswith(
+        f"lightning fit with 3 processes: validation fold 2 of 3 ({tiny_twin}) holds 2 cases"
+    )
+    assert "--trainer.devices 2), or make the folds larger (fewer data.init_args.num_folds" in fit
+    assert test.startswith("lightning test with 3 processes: validation fold 2 of 3")
+    assert predict.startswith(
+        f"lightning predict with 3 processes: the TESTING split of {tiny_twin} holds 2 cases"
+    )
+    assert predict.endswith("Run it in at most 2 processes (--trainer.devices 2).")
 
 
 def test_fold_out_of_range_is_rejected(tiny_twin, tmp_path):
