@@ -11,7 +11,7 @@ from pytorch_lightning.strategies import DDPStrategy, DeepSpeedStrategy, SingleD
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
-from core.errors import ConfigurationError
+from core.errors import ConfigurationErrorOnEveryRank
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TwoStageFinetuning(BackboneFinetuning):
             not isinstance(strategy, SingleDeviceStrategy | DDPStrategy)
             or isinstance(strategy, DeepSpeedStrategy)  # a DDPStrategy that shards the model
         ):
-            raise ConfigurationError(
+            raise ConfigurationErrorOnEveryRank(
                 f"TwoStageFinetuning supports one device or DDP, not the "
                 f"{type(strategy).__name__} strategy: choose --trainer.strategy "
                 "ddp_find_unused_parameters_true (several devices) or auto (one device)."
@@ -94,7 +94,7 @@ class TwoStageFinetuning(BackboneFinetuning):
         """
         model = trainer.strategy.model
         if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters:
-            raise ConfigurationError(
+            raise ConfigurationErrorOnEveryRank(
                 f"TwoStageFinetuning under DDP ({trainer.world_size} processes) needs DDP to look "
                 "for unused parameters, because the frozen backbone has no gradients in stage 1: "
                 "add --trainer.strategy ddp_find_unused_parameters_true (in place of ddp)."

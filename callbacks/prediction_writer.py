@@ -13,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from core.distributed import gather_objects
-from core.errors import ConfigurationError, DataValidationError
+from core.errors import ConfigurationErrorOnEveryRank, DataValidationError
 from core.io import replace_folder, write_text
 from core.protocols import CaseTableSource
 from core.run_layout import RunLayout
@@ -129,7 +129,7 @@ class NiftiPredictionWriter(BasePredictionWriter):
         if Path(self.output_dir).is_absolute():
             for folder in (out, probabilities) if self.save_probability else (out,):
                 if folder.is_dir() and any(folder.iterdir()):
-                    raise ConfigurationError(
+                    raise ConfigurationErrorOnEveryRank(
                         f"prediction_writer.output_dir {folder} is not empty. A predict run "
                         "writes into an empty folder (or its own folder inside the run, the "
                         "default), so the folder never mixes runs: empty it, or choose another."

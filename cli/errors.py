@@ -13,11 +13,12 @@ This module imports nothing heavy: ``lightning-data`` answers without loading Li
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from core.errors import UserError
+from core.errors import ConfigurationErrorOnEveryRank, UserError
 
 #: Exit status of a user's mistake (argparse's for usage errors).
 USER_ERROR_STATUS = 2
@@ -65,12 +66,30 @@ def find_user_error(error: BaseException) -> BaseException | None:
     return None
 
 
+def _process_rank() -> int:
+    """This process's rank among DDP's (0 outside DDP): the process group's when there is one,
+    else the launchers' environment (Lightning's ranks, torchrun, SLURM)."""
+    distributed = sys.modules.get("torch.distributed")  # imported only where DDP can run
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return int(distributed.get_rank())
+    for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
 def report_user_error(error: BaseException, prog: str | None = None) -> bool:
     """For a user mistake in ``error``'s chain: print it as one ``error:`` paragraph on stderr
-    (``<prog>: error: …`` when ``prog`` is given) and return True; anything else: False."""
+    (``<prog>: error: …`` when ``prog`` is given) and return True; anything else: False.
+
+    A :class:`core.errors.ConfigurationErrorOnEveryRank` is printed by the first process only
+    (every process raised the same one); the others return True without printing."""
     user_error = find_user_error(error)
     if user_error is None:
         return False
+    if isinstance(user_error, ConfigurationErrorOnEveryRank) and _process_rank() > 0:
+        return True
     sys.stderr.write(f"{prog + ': ' if prog else ''}error: {user_message(user_error)}\n")
     return True
 

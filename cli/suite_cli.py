@@ -62,6 +62,13 @@ def _class_of(section: Any) -> type | None:
     return found if inspect.isclass(found) else None
 
 
+#: Lightning's DDP strategies by name → the same strategy looking for unused parameters.
+_DDP_LOOKING_FOR_UNUSED = {
+    name: f"{name}_find_unused_parameters_true"
+    for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+}
+
+
 def _partial_backward(model_class: type | None, callbacks: Any) -> bool:
     """Whether the module or one of the trainer's callbacks leaves parameters without gradients
     (:class:`core.protocols.PartialBackward`), so that DDP must look for them."""
@@ -195,10 +202,11 @@ class SuiteCLI(LightningCLI):
         folder = None
         if model_class is not None and issubclass(model_class, RunFolderOwner):
             folder = model_class.run_folder()
-        if cfg.trainer.get("strategy") == "ddp" and _partial_backward(
+        strategy = cfg.trainer.get("strategy")
+        if strategy in _DDP_LOOKING_FOR_UNUSED and _partial_backward(
             model_class, cfg.trainer.get("callbacks")
         ):
-            cfg.trainer.strategy = "ddp_find_unused_parameters_true"
+            cfg.trainer.strategy = _DDP_LOOKING_FOR_UNUSED[strategy]
         _check_experiment_name(cfg.experiment)
         _check_runs_dir(Path(cfg.runs_dir))
         plan = plan_run(

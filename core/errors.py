@@ -26,6 +26,12 @@ class ConfigurationError(UserError, ValueError):
     """A setting is invalid for this dataset, run folder or machine (folds, cache folder, ...)."""
 
 
+class ConfigurationErrorOnEveryRank(ConfigurationError):
+    """A :class:`ConfigurationError` that every DDP process raises alike, decided from the same
+    information (the split, the process count, a shared folder), so none is left waiting in a
+    collective. The commands print it from the first process only, instead of once a process."""
+
+
 class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset root does not exist or does not have the expected layout."""
 

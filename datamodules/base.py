@@ -33,7 +33,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import default_collate
 
-from core.errors import ConfigurationError, DatasetNotFoundError
+from core.errors import ConfigurationError, ConfigurationErrorOnEveryRank, DatasetNotFoundError
 from core.io import write_text
 from core.run_layout import RunLayout
 from datamodules.batched_augmentation import BatchedAffine
@@ -480,7 +480,7 @@ class SliceDataModule(pl.LightningDataModule):
         if cases >= processes:
             return
         most, command = max(cases, 1), TrainerFn(stage).value
-        raise ConfigurationError(
+        raise ConfigurationErrorOnEveryRank(
             f"lightning {command} with {processes} processes: {where} holds {cases} "
             f"case{'' if cases == 1 else 's'}, and every process needs at least one (each case "
             f"is scored once, by one process). Run it in at most {most} "

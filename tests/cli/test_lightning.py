@@ -165,10 +165,11 @@ def test_ddp_two_processes_fit_and_validate_like_one(tiny_twin, shared_cache, tm
 
 
 def _one_error(result: subprocess.CompletedProcess) -> str:
-    """The error a DDP command printed (once per rank, the same): exit 2, no traceback."""
+    """The error a DDP command printed: exit 2, no traceback, one line (every rank raised it,
+    the first printed it)."""
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    (message,) = {line for line in result.stderr.splitlines() if line.startswith("error:")}
+    (message,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     return message
 
 
