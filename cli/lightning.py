@@ -287,6 +287,23 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(INTERRUPTED_STATUS)
 
 
+class _NoAdvertisedTips(logging.Filter):
+    """Leaves out Lightning's "💡 Tip" lines: they advertise installing a cloud service."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_library_noise() -> None:
+    """Leave out what the libraries print on every run that a user of the suite cannot act on:
+    Lightning's advertised tips, and a deprecation inside Lightning's own use of torch's pytree
+    (its `isinstance(treespec, LeafSpec)`, warned by torch 2.13 at every fit and predict)."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisedTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAdvertisedTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def _main(argv: list[str], args: list[str] | None, plans: list[RunPlan]) -> None:
     try:
         check_command_line(argv)
@@ -303,6 +320,7 @@ def _main(argv: list[str], args: list[str] | None, plans: list[RunPlan]) -> None
     # The arguments are passed explicitly (they may hold upgraded configurations); Lightning
     # warns about that whenever the process also has command-line arguments, as it always has.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    _quiet_library_noise()
     try:
         with _sigterm_unwinds(SIGTERMException):
             SuiteCLI(

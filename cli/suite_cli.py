@@ -11,6 +11,7 @@ import inspect
 import json
 import pydoc
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,10 @@ class SuiteCLI(LightningCLI):
             cfg.ckpt_path = None if plan.ckpt_path is None else str(plan.ckpt_path)
         cfg.checkpoint.dirpath = str(plan.stage.checkpoints)
         cfg.last_checkpoint.dirpath = cfg.checkpoint.dirpath
+        if stage != "fit":
+            # Only a fit saves checkpoints. Restoring the checkpoint callbacks' state from
+            # another folder (the fit's) would warn that their record of it was not reloaded.
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
         cfg.trainer.default_root_dir = str(plan.stage.root)
         name = folder or plan.run.root.name
         self._configure_loggers(cfg, plan, name, stage)
