@@ -29,8 +29,17 @@ PER_RUN_KEYS: tuple[str, ...] = (
 )
 
 
+#: Suffixes of Lightning's DDP strategy names that say only whether DDP looks for parameters
+#: without gradients: a run works or fails by them, its numbers do not change. The ``lightning``
+#: command adds ``_find_unused_parameters_true`` where the module or a callback needs it, so a
+#: fold's saved configuration says ``ddp_find_unused_parameters_true`` where the experiment's
+#: says ``ddp``: one recipe.
+_UNUSED_PARAMETER_SUFFIXES = ("_find_unused_parameters_true", "_find_unused_parameters_false")
+
+
 def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` without :data:`PER_RUN_KEYS`."""
+    """A copy of ``config`` without :data:`PER_RUN_KEYS`, its DDP strategy named without
+    :data:`_UNUSED_PARAMETER_SUFFIXES`."""
     recipe = copy.deepcopy(config)
     for dotted in PER_RUN_KEYS:
         *parents, leaf = dotted.split(".")
@@ -39,6 +48,12 @@ def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    trainer = recipe.get("trainer")
+    strategy = trainer.get("strategy") if isinstance(trainer, dict) else None
+    if isinstance(strategy, str):
+        for suffix in _UNUSED_PARAMETER_SUFFIXES:
+            strategy = strategy.removesuffix(suffix)
+        trainer["strategy"] = strategy
     return recipe
 
 

@@ -47,6 +47,28 @@ def test_the_recipe_leaves_out_what_differs_between_runs_of_one_experiment():
     assert recipe_differences(recipe_of(fold0), recipe_of(fold1)) == ["trainer.max_epochs"]
 
 
+def test_whether_ddp_looks_for_unused_parameters_is_not_part_of_the_recipe():
+    """The ``lightning`` command turns ``ddp`` into ``ddp_find_unused_parameters_true`` for the
+    GAN and the two-stage fine-tuning: the folds' saved configurations then said another recipe
+    than the experiment's, and ``lightning-cv fit`` refused to resume them."""
+    recipes = [
+        recipe_of({"trainer": {"strategy": strategy, "devices": 2}})
+        for strategy in (
+            "ddp",
+            "ddp_find_unused_parameters_true",
+            "ddp_find_unused_parameters_false",
+        )
+    ]
+    assert recipes[0] == recipes[1] == recipes[2] == {"trainer": {"strategy": "ddp", "devices": 2}}
+    spawn = recipe_of(
+        {"trainer": {"strategy": "ddp_spawn_find_unused_parameters_true", "devices": 2}}
+    )
+    assert recipe_differences(recipes[0], spawn) == ["trainer.strategy"]
+    assert recipe_of({"trainer": {"strategy": {"class_path": "x"}}})["trainer"]["strategy"] == {
+        "class_path": "x"
+    }
+
+
 def test_a_folder_is_replaced_whole(tmp_path: Path):
     target, staging = tmp_path / "predictions", tmp_path / ".predictions.partial"
     write_text(target / "old.nii", "old")
