@@ -150,6 +150,26 @@ def _parse_folds(text: str | None, num_folds: int) -> list[int]:
     return folds
 
 
+def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
+    """The options for each fold's ``lightning fit``, which runs the experiment's composed
+    configuration: without the list appends (``--trainer.callbacks+=X``) it already holds, which
+    would be appended a second time (Lightning then refuses two callbacks of one type). Every
+    other option sets a value, so giving it again changes nothing (and carries the per-run keys
+    the composed configuration leaves out)."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in extra:
+        if skip_value:
+            skip_value = False
+            continue
+        key = arg.split("=", 1)[0] if arg.startswith("--") else ""
+        if key.endswith("+"):
+            skip_value = "=" not in arg  # "--key+ value"
+            continue
+        kept.append(arg)
+    return tuple(kept)
+
+
 def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
     config = compose_config(args.config, extra)
     runs_dir = Path(str(config.get("runs_dir", "runs")))
@@ -163,7 +183,7 @@ def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
             str(experiment.cv_config),
             k,
             str(experiment.fold(k).root),
-            tuple(extra),
+            _without_list_appends(extra),
             overwrite=args.overwrite,
         )
         for k in folds

@@ -482,3 +482,15 @@ def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(
     split = json.loads((tmp_path / "runs" / "dunet" / "fold0" / "split.json").read_text())
     every_scan = sorted(split["train_cases"] + split["val_cases"])
     assert sorted(r["case"] for r in oof) == every_scan  # every scan of the twin, once
+
+
+def test_a_list_append_reaches_each_fold_once():
+    """Each fold runs the composed configuration, which already holds what ``+=`` appended:
+    given again, ``--trainer.callbacks+=callbacks.TwoStageFinetuning`` put two of the callback
+    in every fold, and Lightning refused the fold."""
+    from cli.crossval import _without_list_appends
+
+    extra = ["--trainer.callbacks+=callbacks.TwoStageFinetuning", "--trainer.callbacks.k=1"]
+    extra += ["--runs_dir", "elsewhere", "--trainer.callbacks+", "X", "--b=2"]
+    kept = ("--trainer.callbacks.k=1", "--runs_dir", "elsewhere", "--b=2")
+    assert _without_list_appends(extra) == kept
