@@ -49,11 +49,9 @@ def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(leaf, None)
     trainer = recipe.get("trainer")
-    strategy = trainer.get("strategy") if isinstance(trainer, dict) else None
-    if isinstance(strategy, str):
+    if isinstance(trainer, dict) and isinstance(trainer.get("strategy"), str):
         for suffix in _UNUSED_PARAMETER_SUFFIXES:
-            strategy = strategy.removesuffix(suffix)
-        trainer["strategy"] = strategy
+            trainer["strategy"] = trainer["strategy"].removesuffix(suffix)
     return recipe
 
 
