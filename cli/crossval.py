@@ -170,8 +170,43 @@ def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
     return tuple(kept)
 
 
+def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> None:
+    """Make each fold's trainer use the processes a job-array task starts, in place: one per
+    GPU (``--gpus-per-node``, at least one) on each of ``--nodes``. Lightning refuses a trainer
+    whose ``devices`` or ``num_nodes`` differ from SLURM's tasks, but only inside the task,
+    once it has started; ``auto`` (the recipes' default) becomes the allocation's numbers, and
+    a DDP job's ``auto`` strategy ``ddp`` (the ``lightning`` command then adds what the module
+    needs, see :class:`core.protocols.PartialBackward`).
+
+    Raises:
+        ConfigurationError: ``trainer.devices`` or ``trainer.num_nodes`` set to other numbers.
+    """
+    tasks, nodes = max(args.gpus_per_node, 1), args.nodes
+    devices = trainer.get("devices", "auto")
+    count = len(devices) if isinstance(devices, list) else devices
+    if str(count) == "auto":
+        trainer["devices"] = tasks
+    elif str(count) != str(tasks):
+        raise ConfigurationError(
+            f"--gpus-per-node {args.gpus_per_node} starts {tasks} process(es) a node for each "
+            f"fold, one per device, but trainer.devices is {devices}: give --trainer.devices "
+            f"{tasks}, or --gpus-per-node {count}."
+        )
+    num_nodes = int(trainer.get("num_nodes") or 1)
+    if num_nodes not in (1, nodes):
+        raise ConfigurationError(
+            f"--nodes {nodes} gives each fold {nodes} node(s), but trainer.num_nodes is "
+            f"{num_nodes}: give --trainer.num_nodes {nodes}, or --nodes {num_nodes}."
+        )
+    trainer["num_nodes"] = nodes
+    if tasks * nodes > 1 and trainer.get("strategy", "auto") == "auto":
+        trainer["strategy"] = "ddp"
+
+
 def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
     config = compose_config(args.config, extra)
+    if args.launcher != "local":
+        _fit_the_allocation(args, config.setdefault("trainer", {}))
     runs_dir = Path(str(config.get("runs_dir", "runs")))
     experiment = ExperimentLayout(
         (runs_dir / str(config.get("experiment", "experiment"))).absolute()

@@ -494,3 +494,31 @@ def test_a_list_append_reaches_each_fold_once():
     extra += ["--runs_dir", "elsewhere", "--trainer.callbacks+", "X", "--b=2"]
     kept = ("--trainer.callbacks.k=1", "--runs_dir", "elsewhere", "--b=2")
     assert _without_list_appends(extra) == kept
+
+
+@pytest.mark.parametrize(
+    "gpus, nodes, trainer, expected",
+    [
+        (4, 1, {"devices": "auto", "strategy": "auto"}, {"devices": 4, "strategy": "ddp"}),
+        (4, 2, {"devices": "4", "num_nodes": 1}, {"devices": "4", "num_nodes": 2}),
+        (2, 1, {"devices": [0, 1], "strategy": "ddp_spawn"}, {"strategy": "ddp_spawn"}),
+        (0, 1, {"devices": "auto", "strategy": "auto"}, {"devices": 1, "strategy": "auto"}),
+        (4, 1, {"devices": 1}, "--trainer.devices 4, or --gpus-per-node 1"),
+        (4, 2, {"num_nodes": 3}, "--trainer.num_nodes 2, or --nodes 3"),
+    ],
+)
+def test_a_job_array_task_trains_on_the_processes_slurm_starts(gpus, nodes, trainer, expected):
+    """Lightning refuses, inside each started task, a trainer whose devices or nodes differ
+    from SLURM's tasks: the fold's trainer takes the allocation's numbers where it says
+    ``auto``, and other numbers are refused before anything is submitted."""
+    from argparse import Namespace
+
+    from cli.crossval import _fit_the_allocation
+
+    args = Namespace(gpus_per_node=gpus, nodes=nodes)
+    if isinstance(expected, str):
+        with pytest.raises(ConfigurationError, match=expected):
+            _fit_the_allocation(args, trainer)
+        return
+    _fit_the_allocation(args, trainer)
+    assert trainer.items() >= {"num_nodes": nodes, **expected}.items()
