@@ -114,6 +114,13 @@ class TwoStageFinetuning(BackboneFinetuning):
         for group in optimizer.param_groups:
             group["lr"] = self.stage2_lr
         self.make_trainable(pl_module.backbone)
+        # A run resumed from a stage-1 checkpoint of 0.12.0 or earlier: its optimiser held the
+        # new layers only (on_fit_start put those groups back), so the backbone joins it here as
+        # a group of its own, as 0.12.0 added it; otherwise it had gradients and never a step.
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [p for p in self.filter_params(pl_module.backbone) if id(p) not in held]
+        if missing:
+            optimizer.add_param_group({"params": missing, "lr": self.stage2_lr})
         self.in_stage2 = True
         log.info("Fine-tuning stage 2 from epoch %d: all layers at lr %g", epoch, self.stage2_lr)
 

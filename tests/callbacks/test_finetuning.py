@@ -5,6 +5,7 @@ from functools import partial
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import BackboneFinetuning
 from torch.utils.data import DataLoader
 
 from callbacks import TwoStageFinetuning
@@ -70,7 +71,7 @@ def test_stage_one_trains_only_new_layers_then_stage_two_trains_all(tmp_path):
     assert not torch.equal(stage2["stem"], stage1["stem"])
 
 
-def _fit(root, epochs, callbacks, ckpt_path=None, **trainer_args):
+def _fit(root, epochs, callbacks, ckpt_path=None, finetuning=TwoStageFinetuning, **trainer_args):
     """Seed 0's PSPNet-18 through ``TwoStageFinetuning(unfreeze_at_epoch=1)``, 1 step an epoch
     (2 on one device)."""
     torch.manual_seed(0)
@@ -83,7 +84,7 @@ def _fit(root, epochs, callbacks, ckpt_path=None, **trainer_args):
         enable_model_summary=False,
         limit_val_batches=0,
         default_root_dir=root,
-        callbacks=[TwoStageFinetuning(unfreeze_at_epoch=1, stage2_lr=1e-4), *callbacks],
+        callbacks=[finetuning(unfreeze_at_epoch=1, stage2_lr=1e-4), *callbacks],
         enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks),
         **{"accelerator": "cpu", **trainer_args},
     )
@@ -101,6 +102,38 @@ def test_a_resumed_run_trains_the_backbone_in_its_next_epoch(tmp_path, stopped_a
     stem = first.net.layer0[0].weight.detach().clone()
     recorder = _Recorder()
     _fit(tmp_path, stopped_after + 1, [recorder], ckpt_path=tmp_path / "last.ckpt")
+    (resumed,) = recorder.snapshots
+    assert resumed["lrs"] == [1e-4] and not torch.equal(resumed["stem"], stem)
+
+
+class _TwoStageFinetuning012(BackboneFinetuning):
+    """0.12.0's callback, for its checkpoints: the backbone frozen in ``setup`` (so the
+    optimiser holds the new layers only), added as a second parameter group at the switch."""
+
+    state_key = "TwoStageFinetuning"
+
+    def __init__(self, unfreeze_at_epoch, stage2_lr):
+        super().__init__(unfreeze_backbone_at_epoch=unfreeze_at_epoch)
+        self.stage2_lr = stage2_lr
+
+    def freeze_before_training(self, pl_module):
+        self.freeze(pl_module.backbone, train_bn=False)
+
+    def finetune_function(self, pl_module, epoch, optimizer):
+        if epoch == self.unfreeze_backbone_at_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = self.stage2_lr
+            self.unfreeze_and_add_param_group(pl_module.backbone, optimizer, self.stage2_lr)
+
+
+def test_a_stage_one_checkpoint_of_0_12_0_trains_the_backbone_in_stage_two(tmp_path):
+    """Its optimiser held the new layers only: resumed, stage 2 unfroze the backbone but never
+    stepped it (it kept its pretrained weights to the end of training)."""
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    first = _fit(tmp_path, 1, [checkpoints], finetuning=_TwoStageFinetuning012)
+    stem = first.net.layer0[0].weight.detach().clone()
+    recorder = _Recorder()
+    _fit(tmp_path, 2, [recorder], ckpt_path=tmp_path / "last.ckpt")
     (resumed,) = recorder.snapshots
     assert resumed["lrs"] == [1e-4] and not torch.equal(resumed["stem"], stem)
 
