@@ -33,6 +33,7 @@ import argparse
 import logging
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ from cli.options import OVERWRITE
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text
-from core.recipe import recipe_differences, recipe_of
+from core.recipe import PER_RUN_KEYS, recipe_differences, recipe_of
 from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout, first_fold_config
 
 # The subcommands import the evaluation modules they use: `--help` and argument errors answer
@@ -152,19 +153,35 @@ def _parse_folds(text: str | None, num_folds: int) -> list[int]:
 
 def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
     """The options for each fold's ``lightning fit``, which runs the experiment's composed
-    configuration: without the list appends (``--trainer.callbacks+=X``) it already holds, which
-    would be appended a second time (Lightning then refuses two callbacks of one type). Every
-    other option sets a value, so giving it again changes nothing (and carries the per-run keys
-    the composed configuration leaves out)."""
+    configuration: without any option of a list that was appended to (``--trainer.callbacks+=X``),
+    since the composed configuration holds that list as the whole command line made it. Given
+    again, an append would be made a second time (Lightning then refuses two callbacks of one
+    type), and an option of the list's items (``--trainer.callbacks.k=1``) applies to the
+    list's last item, another one than on the command line once a second item was appended.
+    Lists of the per-run keys the composed configuration leaves out (``--trainer.logger+=X``)
+    keep their options. Every other option sets a value, so giving it again changes nothing (and
+    carries the per-run keys the composed configuration leaves out)."""
+
+    def key_of(arg: str) -> str:
+        return arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+
+    def below(key: str, parents: Iterable[str]) -> bool:
+        return any(key == parent or key.startswith(f"{parent}.") for parent in parents)
+
+    appended = {
+        key.removesuffix("+")
+        for key in map(key_of, extra)
+        if key.endswith("+") and not below(key.removesuffix("+"), PER_RUN_KEYS)
+    }
     kept: list[str] = []
     skip_value = False
     for arg in extra:
         if skip_value:
             skip_value = False
             continue
-        key = arg.split("=", 1)[0] if arg.startswith("--") else ""
-        if key.endswith("+"):
-            skip_value = "=" not in arg  # "--key+ value"
+        key = key_of(arg).removesuffix("+")
+        if key and below(key, appended):
+            skip_value = "=" not in arg  # "--key value"
             continue
         kept.append(arg)
     return tuple(kept)

@@ -484,16 +484,67 @@ def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(
     assert sorted(r["case"] for r in oof) == every_scan  # every scan of the twin, once
 
 
-def test_a_list_append_reaches_each_fold_once():
-    """Each fold runs the composed configuration, which already holds what ``+=`` appended:
-    given again, ``--trainer.callbacks+=callbacks.TwoStageFinetuning`` put two of the callback
-    in every fold, and Lightning refused the fold."""
+@pytest.mark.parametrize(
+    "extra, kept",
+    [
+        (
+            ["--trainer.callbacks+=callbacks.TwoStageFinetuning", "--trainer.callbacks.k=1"]
+            + ["--runs_dir", "elsewhere", "--trainer.callbacks+", "X", "--b=2"],
+            ("--runs_dir", "elsewhere", "--b=2"),
+        ),
+        # An item's option applies to the list's last item: given again after the composed
+        # list's last one, `a` reached B (refused: B has no `a`).
+        (
+            ["--trainer.callbacks+=A", "--trainer.callbacks.a=1", "--trainer.callbacks+=B"]
+            + ["--trainer.callbacks.init_args.b", "2", "--trainer.max_epochs=3"],
+            ("--trainer.max_epochs=3",),
+        ),
+        # Before the append it applied to the recipe's last callback, afterwards to X.
+        (["--trainer.callbacks.unfreeze_at_epoch=3", "--trainer.callbacks+=X"], ()),
+        # trainer.logger is not in the composed configuration (a per-run key): kept.
+        (
+            ["--trainer.logger+=pytorch_lightning.loggers.TensorBoardLogger"]
+            + ["--trainer.logger.init_args.name", "tb"],
+            (
+                "--trainer.logger+=pytorch_lightning.loggers.TensorBoardLogger",
+                "--trainer.logger.init_args.name",
+                "tb",
+            ),
+        ),
+    ],
+)
+def test_a_list_append_reaches_each_fold_once(extra, kept):
+    """Each fold runs the composed configuration, which already holds the lists the command
+    line appended to: given again, ``--trainer.callbacks+=callbacks.TwoStageFinetuning`` put two
+    of the callback in every fold, and Lightning refused the fold."""
     from cli.crossval import _without_list_appends
 
-    extra = ["--trainer.callbacks+=callbacks.TwoStageFinetuning", "--trainer.callbacks.k=1"]
-    extra += ["--runs_dir", "elsewhere", "--trainer.callbacks+", "X", "--b=2"]
-    kept = ("--trainer.callbacks.k=1", "--runs_dir", "elsewhere", "--b=2")
     assert _without_list_appends(extra) == kept
+
+
+@pytest.mark.slow
+def test_two_appended_callbacks_with_their_options_reach_each_fold_as_composed(tmp_path):
+    """``--trainer.callbacks+=A --trainer.callbacks.a=1 --trainer.callbacks+=B
+    --trainer.callbacks.b=2``: every fold failed ("Option 'a' is not accepted" by B)."""
+    import yaml
+
+    from cli.crossval import _without_list_appends, compose_config
+    from core.recipe import recipe_of
+
+    extra = ["--trainer.callbacks+=callbacks.TwoStageFinetuning"]
+    extra += ["--trainer.callbacks.unfreeze_at_epoch=1"]
+    extra += ["--trainer.callbacks+=pytorch_lightning.callbacks.Timer"]
+    extra += ["--trainer.callbacks.interval=epoch"]
+    recipe = configs("pspnet_focal.yaml", "demo.yaml")
+    composed = compose_config(recipe[1::2], extra)
+    cv_config = tmp_path / "cv_config.yaml"
+    cv_config.write_text(yaml.safe_dump(recipe_of(composed), sort_keys=False))
+    fold = ["fit", "--config", str(cv_config), *_without_list_appends(extra), "--print_config"]
+    result = run_in_process("lightning", *fold, cwd=tmp_path)
+    callbacks = yaml.safe_load(result.stdout)["trainer"]["callbacks"]
+    assert callbacks == composed["trainer"]["callbacks"]
+    assert callbacks[0]["init_args"]["unfreeze_at_epoch"] == 1
+    assert callbacks[1]["init_args"]["interval"] == "epoch"
 
 
 @pytest.mark.parametrize(
