@@ -151,6 +151,32 @@ def _parse_folds(text: str | None, num_folds: int) -> list[int]:
     return folds
 
 
+def _key_of(arg: str) -> str:
+    """The key of a command-line option (``--trainer.callbacks+=X``: ``trainer.callbacks+``)."""
+    return arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+
+
+def _below(key: str, parents: Iterable[str]) -> bool:
+    return any(key == parent or key.startswith(f"{parent}.") for parent in parents)
+
+
+def _without_options(extra: Iterable[str], keys: Iterable[str]) -> tuple[str, ...]:
+    """``extra`` without the options of ``keys`` or below them (``--k=v``, ``--k v``, ``--k+=v``)."""
+    keys = set(keys)
+    kept: list[str] = []
+    skip_value = False
+    for arg in extra:
+        if skip_value:
+            skip_value = False
+            continue
+        key = _key_of(arg).removesuffix("+")
+        if key and _below(key, keys):
+            skip_value = "=" not in arg  # "--key value"
+            continue
+        kept.append(arg)
+    return tuple(kept)
+
+
 def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
     """The options for each fold's ``lightning fit``, which runs the experiment's composed
     configuration: without any option of a list that was appended to (``--trainer.callbacks+=X``),
@@ -161,43 +187,28 @@ def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
     Lists of the per-run keys the composed configuration leaves out (``--trainer.logger+=X``)
     keep their options. Every other option sets a value, so giving it again changes nothing (and
     carries the per-run keys the composed configuration leaves out)."""
-
-    def key_of(arg: str) -> str:
-        return arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
-
-    def below(key: str, parents: Iterable[str]) -> bool:
-        return any(key == parent or key.startswith(f"{parent}.") for parent in parents)
-
     appended = {
         key.removesuffix("+")
-        for key in map(key_of, extra)
-        if key.endswith("+") and not below(key.removesuffix("+"), PER_RUN_KEYS)
+        for key in map(_key_of, extra)
+        if key.endswith("+") and not _below(key.removesuffix("+"), PER_RUN_KEYS)
     }
-    kept: list[str] = []
-    skip_value = False
-    for arg in extra:
-        if skip_value:
-            skip_value = False
-            continue
-        key = key_of(arg).removesuffix("+")
-        if key and below(key, appended):
-            skip_value = "=" not in arg  # "--key value"
-            continue
-        kept.append(arg)
-    return tuple(kept)
+    return _without_options(extra, appended)
 
 
-def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> None:
+def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> list[str]:
     """Make each fold's trainer use the processes a job-array task starts, in place: one per
     GPU (``--gpus-per-node``, at least one) on each of ``--nodes``. Lightning refuses a trainer
     whose ``devices`` or ``num_nodes`` differ from SLURM's tasks, but only inside the task,
     once it has started; ``auto`` (the recipes' default) becomes the allocation's numbers, and
     a DDP job's ``auto`` strategy ``ddp`` (the ``lightning`` command then adds what the module
-    needs, see :class:`core.protocols.PartialBackward`).
+    needs, see :class:`core.protocols.PartialBackward`). Returns the keys it changed, whose
+    command-line options the folds must not be given again (``--trainer.num_nodes 1`` would
+    undo ``--nodes 2``).
 
     Raises:
         ConfigurationError: ``trainer.devices`` or ``trainer.num_nodes`` set to other numbers.
     """
+    given = dict(trainer)
     tasks, nodes = max(args.gpus_per_node, 1), args.nodes
     devices = trainer.get("devices", "auto")
     count = len(devices) if isinstance(devices, list) else devices
@@ -218,12 +229,19 @@ def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> No
     trainer["num_nodes"] = nodes
     if tasks * nodes > 1 and trainer.get("strategy", "auto") == "auto":
         trainer["strategy"] = "ddp"
+    return [
+        f"trainer.{key}"
+        for key in ("devices", "num_nodes", "strategy")
+        if key in trainer and trainer[key] != given.get(key)
+    ]
 
 
 def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
     config = compose_config(args.config, extra)
+    fold_options = _without_list_appends(extra)
     if args.launcher != "local":
-        _fit_the_allocation(args, config.setdefault("trainer", {}))
+        allocated = _fit_the_allocation(args, config.setdefault("trainer", {}))
+        fold_options = _without_options(fold_options, allocated)
     runs_dir = Path(str(config.get("runs_dir", "runs")))
     experiment = ExperimentLayout(
         (runs_dir / str(config.get("experiment", "experiment"))).absolute()
@@ -235,7 +253,7 @@ def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
             str(experiment.cv_config),
             k,
             str(experiment.fold(k).root),
-            _without_list_appends(extra),
+            fold_options,
             overwrite=args.overwrite,
         )
         for k in folds

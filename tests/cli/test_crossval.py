@@ -573,3 +573,26 @@ def test_a_job_array_task_trains_on_the_processes_slurm_starts(gpus, nodes, trai
         return
     _fit_the_allocation(args, trainer)
     assert trainer.items() >= {"num_nodes": nodes, **expected}.items()
+
+
+@pytest.mark.slow
+def test_a_command_line_setting_does_not_undo_the_allocation_in_the_folds(tmp_path, monkeypatch):
+    """The folds are given the command line's options again, after the experiment's
+    configuration: ``--trainer.num_nodes 1`` (which the allocation takes as the default) set
+    each fold back to one node, and Lightning refused every task of ``--nodes 2``."""
+    import yaml
+
+    from cli import crossval
+
+    submitted: list = []
+    monkeypatch.setattr(
+        crossval, "submit", lambda args, jobs, experiment: submitted.extend(jobs) or []
+    )
+    argv = ["fit", *configs("pspnet_focal.yaml"), "--launcher", "slurm", "--nodes", "2"]
+    extra = ["--trainer.num_nodes", "1", "--trainer.devices=auto", "--runs_dir", str(tmp_path)]
+    args, extra = crossval._parser().parse_known_args([*argv, *extra])
+    assert crossval.cmd_fit(args, extra) == 0
+    fold = [*submitted[0].arguments(), "--print_config"]
+    trainer = yaml.safe_load(run_in_process("lightning", *fold, cwd=tmp_path).stdout)["trainer"]
+    assert (trainer["num_nodes"], trainer["devices"]) == (2, 1)  # as in cv_config.yaml
+    assert trainer["strategy"].startswith("ddp")
