@@ -33,7 +33,6 @@ import argparse
 import logging
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +53,7 @@ from cli.options import OVERWRITE
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text
-from core.recipe import PER_RUN_KEYS, recipe_differences, recipe_of
+from core.recipe import recipe_differences, recipe_of, run_settings_of
 from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout, first_fold_config
 
 # The subcommands import the evaluation modules they use: `--help` and argument errors answer
@@ -151,69 +150,27 @@ def _parse_folds(text: str | None, num_folds: int) -> list[int]:
     return folds
 
 
-def _key_of(arg: str) -> str:
-    """The key of a command-line option (``--trainer.callbacks+=X``: ``trainer.callbacks+``)."""
-    return arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
-
-
-def _below(key: str, parents: Iterable[str]) -> bool:
-    return any(key == parent or key.startswith(f"{parent}.") for parent in parents)
-
-
-def _without_options(extra: Iterable[str], keys: Iterable[str]) -> tuple[str, ...]:
-    """``extra`` without the options of ``keys`` or below them (``--k=v``, ``--k v``, ``--k+=v``)."""
-    keys = set(keys)
-    kept: list[str] = []
-    skip_value = False
-    for arg in extra:
-        if skip_value:
-            skip_value = False
-            continue
-        key = _key_of(arg).removesuffix("+")
-        if key and _below(key, keys):
-            skip_value = "=" not in arg  # "--key value"
-            continue
-        kept.append(arg)
-    return tuple(kept)
-
-
-def _without_list_appends(extra: list[str]) -> tuple[str, ...]:
-    """The options for each fold's ``lightning fit``, which runs the experiment's composed
-    configuration: without any option of a list that was appended to (``--trainer.callbacks+=X``),
-    since the composed configuration holds that list as the whole command line made it. Given
-    again, an append would be made a second time (Lightning then refuses two callbacks of one
-    type), and an option of the list's items (``--trainer.callbacks.k=1``) applies to the
-    list's last item, another one than on the command line once a second item was appended.
-    Lists of the per-run keys the composed configuration leaves out (``--trainer.logger+=X``)
-    keep their options. Every other option sets a value, so giving it again changes nothing (and
-    carries the per-run keys the composed configuration leaves out)."""
-    appended = {
-        key.removesuffix("+")
-        for key in map(_key_of, extra)
-        if key.endswith("+") and not _below(key.removesuffix("+"), PER_RUN_KEYS)
-    }
-    return _without_options(extra, appended)
-
-
-def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> list[str]:
+def _fit_the_allocation(
+    args: argparse.Namespace, trainer: dict[str, Any], started: dict[str, Any]
+) -> None:
     """Make each fold's trainer use the processes a job-array task starts, in place: one per
     GPU (``--gpus-per-node``, at least one) on each of ``--nodes``. Lightning refuses a trainer
     whose ``devices`` or ``num_nodes`` differ from SLURM's tasks, but only inside the task,
     once it has started; ``auto`` (the recipes' default) becomes the allocation's numbers, and
     a DDP job's ``auto`` strategy ``ddp`` (the ``lightning`` command then adds what the module
-    needs, see :class:`core.protocols.PartialBackward`). Returns the keys it changed, whose
-    command-line options the folds must not be given again (``--trainer.num_nodes 1`` would
-    undo ``--nodes 2``).
+    needs, see :class:`core.protocols.PartialBackward`). An experiment ``started`` with
+    ``auto`` (its saved trainer settings; before 0.13.0 nothing was derived) keeps it, so its
+    folds stay one recipe.
 
     Raises:
         ConfigurationError: ``trainer.devices`` or ``trainer.num_nodes`` set to other numbers.
     """
-    given = dict(trainer)
     tasks, nodes = max(args.gpus_per_node, 1), args.nodes
     devices = trainer.get("devices", "auto")
     count = len(devices) if isinstance(devices, list) else devices
     if str(count) == "auto":
-        trainer["devices"] = tasks
+        if started.get("devices") != "auto":
+            trainer["devices"] = tasks
     elif str(count) != str(tasks):
         raise ConfigurationError(
             f"--gpus-per-node {args.gpus_per_node} starts {tasks} process(es) a node for each "
@@ -227,25 +184,21 @@ def _fit_the_allocation(args: argparse.Namespace, trainer: dict[str, Any]) -> li
             f"{num_nodes}: give --trainer.num_nodes {nodes}, or --nodes {num_nodes}."
         )
     trainer["num_nodes"] = nodes
-    if tasks * nodes > 1 and trainer.get("strategy", "auto") == "auto":
+    strategy = trainer.get("strategy", "auto")
+    if tasks * nodes > 1 and strategy == "auto" and started.get("strategy") != "auto":
         trainer["strategy"] = "ddp"
-    return [
-        f"trainer.{key}"
-        for key in ("devices", "num_nodes", "strategy")
-        if key in trainer and trainer[key] != given.get(key)
-    ]
 
 
 def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
     config = compose_config(args.config, extra)
-    fold_options = _without_list_appends(extra)
-    if args.launcher != "local":
-        allocated = _fit_the_allocation(args, config.setdefault("trainer", {}))
-        fold_options = _without_options(fold_options, allocated)
     runs_dir = Path(str(config.get("runs_dir", "runs")))
     experiment = ExperimentLayout(
         (runs_dir / str(config.get("experiment", "experiment"))).absolute()
     )
+    if args.launcher != "local":
+        saved = read_config(experiment.cv_config) if experiment.cv_config.is_file() else {}
+        started = saved.get("trainer") or {}
+        _fit_the_allocation(args, config.setdefault("trainer", {}), started)
     num_folds = int(config["data"]["init_args"]["num_folds"])
     folds = _parse_folds(args.folds, num_folds)
     jobs = [
@@ -253,13 +206,16 @@ def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
             str(experiment.cv_config),
             k,
             str(experiment.fold(k).root),
-            fold_options,
+            ("--config", str(experiment.cv_run_config)),
             overwrite=args.overwrite,
         )
         for k in folds
     ]
     _check_recipes(config, experiment, folds, args.overwrite)
     write_text(experiment.cv_config, yaml.safe_dump(recipe_of(config), sort_keys=False))
+    # The folds run those two files, not this command line again: given again, an append
+    # (--trainer.callbacks+=X) was made twice, an option of a list's items reached another item.
+    write_text(experiment.cv_run_config, yaml.safe_dump(run_settings_of(config), sort_keys=False))
     log.info(
         "%s: folds %s of %d → %s",
         experiment.name,

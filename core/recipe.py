@@ -37,6 +37,33 @@ PER_RUN_KEYS: tuple[str, ...] = (
 _UNUSED_PARAMETER_SUFFIXES = ("_find_unused_parameters_true", "_find_unused_parameters_false")
 
 
+#: The keys of :data:`PER_RUN_KEYS` that every fold of one ``lightning-cv fit`` takes from the
+#: configuration it composed (the others are each fold's own: its number, folders, checkpoint).
+SHARED_RUN_KEYS: tuple[str, ...] = (
+    "runs_dir",
+    "data.init_args.cache_dir",
+    "data.init_args.num_workers",
+    "trainer.logger",
+    "trainer.enable_progress_bar",
+)
+
+
+def run_settings_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`SHARED_RUN_KEYS` of ``config`` that it holds, nested as in ``config``."""
+    settings: dict[str, Any] = {}
+    for dotted in SHARED_RUN_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            target = settings
+            for key in parents:
+                target = target.setdefault(key, {})
+            target[leaf] = copy.deepcopy(node[leaf])
+    return settings
+
+
 def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` without :data:`PER_RUN_KEYS`, its DDP strategy named without
     :data:`_UNUSED_PARAMETER_SUFFIXES`."""

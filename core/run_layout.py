@@ -244,6 +244,12 @@ class ExperimentLayout:
         """The configuration ``lightning-cv fit`` composed once and ran every fold with."""
         return self.root / "cv_config.yaml"
 
+    @property
+    def cv_run_config(self) -> Path:
+        """The settings of the latest ``lightning-cv fit`` that are not the recipe's but every
+        fold's (:func:`core.recipe.run_settings_of`): its folds run with both files."""
+        return self.root / "cv_run.yaml"
+
     def fold(self, fold: int) -> RunLayout:
         return RunLayout(self.root / fold_name(fold))
 

@@ -485,69 +485,6 @@ def test_atlas_folds_report_per_subject_and_pooled_dice_beside_dunet(
 
 
 @pytest.mark.parametrize(
-    "extra, kept",
-    [
-        (
-            ["--trainer.callbacks+=callbacks.TwoStageFinetuning", "--trainer.callbacks.k=1"]
-            + ["--runs_dir", "elsewhere", "--trainer.callbacks+", "X", "--b=2"],
-            ("--runs_dir", "elsewhere", "--b=2"),
-        ),
-        # An item's option applies to the list's last item: given again after the composed
-        # list's last one, `a` reached B (refused: B has no `a`).
-        (
-            ["--trainer.callbacks+=A", "--trainer.callbacks.a=1", "--trainer.callbacks+=B"]
-            + ["--trainer.callbacks.init_args.b", "2", "--trainer.max_epochs=3"],
-            ("--trainer.max_epochs=3",),
-        ),
-        # Before the append it applied to the recipe's last callback, afterwards to X.
-        (["--trainer.callbacks.unfreeze_at_epoch=3", "--trainer.callbacks+=X"], ()),
-        # trainer.logger is not in the composed configuration (a per-run key): kept.
-        (
-            ["--trainer.logger+=pytorch_lightning.loggers.TensorBoardLogger"]
-            + ["--trainer.logger.init_args.name", "tb"],
-            (
-                "--trainer.logger+=pytorch_lightning.loggers.TensorBoardLogger",
-                "--trainer.logger.init_args.name",
-                "tb",
-            ),
-        ),
-    ],
-)
-def test_a_list_append_reaches_each_fold_once(extra, kept):
-    """Each fold runs the composed configuration, which already holds the lists the command
-    line appended to: given again, ``--trainer.callbacks+=callbacks.TwoStageFinetuning`` put two
-    of the callback in every fold, and Lightning refused the fold."""
-    from cli.crossval import _without_list_appends
-
-    assert _without_list_appends(extra) == kept
-
-
-@pytest.mark.slow
-def test_two_appended_callbacks_with_their_options_reach_each_fold_as_composed(tmp_path):
-    """``--trainer.callbacks+=A --trainer.callbacks.a=1 --trainer.callbacks+=B
-    --trainer.callbacks.b=2``: every fold failed ("Option 'a' is not accepted" by B)."""
-    import yaml
-
-    from cli.crossval import _without_list_appends, compose_config
-    from core.recipe import recipe_of
-
-    extra = ["--trainer.callbacks+=callbacks.TwoStageFinetuning"]
-    extra += ["--trainer.callbacks.unfreeze_at_epoch=1"]
-    extra += ["--trainer.callbacks+=pytorch_lightning.callbacks.Timer"]
-    extra += ["--trainer.callbacks.interval=epoch"]
-    recipe = configs("pspnet_focal.yaml", "demo.yaml")
-    composed = compose_config(recipe[1::2], extra)
-    cv_config = tmp_path / "cv_config.yaml"
-    cv_config.write_text(yaml.safe_dump(recipe_of(composed), sort_keys=False))
-    fold = ["fit", "--config", str(cv_config), *_without_list_appends(extra), "--print_config"]
-    result = run_in_process("lightning", *fold, cwd=tmp_path)
-    callbacks = yaml.safe_load(result.stdout)["trainer"]["callbacks"]
-    assert callbacks == composed["trainer"]["callbacks"]
-    assert callbacks[0]["init_args"]["unfreeze_at_epoch"] == 1
-    assert callbacks[1]["init_args"]["interval"] == "epoch"
-
-
-@pytest.mark.parametrize(
     "gpus, nodes, trainer, expected",
     [
         (4, 1, {"devices": "auto", "strategy": "auto"}, {"devices": 4, "strategy": "ddp"}),
@@ -569,17 +506,35 @@ def test_a_job_array_task_trains_on_the_processes_slurm_starts(gpus, nodes, trai
     args = Namespace(gpus_per_node=gpus, nodes=nodes)
     if isinstance(expected, str):
         with pytest.raises(ConfigurationError, match=expected):
-            _fit_the_allocation(args, trainer)
+            _fit_the_allocation(args, trainer, started={})
         return
-    _fit_the_allocation(args, trainer)
+    _fit_the_allocation(args, trainer, started={})
     assert trainer.items() >= {"num_nodes": nodes, **expected}.items()
 
 
+def test_an_experiment_started_with_auto_devices_keeps_them():
+    """Before 0.13.0 nothing was derived: an experiment whose folds ran with ``auto`` keeps it
+    (else its next ``lightning-cv fit`` saw another recipe and refused to resume it)."""
+    from argparse import Namespace
+
+    from cli.crossval import _fit_the_allocation
+
+    trainer = {"devices": "auto", "strategy": "auto"}
+    started = {"devices": "auto", "strategy": "auto", "num_nodes": 1}
+    _fit_the_allocation(Namespace(gpus_per_node=4, nodes=1), trainer, started)
+    assert trainer == {"devices": "auto", "strategy": "auto", "num_nodes": 1}
+
+
 @pytest.mark.slow
-def test_a_command_line_setting_does_not_undo_the_allocation_in_the_folds(tmp_path, monkeypatch):
-    """The folds are given the command line's options again, after the experiment's
-    configuration: ``--trainer.num_nodes 1`` (which the allocation takes as the default) set
-    each fold back to one node, and Lightning refused every task of ``--nodes 2``."""
+def test_each_fold_runs_the_composed_configuration_not_the_command_line_again(
+    tmp_path, monkeypatch
+):
+    """A fold runs the experiment's ``cv_config.yaml`` and ``cv_run.yaml``. It used to be
+    given the command line again after them: ``--trainer.callbacks+=X`` was appended twice
+    (Lightning refused the fold), an option of the list's items reached another item,
+    ``--trainer.num_nodes 1`` undid ``--nodes 2`` (Lightning refused every task), and the
+    W&B logger of ``--config experiments/wandb.yaml``, a per-run key left out of
+    ``cv_config.yaml``, reached no fold."""
     import yaml
 
     from cli import crossval
@@ -588,11 +543,24 @@ def test_a_command_line_setting_does_not_undo_the_allocation_in_the_folds(tmp_pa
     monkeypatch.setattr(
         crossval, "submit", lambda args, jobs, experiment: submitted.extend(jobs) or []
     )
-    argv = ["fit", *configs("pspnet_focal.yaml"), "--launcher", "slurm", "--nodes", "2"]
+    recipe = configs("pspnet_focal.yaml", "demo.yaml", "wandb.yaml")
+    argv = ["fit", *recipe, "--launcher", "slurm", "--nodes", "2"]
     extra = ["--trainer.num_nodes", "1", "--trainer.devices=auto", "--runs_dir", str(tmp_path)]
+    extra += ["--data.init_args.num_workers", "3"]
+    extra += ["--trainer.callbacks+=callbacks.TwoStageFinetuning"]
+    extra += ["--trainer.callbacks.unfreeze_at_epoch=1"]
+    extra += ["--trainer.callbacks+=pytorch_lightning.callbacks.Timer"]
+    extra += ["--trainer.callbacks.interval=epoch"]
     args, extra = crossval._parser().parse_known_args([*argv, *extra])
     assert crossval.cmd_fit(args, extra) == 0
     fold = [*submitted[0].arguments(), "--print_config"]
-    trainer = yaml.safe_load(run_in_process("lightning", *fold, cwd=tmp_path).stdout)["trainer"]
-    assert (trainer["num_nodes"], trainer["devices"]) == (2, 1)  # as in cv_config.yaml
-    assert trainer["strategy"].startswith("ddp")
+    config = yaml.safe_load(run_in_process("lightning", *fold, cwd=tmp_path).stdout)
+    trainer = config["trainer"]
+    assert (trainer["num_nodes"], trainer["devices"], trainer["strategy"]) == (2, 1, "ddp")
+    first, second = trainer["callbacks"]
+    assert first["class_path"] == "callbacks.TwoStageFinetuning"
+    assert first["init_args"]["unfreeze_at_epoch"] == 1
+    assert second["init_args"]["interval"] == "epoch"
+    assert trainer["logger"]["class_path"] == "pytorch_lightning.loggers.WandbLogger"
+    assert config["data"]["init_args"]["num_workers"] == 3
+    assert config["runs_dir"] == str(tmp_path)
