@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -66,29 +67,55 @@ def find_user_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _process_rank() -> int:
-    """This process's rank among DDP's (0 outside DDP): the process group's when there is one,
-    else the launchers' environment (Lightning's ranks, torchrun, SLURM)."""
-    distributed = sys.modules.get("torch.distributed")  # imported only where DDP can run
-    if distributed is not None and distributed.is_available() and distributed.is_initialized():
-        return int(distributed.get_rank())
-    for name in ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 0
+def _started_by_the_first_process() -> bool:
+    """Whether this process is one that Lightning's DDP launcher started from the same command
+    (``lightning fit … --trainer.devices 2``): a rank above 0 whose parent process, rank 0,
+    runs the same arguments. Lightning's launcher alone starts ranks so; SLURM and torchrun
+    start every rank themselves."""
+    local_rank = os.environ.get("LOCAL_RANK", "")
+    if not (local_rank.isdigit() and int(local_rank) > 0) or len(sys.argv) < 2:
+        return False
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:  # not Linux: print on every rank
+        return False
+    ours = [os.fsencode(arg) for arg in sys.argv[1:]]
+    return parent[-len(ours) :] == ours
+
+
+def _parent_exited(timeout: float) -> bool:
+    """Wait until this process's parent has exited (it is then adopted by another), at most
+    ``timeout`` seconds; whether it did."""
+    parent, deadline = os.getppid(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.getppid() != parent:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+#: How long a rank above 0 waits for rank 0 to print an error they both raised (and exit).
+_FIRST_PROCESS_GRACE_S = 30.0
 
 
 def report_user_error(error: BaseException, prog: str | None = None) -> bool:
     """For a user mistake in ``error``'s chain: print it as one ``error:`` paragraph on stderr
     (``<prog>: error: …`` when ``prog`` is given) and return True; anything else: False.
 
-    A :class:`core.errors.ConfigurationErrorOnEveryRank` is printed by the first process only
-    (every process raised the same one); the others return True without printing."""
+    A :class:`core.errors.ConfigurationErrorOnEveryRank` in a rank that Lightning's launcher
+    started (:func:`_started_by_the_first_process`) is left to rank 0 to print: the rank
+    waits until rank 0 has exited, and prints it itself only if rank 0 has not within
+    :data:`_FIRST_PROCESS_GRACE_S`. Leaving at once instead would let Lightning's watch over
+    its ranks kill rank 0 before it printed (it kills every rank when one exits with an
+    error). Ranks that SLURM or torchrun started print it each, as any other error."""
     user_error = find_user_error(error)
     if user_error is None:
         return False
-    if isinstance(user_error, ConfigurationErrorOnEveryRank) and _process_rank() > 0:
+    if (
+        isinstance(user_error, ConfigurationErrorOnEveryRank)
+        and _started_by_the_first_process()
+        and _parent_exited(_FIRST_PROCESS_GRACE_S)
+    ):
         return True
     sys.stderr.write(f"{prog + ': ' if prog else ''}error: {user_message(user_error)}\n")
     return True

@@ -29,7 +29,8 @@ class ConfigurationError(UserError, ValueError):
 class ConfigurationErrorOnEveryRank(ConfigurationError):
     """A :class:`ConfigurationError` that every DDP process raises alike, decided from the same
     information (the split, the process count, a shared folder), so none is left waiting in a
-    collective. The commands print it from the first process only, instead of once a process."""
+    collective. Where Lightning's launcher started the processes, the commands print it from
+    the first process only, instead of once a process (:func:`cli.errors.report_user_error`)."""
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):
