@@ -97,7 +97,8 @@ class TwoStageFinetuning(BackboneFinetuning):
             raise ConfigurationErrorOnEveryRank(
                 f"TwoStageFinetuning under DDP ({trainer.world_size} processes) needs DDP to look "
                 "for unused parameters, because the frozen backbone has no gradients in stage 1: "
-                "add --trainer.strategy ddp_find_unused_parameters_true (in place of ddp)."
+                "give --trainer.strategy ddp (the lightning command then makes DDP look for "
+                "them) or ddp_find_unused_parameters_true."
             )
         super().on_fit_start(trainer, pl_module)  # a resumed run's parameter groups
         if not self.in_stage2:
