@@ -188,8 +188,8 @@ def plan_run(
 
 
 def wandb_run_id(run: RunLayout) -> str:
-    """The fold's W&B run id, created once and kept in the run folder, so a resumed run (or a
-    later ``test``) continues the same W&B run."""
+    """The fold's W&B run id, created once and kept in the run folder, so a resumed fit
+    continues the same W&B run (``validate``/``test``/``predict`` log runs of their own)."""
     path = run.wandb_run_id
     if path.is_file():
         return path.read_text().strip()

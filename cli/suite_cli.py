@@ -280,13 +280,21 @@ class SuiteCLI(LightningCLI):
         for logger in others:
             cls = _class_of(logger)
             if cls is not None and issubclass(cls, WandbLogger):
-                logger.init_args.save_dir = str(plan.run.root)
-                logger.init_args.name = logger.init_args.name or (
-                    name if stage == "fit" else f"{name}-{stage}"
-                )
-                if stage == "fit":
-                    logger.init_args.id = wandb_run_id(plan.run)
+                logger.init_args.save_dir = str(plan.stage.root)
                 extra = dict(logger.get("dict_kwargs") or {})
+                if stage == "fit":
+                    logger.init_args.name = logger.init_args.name or name
+                    logger.init_args.id = wandb_run_id(plan.run)
+                else:
+                    # A fold's own config.yaml holds its fit's W&B run (id, name, job type):
+                    # a validate/test/predict run of its own, beside the fit's, not over it.
+                    if logger.init_args.get("name") in (None, name):
+                        logger.init_args.name = f"{name}-{stage}"
+                    logger.init_args.id = None
+                    if logger.init_args.get("job_type") == "fit":
+                        logger.init_args.job_type = None
+                    if extra.get("job_type") == "fit":
+                        del extra["job_type"]
                 extra.setdefault("group", cfg.experiment)
                 extra.setdefault("job_type", stage)
                 extra.setdefault("resume", "allow")

@@ -594,3 +594,32 @@ def test_an_impossible_cache_folder_is_a_user_error(tiny_twin, tmp_path):
         f"error: Cannot use {tmp_path / 'blocker' / 'cache'} as the preprocessing"
     )
     assert "data.init_args.cache_dir" in head and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stage", ["validate", "test", "predict"])
+def test_a_stage_from_the_fold_config_logs_a_wandb_run_of_its_own_beside_the_fit(stage, tmp_path):
+    from jsonargparse import Namespace
+
+    from cli.runs import plan_run
+    from cli.suite_cli import SuiteCLI
+
+    run_dir = tmp_path / "runs" / "exp" / "fold0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run_dir / "wandb_run_id").write_text("fit12345\n")
+    # The W&B logger as the fit saved it in fold0/config.yaml (jsonargparse puts the fit's
+    # group/job type/resume in both places when the file is read again).
+    saved = Namespace(
+        class_path="pytorch_lightning.loggers.WandbLogger",
+        init_args=Namespace(name="fold0", save_dir=str(run_dir), id="fit12345", job_type="fit"),
+        dict_kwargs={"group": "exp", "job_type": "fit", "resume": "allow"},
+    )
+    cfg = Namespace(experiment="exp", trainer=Namespace(logger=[saved]))
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, stage, "last", False, home=run_dir)
+    SuiteCLI._configure_loggers(cfg, plan, "fold0", stage)
+    (logger,) = cfg.trainer.logger[1:]
+    assert logger.init_args.id is None  # not the fit's run: it would be resumed and overwritten
+    assert logger.init_args.name == f"fold0-{stage}"
+    assert logger.init_args.job_type is None and logger.dict_kwargs["job_type"] == stage
+    assert logger.dict_kwargs["group"] == "exp"
+    assert Path(logger.init_args.save_dir) == run_dir / stage  # not the fit's wandb/ folder
