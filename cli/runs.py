@@ -193,7 +193,9 @@ def wandb_run_id(run: RunLayout) -> str:
     path = run.wandb_run_id
     if path.is_file():
         return path.read_text().strip()
-    run_id = secrets.token_hex(4)
+    # A letter first: an all-digit id, or one like 0070e115, is a number to YAML, and the fold's
+    # config.yaml would not give the id back (jsonargparse reads 0070e115 as 7e+116).
+    run_id = secrets.choice("abcdefghijklmnopqrstuvwxyz") + secrets.token_hex(4)[1:]
     if _global_rank() == 0:
         run.root.mkdir(parents=True, exist_ok=True)
         path.write_text(run_id + "\n")

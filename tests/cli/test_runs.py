@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli.runs import RunCSVLogger, plan_run
+from cli.runs import RunCSVLogger, plan_run, wandb_run_id
 from core.errors import ConfigurationError
 
 
@@ -153,3 +153,18 @@ def test_the_csv_log_keeps_its_rows_up_to_the_resumed_epoch(tmp_path):
     fresh.save()
     with (run_dir / "metrics.csv").open() as handle:
         assert [r["val/dice"] for r in csv.DictReader(handle)] == ["0.9"]
+
+
+def test_a_new_wandb_run_id_reads_back_from_yaml_as_the_same_string(tmp_path, monkeypatch):
+    import secrets
+
+    from jsonargparse._loaders_dumpers import yaml_load
+
+    from core.run_layout import RunLayout
+
+    # An id such as 0070e115 came back from the fold's config.yaml as the number 7e+116, and
+    # validate/test/predict --config fold<k>/config.yaml refused the W&B logger.
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "0070e115"[: 2 * n])
+    run_id = wandb_run_id(RunLayout(tmp_path / "fold0"))
+    assert yaml_load(run_id) == run_id
+    assert (tmp_path / "fold0" / "wandb_run_id").read_text().strip() == run_id
