@@ -16,6 +16,11 @@ Moves recorded here (release 0.7, the command line and the callbacks out of
 * ``CTPToDWIGAN``'s ``lr``, ``rmsprop_alpha``, ``milestones`` and ``gamma`` → its injected
   ``optimizer_d``/``optimizer_gs`` (RMSprop) and ``scheduler_d``/``scheduler_gs``
   (MultiStepLR).
+
+And one repair (before 0.13.0): a W&B run id of hex digits such as ``0070e115`` was saved in
+``fold<k>/config.yaml`` as a number (``7.0e+116``), which the logger refuses. The id is
+dropped: the ``lightning`` command takes a fit's id from the run folder's ``wandb_run_id``
+file, and gives the other stages runs of their own.
 """
 
 from __future__ import annotations
@@ -79,6 +84,21 @@ def _inject_gan_optimizers(config: dict[str, Any], changes: list[str]) -> None:
     )
 
 
+def _drop_numeric_wandb_ids(config: dict[str, Any], changes: list[str]) -> None:
+    trainer = config.get("trainer")
+    loggers = trainer.get("logger") if isinstance(trainer, dict) else None
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path")):
+            continue
+        arguments = logger.get("init_args")
+        if not isinstance(arguments, dict):
+            continue
+        run_id = arguments.get("id")
+        if isinstance(run_id, int | float) and not isinstance(run_id, bool):
+            del arguments["id"]
+            changes.append(f"the W&B run id saved as the number {run_id} dropped")
+
+
 def upgrade_config(config: Any) -> tuple[Any, list[str]]:
     """Today's reading of a configuration written by an earlier release.
 
@@ -95,4 +115,5 @@ def upgrade_config(config: Any) -> tuple[Any, list[str]]:
     changes: list[str] = []
     _move_classes(upgraded, changes)
     _inject_gan_optimizers(upgraded, changes)
+    _drop_numeric_wandb_ids(upgraded, changes)
     return (upgraded, changes) if changes else (config, [])

@@ -53,3 +53,19 @@ def test_the_gans_old_optimiser_settings_become_injected_optimisers():
 def test_a_current_configuration_is_returned_unchanged():
     config = {"model": {"class_path": "lightning_modules.CTPToDWIGAN", "init_args": {}}}
     assert upgrade_config(config) == (config, [])
+
+
+def test_a_wandb_run_id_saved_as_a_number_is_dropped():
+    """The id ``0070e115`` was saved in a fold's config.yaml as ``7.0e+116``, which WandbLogger
+    refuses; the ``lightning`` command sets a fit's id from the run folder and other stages'
+    itself."""
+    import yaml
+
+    wandb = "pytorch_lightning.loggers.WandbLogger"
+    saved = f"trainer:\n  logger:\n  - class_path: {wandb}\n    init_args:\n"
+    old = yaml.safe_load(saved + "      id: 7.0e+116\n      name: fold1\n")
+    new, changes = upgrade_config(old)
+    assert new["trainer"]["logger"][0]["init_args"] == {"name": "fold1"}
+    assert changes == ["the W&B run id saved as the number 7e+116 dropped"]
+    kept = {"trainer": {"logger": {"class_path": wandb, "init_args": {"id": "a070e115"}}}}
+    assert upgrade_config(kept) == (kept, [])
