@@ -48,15 +48,22 @@ SHARED_RUN_KEYS: tuple[str, ...] = (
 )
 
 
+def _parent(config: Any, dotted: str) -> tuple[dict[str, Any] | None, list[str], str]:
+    """The mapping holding a dotted key's leaf (``None`` if the path is absent), the keys of
+    the path to it, and the leaf's key."""
+    *parents, leaf = dotted.split(".")
+    node: Any = config
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), parents, leaf
+
+
 def run_settings_of(config: dict[str, Any]) -> dict[str, Any]:
     """The :data:`SHARED_RUN_KEYS` of ``config`` that it holds, nested as in ``config``."""
     settings: dict[str, Any] = {}
     for dotted in SHARED_RUN_KEYS:
-        *parents, leaf = dotted.split(".")
-        node: Any = config
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
+        node, parents, leaf = _parent(config, dotted)
+        if node is not None and leaf in node:
             target = settings
             for key in parents:
                 target = target.setdefault(key, {})
@@ -69,11 +76,8 @@ def recipe_of(config: dict[str, Any]) -> dict[str, Any]:
     :data:`_UNUSED_PARAMETER_SUFFIXES`."""
     recipe = copy.deepcopy(config)
     for dotted in PER_RUN_KEYS:
-        *parents, leaf = dotted.split(".")
-        node: Any = recipe
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        node, _, leaf = _parent(recipe, dotted)
+        if node is not None:
             node.pop(leaf, None)
     trainer = recipe.get("trainer")
     if isinstance(trainer, dict) and isinstance(trainer.get("strategy"), str):
