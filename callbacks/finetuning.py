@@ -41,6 +41,10 @@ class TwoStageFinetuning(BackboneFinetuning):
     - on resuming: whether stage 2 has begun is part of the callback's checkpoint state, so a
       run resumed (or requeued by SLURM) after the switch keeps training the backbone.
 
+    A ``ModelSummary`` callback counts trainable parameters in its own ``on_fit_start``: listed
+    *after* this callback in ``trainer.callbacks`` it counts stage 1's (Lightning's default
+    summary is added after the user's callbacks), listed before it counts every parameter.
+
     Args:
         unfreeze_at_epoch: First epoch of stage 2 (the paper does not give it).
         stage2_lr: Learning rate of all parameters in stage 2.
