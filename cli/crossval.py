@@ -40,7 +40,7 @@ import yaml
 
 from cli import challenge, export, segment
 from cli.console import CurrentStdout
-from cli.errors import exit_if_user_error
+from cli.errors import UserArgumentParser, exit_if_user_error
 from cli.launchers import (
     FoldJob,
     lightning_command,
@@ -425,7 +425,7 @@ def _flag(text: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = UserArgumentParser(
         prog="lightning-cv",
         description="Cross-validation of an experiment: all folds, the report, ensembles.",
         epilog="Options not listed are passed on to `lightning fit` / `lightning predict`.",

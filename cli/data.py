@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cli.errors import USER_ERROR_STATUS, report_user_error
+from cli.errors import USER_ERROR_STATUS, UserArgumentParser, report_user_error
 
 
 def _count(text: str) -> int:
@@ -293,7 +293,7 @@ def _add_isles2022(twins) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``lightning-data`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = UserArgumentParser(
         prog="lightning-data", description="Data utilities for the stroke-segmentation suite."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")

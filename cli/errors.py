@@ -12,12 +12,14 @@ This module imports nothing heavy: ``lightning-data`` answers without loading Li
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from core.errors import ConfigurationErrorOnEveryRank, UserError
 
@@ -126,3 +128,15 @@ def exit_if_user_error(error: BaseException, prog: str | None = None) -> None:
     with status 2. Anything else returns, for the caller to re-raise with its traceback."""
     if report_user_error(error, prog):
         sys.exit(USER_ERROR_STATUS)
+
+
+class UserArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors (a missing argument, an unknown subcommand or choice)
+    follow the error policy: one ``error:`` line first, the usage banner never before it, exit
+    status 2. Its subcommands' parsers are of this class too (argparse makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(
+            f"error: {self.prog}: {message}. `{self.prog} --help` lists the options.\n"
+        )
+        self.exit(USER_ERROR_STATUS)

@@ -27,7 +27,7 @@ import yaml
 from cli.launchers import read_config
 from core.errors import ConfigurationError, OutputExistsError
 from core.io import write_text
-from core.run_layout import ExperimentLayout, ModelFolderLayout, RunLayout
+from core.run_layout import ExperimentLayout, ModelFolderLayout, RunLayout, training_folder_error
 
 _MARKER = "SYNTHETIC_TWIN.json"
 
@@ -152,6 +152,9 @@ def export_experiment(
         OutputExistsError: If ``destination`` exists (and ``overwrite`` is not set, or it is not
             a model folder).
     """
+    other_folder = training_folder_error(experiment)
+    if other_folder is not None:
+        raise ConfigurationError(other_folder)
     layout = ExperimentLayout(experiment)
     folds = layout.folds()
     if not folds:

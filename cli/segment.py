@@ -239,11 +239,27 @@ def patient_folders(root: Path, needed: Sequence[str]) -> dict[str, dict[str, Pa
     a MetaImage's ``.raw`` data, hidden files.
 
     Raises:
-        DatasetNotFoundError: For a root without patient folders, or a patient missing an image
-            (all such patients listed).
+        DatasetNotFoundError: For a root that is no folder, one patient's own folder (it holds
+            the images), a root without patient folders, or a patient missing an image (all
+            such patients listed).
         DataValidationError: For a patient with two images of one name (both named).
     """
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"--input-dir {root}: "
+            + ("is a file" if root.exists() else f"no such folder (from {Path.cwd()})")
+            + "; give a folder holding one folder per patient, or segment one patient with "
+            "--image NAME=FILE … --output."
+        )
     names = {name.casefold(): name for name in needed}
+    stems = {entry: entry.name.split(".", 1)[0].casefold() for entry in root.iterdir()}
+    own = sorted({names[s] for e, s in stems.items() if s in names and is_image_file(e)})
+    if own:
+        raise DatasetNotFoundError(
+            f"--input-dir {root}: holds the images of one patient ({', '.join(own)}), not "
+            "patient folders. Give the folder above it (one folder per patient), or segment this "
+            "patient with --image NAME=FILE … --output."
+        )
     patients: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found: dict[str, Path] = {}
@@ -353,7 +369,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         ),
     )
     segment.add_argument(
-        "model", help="a fold folder (runs/<experiment>/fold<k>) or experiment folder"
+        "model",
+        help="a fold folder (runs/<experiment>/fold<k>), an experiment folder or a model folder "
+        "(lightning-cv export)",
     )
     segment.add_argument(
         "--image",

@@ -330,6 +330,22 @@ class ModelFolderLayout:
         return None
 
 
+def training_folder_error(path: Path) -> str | None:
+    """Why ``path``, given where an experiment's training folder (``runs/<experiment>``) is
+    expected, is another kind of folder, with what to give instead: a model folder (its folds
+    keep weights, not their validation results or training state) or one fold's folder.
+    ``None`` for any other path."""
+    if ModelFolderLayout(path).manifest.is_file():
+        return (
+            f"{path} is a model folder (lightning-cv export): it keeps the folds' weights, not "
+            "their validation results. Give the experiment folder it was exported from "
+            "(runs/<experiment>); a model folder goes to segment, predict and challenge."
+        )
+    if fold_number(path.name) is not None and RunLayout(path).config.is_file():
+        return f"{path} is one fold's folder: give its experiment folder, {path.parent}."
+    return None
+
+
 @dataclass(frozen=True)
 class ComparisonLayout:
     """The files of a comparison of experiments (``lightning-cv compare``)."""

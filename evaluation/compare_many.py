@@ -221,12 +221,29 @@ def _shared_cases(
     return shared, only
 
 
+def _common_columns(tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """The columns every row of every table carries, in the first row's order."""
+    rows = [row for table in tables.values() for row in table]
+    return [c for c in rows[0] if all(c in row for row in rows)] if rows else []
+
+
+def _check_tested_metric(tables: Mapping[str, Sequence[Mapping[str, Any]]], metric: str) -> None:
+    """Refuse a tested metric that some experiment's table lacks, naming the ones all carry."""
+    columns = _common_columns(tables)
+    if columns and metric not in columns:
+        scores = [c for c in columns if c in METRIC_DIRECTIONS]
+        raise ConfigurationError(
+            f"--metric {metric!r} is not a column of every experiment's per-case table; the "
+            f"scores they all carry: {', '.join(scores) or 'none'} (e.g. lightning-cv compare "
+            f"--metric {scores[0] if scores else 'dice'})."
+        )
+
+
 def _ranked_metrics(
     tables: Mapping[str, Sequence[Mapping[str, Any]]], metrics: Sequence[str] | None
 ) -> tuple[str, ...]:
     """The metrics to table and rank: those asked for, or every score all tables carry."""
-    rows = [row for table in tables.values() for row in table]
-    columns = [c for c in rows[0] if all(c in row for row in rows)] if rows else []
+    columns = _common_columns(tables)
     scores = [c for c in columns if c in METRIC_DIRECTIONS]
     if metrics is None:
         return tuple(scores)
@@ -331,6 +348,7 @@ def compare_many(
         raise ConfigurationError(
             f"A comparison needs two experiments or more; got {len(names)} ({list(names)})."
         )
+    _check_tested_metric(tables, metric)
     paired = None
     if len(names) == 2:  # the paired report, with its own checks and messages
         paired = compare_experiments(

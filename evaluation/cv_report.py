@@ -48,7 +48,13 @@ from core.io import write_text
 from core.legacy import upgrade_config
 from core.protocols import Row
 from core.recipe import recipe_differences, recipe_of
-from core.run_layout import ExperimentLayout, ReportLayout, RunLayout, fold_number
+from core.run_layout import (
+    ExperimentLayout,
+    ReportLayout,
+    RunLayout,
+    fold_number,
+    training_folder_error,
+)
 from evaluation.metrics import PRESET_METRICS, VOXEL_COUNT_METRICS
 from evaluation.plots import epoch_series, read_metrics_rows
 from evaluation.postprocessing import CANDIDATE_METRICS, NONE, select
@@ -356,9 +362,13 @@ def build_report(experiment_dir: Path) -> CVReport:
     """Read the folds of ``runs/<experiment>`` and compute the report's numbers.
 
     Raises:
-        ConfigurationError: For a folder without folds, or folds that do not form one split.
+        ConfigurationError: For a folder without folds (a model or fold folder among them), or
+            folds that do not form one split.
     """
     experiment_dir = Path(experiment_dir)
+    other_folder = training_folder_error(experiment_dir)
+    if other_folder is not None:
+        raise ConfigurationError(other_folder)
     fold_runs = ExperimentLayout(experiment_dir).folds()
     if not fold_runs:
         what = (

@@ -236,9 +236,14 @@ def report_choice(experiment_dir: Path) -> tuple[str, Path | None]:
     Raises:
         DataValidationError: For a ``summary.json`` that is not JSON.
     """
-    summary = ExperimentLayout(Path(experiment_dir)).report.summary
-    if not summary.is_file():  # an exported model folder keeps the summary at its root
-        summary = ModelFolderLayout(Path(experiment_dir)).summary
+    model_folder = ModelFolderLayout(Path(experiment_dir))
+    # A model folder's choice is its own summary.json (in its manifest), never a report/ folder
+    # written into it afterwards.
+    summary = (
+        model_folder.summary
+        if model_folder.manifest.is_file()
+        else ExperimentLayout(Path(experiment_dir)).report.summary
+    )
     if not summary.is_file():
         return NONE, None
     try:

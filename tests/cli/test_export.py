@@ -52,3 +52,18 @@ def test_allow_incomplete_exports_the_finished_folds_and_the_card_says_so(tmp_pa
     nothing = _experiment(tmp_path / "b", finished=(), started=(0,))
     with pytest.raises(ConfigurationError, match="train at least one fold to the end"):
         export_experiment(nothing, tmp_path / "n", allow_incomplete=True)
+
+
+def test_a_model_folder_or_a_fold_folder_given_for_the_experiment_is_named(tmp_path):
+    experiment = _experiment(tmp_path, finished=(0, 1, 2), started=(0, 1, 2))
+    model = export_experiment(experiment, tmp_path / "model")
+    # Its folds have a config.yaml but no fit_done.json: it was taken for an unfinished one.
+    with pytest.raises(
+        ConfigurationError, match=r"model is a model folder \(lightning-cv export\)"
+    ):
+        export_experiment(model, tmp_path / "again")
+    with pytest.raises(
+        ConfigurationError, match=r"fold1 is one fold's folder: give its experiment"
+    ):
+        export_experiment(experiment / "fold1", tmp_path / "again")
+    assert not (tmp_path / "again").exists()

@@ -344,6 +344,27 @@ def test_patient_folders_take_image_files_only_in_any_case(tmp_path):
         patient_folders(tmp_path / "patients", ["DWI", "ADC", "FLAIR"])
 
 
+def test_an_input_dir_that_is_no_folder_of_patients_is_named(tmp_path):
+    from cli.segment import patient_folders
+
+    needed = ["DWI", "ADC", "FLAIR"]
+    with pytest.raises(DatasetNotFoundError, match=r"--input-dir .*patients: no such folder"):
+        patient_folders(tmp_path / "patients", needed)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DatasetNotFoundError, match=r"--input-dir .*notes\.txt: is a file"):
+        patient_folders(tmp_path / "notes.txt", needed)
+    # One patient's own folder given in place of the folder of patients.
+    patient = tmp_path / "p1"
+    patient.mkdir()
+    for name in ("dwi.nii.gz", "ADC.mha", "DWI.json"):
+        (patient / name).write_text("x")
+    (patient / "FLAIR").mkdir()
+    with pytest.raises(
+        DatasetNotFoundError, match=r"p1: holds the images of one patient \(ADC, DWI\)"
+    ):
+        patient_folders(patient, needed)
+
+
 def test_a_missing_challenge_input_folder_is_named_as_missing(tmp_path):
     from cli.challenge import _one_image
 

@@ -103,6 +103,8 @@ def test_help_imports_no_heavy_library(command, tmp_path):
         ),  # fmt: skip
         (("lightning-cv", "segment", "runs", "--image", "DWI", "--output", "m.mha"), "NAME=FILE"),
         (("lightning-cv", "export", "runs", "--to", "model"), "holds no fold folder"),
+        (("lightning-cv", "export", "runs"), "required: --to"),
+        (("lightning-cv", "segment", "runs", "--format", "mhd"), "invalid choice: 'mhd'"),
         (
             ("lightning-cv", "challenge", "isles2022", "--model", "runs"),
             "holds no fold configuration",
@@ -122,6 +124,7 @@ def test_an_argument_error_exits_2_without_traceback_or_heavy_imports(command, m
     result, heavy = _run(*command, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert "usage:" not in result.stderr  # the error is the first line, with no banner before it
     error = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error) == 1 and message in error[0], result.stderr
     assert heavy == []

@@ -295,3 +295,14 @@ def test_the_report_of_two_experiments_keeps_the_paired_files(tmp_path):
     assert text.startswith("# dice: focal vs ce")
     assert "| focal higher / ce higher / ties | 5 / 2 / 1 |" in text
     assert "## Ranking" in text and "## Tests on" not in text
+
+
+@pytest.mark.parametrize("experiments", [2, 3])
+def test_a_tested_metric_the_tables_lack_is_refused_naming_those_they_carry(experiments):
+    tables = {name: _rows([0.5, 0.6, 0.7]) for name in "abc"[:experiments]}
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^--metric 'hd95' is not a column of every experiment's per-case table; the "
+        r"scores they all carry: dice \(e\.g\. lightning-cv compare --metric dice\)",
+    ):
+        compare_many(tables, metric="hd95")

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from core.run_layout import ExperimentLayout
+from core.errors import ConfigurationError
+from core.run_layout import ExperimentLayout, ModelFolderLayout
 from evaluation import CaseMetrics
 from evaluation.cv_report import build_report, write_report
 from evaluation.metrics import FULL_CONNECTIVITY, atlas2_challenge, isles2022
@@ -253,3 +254,29 @@ def test_folds_without_candidate_tables_keep_none(tmp_path):
     assert summary["choice"] == "none" and "no val_postprocessing_best.csv" in summary["reason"]
     assert report_choice(experiment)[0] == "none"
     assert math.isclose(json.loads(files["summary"].read_text())["pooled"]["dice"], 0.5)
+
+
+def test_a_model_folder_is_no_experiment_to_report_and_keeps_its_own_choice(tmp_path):
+    import shutil
+
+    experiment = _fake_experiment(tmp_path, None)
+    model = ModelFolderLayout(tmp_path / "model")
+    shutil.copytree(experiment, model.root)  # folds holding a config.yaml, as an export's
+    model.manifest.write_text("{}")
+    model.summary.write_text(json.dumps({"postprocessing": {"choice": "none"}}))
+    # lightning-cv report wrote a report/ into it (which prediction then read, past the manifest).
+    with pytest.raises(
+        ConfigurationError, match=r"model is a model folder \(lightning-cv export\)"
+    ):
+        build_report(model.root)
+    assert not ExperimentLayout(model.root).report.root.exists()
+    with pytest.raises(
+        ConfigurationError, match=r"fold0 is one fold's folder: give its experiment"
+    ):
+        build_report(experiment / "fold0")
+    # A report/ put into a model folder by other means is still not what prediction reads.
+    stray = ExperimentLayout(model.root).report.summary
+    stray.parent.mkdir()
+    stray.write_text(json.dumps({"postprocessing": {"choice": "largest"}}))
+    assert report_choice(model.root) == ("none", model.summary)
+    assert chosen_postprocessing(model.root / "fold0" / "predict")[0] == "none"
