@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from evaluation.case_mean import CaseMean
     from evaluation.case_metrics import CaseMetrics
     from evaluation.metrics import (
         ATLAS2_CHALLENGE_METRICS,
@@ -39,6 +40,7 @@ __all__ = [
     "PRESET_STD_METRICS",
     "UNBOUNDED_METRICS",
     "VOXEL_COUNT_METRICS",
+    "CaseMean",
     "CaseMetrics",
     "atlas2_challenge",
     "atlas_dunet",
@@ -54,7 +56,9 @@ def __getattr__(name: str) -> Any:
     # report of finished folds (evaluation.cv_report) must not wait for them.
     if name not in __all__:
         raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
-    module = "evaluation.case_metrics" if name == "CaseMetrics" else "evaluation.metrics"
+    module = {"CaseMean": "evaluation.case_mean", "CaseMetrics": "evaluation.case_metrics"}.get(
+        name, "evaluation.metrics"
+    )
     return getattr(importlib.import_module(module), name)
 
 

@@ -68,8 +68,9 @@ class CaseMetrics(Metric):
 
     Each ``update`` is one whole case: the preset (:data:`evaluation.metrics.METRIC_PRESETS`)
     is evaluated right away on CPU numpy and one row (case id, then every metric as float64) is
-    appended to list states that DDP concatenates. Summaries are therefore the same whether one
-    process or many saw the cases, as long as every case is seen exactly once. A case id seen
+    appended to list states that DDP concatenates. Summaries are computed over the rows in case
+    order, so they are the same to the last digit whether one process or many saw the cases,
+    as long as every case is seen exactly once. A case id seen
     twice raises: under DDP it usually means ``DistributedSampler`` padded the last batch by
     repeating cases (evaluate with a non-padding sampler such as Lightning's
     ``UnrepeatedDistributedSamplerWrapper``, or on one device).
@@ -192,8 +193,15 @@ class CaseMetrics(Metric):
         """A list state (``case_ids`` or ``<metric>``): a list before a DDP sync, one tensor after."""
         return cast(list[Tensor], getattr(self, name if name == "case_ids" else f"{name}_values"))
 
-    def _columns(self) -> tuple[Tensor, dict[str, Tensor]]:
-        """Case ids and metric columns of the current (possibly synced) state; refuse duplicates."""
+    def _columns(self) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """Case ids, metric columns and candidate rows ``(cases, candidates × metrics)`` (``None``
+        without candidates) of the current (possibly synced) state, in ascending case id; refuse
+        duplicates.
+
+        In case order, not the order the rows came in: DDP concatenates the ranks' rows rank by
+        rank, and a mean or standard deviation over the same values in another order can differ
+        in its last digits from one process's.
+        """
         ids = _cat(self._values("case_ids"))
         unique, counts = torch.unique(ids, return_counts=True)
         if bool((counts > 1).any()):
@@ -205,8 +213,11 @@ class CaseMetrics(Metric):
                 "UnrepeatedDistributedSamplerWrapper) or on one device. Otherwise call reset() "
                 "between epochs."
             )
-        columns = {name: _cat(self._values(name)) for name in self.metric_names}
-        return ids, columns
+        order = torch.argsort(ids)
+        columns = {name: _cat(self._values(name))[order] for name in self.metric_names}
+        width = len(self.candidates) * len(CANDIDATE_METRICS)
+        candidates = _cat(self._values("candidate")).reshape(-1, width)[order] if width else None
+        return ids[order], columns, candidates
 
     def compute(self) -> dict[str, Tensor]:
         """Summarise all cases (across ranks under DDP).
@@ -221,7 +232,7 @@ class CaseMetrics(Metric):
         Raises:
             ValueError: if a case id was seen more than once.
         """
-        ids, columns = self._columns()
+        ids, columns, _ = self._columns()
         summary: dict[str, Tensor] = {}
         for name, values in columns.items():
             if name in VOXEL_COUNT_METRICS:
@@ -255,9 +266,7 @@ class CaseMetrics(Metric):
             should_sync=self._to_sync and not already_synced,
             should_unsync=self._should_unsync and not already_synced,
         ):
-            ids, columns = self._columns()
-            width = len(self.candidates) * len(CANDIDATE_METRICS)
-            candidates = _cat(self._values("candidate")).reshape(-1, width) if width else None
+            ids, columns, candidates = self._columns()
             return (
                 [int(i) for i in ids.tolist()],
                 {name: values.tolist() for name, values in columns.items()},

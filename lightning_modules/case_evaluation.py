@@ -29,13 +29,13 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MeanMetric
 
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
 from core.distributed import gather_objects
 from core.errors import ConfigurationError
 from core.host_buffers import HostBuffers
 from core.protocols import ServesSamples
+from evaluation.case_mean import CaseMean
 from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
 from evaluation.postprocessing import CANDIDATES
@@ -102,9 +102,7 @@ class CaseEvaluationModule(pl.LightningModule):
         self.test_metrics = CaseMetrics(metrics)
         self.predict_metrics = CaseMetrics(metrics)
         # The whole-case loss of each stage (not saved in checkpoints: metric states are not).
-        self.case_losses = torch.nn.ModuleDict(
-            {stage: MeanMetric(nan_strategy="disable") for stage in ("val", "test")}
-        )
+        self.case_losses = torch.nn.ModuleDict({stage: CaseMean() for stage in ("val", "test")})
         self.case_table: list[dict[str, Any]] = []
         self.postprocessing_table: list[dict[str, Any]] = []
         self._case_names: dict[int, str] = {}
@@ -235,11 +233,11 @@ class CaseEvaluationModule(pl.LightningModule):
         prediction = self.predict_case(case)
         loss = self.case_loss(prediction.probability, case["label"])
         if loss is not None:
-            # The mean over every case of every rank: a metric keeps the sum and the count.
-            # (sync_dist averaged the ranks' means, each rank's count truncated to an integer:
-            # 3 cases on 2 ranks logged 1.5 times the loss.)
+            # The mean over every case of every rank, added in one order however the ranks
+            # shared the cases (CaseMean). (sync_dist averaged the ranks' means, each rank's
+            # count truncated to an integer: 3 cases on 2 ranks logged 1.5 times the loss.)
             case_loss = self.case_losses[stage]
-            assert isinstance(case_loss, MeanMetric), "made in __init__"
+            assert isinstance(case_loss, CaseMean), "made in __init__"
             case_loss.update(loss.detach().float())
             self.log(f"{stage}/loss", case_loss, on_step=False, on_epoch=True, batch_size=1)
         self._score(case, prediction.probability, metrics)

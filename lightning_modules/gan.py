@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanMetric
 from torchmetrics.functional.image import (
     peak_signal_noise_ratio,
     structural_similarity_index_measure,
@@ -26,6 +25,7 @@ from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET,
 from core.distributed import gather_objects
 from core.errors import ConfigurationError
 from core.protocols import HasMinimumInputSize, ServesSamples
+from evaluation.case_mean import CaseMean
 from evaluation.metrics import PresetName
 from lightning_modules.case_evaluation import CaseEvaluationModule, CasePrediction
 from lightning_modules.tta import flip_average
@@ -133,8 +133,10 @@ class CTPToDWIGAN(CaseEvaluationModule):
         self.segmentator = segmentator
         self.discriminator = discriminator
         self.seg_loss = seg_loss
-        self.val_psnr = MeanMetric()
-        self.val_ssim = MeanMetric()
+        # Means over cases that do not depend on how DDP shared them; a NaN is left out, with
+        # a warning.
+        self.val_psnr = CaseMean(nan_strategy="warn")
+        self.val_ssim = CaseMean(nan_strategy="warn")
 
     @classmethod
     def ddp_finds_unused_parameters(cls) -> bool:

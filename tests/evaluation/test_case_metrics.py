@@ -155,6 +155,8 @@ def test_real_ddp_matches_single_process_with_uneven_and_idle_ranks() -> None:
     results = {rank: value for rank, (_, value) in outcomes.items()}
     assert sorted(results) == [0, 1, 2]
     for rank, (summary, table, local_rows) in results.items():
-        assert summary == pytest.approx(reference, nan_ok=True)
+        assert summary.keys() == reference.keys()
+        for key, value in summary.items():  # to the last digit
+            assert value == reference[key] or math.isnan(value) and math.isnan(reference[key]), key
         assert table == single.table()
         assert local_rows == len(shards[rank])  # local states were restored after the sync

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_modules import CTPToDWIGAN
 from losses import CEGeneralizedDiceLoss
 from networks import LiuUNet, LSGANDiscriminator
+from tests.conftest import run_gloo
 
 
 class Slices(Dataset):
@@ -194,3 +195,30 @@ def test_a_constant_real_dwi_is_left_out_of_psnr_and_ssim(caplog):
     module.score_synthesis(fake, fake * 0.9 + 0.05, "case_2")
     assert module.val_psnr.update_count == 1
     assert torch.isfinite(module.val_psnr.compute()) and torch.isfinite(module.val_ssim.compute())
+
+
+def _case_means(rank: int, shards: list[list[float]]) -> dict[str, float]:
+    module = _module()
+    means = {
+        "val/loss": module.case_losses["val"],
+        "val/psnr": module.val_psnr,
+        "val/ssim": module.val_ssim,
+    }
+    for metric in means.values():
+        for value in shards[rank]:
+            metric.update(torch.tensor(value))
+    return {key: metric.compute().item() for key, metric in means.items()}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_case_means_are_those_of_one_process_to_the_last_digit():
+    """The whole-case loss (every module's), the PSNR and the SSIM of 3 cases validated by 2
+    gloo processes, rank 0 holding cases 0 and 2 (DistributedSampler). MeanMetric's float32
+    sums added them in another order than one process: each mean was 0.46666669845581055 on
+    two processes and 0.46666666865348816 on one."""
+    values = [0.6, 0.7, 0.1]
+    (one,) = (value for _, value in run_gloo(_case_means, 1, [values]).values())
+    two = {
+        rank: value for rank, (_, value) in run_gloo(_case_means, 2, [[0.6, 0.1], [0.7]]).items()
+    }
+    assert two == {0: one, 1: one}
