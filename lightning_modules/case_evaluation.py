@@ -23,12 +23,15 @@ a GPU's step for the small networks (docs/performance.md, P3).
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET, MonitorMode
 from core.distributed import gather_objects
@@ -40,6 +43,21 @@ from evaluation.case_metrics import CaseMetrics
 from evaluation.metrics import PresetName
 from evaluation.postprocessing import CANDIDATES
 from lightning_modules.tta import IDENTITY, Flip, mirror_flips
+
+
+def _quiet_sync_dist_advice(keys: Collection[str]) -> None:
+    """Silence Lightning's advice to log ``keys`` with ``sync_dist=True``, for these keys only.
+
+    Under DDP Lightning advises it for every plain value logged per epoch without
+    ``sync_dist``; it takes only a torchmetrics ``Metric`` handed to ``log`` for synchronised
+    (Lightning issue 20153). The case summaries are computed from the rows
+    :class:`~evaluation.case_metrics.CaseMetrics` gathered from every process: the same on
+    each, and the same as on one process: ``sync_dist`` would average equal values, at one
+    collective per key.
+    """
+    names = "|".join(re.escape(key) for key in keys)
+    advice = rf"It is recommended to use `self\.log\('({names})', \.\.\., sync_dist=True\)`"
+    warnings.filterwarnings("ignore", message=advice, category=PossibleUserWarning)
 
 
 def _gather_names(names: dict[int, str]) -> dict[int, str]:
@@ -272,6 +290,7 @@ class CaseEvaluationModule(pl.LightningModule):
 
     def _log_case_metrics(self, metrics: CaseMetrics, stage: str) -> None:
         values = {f"{stage}/{k}": v for k, v in self._case_rows(metrics).items()}
+        _quiet_sync_dist_advice(values)
         # Already gathered across processes by CaseMetrics: identical on every rank.
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=True)
         self.log_dict(values)
