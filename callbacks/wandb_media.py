@@ -109,6 +109,7 @@ def log_cv_summary(
     project: str,
     entity: str | None = None,
     offline: bool = True,
+    run_id: str | None = None,
     tables: Mapping[str, Sequence[Row]],
     images: Mapping[str, Path],
     summary: Mapping[str, float],
@@ -117,7 +118,8 @@ def log_cv_summary(
 
     The run is named ``<experiment>-cv`` with job type ``cv-report``, so it sits beside the
     fold runs (``fold0`` ...) of the same group. Everything is logged in one step, then the
-    run is finished.
+    run is finished. Given the ``run_id`` of an earlier report, the same W&B run is resumed:
+    its summary then holds the new values and its history one more step.
 
     Args:
         report_dir: Folder of the report; W&B writes its files to ``<report_dir>/wandb/``.
@@ -126,6 +128,8 @@ def log_cv_summary(
         entity: W&B entity, or None for the default one.
         offline: Write the run locally only (``wandb sync <run folder>`` uploads it later),
             whatever ``WANDB_MODE`` says, and make no network connection at all.
+        run_id: The W&B run id (kept by the caller, e.g. in the report's folder), or None for
+            a new run.
         tables: Tables by key (e.g. ``"folds"``, ``"paper_vs_ours"``, ``"cases_oof"``), each a
             list of row dicts whose keys are the columns; an empty table is skipped.
         images: Image files by key (e.g. ``"dice_boxplot"``, ``"curves_all"``).
@@ -158,6 +162,8 @@ def log_cv_summary(
             group=experiment,
             name=f"{experiment}-cv",
             job_type="cv-report",
+            id=run_id,
+            resume="allow" if run_id else None,
             dir=report_dir,
             mode="offline" if offline else None,
             # Never finish or reuse a run that the calling process may have open.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,13 @@ from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET
 from core.errors import ConfigurationError
 from core.io import write_text
 from core.recipe import recipe_differences, recipe_of, run_settings_of
-from core.run_layout import ComparisonLayout, ExperimentLayout, RunLayout, first_fold_config
+from core.run_layout import (
+    ComparisonLayout,
+    ExperimentLayout,
+    ReportLayout,
+    RunLayout,
+    first_fold_config,
+)
 
 # The subcommands import the evaluation modules they use: `--help` and argument errors answer
 # without torch (tests/cli/test_startup.py).
@@ -253,6 +260,7 @@ def _report(experiment: ExperimentLayout, wandb: bool = False) -> int:
 
 def _log_report_to_wandb(report: CVReport, files: dict[str, Path]) -> None:
     from callbacks.wandb_media import cv_summary_payload, log_cv_summary, wandb_settings_of
+    from cli.runs import wandb_run_id
 
     config = read_config(RunLayout(report.folds[0].run_dir).config)
     settings = wandb_settings_of(config)
@@ -263,6 +271,8 @@ def _log_report_to_wandb(report: CVReport, files: dict[str, Path]) -> None:
         project=settings.get("project") or "strokeseg-repro",
         entity=settings.get("entity"),
         offline=bool(settings.get("offline", True)),
+        # One summary run per experiment: a report written again updates it.
+        run_id=wandb_run_id(ReportLayout(files["report"].parent).wandb_run_id),
         tables=tables,
         images=images,
         summary=summary,
@@ -526,6 +536,14 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = _parser().parse_known_args(argv)
     try:
         code = _COMMANDS[args.command](args, extra)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a fold (composing the configuration, the report, its W&B run): one
+        # line, not the traceback of wherever it landed. A fold's own stop is run_local's.
+        sys.stderr.write(
+            f"lightning-cv {args.command}: interrupted (Ctrl-C) before it finished; run the "
+            "same command again.\n"
+        )
+        sys.exit(128 + signal.SIGINT)
     except Exception as error:
         exit_if_user_error(error)
         raise

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,33 +189,73 @@ def _failed(job: FoldJob, code: int) -> FoldFailedError:
     )
 
 
+#: Seconds a fold's process is given to stop after the command passed it a stop: Lightning ends
+#: the running step, then the fold's loggers (W&B included) close their files.
+STOP_GRACE_S = 60.0
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ignore_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
-def _stopping_the_fold_on_sigterm() -> Iterator[list[int]]:
-    """Within the block, SIGTERM (``kill``, ``timeout``, a scheduler) stops the command as
-    Ctrl-C does: :class:`KeyboardInterrupt` in the waiting ``subprocess.run``, which kills the
-    fold's process, so no fold trains on unseen after the command has gone. Yields the list
-    that receives the signal's number."""
+def _recording_stop_signals() -> Iterator[list[int]]:
+    """Within the block, Ctrl-C and SIGTERM are recorded in the yielded list instead of
+    stopping this process (the main thread only; elsewhere the list stays empty)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {
+        signum: signal.signal(signum, lambda n, f: received.append(n)) for signum in _STOP_SIGNALS
+    }
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _fit_fold(job: FoldJob) -> tuple[int, int | None]:
+    """Run the fold's ``lightning fit`` as a process; its exit status, and the stop signal this
+    command received meanwhile (None: none).
+
+    Ctrl-C reaches every process of the terminal's group, SIGTERM may reach only this one (``kill
+    <pid>``, ``timeout``) or all of them (SLURM): the fold ignores Ctrl-C and gets one SIGTERM
+    from here, whichever arrived, and stops as Lightning stops for SIGTERM, at the end of a step,
+    closing its checkpoints, ``metrics.csv`` and W&B run. It is killed at a second signal or
+    after :data:`STOP_GRACE_S`: no fold trains on unseen after the command has gone.
+    """
+    with _recording_stop_signals() as received:
+        process = subprocess.Popen(lightning_command(*job.arguments()), preexec_fn=_ignore_ctrl_c)
+        deadline = None
+        while True:
+            try:
+                code = process.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if received and deadline is None:
+                sys.stderr.write(
+                    f"interrupted ({signal.Signals(received[0]).name}): stopping fold "
+                    f"{job.fold} at the end of its current step ({job.run_dir}; "
+                    f"{signal.Signals(received[0]).name} again stops it at once).\n"
+                )
+                process.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + STOP_GRACE_S
+            elif deadline is not None and (len(received) > 1 or time.monotonic() > deadline):
+                process.kill()
+        return code, (received[0] if received else None)
 
 
 def run_local(jobs: list[FoldJob]) -> None:
     """Run the folds one after another, each as a ``lightning fit`` process.
 
-    Ctrl-C or SIGTERM stops the running fold's process with the command (it resumes from its
-    ``last.ckpt`` when the command is run again) and exits with 128 + the signal's number.
+    Ctrl-C or SIGTERM stops the running fold at the end of its step (:func:`_fit_fold`; it
+    resumes from its ``last.ckpt`` when the command is run again) and exits with 128 + the
+    signal's number.
 
     Raises:
         ConfigurationError: Before any fold runs, for a fold that cannot resume
@@ -231,17 +272,14 @@ def run_local(jobs: list[FoldJob]) -> None:
         state = "starting over" if job.overwrite else job.state()
         what = {"resume": "resuming from last.ckpt", "start": "fitting"}.get(state, state)
         log.info("── %s: %s", head, what)
-        with _stopping_the_fold_on_sigterm() as received:
-            try:
-                code = subprocess.run(lightning_command(*job.arguments())).returncode
-            except KeyboardInterrupt:
-                signum = received[0] if received else signal.SIGINT
-                sys.stderr.write(
-                    f"interrupted ({signal.Signals(signum).name}): fold {job.fold} was stopped "
-                    f"({job.run_dir}). Run the same command again: finished folds are skipped and "
-                    "this one resumes from its last checkpoint.\n"
-                )
-                raise SystemExit(128 + signum) from None
+        code, signum = _fit_fold(job)
+        if signum is not None:
+            sys.stderr.write(
+                f"fold {job.fold} stopped (lightning fit exited with status {code}). Run the "
+                "same command again: finished folds are skipped and this one resumes from its "
+                "last checkpoint.\n"
+            )
+            raise SystemExit(128 + signum)
         if code != 0:
             raise _failed(job, code)
 

@@ -48,7 +48,7 @@ from cli.console import CurrentStdout
 from cli.errors import exit_if_user_error
 from core.errors import ConfigurationError
 from core.legacy import upgrade_config
-from core.run_layout import RunLayout
+from core.run_layout import ExperimentLayout, RunLayout
 
 if TYPE_CHECKING:
     from cli.runs import RunPlan
@@ -237,8 +237,13 @@ def _sigterm_unwinds(exception: type[BaseException]) -> Iterator[None]:
         yield
         return
 
+    raised: list[int] = []
+
     def unwind(signum: int, frame: Any) -> None:
-        if signal.getsignal(signal.SIGTERM) is unwind:  # not called by Lightning's handler
+        # Once: a second SIGTERM (a fold of lightning-cv gets one from the command and one from
+        # SLURM's signal to the whole job) would interrupt the unwinding with a traceback.
+        if signal.getsignal(signal.SIGTERM) is unwind and not raised:  # not Lightning's call
+            raised.append(signum)
             raise exception
 
     signal.signal(signal.SIGTERM, unwind)
@@ -246,6 +251,14 @@ def _sigterm_unwinds(exception: type[BaseException]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _is_cv_fold(argv: list[str]) -> bool:
+    """Whether the command is a fold that ``lightning-cv fit`` started (it runs the experiment's
+    composed configuration)."""
+    return any(
+        path.name == ExperimentLayout(path.parent).cv_config.name for _, path in _config_paths(argv)
+    )
 
 
 def _report_terminated(argv: list[str], plans: list[RunPlan], by: str = "SIGTERM") -> None:
@@ -256,10 +269,12 @@ def _report_terminated(argv: list[str], plans: list[RunPlan], by: str = "SIGTERM
         message += f"; the earlier run of {plans[-1].run.root} is kept: run the command again."
     elif plans and stage == "fit" and plans[-1].run.last_checkpoint.is_file():
         run = plans[-1].run
-        message += (
-            f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: run the "
-            "same command with --ckpt_path last to resume."
+        again = (
+            "run the lightning-cv command again to resume it"
+            if _is_cv_fold(argv)
+            else "run the same command with --ckpt_path last to resume"
         )
+        message += f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: {again}."
     elif plans and stage == "fit":
         message += "; no epoch finished: run the command again."
     elif plans:

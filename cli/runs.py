@@ -41,7 +41,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from cli.options import OVERWRITE
 from core.checkpoints import best_checkpoint, checkpoint_epoch
 from core.errors import ConfigurationError
-from core.io import temporary_sibling
+from core.io import temporary_sibling, write_text
 from core.run_layout import ExperimentLayout, RunLayout, fold_name
 
 log = logging.getLogger(__name__)
@@ -187,18 +187,17 @@ def plan_run(
     return RunPlan(run, run, checkpoint, epoch, replaced)
 
 
-def wandb_run_id(run: RunLayout) -> str:
-    """The fold's W&B run id, created once and kept in the run folder, so a resumed fit
-    continues the same W&B run (``validate``/``test``/``predict`` log runs of their own)."""
-    path = run.wandb_run_id
+def wandb_run_id(path: Path) -> str:
+    """A W&B run id kept in the file ``path``, created once: a resumed fit continues the same
+    W&B run (a fold's :attr:`RunLayout.wandb_run_id`; ``validate``/``test``/``predict`` log runs
+    of their own), a report written again updates its run (:attr:`ReportLayout.wandb_run_id`)."""
     if path.is_file():
         return path.read_text().strip()
     # A letter first: an all-digit id, or one like 0070e115, is a number to YAML, and the fold's
     # config.yaml would not give the id back (jsonargparse reads 0070e115 as 7e+116).
     run_id = secrets.choice("abcdefghijklmnopqrstuvwxyz") + secrets.token_hex(4)[1:]
     if _global_rank() == 0:
-        run.root.mkdir(parents=True, exist_ok=True)
-        path.write_text(run_id + "\n")
+        write_text(path, run_id + "\n")
     return run_id
 
 

@@ -284,7 +284,7 @@ class SuiteCLI(LightningCLI):
                 extra = dict(logger.get("dict_kwargs") or {})
                 if stage == "fit":
                     logger.init_args.name = logger.init_args.name or name
-                    logger.init_args.id = wandb_run_id(plan.run)
+                    logger.init_args.id = wandb_run_id(plan.run.wandb_run_id)
                 else:
                     # A fold's own config.yaml holds its fit's W&B run (id, name, job type):
                     # a validate/test/predict run of its own, beside the fit's, not over it.

@@ -21,7 +21,7 @@ paths; no other module spells a file name of a run.
             validate/ test/ predict/   the same names; predict/: predictions/ probabilities/
                                        predict_cases.csv
         ensemble/                      RunLayout of the ensemble (predict_config.yaml, predict/)
-        report/                        ReportLayout
+        report/                        ReportLayout (wandb_run_id  wandb/ with --wandb)
         submitit/                      the SLURM job array's scripts and logs
     runs/compare_<a>_vs_<b>/           ComparisonLayout (lightning-cv compare)
 """
@@ -227,6 +227,12 @@ class ReportLayout:
     @property
     def curves_all(self) -> Path:
         return self.root / "curves_all.png"
+
+    @property
+    def wandb_run_id(self) -> Path:
+        """The W&B run id of the report, kept so that a report written again updates the same
+        W&B run instead of adding another."""
+        return self.root / "wandb_run_id"
 
 
 @dataclass(frozen=True)

@@ -401,7 +401,8 @@ def _argv(argv: list[str]) -> Iterator[None]:
 def _cv_steps_in_process(fold_processes: bool) -> Iterator[None]:
     """``lightning-cv``'s calls of ``lightning`` in this process, through :func:`run_in_process`:
     composing the configuration (``--print_config``), an ensemble's ``predict`` and, unless
-    ``fold_processes``, each fold's ``fit``; anything else still starts a process."""
+    ``fold_processes``, each fold's ``fit`` (which ``run_local`` starts with ``Popen``);
+    anything else still starts a process."""
     import cli.crossval
     import cli.launchers
 
@@ -425,7 +426,15 @@ def _cv_steps_in_process(fold_processes: bool) -> Iterator[None]:
         sys.stderr.write(done.stderr)
         return subprocess.CompletedProcess(command, done.returncode)
 
-    shim = SimpleNamespace(run=run)
+    def popen(command: list[str], **kw):
+        # A fold's fit (cli.launchers.run_local): run in this process unless fold_processes,
+        # handed back as a process that has already exited.
+        if list(command)[: len(prefix)] != prefix or fold_processes:
+            return real.Popen(command, **kw)
+        done = run(command)
+        return SimpleNamespace(wait=lambda timeout=None: done.returncode)
+
+    shim = SimpleNamespace(run=run, Popen=popen, TimeoutExpired=real.TimeoutExpired)
     cli.crossval.subprocess = shim  # type: ignore[assignment]
     cli.launchers.subprocess = shim  # type: ignore[assignment]
     try:

@@ -326,3 +326,19 @@ def test_an_offline_report_to_wandb_connects_nowhere_with_wandb_mode_unset(tmp_p
     assert result.returncode == 0, result.stderr[-4000:]
     assert list((experiment_dir / "report" / "wandb").glob("offline-run-*"))
     assert listener.seen == [], f"connections to {here} (server or proxy): {listener.seen}"
+
+
+def test_a_report_written_again_updates_its_wandb_run_instead_of_adding_one(tmp_path, wandb_env):
+    # Each `lightning-cv report --wandb` used to create a new run: after `wandb sync`, the
+    # experiment's group held one `<experiment>-cv` run per report written.
+    experiment_dir = tmp_path / "runs" / "again"
+    _fake_folds(experiment_dir)
+    for _ in range(2):
+        run_in_process("lightning-cv", "report", str(experiment_dir), "--wandb", cwd=tmp_path)
+    report = experiment_dir / "report"
+    runs = [_read_run(path) for path in sorted((report / "wandb").glob("offline-run-*"))]
+    ids = {run.run_id for run, _ in runs}
+    assert len(ids) == 1, f"{len(ids)} W&B runs of one report"
+    assert ids == {(report / "wandb_run_id").read_text().strip()}
+    assert {(run.display_name, run.job_type) for run, _ in runs} == {("again-cv", "cv-report")}
+    assert runs[-1][1]["cv/dice_mean"] == pytest.approx(0.6)

@@ -355,6 +355,20 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
 
 
+def _stopped_status(job) -> int:
+    """The exit status of ``run_local([job])``, which a signal sent meanwhile must stop; this
+    process survives a SIGTERM that the command does not catch."""
+    import cli.launchers
+
+    previous = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            cli.launchers.run_local([job])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return stopped.value.code
+
+
 def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
     # `kill <pid of lightning-cv>` or `timeout`: the fold's process must not train on unseen
     # (a second run would share its folder); the command says how to resume.
@@ -363,7 +377,6 @@ def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
     pid_file = tmp_path / "fold.pid"
     fold = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(5)"
     monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: [sys.executable, "-c", fold])
-    previous = signal.signal(signal.SIGTERM, lambda *a: None)  # this process survives a miss
 
     def terminate() -> None:
         while not pid_file.is_file():
@@ -372,12 +385,7 @@ def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
 
     job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
     threading.Thread(target=terminate, daemon=True).start()
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            cli.launchers.run_local([job])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert stopped.value.code == 128 + signal.SIGTERM
+    assert _stopped_status(job) == 128 + signal.SIGTERM
     fold_pid, deadline = int(pid_file.read_text()), time.monotonic() + 2
     try:  # the fold's process was killed (a zombie until this process reaps it), or reaped
         while (ended := os.waitpid(fold_pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
@@ -385,6 +393,92 @@ def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
         assert ended[0] == fold_pid, "the fold's process still runs"
     except ChildProcessError:
         pass
+
+
+def _fold_that_stops_slowly(tmp_path: Path, grace: float = 1.0) -> list[str]:
+    """A fold process that writes its pid, then trains until SIGTERM and takes ``grace``
+    seconds to close its files (as Lightning ends its step and W&B flushes its run), writing
+    ``closed`` last; a Ctrl-C that reached it would end it at once with a traceback."""
+    script = f"""
+import os, signal, sys, time
+from pathlib import Path
+def stop(signum, frame):
+    time.sleep({grace})
+    Path({str(tmp_path / "closed")!r}).write_text("closed")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+Path({str(tmp_path / "fold.pid")!r}).write_text(str(os.getpid()))
+while True:
+    time.sleep(0.05)
+"""
+    return [sys.executable, "-c", script]
+
+
+def _when_the_fold_runs(tmp_path: Path, *signals: int) -> None:
+    """Send ``signals`` to the fold's process group (the fold and this process, as Ctrl-C in a
+    terminal reaches both) once the fold has started, from a thread."""
+
+    def send() -> None:
+        pid_file = tmp_path / "fold.pid"
+        while not pid_file.is_file() or not pid_file.read_text():
+            time.sleep(0.05)
+        for signum in signals:
+            os.kill(int(pid_file.read_text()), signum)
+            os.kill(os.getpid(), signum)
+            time.sleep(0.2)
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def test_ctrl_c_lets_the_running_fold_close_its_files_before_the_command_exits(
+    tmp_path, monkeypatch, capsys
+):
+    # Ctrl-C reaches the fold too; it used to be killed 0.25 s later (subprocess.run's wait),
+    # before Lightning's shutdown and W&B's finish: a W&B run file with its header only.
+    import cli.launchers
+
+    fold = _fold_that_stops_slowly(tmp_path)
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: fold)
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    _when_the_fold_runs(tmp_path, signal.SIGINT)
+    assert _stopped_status(job) == 128 + signal.SIGINT
+    assert (tmp_path / "closed").is_file(), "the fold was killed before it closed its files"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("interrupted (SIGINT): stopping fold 1 at the end of its current")
+    assert lines[-1].startswith(f"fold 1 stopped (lightning fit exited with status {128 + 15})")
+    assert "Traceback" not in "\n".join(lines)
+
+
+def test_a_fold_that_does_not_stop_is_killed_after_the_grace_period(tmp_path, monkeypatch):
+    import cli.launchers
+
+    fold = _fold_that_stops_slowly(tmp_path, grace=30)
+    monkeypatch.setattr(cli.launchers, "lightning_command", lambda *a: fold)
+    monkeypatch.setattr(cli.launchers, "STOP_GRACE_S", 0.5)
+    job = cli.launchers.FoldJob(str(tmp_path / "cv_config.yaml"), 1, str(tmp_path / "fold1"))
+    _when_the_fold_runs(tmp_path, signal.SIGTERM)
+    started = time.monotonic()
+    assert _stopped_status(job) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 15, "the command waited for the fold past its grace"
+    assert not (tmp_path / "closed").exists()
+
+
+def test_ctrl_c_while_composing_the_configuration_is_one_line(tmp_path, monkeypatch):
+    import cli.crossval
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.crossval, "compose_config", interrupted)
+    args = ["--config", str(EXPERIMENTS / "demo.yaml")]
+    try:
+        result = run_in_process("lightning-cv", "fit", *args, cwd=tmp_path, check=False)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C left lightning-cv with a traceback")
+    assert result.returncode == 128 + signal.SIGINT
+    assert result.stderr.splitlines() == [
+        "lightning-cv fit: interrupted (Ctrl-C) before it finished; run the same command again."
+    ]
 
 
 def test_an_interrupted_fold_without_its_last_checkpoint_is_named_before_any_fold_runs(

@@ -398,6 +398,44 @@ def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in stderr
 
 
+def test_a_second_sigterm_does_not_interrupt_the_unwinding_of_the_first():
+    # A fold of lightning-cv gets SIGTERM from the command and, on SLURM, from the job's
+    # signal to all its processes: the second must not break off the first one's clean-up.
+    from cli.lightning import _sigterm_unwinds
+
+    class Stop(Exception):
+        pass
+
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    cleaned = False
+    with _sigterm_unwinds(Stop):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            cleaned = True
+    assert cleaned
+
+
+def test_a_stopped_fold_of_lightning_cv_says_to_run_lightning_cv_again(tmp_path, capsys):
+    from cli.lightning import _report_terminated
+    from cli.runs import RunPlan
+    from core.run_layout import ExperimentLayout, RunLayout
+
+    experiment = ExperimentLayout(tmp_path / "runs" / "exp")
+    run = RunLayout(experiment.fold(0).root)
+    run.last_checkpoint.parent.mkdir(parents=True)
+    run.last_checkpoint.write_bytes(b"")
+    experiment.cv_config.write_text("experiment: exp\n")
+    argv = ["fit", "--config", str(experiment.cv_config), "--data.init_args.fold", "0"]
+    _report_terminated(argv, [RunPlan(run, run, None, None)])
+    message = capsys.readouterr().err
+    assert message.startswith("lightning fit: stopped by SIGTERM before it finished")
+    assert message.rstrip().endswith("run the lightning-cv command again to resume it.")
+
+
 @pytest.mark.slow
 def test_sigterm_before_an_overwriting_fit_trains_puts_the_earlier_run_back(
     tiny_twin, shared_cache, demo_runs, tmp_path

@@ -165,6 +165,6 @@ def test_a_new_wandb_run_id_reads_back_from_yaml_as_the_same_string(tmp_path, mo
     # An id such as 0070e115 came back from the fold's config.yaml as the number 7e+116, and
     # validate/test/predict --config fold<k>/config.yaml refused the W&B logger.
     monkeypatch.setattr(secrets, "token_hex", lambda n: "0070e115"[: 2 * n])
-    run_id = wandb_run_id(RunLayout(tmp_path / "fold0"))
+    run_id = wandb_run_id(RunLayout(tmp_path / "fold0").wandb_run_id)
     assert yaml_load(run_id) == run_id
     assert (tmp_path / "fold0" / "wandb_run_id").read_text().strip() == run_id
