@@ -44,6 +44,37 @@ ATLAS2_INPUTS = {"t1-brain-mri": "T1"}
 ATLAS2_OUTPUT = "stroke-segmentation"
 IMAGES = "images"
 RESULTS = "results.json"
+#: A challenge → the ``dataset_name`` of the data module its models are trained with, and the
+#: dataset's name in words.
+CHALLENGE_DATA = {"isles2022": ("isles2022", "ISLES 2022"), "atlas2": ("atlas", "ATLAS R2.0")}
+
+
+def check_model_of(challenge: str, model: Path) -> None:
+    """Refuse a model trained on another dataset than the challenge's, before any image is read
+    (its prediction would fail on a setting of the other dataset, e.g. its split names).
+
+    Raises:
+        ConfigurationError: Naming the model's dataset, the challenge's, and what to give.
+    """
+    from cli.segment import model_data_config
+
+    data_class, _ = model_data_config(model)  # a folder without a fold fails before torch
+    from datamodules.base import SliceDataModule
+
+    if issubclass(data_class, SliceDataModule):
+        dataset = data_class.dataset_name
+    else:
+        dataset = data_class.__name__
+    expected, words = CHALLENGE_DATA[challenge]
+    if dataset == expected:
+        return
+    other = next((name for name, (d, _) in CHALLENGE_DATA.items() if d == dataset), None)
+    raise ConfigurationError(
+        f"--model {model}: the model was trained on {dataset} data ({data_class.__name__}), "
+        f"but the {challenge} challenge's cases are {words} ({expected}) data. Give --model a "
+        f"model trained on {words} (a folder of lightning-cv export)"
+        + (f", or run lightning-cv challenge {other} with this model." if other else ".")
+    )
 
 
 def _one_image(folder: Path) -> Path:
@@ -114,6 +145,7 @@ def run_isles2022(model: Path, input_dir: Path, output_dir: Path) -> Path:
     Returns:
         The written mask.
     """
+    check_model_of("isles2022", model)
     return run_grand_challenge_case(
         model, input_dir, output_dir, ISLES2022_INPUTS, ISLES2022_OUTPUT
     )
@@ -146,29 +178,35 @@ def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
     """
     import tempfile
 
+    check_model_of("atlas2", model)
     if (input_dir / IMAGES / next(iter(ATLAS2_INPUTS))).is_dir():
         mask = run_grand_challenge_case(model, input_dir, output_dir, ATLAS2_INPUTS, ATLAS2_OUTPUT)
         print(f"wrote {mask}")
         return 0
 
     from cli.crossval import cmd_predict
+    from cli.errors import naming_files_as_given
 
     with tempfile.TemporaryDirectory(prefix="strokeseg-atlas2-") as tmp:
+        root = _atlas2_root(input_dir, Path(tmp))
+        given = {} if root == input_dir else {str(root / "Testing"): input_dir}
         predict = argparse.Namespace(
             members=[str(model)], name="atlas2", runs_dir=tmp, split="Testing",
             save_probability=False, postprocessing="auto", tta=False,
         )  # fmt: skip
-        return cmd_predict(
-            predict,
-            [
-                "--data.init_args.data_dir", str(_atlas2_root(input_dir, Path(tmp))),
-                "--data.init_args.release", "R2.0",
-                "--data.init_args.cache_dir", str(Path(tmp) / "cache"),
-                "--data.init_args.num_workers", "0",
-                "--prediction_writer.output_dir", str(output_dir),
-            ],
-            in_process=True,
-        )  # fmt: skip
+        # The log names the user's folders, never the ensemble's run folder or cache in tmp.
+        with naming_files_as_given(given, unseen=[tmp]):
+            return cmd_predict(
+                predict,
+                [
+                    "--data.init_args.data_dir", str(root),
+                    "--data.init_args.release", "R2.0",
+                    "--data.init_args.cache_dir", str(Path(tmp) / "cache"),
+                    "--data.init_args.num_workers", "0",
+                    "--prediction_writer.output_dir", str(output_dir),
+                ],
+                in_process=True,
+            )  # fmt: skip
 
 
 def cmd_challenge(args: argparse.Namespace, extra: list[str]) -> int:

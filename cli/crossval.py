@@ -30,7 +30,9 @@ passed on to ``lightning fit`` (or ``lightning predict``), e.g.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
+import pydoc
 import signal
 import subprocess
 import sys
@@ -353,11 +355,13 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     two, for ``lightning-cv segment``) rather than as a child process."""
     from lightning_modules.ensemble import EnsembleModule, resolve_members
 
-    members = [str(Path(m).absolute()) for m in args.members]
-    checkpoints = resolve_members(members)  # fails now for a fold without a checkpoint
+    # Fails now for a path that names no model, or a fold without a checkpoint.
+    checkpoints = resolve_members(list(args.members), command="lightning-cv predict")
     first = Path(args.members[0]).absolute()
     fold_config = first_fold_config(first)
     config = read_config(fold_config)
+    if args.split:
+        _check_split(args.split, config)
     name = args.name or (first.name if len(args.members) == 1 else None)
     if name is None:
         raise ConfigurationError(
@@ -401,6 +405,31 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     if in_process:
         return run_lightning_here("predict", "--config", str(path), *extra)
     return subprocess.run(lightning_command("predict", "--config", str(path), *extra)).returncode
+
+
+def _check_split(split: str, config: dict[str, Any]) -> None:
+    """Refuse a ``--split`` that the members' dataset does not have, in the command's terms
+    (the ``lightning`` run it starts would name ``data.predict_split`` and its type).
+
+    Raises:
+        ConfigurationError: Naming the split, the dataset and the splits it has.
+    """
+    from datamodules.base import SliceDataModule
+
+    data = config.get("data") or {}
+    data_class = pydoc.locate(str(data.get("class_path", "")))
+    if not (inspect.isclass(data_class) and issubclass(data_class, SliceDataModule)):
+        return
+    splits = data_class.predict_splits
+    if not splits or split in splits:
+        return
+    default = (data.get("init_args") or {}).get("predict_split")
+    raise ConfigurationError(
+        f"--split {split}: the models were trained on {data_class.dataset_name} data "
+        f"({data_class.__name__}), whose splits are {', '.join(splits)}; give one of them "
+        f"(e.g. --split {splits[0]})"
+        + (f", or leave --split out to predict {default}." if default else ".")
+    )
 
 
 def _postprocessing(args: argparse.Namespace) -> str:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,31 +27,48 @@ from core.errors import ConfigurationErrorOnEveryRank, UserError
 USER_ERROR_STATUS = 2
 
 # Temporary files a command made from the user's own (a NIfTI converted from an .mha) → the
-# file the user gave, named in their place in the errors printed here.
+# file the user gave, named in their place in the errors and log lines printed here.
 _GIVEN_AS: dict[str, str] = {}
+# Temporary folders the user never sees: a log line still naming one is left out.
+_UNSEEN: list[str] = []
 
 
 @contextlib.contextmanager
-def naming_files_as_given(files: Mapping[str, str | Path]) -> Iterator[None]:
-    """Within the block, a user error that names one of ``files`` (temporary file → the user's
-    own) is printed naming the user's file: errors raised deep inside a nested command (the
-    ``lightning`` run of ``lightning-cv segment``) are reported there, where the caller cannot
-    rename them."""
-    saved = dict(_GIVEN_AS)
+def naming_files_as_given(
+    files: Mapping[str, str | Path], unseen: Sequence[str | Path] = ()
+) -> Iterator[None]:
+    """Within the block, a user error or a log line that names one of ``files`` (temporary file
+    or folder → the user's own) names the user's file instead: errors and messages of a nested
+    command (the ``lightning`` run of ``lightning-cv segment``) are printed here, where the
+    caller cannot rename them. A log line that still names a path in one of the ``unseen``
+    folders (a temporary cache, run folder or output the command deletes when it ends) is left
+    out: it would name files that are gone when the user reads it."""
+    saved, saved_unseen = dict(_GIVEN_AS), list(_UNSEEN)
     _GIVEN_AS.update({str(made): str(given) for made, given in files.items()})
+    _UNSEEN.extend(str(folder) for folder in unseen)
     try:
         yield
     finally:
         _GIVEN_AS.clear()
         _GIVEN_AS.update(saved)
+        _UNSEEN[:] = saved_unseen
+
+
+def as_given(text: str) -> str:
+    """``text`` naming files as the user gave them (:func:`naming_files_as_given`)."""
+    for made in sorted(_GIVEN_AS, key=len, reverse=True):
+        text = text.replace(made, _GIVEN_AS[made])
+    return text
+
+
+def names_unseen(text: str) -> bool:
+    """Whether ``text`` names a path in a folder the user never sees (:func:`naming_files_as_given`)."""
+    return any(folder in text for folder in _UNSEEN)
 
 
 def user_message(error: BaseException) -> str:
     """A user error's message, naming files as the user gave them (:func:`naming_files_as_given`)."""
-    message = str(error)
-    for made in sorted(_GIVEN_AS, key=len, reverse=True):
-        message = message.replace(made, _GIVEN_AS[made])
-    return message
+    return as_given(str(error))
 
 
 def find_user_error(error: BaseException) -> BaseException | None:

@@ -2,9 +2,10 @@
 
 jsonargparse's messages repeat every alternative of every union type; :class:`SuiteArgumentParser`
 reduces them to the key path, the failing class and the reason, with a "did you mean" where a
-close name exists, and never prints the usage banner before it (the error policy of
-:mod:`cli.errors`). It also parses a nested class's command-line values as typed
-(:mod:`cli.nested_values`).
+close name exists (for a key of a config file and for an option of the command line alike),
+and never prints the usage banner before it (the error policy of :mod:`cli.errors`). It takes
+no abbreviated option (``--trainer.max_epoch`` for ``--trainer.max_epochs``). It also parses a
+nested class's command-line values as typed (:mod:`cli.nested_values`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _CLASS = re.compile(r"Problem with given class_path '([^']+)'")
 _OPTION = re.compile(r"Option '([^']+)' is not accepted")
 _SUBCOMMAND_OPTION = re.compile(r"does not accept option '([^']+)'")
 _ATTRIBUTE = re.compile(r"module '([^']+)' has no attribute '([^']+)'")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: --([^\s=]+)")
 _NOISE = (
     "Does not validate against any of the Union subtypes",
     "Subtypes:",
@@ -69,6 +71,11 @@ def _suggestion(leaf: str, class_path: str | None, options: list[str]) -> str:
         candidates = _parameters(class_path) if class_path and _OPTION.search(leaf) else options
         match = _close(option.group(1), candidates) or _close_section(option.group(1), candidates)
         return f" (did you mean '{match}'?)" if match else ""
+    unrecognized = _UNRECOGNIZED.search(leaf)
+    if unrecognized is not None:  # a command-line option: the file's keys, as options
+        key = unrecognized.group(1)
+        match = _close(key, options) or _close_section(key, options)
+        return f" (did you mean '--{match}'?)" if match else ""
     attribute = _ATTRIBUTE.search(leaf)
     if attribute is not None:
         module, name = attribute.groups()
@@ -114,6 +121,8 @@ def _keys_of(parser: Any) -> list[str]:
         keys += list(parser.get_defaults().keys())
     except Exception:  # a parser that cannot build its defaults offers no suggestions
         pass
+    # Options that are no key of a configuration (--print_config, --config).
+    keys += [o[2:] for a in parser._actions for o in a.option_strings if o.startswith("--")]
     action = getattr(parser, "_subcommands_action", None)
     for subparser in getattr(action, "_name_parser_map", {}).values():
         keys += _keys_of(subparser)
@@ -123,6 +132,14 @@ def _keys_of(parser: Any) -> list[str]:
 class SuiteArgumentParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are one line first, the usage never before it, and
     whose nested command-line values reach their class as typed (``null`` as ``None``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The command's own name, whichever way it was started (`python -m cli.lightning`, as
+        # lightning-cv does, would name `lightning.py`). No abbreviated options: a recipe's
+        # `--trainer.max_epoch 3` taken as max_epochs hides a typo (jsonargparse 5's default).
+        kwargs.setdefault("prog", "lightning")
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_args(self, *args: Any, **kwargs: Any) -> Any:
         with nested_values_as_read():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pydoc
 import re
 import tempfile
@@ -68,7 +69,9 @@ def parse_images(entries: Sequence[str]) -> dict[str, Path]:
     return images
 
 
-def _data_config(model: Path) -> tuple[type, dict]:
+def model_data_config(model: Path) -> tuple[type, dict]:
+    """The data module class of the fold, experiment or model folder ``model``, and the
+    configuration of its (first) fold."""
     config_path = first_fold_config(model)
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     located = pydoc.locate(str((config.get("data") or {}).get("class_path", "")))
@@ -79,7 +82,7 @@ def _data_config(model: Path) -> tuple[type, dict]:
 
 def model_images(model: Path) -> tuple[str, list[str]]:
     """The reference image and every image name the model at ``model`` reads."""
-    data_class, config = _data_config(model)  # a folder without a fold fails before torch
+    data_class, config = model_data_config(model)  # a folder without a fold fails before torch
     from datamodules.base import SliceDataModule
 
     if not issubclass(data_class, SliceDataModule) or not data_class.reference_image:
@@ -200,17 +203,25 @@ def segment_cases(
             "--trainer.num_nodes", "1",
             *_one_process(extra),
         ]  # fmt: skip
-        converted = {
+        probabilities = RunLayout(tmp).probabilities_beside(out)
+        # Errors and log lines name the user's files, not the temporary ones they never see
+        # (a converted input, the mask before it is put on the reference grid).
+        given: dict[str, Path] = {
             file: images[name]
             for case, images in cases.items()
             for name, file in files[case].items()
             if Path(file) != images[name].absolute()
         }
-        with naming_files_as_given(converted):  # not the temporary NIfTI the user never saw
+        for case, (mask_path, probability_path) in outputs.items():
+            given[str(out / f"{case}.nii.gz")] = mask_path
+            if probability_path is not None:
+                given[str(probabilities / f"{case}.nii.gz")] = probability_path
+        masks = [mask for mask, _ in outputs.values()]
+        given[str(out)] = masks[0] if len(masks) == 1 else _common_folder(masks)
+        with naming_files_as_given(given, unseen=[tmp]):
             code = cmd_predict(predict, overrides, in_process=True)
         if code != 0:
             return code
-        probabilities = RunLayout(tmp).probabilities_beside(out)
         name = _model_name(model)
         for case, (mask_path, probability_path) in outputs.items():
             reference = cases[case][reference_name]
@@ -222,6 +233,14 @@ def segment_cases(
                     written, reference, probability_path, fractional=True, model=name
                 )
     return 0
+
+
+def _common_folder(paths: Sequence[Path]) -> Path:
+    """The folder that holds all of ``paths`` (``--output-dir``), as the user named it."""
+    parents = {path.parent for path in paths}
+    if len(parents) == 1:
+        return parents.pop()
+    return Path(os.path.commonpath([str(path.absolute()) for path in paths]))
 
 
 def _model_name(model: Path) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from datamodules.normalization import normalize_channels
 from datamodules.transforms import Augmentation
 
 Release = Literal["R1.1", "R1.2", "R2.0"]
+Split = Literal["Training", "Testing"]
 
 # Slices are (rows = y, cols = x), the orientation of the published h5 files (the NIfTI array
 # transposed (2, 1, 0)): 233 rows × 197 columns. Crop windows are given in that frame.
@@ -72,6 +73,7 @@ class ATLASDataModule(SliceDataModule):
 
     dataset_name = "atlas"
     train_split = "Training"
+    predict_splits = get_args(Split)
     reference_image = "T1"
 
     def __init__(
@@ -96,7 +98,7 @@ class ATLASDataModule(SliceDataModule):
             flip_axes=(1,),
             random_order=False,
         ),
-        predict_split: Literal["Training", "Testing"] = "Testing",
+        predict_split: Split = "Testing",
         augment_on_device: bool | None = None,
         cache_on_device: bool = False,
         device_cache_dtype: CacheDtype | None = None,

@@ -127,6 +127,9 @@ class SliceDataModule(pl.LightningDataModule):
 
     dataset_name: ClassVar[str] = "dataset"
     train_split: ClassVar[str] = "TRAINING"
+    #: The values ``predict_split`` accepts (its ``Literal``), for a command to check a split it
+    #: passes on in its own terms (``lightning-cv predict --split``); empty: not listed.
+    predict_splits: ClassVar[tuple[str, ...]] = ()
     #: The image whose grid and header a case's predictions take (``lightning-cv segment``
     #: writes its output on this image's grid, in its file format).
     reference_image: ClassVar[str] = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -88,6 +88,7 @@ class ISLES2018DataModule(SliceDataModule):
 
     dataset_name = "isles2018"
     train_split = "TRAINING"
+    predict_splits = get_args(Split)
     reference_image = "CT"
 
     def __init__(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -89,6 +89,7 @@ class ISLES2022DataModule(SliceDataModule):
 
     dataset_name = "isles2022"
     train_split = "training"
+    predict_splits = get_args(Split)
     reference_image = "DWI"
 
     def __init__(

@@ -35,7 +35,7 @@ from lightning_modules.case_evaluation import CaseEvaluationModule, CasePredicti
 log = logging.getLogger(__name__)
 
 
-def resolve_members(members: list[str]) -> list[Path]:
+def resolve_members(members: list[str], command: str | None = None) -> list[Path]:
     """Checkpoint files from checkpoints, fold folders or experiment folders (globs allowed).
 
     ``runs/x/fold0/checkpoints/last.ckpt`` is used as given; ``runs/x/fold0`` means that fold's
@@ -43,13 +43,27 @@ def resolve_members(members: list[str]) -> list[Path]:
     model folder (``lightning-cv export``) or one of its folds means its folds' ``weights.pt``,
     after the folder's manifest has been checked.
 
+    Args:
+        members: The entries, as the user gave them.
+        command: The command whose arguments they are (``lightning-cv predict``), named in the
+            errors; ``None``: they come from ``model.init_args.members`` of a configuration.
+
     Raises:
         ConfigurationError: For an entry that names nothing, or a fold without a checkpoint.
     """
     found: list[Path] = []
     for entry in members:
-        paths = sorted(Path(p) for p in glob.glob(str(Path(entry).expanduser()))) or [Path(entry)]
+        given = f"{command} {entry}" if command else f"Ensemble member {entry!r}"
+        fix = "" if command else " Fix model.init_args.members."
+        pattern = Path(entry).expanduser()
+        paths = sorted(Path(p) for p in glob.glob(str(pattern))) or [pattern]
         for path in paths:
+            if not path.exists():
+                raise ConfigurationError(
+                    f"{given}: no such file or folder (from {Path.cwd()}). Give an experiment "
+                    "folder (runs/<experiment>), a fold folder (runs/<experiment>/fold<k>), a "
+                    f"model folder (lightning-cv export) or a checkpoint file.{fix}"
+                )
             folder = ModelFolderLayout.containing(path)
             if folder is not None:
                 verify_model_folder(folder)  # a changed or incomplete export is refused now
@@ -62,9 +76,9 @@ def resolve_members(members: list[str]) -> list[Path]:
                 runs = list(ExperimentLayout(path).folds().values())
             if not runs:
                 raise ConfigurationError(
-                    f"Ensemble member {entry!r}: {path.absolute()} is neither a checkpoint, a fold "
-                    "folder (runs/<experiment>/fold<k>) nor an experiment folder holding fold "
-                    "folders. Check model.init_args.members."
+                    f"{given}: {path.absolute()} is neither a checkpoint, a fold folder "
+                    "(runs/<experiment>/fold<k>), a model folder (lightning-cv export) nor an "
+                    f"experiment folder holding fold folders.{fix}"
                 )
             for run in runs:
                 if run.weights.is_file():  # a fold of an exported model folder
@@ -73,10 +87,10 @@ def resolve_members(members: list[str]) -> list[Path]:
                 best = best_checkpoint(run)
                 if best is None:
                     raise ConfigurationError(
-                        f"Ensemble member {entry!r}: {run.root} has no best checkpoint in "
+                        f"{given}: {run.root} has no best checkpoint in "
                         f"{run.checkpoints} (its fit never finished a validated epoch, or the "
                         "file was not copied with the folder). Finish it (lightning-cv fit) or "
-                        "name a checkpoint file."
+                        f"name a checkpoint file.{fix}"
                     )
                 found.append(best.resolve())
     if len(set(found)) != len(found):

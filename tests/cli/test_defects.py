@@ -3,7 +3,8 @@
 Every test here failed on the code before its fix: a replaced fold lost before the data was
 checked, a cross-validation that mixed recipes, advice the command then rejected, stale
 predictions in a submission folder, a late crash of the GAN on a small grid, tracebacks for
-damaged files, a comparison that could not tell two folders apart.
+damaged files, a comparison that could not tell two folders apart, errors of a nested
+``lightning`` run in terms the user never gave.
 """
 
 from __future__ import annotations
@@ -215,3 +216,59 @@ def test_compare_tells_folders_apart_and_offers_only_options_it_has(experiment, 
                             "--out", str(tmp_path / "cmp"), cwd=tmp_path)  # fmt: skip
     assert "only in" in shared.stdout
     assert (tmp_path / "cmp" / "comparison.md").is_file()
+
+
+# -- 8: the messages of a nested `lightning` run, in the terms of the command the user ran -------
+def _isles22_experiment(root: Path) -> Path:
+    """A finished fold of an ISLES 2022 model, as far as the checks made before anything is
+    loaded read it: its config.yaml and its best checkpoint, as ModelCheckpoint records it."""
+    import torch
+
+    checkpoints = root / "fold0" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    data = {"class_path": "datamodules.ISLES2022DataModule", "init_args": {"predict_split": "all"}}
+    (root / "fold0" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+    best = checkpoints / "best-epoch001-dice0.5000.ckpt"
+    torch.save({"epoch": 1}, best)
+    record = {"ModelCheckpoint{'monitor': 'val/dice'}": {"best_model_path": str(best)}}
+    torch.save({"epoch": 1, "callbacks": record}, checkpoints / "last.ckpt")
+    return root
+
+
+def test_a_split_the_models_dataset_lacks_is_named_as_the_user_gave_it(tmp_path):
+    experiment = _isles22_experiment(tmp_path / "runs" / "isles22")
+    result = run_in_process("lightning-cv", "predict", "runs/isles22", "--split", "TESTING",
+                            cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _first_line(result).startswith(
+        "error: --split TESTING: the models were trained on isles2022 data (ISLES2022DataModule), "
+        "whose splits are training, all"
+    ), result.stderr
+    assert "predict_split" not in result.stderr and "--help" not in result.stderr
+    assert not (experiment / "ensemble").exists()  # refused before the ensemble's run
+
+
+def test_a_member_that_does_not_exist_is_named_as_the_user_gave_it(tmp_path):
+    result = run_in_process("lightning-cv", "predict", "runs/doesnotexist", cwd=tmp_path,
+                            check=False)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _first_line(result).startswith(
+        "error: lightning-cv predict runs/doesnotexist: no such file or folder"
+    ), result.stderr
+    assert "model.init_args" not in result.stderr
+
+
+def test_a_model_of_another_dataset_than_the_challenges_is_named_with_both(tmp_path):
+    _isles22_experiment(tmp_path / "models" / "isles22")
+    (tmp_path / "input").mkdir()
+    result = run_in_process(
+        "lightning-cv", "challenge", "atlas2", "--model", "models/isles22",
+        "--input", "input", "--output", "output", cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    head = _first_line(result)
+    assert head.startswith(
+        "error: --model models/isles22: the model was trained on isles2022 data"
+    ), result.stderr
+    assert "ATLAS R2.0" in head and "lightning-cv challenge isles2022" in head
+    assert not (tmp_path / "output").exists()

@@ -200,6 +200,17 @@ def test_an_error_about_a_converted_input_names_the_file_the_user_gave(
 
 
 @pytest.mark.slow
+def test_the_log_names_the_users_files_not_the_temporary_ones(fold, tiny_isles22, tmp_path):
+    images = {**_inputs(tiny_isles22), "ADC": tmp_path / "adc.mha"}  # converted to NIfTI first
+    sitk.WriteImage(sitk.ReadImage(str(_inputs(tiny_isles22)["ADC"])), str(images["ADC"]))
+    result = _segment(fold, images, Path("mask.mha"), tmp_path)  # as given: relative
+    assert "patient -> mask.mha" in result.stdout, result.stdout
+    assert "Wrote 1 predicted case(s) to mask.mha" in result.stdout
+    assert "strokeseg-segment-" not in result.stdout + result.stderr
+    assert (tmp_path / "mask.mha").is_file()
+
+
+@pytest.mark.slow
 def test_an_exported_model_folder_segments_like_its_experiment_and_refuses_tampering(
     fold, tiny_isles22, tmp_path
 ):

@@ -40,6 +40,17 @@ def test_a_copy_without_its_best_checkpoint_is_refused_not_filled_from_the_origi
         resolve_members([str(copy)])
 
 
+def test_a_member_that_does_not_exist_names_the_setting_it_came_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as raised:
+        resolve_members(["runs/missing"])
+    message = str(raised.value)
+    assert message.startswith("Ensemble member 'runs/missing': no such file or folder")
+    assert message.endswith("Fix model.init_args.members.")
+    with pytest.raises(ConfigurationError, match=r"^lightning-cv predict runs/missing: no such"):
+        resolve_members(["runs/missing"], command="lightning-cv predict")
+
+
 def test_members_trained_on_other_data_settings_are_refused_with_an_ensembles_remedy(tiny_twin):
     # The ensemble's own error: the remedy is to ensemble experiments of one preprocessing, not
     # "run with the training run's own configuration" (an ensemble has several).
