@@ -463,7 +463,7 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> UserArgumentParser:
     parser = UserArgumentParser(
         prog="lightning-cv",
         description="Cross-validation of an experiment: all folds, the report, ensembles.",
@@ -562,7 +562,9 @@ def _configure_logging() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lightning-cv`` console script."""
     _configure_logging()
-    args, extra = _parser().parse_known_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    parser.subcommand(args.command).refuse_misspelt(extra)
     try:
         code = _COMMANDS[args.command](args, extra)
     except KeyboardInterrupt:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, cast
 
 from core.errors import ConfigurationErrorOnEveryRank, UserError
 
@@ -147,12 +149,66 @@ def exit_if_user_error(error: BaseException, prog: str | None = None) -> None:
         sys.exit(USER_ERROR_STATUS)
 
 
+def _close_option(given: str, options: Sequence[str]) -> str | None:
+    """The option ``given`` (``--name`` or ``--name=value``) most likely meant: the one it
+    abbreviates, else a close spelling; None for neither."""
+    name = given.split("=", 1)[0]
+    if name in options:
+        return None
+    abbreviated = [option for option in options if option.startswith(name)]
+    if len(abbreviated) == 1:
+        return abbreviated[0]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
 class UserArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose usage errors (a missing argument, an unknown subcommand or choice)
     follow the error policy: one ``error:`` line first, the usage banner never before it, exit
-    status 2. Its subcommands' parsers are of this class too (argparse makes them so)."""
+    status 2. Its subcommands' parsers are of this class too (argparse makes them so).
+
+    It takes no abbreviated option (a recipe's ``--save-prob`` would silently mean
+    ``--save-probability``), and names the option an unknown one most likely meant.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def _options(self) -> list[str]:
+        """The long options of this parser and of its subcommands'."""
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    if isinstance(parser, UserArgumentParser):
+                        options += parser._options()
+        return options
+
+    def subcommand(self, name: str) -> UserArgumentParser:
+        """The parser of subcommand ``name``."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                return cast(UserArgumentParser, action.choices[name])
+        raise KeyError(name)
+
+    def refuse_misspelt(self, passed_on: Sequence[str]) -> None:
+        """Refuse an option left for another command (``lightning-cv`` passes the options it does
+        not know on to ``lightning``) that is this parser's own, abbreviated or misspelt; the
+        other command would name it in its own terms. Dotted options (``--trainer.x``) are the
+        other command's."""
+        options = self._options()
+        for given in passed_on:
+            if given.startswith("--") and "." not in given.split("=", 1)[0]:
+                meant = _close_option(given, options)
+                if meant is not None:
+                    self.error(f"unrecognized arguments: {given}")
 
     def error(self, message: str) -> NoReturn:
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        meant = _close_option(unknown.group(1), self._options()) if unknown else None
+        if meant is not None:
+            message += f" (did you mean {meant}?)"
         sys.stderr.write(
             f"error: {self.prog}: {message}. `{self.prog} --help` lists the options.\n"
         )

@@ -112,6 +112,15 @@ def test_help_imports_no_heavy_library(command, tmp_path):
         (("lightning-data", "synth", "isles2022"), "DIR"),
         (("lightning-data", "synth", "atlas", "out", "--release", "R3"), "invalid choice"),
         (("lightning-data", "synth", "isles2018", "out", "--cases", "-1"), "non-negative"),
+        # Abbreviated or misspelt options of the suite's own commands are named, never taken for
+        # the option they resemble nor passed on to `lightning`, which would name them its way.
+        (("lightning-cv", "predict", "runs", "--save-prob"), "did you mean --save-probability?"),
+        (
+            ("lightning-cv", "predict", "runs", "--postprocesing=none"),
+            "did you mean --postprocessing",
+        ),
+        (("lightning-cv", "fit", "--config", "x.yaml", "--gpus-per-nod", "2"), "--gpus-per-node?"),
+        (("lightning-data", "synth", "isles2018", "out", "--case", "3"), "did you mean --cases?"),
         (("lightning",), "needs a subcommand"),
         (("lightning", "fitt"), "did you mean 'fit'"),
         (("lightning", "fit", "--config", "experiments/missing.yaml"), "no such file"),
