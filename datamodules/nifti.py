@@ -125,6 +125,10 @@ def grid_affine(image: Any) -> np.ndarray | None:
     The sform is used when its code is set and its voxel sizes match pixdim; otherwise the
     qform when its code is set (ISLES 2018: identity sform, true spacing in the qform);
     otherwise there is no orientation to compare, only pixdim.
+
+    Raises:
+        DataValidationError: If the sform's voxel sizes disagree with pixdim and no qform is
+            set, so that neither can be trusted; the message names the file.
     """
     header = image.header
     zooms = np.asarray(header.get_zooms()[:3], dtype=np.float64)
@@ -136,6 +140,18 @@ def grid_affine(image: Any) -> np.ndarray | None:
     qform, qform_code = header.get_qform(coded=True)
     if qform is not None and qform_code > 0:
         return np.asarray(qform, dtype=np.float64)
+    if sform is not None and sform_code > 0:
+        # No qform to arbitrate (a converter that left pixdim 0, which nibabel reads as 1):
+        # either the orientation or the voxel size would be a guess.
+        found = ", ".join(f"{z:g}" for z in np.linalg.norm(sform[:3, :3], axis=0))
+        raise DataValidationError(
+            f"{image.get_filename()}: the header's sform has voxel sizes ({found}) mm but its "
+            f"pixdim says ({', '.join(f'{z:g}' for z in zooms)}) mm, and there is no qform "
+            "(qform_code 0) to tell which is right. Re-save the file with one geometry, e.g. "
+            "with nibabel: image.set_qform(image.get_sform(), 1) and "
+            "image.header.set_zooms(<the sform's voxel sizes>), or restore it from the original "
+            "archive."
+        )
     return None
 
 

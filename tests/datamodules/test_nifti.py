@@ -48,6 +48,23 @@ def test_the_isles_identity_sform_yields_to_the_qform_with_the_true_spacing(tmp_
     np.testing.assert_allclose(grid_affine(nib.load(atlas)), ATLAS_AFFINE)
 
 
+def test_an_sform_that_contradicts_pixdim_without_a_qform_is_refused_naming_the_file(tmp_path):
+    # A converter that left pixdim 0 (nibabel reads 1 mm) beside a 2 mm sform, and no qform:
+    # the voxel size would be a guess, and the FLAIR's resampling once blamed "codes are 0".
+    sform = np.diag([2.0, 2.0, 3.0, 1.0])
+    image = nib.Nifti1Image(_lesion(), None)
+    image.set_sform(sform, 1)
+    image.set_qform(None, 0)
+    image.header["pixdim"][1:4] = 1.0
+    path = tmp_path / "dwi.nii.gz"
+    nib.save(image, str(path))
+    with pytest.raises(
+        DataValidationError,
+        match=r"dwi\.nii\.gz: the header's sform has voxel sizes \(2, 2, 3\) mm but its pixdim says \(1, 1, 1\) mm",
+    ):
+        grid_affine(nib.load(str(path)))
+
+
 @pytest.mark.parametrize(
     "flips, order", [((0,), (0, 1, 2)), ((0, 2), (0, 1, 2)), ((), (1, 0, 2)), ((1,), (2, 0, 1))]
 )
