@@ -260,7 +260,8 @@ def _world_affine(path: Path) -> np.ndarray:
     affine = grid_affine(nib.load(str(path)))
     if affine is None:
         raise DataValidationError(
-            f"{path}: the header states no orientation (qform and sform codes are 0), so the "
+            f"{path}: the header states no orientation (no qform, and no sform or an identity "
+            "one), so the "
             "FLAIR cannot be placed on the DWI's grid. Restore the file from the original "
             "release (its header carries the scanner's orientation)."
         )

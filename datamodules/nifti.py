@@ -124,11 +124,13 @@ def grid_affine(image: Any) -> np.ndarray | None:
 
     The sform is used when its code is set and its voxel sizes match pixdim; otherwise the
     qform when its code is set (ISLES 2018: identity sform, true spacing in the qform);
-    otherwise there is no orientation to compare, only pixdim.
+    otherwise (no code set, or only an identity sform) there is no orientation to compare,
+    only pixdim.
 
     Raises:
-        DataValidationError: If the sform's voxel sizes disagree with pixdim and no qform is
-            set, so that neither can be trusted; the message names the file.
+        DataValidationError: If a sform other than the identity disagrees with pixdim on the
+            voxel sizes and no qform is set, so that neither can be trusted; the message
+            names the file.
     """
     header = image.header
     zooms = np.asarray(header.get_zooms()[:3], dtype=np.float64)
@@ -140,9 +142,10 @@ def grid_affine(image: Any) -> np.ndarray | None:
     qform, qform_code = header.get_qform(coded=True)
     if qform is not None and qform_code > 0:
         return np.asarray(qform, dtype=np.float64)
-    if sform is not None and sform_code > 0:
+    if sform is not None and sform_code > 0 and not np.allclose(sform, np.eye(4)):
         # No qform to arbitrate (a converter that left pixdim 0, which nibabel reads as 1):
-        # either the orientation or the voxel size would be a guess.
+        # either the orientation or the voxel size would be a guess. An identity sform states
+        # nothing (ISLES 2018's quirk, here without its qform): pixdim's spacing, as ITK reads.
         found = ", ".join(f"{z:g}" for z in np.linalg.norm(sform[:3, :3], axis=0))
         raise DataValidationError(
             f"{image.get_filename()}: the header's sform has voxel sizes ({found}) mm but its "

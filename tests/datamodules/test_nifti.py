@@ -65,6 +65,20 @@ def test_an_sform_that_contradicts_pixdim_without_a_qform_is_refused_naming_the_
         grid_affine(nib.load(str(path)))
 
 
+def test_an_identity_sform_without_a_qform_leaves_pixdims_spacing(tmp_path):
+    # ISLES 2018's identity sform, in a copy that lost its qform: it states no geometry, so the
+    # file is read at pixdim's spacing without an orientation (as ITK reads it), not refused.
+    image = nib.Nifti1Image(_lesion(), None)
+    image.set_sform(np.eye(4), 2)
+    image.set_qform(None, 0)
+    image.header.set_zooms((0.864, 0.864, 10.0))
+    path = tmp_path / "ct.nii.gz"
+    nib.save(image, str(path))
+    assert grid_affine(nib.load(str(path))) is None
+    _, zooms = load_volume(path)
+    np.testing.assert_allclose(zooms, (0.864, 0.864, 10.0), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "flips, order", [((0,), (0, 1, 2)), ((0, 2), (0, 1, 2)), ((), (1, 0, 2)), ((1,), (2, 0, 1))]
 )
