@@ -203,7 +203,8 @@ def run_atlas2(model: Path, input_dir: Path, output_dir: Path) -> int:
                     "--data.init_args.release", "R2.0",
                     "--data.init_args.cache_dir", str(Path(tmp) / "cache"),
                     "--data.init_args.num_workers", "0",
-                    "--prediction_writer.output_dir", str(output_dir),
+                    # Absolute: a relative folder is the run's own, in tmp (deleted below).
+                    "--prediction_writer.output_dir", str(output_dir.absolute()),
                 ],
                 in_process=True,
             )  # fmt: skip

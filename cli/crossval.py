@@ -33,6 +33,7 @@ import argparse
 import inspect
 import logging
 import pydoc
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,20 @@ def _fit_the_allocation(
         trainer["strategy"] = "ddp"
 
 
+def _check_slurm_here(args: argparse.Namespace) -> None:
+    """``--launcher slurm`` submits with ``sbatch`` and needs ``srun``: refuse a machine without
+    them before anything is composed or written (submitit raised a RuntimeError)."""
+    if args.launcher != "slurm" or shutil.which("srun") is not None:
+        return
+    raise ConfigurationError(
+        "--launcher slurm: this machine has no SLURM (no srun on PATH), so no job array can be "
+        "submitted. Run the command on the cluster's login node, or run the folds here with "
+        "--launcher local (one after another) or --launcher submitit-local."
+    )
+
+
 def cmd_fit(args: argparse.Namespace, extra: list[str]) -> int:
+    _check_slurm_here(args)
     config = compose_config(args.config, extra)
     runs_dir = Path(str(config.get("runs_dir", "runs")))
     experiment = ExperimentLayout(

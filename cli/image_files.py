@@ -302,6 +302,8 @@ def write_dicom_seg(
     import pydicom
     from pydicom.sr.codedict import codes
 
+    # highdicom logs every module it copies at INFO (~20 lines a SEG) into the command's output.
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     files = dicom_series_files(series)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     if len(sources) != array.shape[0] or any(int(s.get("NumberOfFrames", 1)) > 1 for s in sources):

@@ -355,6 +355,20 @@ def test_user_mistakes_exit_2_with_one_line(tiny_twin, tmp_path):
     assert not (tmp_path / "runs" / "pspnet_focal_demo" / "fold0").exists(), "no fold started"
 
 
+def test_the_slurm_launcher_without_slurm_exits_2_before_writing_anything(tmp_path, monkeypatch):
+    """On a machine without SLURM, ``--launcher slurm`` ended in submitit's RuntimeError (a
+    traceback, status 1) after writing the experiment's files."""
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # no srun, no sbatch
+    args = [*configs("pspnet_focal.yaml"), "--runs_dir", str(tmp_path / "runs")]
+    done = run_in_process(
+        "lightning-cv", "fit", *args, "--launcher", "slurm", cwd=tmp_path, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --launcher slurm: this machine has no SLURM (no srun")
+    assert "--launcher local" in done.stderr.splitlines()[0]
+    assert not (tmp_path / "runs").exists()
+
+
 def _stopped_status(job) -> int:
     """The exit status of ``run_local([job])``, which a signal sent meanwhile must stop; this
     process survives a SIGTERM that the command does not catch."""

@@ -4,6 +4,7 @@ source series' slices and in its physical space."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -90,6 +91,16 @@ def test_a_dicom_seg_lies_on_the_source_slices_and_in_their_space(tmp_path, frac
             sitk.sitkNearestNeighbor,
         )
     np.testing.assert_allclose(sitk.GetArrayFromImage(on_source), array, atol=tolerance or 1e-6)
+
+
+def test_writing_a_dicom_seg_prints_only_the_suites_lines(tmp_path, caplog):
+    """highdicom's INFO lines ("copy attributes of module …", ~20 a SEG) reached the output of
+    ``lightning-cv segment --output mask.dcm``."""
+    write_dicom_series(_oblique_image(), tmp_path / "series")
+    caplog.set_level(logging.INFO)
+    mask = np.zeros((6, 9, 7), dtype=np.uint8)
+    write_dicom_seg(mask, tmp_path / "series", tmp_path / "seg.dcm", fractional=False)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("highdicom")] == []
 
 
 def test_outputs_the_reference_cannot_give_are_refused(tmp_path):

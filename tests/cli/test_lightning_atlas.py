@@ -164,6 +164,21 @@ def test_the_atlas2_container_reads_the_extract_or_its_testing_folder(tiny_r20, 
 
 
 @pytest.mark.slow
+def test_the_atlas2_container_writes_into_a_relative_output_folder(tiny_r20, r20_run, tmp_path):
+    """``--output out`` is the working folder's ``out``: it was the temporary ensemble run's,
+    deleted with it, and the command exited 0 with no mask written."""
+    done = run_in_process(
+        "lightning-cv", "challenge", "atlas2", "--model", str(r20_run), "--input",
+        str(tiny_r20), "--output", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0
+    masks = sorted(
+        (tmp_path / "out").glob("derivatives/atlas2_prediction/sub-*/ses-1/anat/*.nii.gz")
+    )
+    assert len(masks) == 2
+
+
+@pytest.mark.slow
 def test_the_atlas2_type2_container_reads_one_mha_t1_and_writes_its_mask(
     tiny_r20, r20_run, tmp_path
 ):
