@@ -7,6 +7,7 @@ importing torch, Lightning and the suite's modules, which takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import pydoc
@@ -39,6 +40,7 @@ from cli.runs import RunCSVLogger, RunPlan, plan_run, wandb_run_id
 from core.checkpoints import AtomicCheckpointIO, check_weights_fit, read_checkpoint
 from core.errors import ConfigurationError
 from core.io import why_not_writable, write_text
+from core.pretrained import weights_from_checkpoint
 from core.protocols import (
     ChecksData,
     ChecksDataDir,
@@ -191,6 +193,13 @@ class SuiteCLI(LightningCLI):
 
     def _config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
+
+    def instantiate_classes(self) -> None:
+        # A checkpoint brings every weight: a network does not read its pretrained file, which
+        # a model folder, another working folder or a container does not have.
+        trained = self.run_plan is not None and self.run_plan.ckpt_path is not None
+        with weights_from_checkpoint() if trained else contextlib.nullcontext():
+            super().instantiate_classes()
 
     def before_instantiate_classes(self) -> None:
         cfg = self._config()

@@ -27,6 +27,7 @@ from core.defaults import DEFAULT_MONITOR, DEFAULT_MONITOR_MODE, DEFAULT_PRESET,
 from core.errors import ConfigurationError
 from core.legacy import upgrade_config
 from core.model_folder import verify_model_folder
+from core.pretrained import weights_from_checkpoint
 from core.protocols import SignedData
 from core.run_layout import ExperimentLayout, ModelFolderLayout, RunLayout
 from evaluation.metrics import PresetName
@@ -123,7 +124,8 @@ def build_member(checkpoint: Path) -> tuple[pl.LightningModule, dict[str, Any]]:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningModule, "model")
     parsed = parser.parse_object({"model": config["model"]})
-    module = parser.instantiate_classes(parsed).model
+    with weights_from_checkpoint():  # the checkpoint's weights replace any pretrained ones
+        module = parser.instantiate_classes(parsed).model
     state = read_weights(checkpoint) if checkpoint == run.weights else read_checkpoint(checkpoint)
     if "state_dict" not in state:
         raise ConfigurationError(

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ConfigurationError
+from core.pretrained import pretrained_initialisation_wanted
 from networks.blocks import ConvNormAct, check_input
 from networks.pspnet.weights import load_pretrained
 from networks.resnet import DilatedResNet
@@ -87,7 +88,8 @@ class PSPNet(nn.Module):
             depth and stem) to initialise from; nothing is downloaded. Tensors whose shapes
             differ inside the new layers (the 21-class VOC classifiers) and the checkpoint's
             ``init.*``, if any, are skipped; ``new_modules()`` keep their initialisation.
-            See ``networks.pspnet.weights.load_pretrained``.
+            See ``networks.pspnet.weights.load_pretrained``. Not read inside
+            ``core.pretrained.weights_from_checkpoint()`` (a trained checkpoint follows).
 
     Shape:
         Input (B, in_channels, H, W), any H, W. Output raw logits (B, num_classes, H, W); in
@@ -170,7 +172,8 @@ class PSPNet(nn.Module):
                 nn.Conv2d(_AUX_CHANNELS, num_classes, kernel_size=1),
             )
 
-        if pretrained_weights is not None:
+        # Built for a trained checkpoint's weights, the file is neither read nor needed.
+        if pretrained_weights is not None and pretrained_initialisation_wanted():
             load_pretrained(self, pretrained_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

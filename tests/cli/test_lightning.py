@@ -295,6 +295,25 @@ def test_tta_predicts_a_fold_and_an_ensemble_of_it_alike(tiny_twin, demo_runs, t
 
 
 @pytest.mark.slow
+def test_a_trained_pspnet_predicts_without_its_pretrained_file(recipe_args, tmp_path):
+    """The VOC file a fold was initialised from is not needed once its checkpoint holds every
+    weight: predicting with the fold, or with the experiment as an ensemble (as segment, a
+    model folder and the challenge containers do), used to stop with "PSPNet pretrained weights
+    not found" where the file was not (another working folder, a container)."""
+    weights = tmp_path / "voc.pth"
+    shutil.copy(recipe_args("pspnet_focal")[-1], weights)
+    pretrained = ["--model.init_args.net.init_args.pretrained_weights", str(weights)]
+    run_in_process("lightning", "fit", *recipe_args("pspnet_focal"), *pretrained, cwd=tmp_path)
+    weights.unlink()
+    run = tmp_path / "runs" / "pspnet_focal" / "fold0"
+    config = ["--config", str(run / "config.yaml"), "--ckpt_path", "best"]
+    run_in_process("lightning", "predict", *config, cwd=tmp_path)
+    assert len(list((run / "predict" / "predictions").glob("SMIR.strokeseg.*.nii"))) == 2
+    run_in_process("lightning-cv", "predict", str(run.parent), "--split", "TESTING", cwd=tmp_path)
+    ensemble = run.parent / "ensemble" / "predict" / "predictions"
+    assert len(list(ensemble.glob("SMIR.strokeseg.*.nii"))) == 2
+
+
 def test_predict_refuses_a_checkpoint_trained_on_another_grid(
     tiny_twin, shared_cache, demo_runs, tmp_path
 ):
