@@ -51,6 +51,7 @@ from cli.launchers import (
     read_config,
     run_lightning_here,
     run_local,
+    run_stoppable,
     submit,
 )
 from cli.options import OVERWRITE
@@ -418,7 +419,20 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     log.info("Ensemble of %d model(s) → %s", len(checkpoints), home.stage("predict").root)
     if in_process:
         return run_lightning_here("predict", "--config", str(path), *extra)
-    return subprocess.run(lightning_command("predict", "--config", str(path), *extra)).returncode
+    # As a fold: Ctrl-C and SIGTERM stop it after the case it is writing, then this command
+    # exits 128 + the signal. Its masks are published only once every case is written.
+    predictions = home.stage("predict").predictions
+    code, signum = run_stoppable(
+        lightning_command("predict", "--config", str(path), *extra),
+        f"the prediction after its current case ({predictions.parent})",
+    )
+    if signum is not None and code != 0:
+        sys.stderr.write(
+            f"lightning-cv predict: stopped (lightning predict exited with status {code}); "
+            f"{predictions} is as it was before: run the same command again.\n"
+        )
+        raise SystemExit(128 + signum)
+    return code
 
 
 def _check_split(split: str, config: dict[str, Any]) -> None:

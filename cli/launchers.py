@@ -218,18 +218,23 @@ def _recording_stop_signals() -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
-def _fit_fold(job: FoldJob) -> tuple[int, int | None]:
-    """Run the fold's ``lightning fit`` as a process; its exit status, and the stop signal this
-    command received meanwhile (None: none).
+def run_stoppable(command: list[str], what: str) -> tuple[int, int | None]:
+    """Run a ``lightning`` command as a process that Ctrl-C and SIGTERM stop cleanly; its exit
+    status, and the stop signal this command received meanwhile (None: none).
 
     Ctrl-C reaches every process of the terminal's group, SIGTERM may reach only this one (``kill
-    <pid>``, ``timeout``) or all of them (SLURM): the fold ignores Ctrl-C and gets one SIGTERM
+    <pid>``, ``timeout``) or all of them (SLURM): the process ignores Ctrl-C and gets one SIGTERM
     from here, whichever arrived, and stops as Lightning stops for SIGTERM, at the end of a step,
-    closing its checkpoints, ``metrics.csv`` and W&B run. It is killed at a second signal or
-    after :data:`STOP_GRACE_S`: no fold trains on unseen after the command has gone.
+    closing its files (checkpoints, ``metrics.csv``, W&B run). It is killed at a second signal or
+    after :data:`STOP_GRACE_S`: nothing runs on unseen after the command has gone.
+
+    Args:
+        command: The process's command line (:func:`lightning_command`).
+        what: What stops, for the line said at the first signal, e.g. ``"fold 0 at the end of
+            its current step (runs/x/fold0)"``.
     """
     with _recording_stop_signals() as received:
-        process = subprocess.Popen(lightning_command(*job.arguments()), preexec_fn=_ignore_ctrl_c)
+        process = subprocess.Popen(command, preexec_fn=_ignore_ctrl_c)
         deadline = None
         while True:
             try:
@@ -238,16 +243,21 @@ def _fit_fold(job: FoldJob) -> tuple[int, int | None]:
             except subprocess.TimeoutExpired:
                 pass
             if received and deadline is None:
+                name = signal.Signals(received[0]).name
                 sys.stderr.write(
-                    f"interrupted ({signal.Signals(received[0]).name}): stopping fold "
-                    f"{job.fold} at the end of its current step ({job.run_dir}; "
-                    f"{signal.Signals(received[0]).name} again stops it at once).\n"
+                    f"interrupted ({name}): stopping {what}; {name} again stops it at once.\n"
                 )
                 process.send_signal(signal.SIGTERM)
                 deadline = time.monotonic() + STOP_GRACE_S
             elif deadline is not None and (len(received) > 1 or time.monotonic() > deadline):
                 process.kill()
         return code, (received[0] if received else None)
+
+
+def _fit_fold(job: FoldJob) -> tuple[int, int | None]:
+    """Run the fold's ``lightning fit`` as a process (:func:`run_stoppable`)."""
+    what = f"fold {job.fold} at the end of its current step ({job.run_dir})"
+    return run_stoppable(lightning_command(*job.arguments()), what)
 
 
 def run_local(jobs: list[FoldJob]) -> None:

@@ -277,6 +277,9 @@ def _report_terminated(argv: list[str], plans: list[RunPlan], by: str = "SIGTERM
         message += f"; {run.checkpoints} keeps the checkpoints of the last finished epoch: {again}."
     elif plans and stage == "fit":
         message += "; no epoch finished: run the command again."
+    elif plans and stage == "predict":
+        # The writer publishes a prediction's masks only once every case is written.
+        message += f"; no mask of it was published to {plans[-1].stage.predictions}: run it again."
     elif plans:
         message += f"; what it wrote to {plans[-1].stage.root} is incomplete: run it again."
     else:
@@ -296,8 +299,8 @@ def main(args: list[str] | None = None) -> None:
     try:
         _main(argv, args, plans)
     except KeyboardInterrupt:
-        # Ctrl-C while the command starts (imports, parsing, the cache build): Lightning's
-        # loops handle it themselves once they run.
+        # Ctrl-C while the command starts (imports, parsing, the cache build); once Lightning's
+        # loops run, it is theirs (see _main).
         _report_terminated(argv, plans, by="Ctrl-C")
         sys.exit(INTERRUPTED_STATUS)
 
@@ -353,6 +356,13 @@ def _main(argv: list[str], args: list[str] | None, plans: list[RunPlan]) -> None
         # tell a script, a scheduler or lightning-cv that the command finished.
         _report_terminated(argv, plans)
         sys.exit(TERMINATED_STATUS)
+    except SystemExit as stop:
+        if not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        # Lightning's own Ctrl-C handling (its "graceful shutdown": callbacks and loggers told,
+        # W&B closed) ends in sys.exit(1), the status of a failure, with nothing said.
+        _report_terminated(argv, plans, by="Ctrl-C")
+        sys.exit(INTERRUPTED_STATUS)
     except Exception as error:
         exit_if_user_error(error)
         raise

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerStatus
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.case_report import CaseReport
 from callbacks.prediction_writer import NiftiPredictionWriter
@@ -98,6 +99,16 @@ class _CommitReplacement(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.plan.commit()
+
+
+class _PredictStopsAtSigterm(pl.Callback):
+    """Ends ``predict`` after the batch it is on at SIGTERM, as Lightning ends ``fit``,
+    ``validate`` and ``test``: its prediction loop only notes the signal and predicts every
+    case. The writer publishes a prediction's masks only once every case is written."""
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
 
 class SuiteCLI(LightningCLI):
@@ -364,6 +375,7 @@ class SuiteCLI(LightningCLI):
             callbacks.append(LoggedValuesBar())
         if self.run_plan is not None and self.run_plan.replaced is not None:
             callbacks.append(_CommitReplacement(self.run_plan))
+        callbacks.append(_PredictStopsAtSigterm())
         try:
             trainer = super()._instantiate_trainer(config, callbacks)
         except (MisconfigurationException, ValueError, TypeError, ImportError) as error:

@@ -477,6 +477,26 @@ def test_a_fold_that_does_not_stop_is_killed_after_the_grace_period(tmp_path, mo
     assert not (tmp_path / "closed").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_lets_an_ensemble_prediction_stop_after_its_case(focal_cv, tmp_path, monkeypatch):
+    # The prediction's process was killed 0.25 s after Ctrl-C (subprocess.run's wait): it gets
+    # one SIGTERM and the time to stop, as a fold does.
+    import cli.crossval
+
+    monkeypatch.setattr(
+        cli.crossval, "lightning_command", lambda *a: _fold_that_stops_slowly(tmp_path)
+    )
+    _when_the_fold_runs(tmp_path, signal.SIGINT)
+    runs = ["--runs-dir", str(tmp_path / "ens")]
+    result = run_in_process("lightning-cv", "predict", str(focal_cv.dir), *runs, cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    assert (tmp_path / "closed").is_file(), "the prediction was killed before it stopped"
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("interrupted (SIGINT): stopping the prediction after its current")
+    assert lines[-1].startswith(f"lightning-cv predict: stopped (lightning predict exited with status {128 + 15})")  # fmt: skip
+    assert "Traceback" not in result.stderr
+
+
 def test_ctrl_c_while_composing_the_configuration_is_one_line(tmp_path, monkeypatch):
     import cli.crossval
 

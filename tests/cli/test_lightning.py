@@ -380,18 +380,25 @@ def _start_fit(args: list[str], cwd: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow
-def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
-    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
-    process = _start_fit(args, tmp_path)
-    run_dir = tmp_path / "runs" / "pspnet_focal_demo" / "fold0"
+def _fit_stopped_after_an_epoch(args: list[str], cwd: Path, signum: int) -> tuple[Path, int, str]:
+    """``lightning fit`` sent ``signum`` once its first epoch is checkpointed: its run folder,
+    exit status and stderr."""
+    process = _start_fit(args, cwd)
+    run_dir = cwd / "runs" / "pspnet_focal_demo" / "fold0"
     deadline = time.monotonic() + 120
     while not (run_dir / "checkpoints" / "last.ckpt").is_file():
         assert process.poll() is None and time.monotonic() < deadline, "no epoch finished"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]  # not 0: not finished
+    return run_dir, process.returncode, stderr
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_cache, tmp_path):
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
+    run_dir, code, stderr = _fit_stopped_after_an_epoch(args, tmp_path, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, stderr[-3000:]  # not 0: not finished
     assert "lightning fit: stopped by SIGTERM before it finished" in stderr
     assert "--ckpt_path last to resume" in stderr and "Traceback" not in stderr
     assert not (run_dir / "fit_done.json").exists()
@@ -400,6 +407,45 @@ def test_a_fit_stopped_by_sigterm_exits_nonzero_and_resumes(tiny_twin, shared_ca
     resumed = [*args[:-2], "--trainer.max_epochs", str(epoch + 2), "--ckpt_path", "last"]
     run_in_process("lightning", "fit", *resumed, cwd=tmp_path)
     assert (run_dir / "fit_done.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_fit_stopped_by_ctrl_c_says_so_and_exits_130(tiny_twin, shared_cache, tmp_path):
+    # Lightning's own Ctrl-C handling stops the fit and closes its loggers, then exits 1 as
+    # for a failure; the command says what happened and how to resume, as for SIGTERM.
+    args = [*_demo(tiny_twin, tmp_path, shared_cache), "--trainer.max_epochs", "50"]
+    run_dir, code, stderr = _fit_stopped_after_an_epoch(args, tmp_path, signal.SIGINT)
+    assert code == 128 + signal.SIGINT, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("lightning fit: stopped by Ctrl-C before it finished"), stderr[-3000:]
+    assert last.endswith("--ckpt_path last to resume.") and "Traceback" not in stderr
+    assert not (run_dir / "fit_done.json").exists()
+
+
+@pytest.mark.slow
+def test_a_prediction_stopped_by_sigterm_publishes_no_mask(demo_runs, tmp_path):
+    # Lightning's prediction loop only notes SIGTERM and predicts every case (exit 0): lightning
+    # predict stops after its current case, with the masks of no case published.
+    run_dir = _copy_runs(demo_runs, tmp_path)
+    args = ["--config", str(run_dir / "config.yaml"), "--ckpt_path", "best"]
+    process = subprocess.Popen(
+        [str(BIN / "lightning"), "predict", *args, "--model.init_args.tta", "true"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    staging, deadline = run_dir / "predict" / ".predictions.partial", time.monotonic() + 120
+    while not (staging.is_dir() and any(staging.iterdir())):  # the first case is written
+        assert process.poll() is None and time.monotonic() < deadline, "no case was predicted"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("lightning predict: stopped by SIGTERM before it finished"), last
+    assert not (run_dir / "predict" / "predictions").exists()
 
 
 def test_ctrl_c_while_the_command_starts_is_one_line_not_a_traceback(tmp_path):
