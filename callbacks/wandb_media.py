@@ -113,6 +113,7 @@ def log_cv_summary(
     tables: Mapping[str, Sequence[Row]],
     images: Mapping[str, Path],
     summary: Mapping[str, float],
+    config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Log an experiment's cross-validation report as one W&B run in the experiment's group.
 
@@ -134,6 +135,7 @@ def log_cv_summary(
             list of row dicts whose keys are the columns; an empty table is skipped.
         images: Image files by key (e.g. ``"dice_boxplot"``, ``"curves_all"``).
         summary: Values for the run summary (e.g. ``{"dice_mean": 0.58}``).
+        config: The run's config, what W&B filters runs by (:func:`cv_summary_config`).
 
     Returns:
         The run folder, ``<report_dir>/wandb/offline-run-<time>-<id>`` when offline. Its media
@@ -162,6 +164,7 @@ def log_cv_summary(
             group=experiment,
             name=f"{experiment}-cv",
             job_type="cv-report",
+            config=dict(config or {}),
             id=run_id,
             resume="allow" if run_id else None,
             dir=report_dir,
@@ -205,3 +208,36 @@ def cv_summary_payload(
     summary |= {f"cv/{m}_sd": v["fold_sd"] for m, v in report.summary.items()}
     images = {k: files[k] for k in ("dice_boxplot", "curves_all") if k in files}
     return tables, images, summary
+
+
+def cv_summary_config(report: CVReport, recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The config of a report's W&B run: the experiment's identity (name, paper, seed, metrics
+    preset, monitored metric, folds), so that report runs can be filtered in W&B, and the
+    recipe's settings under the keys the folds' runs log them with (the model's and the data
+    module's arguments, e.g. ``optimizer``, ``image_size``), plus ``net``, ``loss``, the
+    classes and the trainer's epochs and precision.
+
+    Args:
+        report: The cross-validation report.
+        recipe: The experiment's recipe (``cv_config.yaml``, or a fold's ``config.yaml``
+            without its per-run keys, :func:`core.recipe.recipe_of`).
+    """
+    model = recipe.get("model") or {}
+    data = recipe.get("data") or {}
+    trainer = recipe.get("trainer") or {}
+    return {
+        **(data.get("init_args") or {}),
+        **(model.get("init_args") or {}),
+        "model": model.get("class_path"),
+        "data": data.get("class_path"),
+        "max_epochs": trainer.get("max_epochs"),
+        "precision": trainer.get("precision"),
+        "experiment": report.experiment,
+        "paper": report.paper,
+        "seed": recipe.get("seed_everything"),
+        "metrics": report.preset,
+        "monitor": report.monitor,
+        "num_folds": report.num_folds,
+        "folds": [fold.fold for fold in report.folds],
+        "complete": report.complete,
+    }

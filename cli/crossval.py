@@ -276,12 +276,21 @@ def _report(experiment: ExperimentLayout, wandb: bool = False) -> int:
 
 
 def _log_report_to_wandb(report: CVReport, files: dict[str, Path]) -> None:
-    from callbacks.wandb_media import cv_summary_payload, log_cv_summary, wandb_settings_of
+    from callbacks.wandb_media import (
+        cv_summary_config,
+        cv_summary_payload,
+        log_cv_summary,
+        wandb_settings_of,
+    )
     from cli.runs import wandb_run_id
 
     config = read_config(RunLayout(report.folds[0].run_dir).config)
     settings = wandb_settings_of(config)
     tables, images, summary = cv_summary_payload(report, files)
+    # The experiment's composed recipe; its folds' own (the same recipe, the report checked)
+    # for folds that lightning fit ran by itself.
+    cv_config = ExperimentLayout(report.experiment_dir).cv_config
+    recipe = read_config(cv_config) if cv_config.is_file() else recipe_of(config)
     run = log_cv_summary(
         files["report"].parent,
         report.experiment,
@@ -293,6 +302,7 @@ def _log_report_to_wandb(report: CVReport, files: dict[str, Path]) -> None:
         tables=tables,
         images=images,
         summary=summary,
+        config=cv_summary_config(report, recipe),
     )
     log.info("W&B summary run: %s", run)
 

@@ -385,6 +385,12 @@ class SuiteCLI(LightningCLI):
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # not a writer the user chose
             strategy.checkpoint_io = AtomicCheckpointIO()
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous") is None:
+                # Lightning hands wandb.init `anonymous=None` when the config leaves it out; W&B
+                # 0.31 warns that the setting has no effect whenever it is given, None included
+                # ("wandb: WARNING The anonymous setting has no effect", even with WANDB_SILENT).
+                logger._wandb_init.pop("anonymous", None)
         return trainer
 
 

@@ -81,6 +81,18 @@ def _read_run(run_dir: Path) -> tuple[Any, dict[str, Any]]:
     return runs[0], summary
 
 
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config: the run record's, updated by its config records."""
+    (log_file,) = run_dir.glob("run-*.wandb")
+    config: dict[str, Any] = {}
+    for record in _records(log_file):
+        kind = record.WhichOneof("record_type")
+        if kind in ("run", "config"):
+            items = record.run.config.update if kind == "run" else record.config.update
+            config |= {item.key: json.loads(item.value_json) for item in items}
+    return config
+
+
 def _media(run_dir: Path, kind: str, key: str, suffix: str) -> Path:
     """The one media file W&B wrote for ``key`` (``files/media/<kind>/<key>_<step>_<hash>``)."""
     (path,) = (run_dir / "files" / "media" / kind).glob(f"{key}_*{suffix}")
@@ -261,8 +273,15 @@ def _fake_folds(experiment_dir: Path) -> None:
     """Two finished folds of a W&B-logged experiment, as much as ``lightning-cv report`` reads."""
     config = {
         "experiment": experiment_dir.name,
-        "data": {"init_args": {"num_folds": 2}},
-        "model": {"init_args": {"metrics": "atlas2_challenge"}},
+        "seed_everything": 7,
+        "data": {"init_args": {"num_folds": 2, "image_size": 64}},
+        "model": {
+            "class_path": "lightning_modules.SegmentationModule",
+            "init_args": {
+                "metrics": "atlas2_challenge",
+                "loss": {"class_path": "losses.FocalLoss", "init_args": {"gamma": 2.0}},
+            },
+        },
         "trainer": {
             "logger": [
                 {
@@ -342,3 +361,19 @@ def test_a_report_written_again_updates_its_wandb_run_instead_of_adding_one(tmp_
     assert ids == {(report / "wandb_run_id").read_text().strip()}
     assert {(run.display_name, run.job_type) for run, _ in runs} == {("again-cv", "cv-report")}
     assert runs[-1][1]["cv/dice_mean"] == pytest.approx(0.6)
+
+
+def test_the_report_run_names_the_experiment_and_its_recipe_in_its_config(tmp_path, wandb_env):
+    # The summary run logged no config: in W&B, report runs could not be filtered by experiment,
+    # seed or recipe as the folds' runs are.
+    experiment_dir = tmp_path / "runs" / "named"
+    _fake_folds(experiment_dir)
+    run_in_process("lightning-cv", "report", str(experiment_dir), "--wandb", cwd=tmp_path)
+    (run_dir,) = (experiment_dir / "report" / "wandb").glob("offline-run-*")
+    config = _read_config(run_dir)
+    assert config["experiment"] == "named" and config["seed"] == 7 and config["paper"] is None
+    assert (config["num_folds"], config["folds"], config["complete"]) == (2, [0, 1], True)
+    assert (config["metrics"], config["monitor"]) == ("atlas2_challenge", "val/dice")
+    assert config["model"] == "lightning_modules.SegmentationModule"
+    assert config["loss"] == {"class_path": "losses.FocalLoss", "init_args": {"gamma": 2.0}}
+    assert config["image_size"] == 64  # the data module's settings, as the folds' runs log them

@@ -553,6 +553,8 @@ def test_wandb_runs_are_grouped_by_experiment_named_by_fold_and_kept_in_its_fold
     assert settings["name"] == "fold2"
     assert Path(settings["dir"]) == run_dir
     assert settings["id"] == (run_dir / "wandb_run_id").read_text().strip()  # resumes continue it
+    # W&B warns that `anonymous` has no effect whenever wandb.init is given it, None included.
+    assert "anonymous" not in settings
     # Checkpoints are written beside their name and renamed, never moved in from TMPDIR.
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
