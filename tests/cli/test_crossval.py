@@ -671,6 +671,7 @@ def test_each_fold_runs_the_composed_configuration_not_the_command_line_again(
     monkeypatch.setattr(
         crossval, "submit", lambda args, jobs, experiment: submitted.extend(jobs) or []
     )
+    monkeypatch.setattr(crossval, "_check_slurm_here", lambda args: None)  # submission faked
     recipe = configs("pspnet_focal.yaml", "demo.yaml", "wandb.yaml")
     argv = ["fit", *recipe, "--launcher", "slurm", "--nodes", "2"]
     extra = ["--trainer.num_nodes", "1", "--trainer.devices=auto", "--runs_dir", str(tmp_path)]
