@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import functools
 import logging
 import os
 import signal
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -196,8 +198,33 @@ STOP_GRACE_S = 60.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _ignore_ctrl_c() -> None:
+#: Linux's ``prctl`` option that has a process signalled when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[..., int] | None:
+    """Linux's ``prctl`` (looked up here, in the parent: a forked child must not load
+    libraries), or ``None`` on other systems, where nothing stops a process with its parent."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _start_stoppable(parent: int, prctl: Callable[..., int] | None) -> None:
+    """In the new process, before it runs the command: ignore Ctrl-C, and stop (SIGTERM) when
+    the command that started it dies, even by ``kill -9``, so that no fold trains on unseen."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent's handler (it records stop signals) is inherited until exec: a SIGTERM before
+    # then would be recorded by a copy of the parent and lost.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -226,7 +253,9 @@ def run_stoppable(command: list[str], what: str) -> tuple[int, int | None]:
     <pid>``, ``timeout``) or all of them (SLURM): the process ignores Ctrl-C and gets one SIGTERM
     from here, whichever arrived, and stops as Lightning stops for SIGTERM, at the end of a step,
     closing its files (checkpoints, ``metrics.csv``, W&B run). It is killed at a second signal or
-    after :data:`STOP_GRACE_S`: nothing runs on unseen after the command has gone.
+    after :data:`STOP_GRACE_S`: nothing runs on unseen after the command has gone. On Linux it
+    also gets SIGTERM when this command dies without passing it a stop (``kill -9``, the OOM
+    killer, a closed SSH session), and stops the same way.
 
     Args:
         command: The process's command line (:func:`lightning_command`).
@@ -234,7 +263,10 @@ def run_stoppable(command: list[str], what: str) -> tuple[int, int | None]:
             its current step (runs/x/fold0)"``.
     """
     with _recording_stop_signals() as received:
-        process = subprocess.Popen(command, preexec_fn=_ignore_ctrl_c)
+        # The signal at the parent's death is tied to this thread, which waits here until the
+        # process ends.
+        start = functools.partial(_start_stoppable, os.getpid(), _parent_death_signal())
+        process = subprocess.Popen(command, preexec_fn=start)
         deadline = None
         while True:
             try:

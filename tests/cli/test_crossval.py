@@ -8,11 +8,14 @@ real processes, as for a user.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -407,6 +410,48 @@ def test_sigterm_stops_the_running_fold_with_the_command(tmp_path, monkeypatch):
         assert ended[0] == fold_pid, "the fold's process still runs"
     except ChildProcessError:
         pass
+
+
+def test_the_running_fold_stops_when_the_command_is_killed(tmp_path):
+    # kill -9 of lightning-cv used to leave its fold training as an orphan: the same command run
+    # again resumed the fold beside it, and metrics.csv held epochs twice. Linux now sends the
+    # fold SIGTERM at its parent's death: it stops as at Ctrl-C, closing its files.
+    fold = _fold_that_stops_slowly(tmp_path, grace=0.1)
+    command = (
+        "import sys; from cli.launchers import run_stoppable; "
+        f"run_stoppable({fold!r}, 'fold 1'); sys.exit(3)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, "-c", command], env=env, cwd=REPO)
+    pid_file, deadline = tmp_path / "fold.pid", time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fold_pid = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "closed").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert (tmp_path / "closed").is_file(), "the fold trains on after its command was killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(fold_pid, signal.SIGKILL)  # only left running without the fix
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_fold_whose_command_died_before_it_started_stops_at_once():
+    # The parent may die between fork and prctl: the signal was asked for too late, and the
+    # child would run as an orphan. Here "the parent" is a PID that is not the child's parent.
+    import cli.launchers
+
+    start = functools.partial(
+        cli.launchers._start_stoppable, os.getpid() + 1, cli.launchers._parent_death_signal()
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], preexec_fn=start
+    )
+    assert child.wait(timeout=10) == -signal.SIGTERM
 
 
 def _fold_that_stops_slowly(tmp_path: Path, grace: float = 1.0) -> list[str]:
