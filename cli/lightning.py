@@ -369,6 +369,7 @@ def _main(argv: list[str], args: list[str] | None, plans: list[RunPlan]) -> None
     finally:
         for plan in plans:
             plan.rollback()  # a replaced run is put back unless the new fit started training
+            plan.release()  # another fit may train the run now
         # Lightning leaves the process group alive after fit; tearing gloo down explicitly
         # avoids an abort ("terminate called without an active exception") at interpreter exit.
         if torch.distributed.is_available() and torch.distributed.is_initialized():

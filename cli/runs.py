@@ -19,6 +19,13 @@ Every ``lightning`` command of an experiment's fold works in ``runs/<experiment>
   as the configuration, that run's folder is used, so a prediction never lands in another
   experiment's folder and a copied run folder uses its own weights; ``--ckpt_path last``/
   ``best`` name the fold's own checkpoints.
+* One trainer per run folder: ``fit`` locks the run (:class:`core.locks.RunLock`, the file
+  ``.fold<k>.lock`` beside it) before it touches the folder and until the command ends; a second
+  ``fit`` of the same run — a fold orphaned by a killed ``lightning-cv`` still training, another
+  terminal, a SLURM requeue racing a task still running — is refused at once, naming the
+  process that trains it. Only the process that owns the folder (global rank 0) locks it.
+  ``validate``/``test``/``predict`` take no lock: they read the fit's atomically written
+  checkpoints and write their own stage folders, so they run while the fold trains.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from cli.options import OVERWRITE
 from core.checkpoints import best_checkpoint, checkpoint_epoch
 from core.errors import ConfigurationError
 from core.io import temporary_sibling, write_text
+from core.locks import RunLock
 from core.run_layout import ExperimentLayout, RunLayout, fold_name
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,8 @@ class RunPlan:
         resume_epoch: For a ``fit`` that resumes in ``run``: the checkpoint's epoch.
         replaced: For ``fit --overwrite``: where the old run folder waits until the new fit
             starts training (then it is deleted) or fails (then it is put back).
+        lock: For ``fit`` in the process that owns the folder: the run's lock, held until
+            :meth:`release`.
     """
 
     run: RunLayout
@@ -70,6 +80,7 @@ class RunPlan:
     ckpt_path: Path | None
     resume_epoch: int | None
     replaced: Path | None = field(default=None)
+    lock: RunLock | None = field(default=None)
 
     @property
     def logger_version(self) -> str:
@@ -91,6 +102,11 @@ class RunPlan:
         self.replaced.replace(self.run.root)
         log.warning("The earlier run of this fold was kept: %s", self.run.root)
         self.replaced = None
+
+    def release(self) -> None:
+        """The command ends: let another ``fit`` train the run (after :meth:`rollback`)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def _requeue_checkpoint(run: RunLayout) -> Path | None:
@@ -145,8 +161,10 @@ def plan_run(
 ) -> RunPlan:
     """Decide the folders of one command, resolve its checkpoint and guard existing runs.
 
-    Nothing is deleted here. Only the launching process (global rank 0) sets an old run aside
-    for ``overwrite``; DDP processes started later compute the same plan without side effects.
+    Nothing is deleted here. Only the launching process (global rank 0) locks the run of a
+    ``fit`` (first, before anything is read or moved; :meth:`RunPlan.release` lets it go) and
+    sets an old run aside for ``overwrite``; DDP processes started later compute the same plan
+    without side effects.
 
     Args:
         folder: The run folder's name when the model belongs to no fold (an ensemble:
@@ -156,7 +174,8 @@ def plan_run(
             now is).
 
     Raises:
-        ConfigurationError: For a missing checkpoint, or a ``fit`` that would overwrite a run.
+        ConfigurationError: For a missing checkpoint, a ``fit`` that would overwrite a run, or
+            one of a run that another process trains.
     """
     name = folder or (fold_name(fold) if fold is not None else "run")
     run = ExperimentLayout((Path(runs_dir) / experiment).absolute()).run(name)
@@ -166,12 +185,25 @@ def plan_run(
         origin = RunLayout.of_checkpoint(checkpoint) if checkpoint is not None else None
         owner = origin or base
         return RunPlan(owner, owner.stage(stage), checkpoint, None)
+    lock = RunLock(run).acquire() if _global_rank() == 0 else None
+    try:
+        return _plan_fit(run, ckpt_path, overwrite, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _plan_fit(
+    run: RunLayout, ckpt_path: str | None, overwrite: bool, lock: RunLock | None
+) -> RunPlan:
+    """:func:`plan_run` for ``fit``, the run locked (``lock``; ``None`` off global rank 0)."""
     checkpoint = _resolve(ckpt_path, run) if ckpt_path else None
     origin = RunLayout.of_checkpoint(checkpoint) if checkpoint is not None else None
     resumes = origin is not None and origin.root == run.root.resolve()
     requeued = _requeue_checkpoint(run) if checkpoint is None else None
     if requeued is not None:  # a requeued SLURM job: Lightning resumes from its HPC checkpoint
-        return RunPlan(run, run, None, checkpoint_epoch(requeued))
+        return RunPlan(run, run, None, checkpoint_epoch(requeued), lock=lock)
     existing = run.checkpoint_files()
     replaced = None
     if existing and not resumes and _global_rank() == 0:
@@ -184,7 +216,7 @@ def plan_run(
             )
         replaced = _set_aside(run)
     epoch = checkpoint_epoch(checkpoint) if resumes and checkpoint is not None else None
-    return RunPlan(run, run, checkpoint, epoch, replaced)
+    return RunPlan(run, run, checkpoint, epoch, replaced, lock)
 
 
 def wandb_run_id(path: Path) -> str:

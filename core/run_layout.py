@@ -12,6 +12,7 @@ paths; no other module spells a file name of a run.
 
     runs/<experiment>/
         cv_config.yaml                 the composed configuration every fold ran with
+        .fold<k>.lock                  locked by the fit training fold<k> (RunLayout.fit_lock)
         fold<k>/                       RunLayout
             config.yaml  split.json  metrics.csv  hparams.yaml
             checkpoints/last.ckpt  checkpoints/best-….ckpt  hpc_ckpt_<n>.ckpt
@@ -103,6 +104,13 @@ class RunLayout:
     def fit_done(self) -> Path:
         """Written when a ``fit`` finished normally; the fold workflow skips such folds."""
         return self.root / "fit_done.json"
+
+    @property
+    def fit_lock(self) -> Path:
+        """``.<run>.lock`` beside the run folder: locked by the ``fit`` that trains the run
+        (:class:`core.locks.RunLock`); beside it, so that a folder renamed aside by
+        ``--overwrite`` does not take it along."""
+        return self.root.with_name(f".{self.root.name}.lock")
 
     @property
     def wandb_run_id(self) -> Path:

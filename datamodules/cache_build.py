@@ -10,7 +10,6 @@ build removes the temporary folder, like SIGINT; any error removes it too.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from core.errors import ConfigurationError, DataValidationError
 from core.io import why_not_writable
+from core.locks import try_lock
 from datamodules.cache import CACHE_FORMAT_VERSION, CacheItem, DecodedCase, LoadFn
 from datamodules.geometry import SliceGeometry
 from datamodules.nifti import CaseOrientation, case_shape
@@ -54,21 +54,6 @@ def check_cache_root(root: Path) -> None:
 
 
 # -- stale temporary folders -------------------------------------------------------------
-
-
-def _lock(path: Path) -> int | None:
-    """An exclusive non-blocking flock on ``path``: its fd, or ``None`` if someone holds it."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-        os.close(fd)
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
 
 
 def _builder_is_gone(tmp: Path) -> bool:
@@ -108,7 +93,7 @@ def remove_stale_builds(root: Path) -> list[Path]:
                 log.info("Removed %s, left by a cache build killed as it began", tmp)
             continue
         try:
-            fd = _lock(lock_path)
+            fd = try_lock(lock_path)
         except OSError:  # no flock here: never guess
             continue
         if fd is None:
@@ -212,7 +197,7 @@ def build_slice_cache(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        lock = _lock(tmp / _LOCK_NAME)
+        lock = try_lock(tmp / _LOCK_NAME)
     except OSError:  # a file system without flock: the folder is still removed on failure
         lock = None
     try:

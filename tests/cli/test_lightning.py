@@ -731,3 +731,27 @@ def test_a_stage_from_the_fold_config_logs_a_wandb_run_of_its_own_beside_the_fit
     assert logger.init_args.job_type is None and logger.dict_kwargs["job_type"] == stage
     assert logger.dict_kwargs["group"] == "exp"
     assert Path(logger.init_args.save_dir) == run_dir / stage  # not the fit's wandb/ folder
+
+
+def test_a_fit_of_a_fold_another_fit_trains_is_refused_at_once(tiny_twin, shared_cache, tmp_path):
+    # Two trainers of one fold (two terminals, an orphaned fold, a SLURM requeue racing a task
+    # still running) wrote the same checkpoints and metrics.csv, epochs twice.
+    from core.locks import RunLock
+    from core.run_layout import RunLayout
+
+    args = _demo(tiny_twin, tmp_path, shared_cache)
+    run = RunLayout(tmp_path / "runs" / "pspnet_focal_demo" / "fold0")
+    other = RunLock(run).acquire()  # as the other fit, training
+    try:
+        result = run_in_process("lightning", "fit", *args, cwd=tmp_path, check=False)
+    finally:
+        other.release()
+    assert result.returncode == 2, result.stderr[-3000:]
+    head = _stderr_head(result)
+    assert head.startswith(f"error: {run.root} is being trained by another lightning fit"), head
+    assert f"(PID {os.getpid()};" in head and f"stop that process (kill {os.getpid()}:" in head
+    assert "Traceback" not in result.stderr and not run.root.exists()
+    # A fit that ran in this process lets the fold go when it ends.
+    run_in_process("lightning", "fit", *args, cwd=tmp_path)
+    assert not run.fit_lock.exists()
+    RunLock(run).acquire().release()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,7 @@ def test_overwrite_sets_the_old_run_aside_until_the_new_fit_trains(tmp_path):
     run_dir.mkdir()  # the new fit has started writing
     (run_dir / "split.json").write_text("{}")
     plan.rollback()  # ... and failed before training: the old run is back, the new one gone
+    plan.release()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (run_dir / "split.json").exists() and plan.replaced is None
     plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", None, True)
@@ -60,6 +64,76 @@ def test_overwrite_sets_the_old_run_aside_until_the_new_fit_trains(tmp_path):
     assert aside is not None and not aside.exists()
     plan.rollback()  # nothing left to put back
     assert not run_dir.exists()
+
+
+def test_a_fit_of_a_run_in_training_is_refused_naming_the_process_that_trains_it(tmp_path):
+    # An orphaned fold still training while its command resumed it, two terminals, a SLURM
+    # requeue racing a task still running: two trainers wrote one run (epochs twice).
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
+    runs = str(tmp_path / "runs")
+    training = plan_run(runs, "exp", 0, "fit", "last", False)
+    for ckpt_path, overwrite in (("last", False), (None, True), (None, False)):
+        with pytest.raises(ConfigurationError) as refused:
+            plan_run(runs, "exp", 0, "fit", ckpt_path, overwrite)
+        first_line = str(refused.value).splitlines()[0]
+        assert first_line.startswith(f"{run_dir.absolute()} is being trained by another ")
+        assert (
+            f"(PID {os.getpid()};" in first_line and "wait for it to finish, or stop" in first_line
+        )
+        assert f"kill {os.getpid()}:" in first_line
+    assert run_dir.is_dir() and (run_dir / "checkpoints" / "last.ckpt").is_file()  # untouched
+    # Later stages write their own folders: they run while the fold trains.
+    assert plan_run(runs, "exp", 0, "validate", "last", False).stage.root == run_dir / "validate"
+    another = plan_run(runs, "exp", 1, "fit", None, False)
+    another.release()
+    training.release()
+    plan_run(runs, "exp", 0, "fit", "last", False).release()
+    # A fit refused before it wrote anything leaves no folder (nor lock file) behind.
+    plan_run(str(tmp_path / "new"), "exp", 0, "fit", None, False).release()
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_killed_fits_lock_file_blocks_nothing(tmp_path):
+    # The kernel releases a flock at the holder's death; the file stays, with its PID.
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
+    lock_file = run_dir.with_name(f".{run_dir.name}.lock")
+    script = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d here' % os.getpid()); os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", script, str(lock_file)], check=False)
+    assert lock_file.read_text().endswith(" here")
+    plan = plan_run(str(tmp_path / "runs"), "exp", 0, "fit", "last", False)
+    assert lock_file.read_text().split()[0] == str(os.getpid())
+    plan.release()
+
+
+def test_a_fit_that_fails_its_checks_lets_the_run_go(tmp_path):
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
+    runs = str(tmp_path / "runs")
+    with pytest.raises(ConfigurationError, match="already holds a run"):
+        plan_run(runs, "exp", 0, "fit", None, False)
+    with pytest.raises(ConfigurationError, match="no best checkpoint"):
+        plan_run(runs, "exp", 0, "fit", "best", False)
+    plan_run(runs, "exp", 0, "fit", "last", False).release()
+
+
+def test_only_the_process_that_owns_the_run_locks_it(tmp_path, monkeypatch):
+    # DDP processes started by Lightning plan the same run while global rank 0 holds its lock.
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    run_dir = _run(tmp_path)
+    _checkpoint(run_dir / "checkpoints" / "last.ckpt", 4)
+    runs = str(tmp_path / "runs")
+    owner = plan_run(runs, "exp", 0, "fit", "last", False)
+    monkeypatch.setattr(rank_zero_only, "rank", 1, raising=False)
+    other = plan_run(runs, "exp", 0, "fit", "last", False)
+    assert other.lock is None and other.ckpt_path == owner.ckpt_path
+    other.release()
+    owner.release()
 
 
 def test_last_and_best_name_the_folds_checkpoints(tmp_path):
