@@ -279,7 +279,8 @@ def _report_terminated(argv: list[str], plans: list[RunPlan], by: str = "SIGTERM
         message += "; no epoch finished: run the command again."
     elif plans and stage == "predict":
         # The writer publishes a prediction's masks only once every case is written.
-        message += f"; no mask of it was published to {plans[-1].stage.predictions}: run it again."
+        # (Its folder is the writer's output_dir, which the plan does not know.)
+        message += "; it published no mask: run it again."
     elif plans:
         message += f"; what it wrote to {plans[-1].stage.root} is incomplete: run it again."
     else:
