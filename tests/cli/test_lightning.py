@@ -368,8 +368,15 @@ def test_resume_continues_the_fold_in_its_own_folder(tiny_twin, shared_cache, de
     assert epochs == [0]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A test run started in the background (`.ci/run &`, nohup) ignores Ctrl-C, and its
+    # children inherit that: Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_fit(args: list[str], cwd: Path) -> subprocess.Popen:
-    """``lightning fit`` as its own process, for a test to signal: stderr piped, one thread."""
+    """``lightning fit`` as its own process, for a test to signal: stderr piped, one thread,
+    Ctrl-C handled as in a terminal."""
     return subprocess.Popen(
         [str(BIN / "lightning"), "fit", *args],
         cwd=cwd,
@@ -377,6 +384,7 @@ def _start_fit(args: list[str], cwd: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
 
 
