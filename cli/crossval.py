@@ -30,9 +30,7 @@ passed on to ``lightning fit`` (or ``lightning predict``), e.g.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
-import pydoc
 import shutil
 import signal
 import subprocess
@@ -386,7 +384,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     fold_config = first_fold_config(first)
     config = read_config(fold_config)
     if args.split:
-        _check_split(args.split, config)
+        _check_split(args.split, config, fold_config)
     name = args.name or (first.name if len(args.members) == 1 else None)
     if name is None:
         raise ConfigurationError(
@@ -445,7 +443,7 @@ def cmd_predict(args: argparse.Namespace, extra: list[str], in_process: bool = F
     return code
 
 
-def _check_split(split: str, config: dict[str, Any]) -> None:
+def _check_split(split: str, config: dict[str, Any], config_path: Path) -> None:
     """Refuse a ``--split`` that the members' dataset does not have, in the command's terms
     (the ``lightning`` run it starts would name ``data.predict_split`` and its type).
 
@@ -454,14 +452,13 @@ def _check_split(split: str, config: dict[str, Any]) -> None:
     """
     from datamodules.base import SliceDataModule
 
-    data = config.get("data") or {}
-    data_class = pydoc.locate(str(data.get("class_path", "")))
-    if not (inspect.isclass(data_class) and issubclass(data_class, SliceDataModule)):
+    data_class = segment.data_class_of(config, config_path)
+    if not issubclass(data_class, SliceDataModule):
         return
     splits = data_class.predict_splits
     if not splits or split in splits:
         return
-    default = (data.get("init_args") or {}).get("predict_split")
+    default = ((config.get("data") or {}).get("init_args") or {}).get("predict_split")
     raise ConfigurationError(
         f"--split {split}: the models were trained on {data_class.dataset_name} data "
         f"({data_class.__name__}), whose splits are {', '.join(splits)}; give one of them "

@@ -74,10 +74,15 @@ def model_data_config(model: Path) -> tuple[type, dict]:
     configuration of its (first) fold."""
     config_path = first_fold_config(model)
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    return data_class_of(config, config_path), config
+
+
+def data_class_of(config: dict, config_path: Path) -> type:
+    """The data module class a fold's configuration (read from ``config_path``) names."""
     located = pydoc.locate(str((config.get("data") or {}).get("class_path", "")))
     if not isinstance(located, type):
         raise ConfigurationError(f"{config_path}: its data.class_path names no class.")
-    return located, config
+    return located
 
 
 def model_images(model: Path) -> tuple[str, list[str]]:
